@@ -1,0 +1,126 @@
+"""Shared config defaults and validation. Experiment files in configs/ start from `base_config()`.
+
+Validation runs before anything compiles: each problem is one line naming the key to change.
+(Unknown keys and wrong types on the command line are refused by ml_collections itself.)
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import jax.numpy as jnp
+import ml_collections
+
+from lmresearch import parallel
+from lmresearch.parallel import ConfigError
+
+DATA_DIR = os.environ.get('LMR_DATA_DIR', os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data'))
+
+
+def parse_arg(arg) -> dict:
+  """'size=tiny,preset=shakespeare_char' -> {'size': 'tiny', 'preset': 'shakespeare_char'}."""
+  out = {}
+  for part in (arg or '').split(','):
+    if part.strip():
+      if '=' not in part:
+        raise ConfigError(f'config preset {part!r}: expected key=value (e.g. size=tiny).')
+      k, v = part.split('=', 1)
+      out[k.strip()] = v.strip()
+  return out
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.stage = 'pretrain'
+  c.seed = 0
+  c.init_from = ''          # parent stage's workdir (post-training stages)
+
+  c.model = ml_collections.ConfigDict(dict(
+      style='llama', num_layers=4, num_heads=4, num_kv_heads=0, embed_dim=128, mlp_dim=512,
+      max_len=128, vocab_size=0, vocab_multiple=64, dropout=0.0, dtype='float32',
+      param_dtype='float32', scan_layers=False, remat='none', rope_theta=10000.0, norm_eps=1e-5,
+      attention_impl=''))
+
+  c.data = ml_collections.ConfigDict(dict(
+      source='synthetic', path='', text_key='text', val_fraction=0.1, seq_len=128,
+      tokenizer='bpe', vocab_size=512, tokenizer_path='',
+      tfds_name='', tfds_data_dir='', tfds_train_split='train', tfds_eval_split='test', max_docs=0,
+      synthetic=ml_collections.ConfigDict(dict(world_seed=0, num_docs=20000, worked_fraction=0.7))))
+
+  c.train = ml_collections.ConfigDict(dict(
+      steps=500, batch_size=32, grad_accum=1, lr=3e-3, min_lr=3e-4, warmup_steps=50,
+      decay_steps=0, weight_decay=0.1, b1=0.9, b2=0.99, clip_norm=1.0, z_loss=0.0,
+      log_every=25, eval_every=250, eval_batches=20, peak_flops=0.0))
+
+  c.checkpoint = ml_collections.ConfigDict(dict(every=250, max_to_keep=2, use_async=True))
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.rules = [list(r) for r in parallel.DEFAULT_RULES]
+  return c
+
+
+def validate(config, num_devices: int) -> None:
+  from lmresearch.stages import STAGES
+  from lmresearch.models.transformer import REMAT_POLICIES
+  if config.stage not in STAGES:
+    raise ConfigError(f'config.stage={config.stage!r}: expected one of {list(STAGES)}.')
+  shape = parallel.mesh_shape(config.mesh, num_devices)
+  m, t, d = config.model, config.train, config.data
+  if m.style not in ('gpt2', 'llama'):
+    raise ConfigError(f"config.model.style={m.style!r}: expected 'gpt2' or 'llama'.")
+  if m.embed_dim % m.num_heads:
+    raise ConfigError(f'config.model.embed_dim={m.embed_dim} is not divisible by '
+                      f'config.model.num_heads={m.num_heads}.')
+  if m.num_kv_heads and m.num_heads % m.num_kv_heads:
+    raise ConfigError(f'config.model.num_heads={m.num_heads} is not a multiple of '
+                      f'config.model.num_kv_heads={m.num_kv_heads}.')
+  if m.remat != 'none' and m.remat not in REMAT_POLICIES:
+    raise ConfigError(f"config.model.remat={m.remat!r}: expected 'none' or one of {sorted(REMAT_POLICIES)}.")
+  for key in ('dtype', 'param_dtype'):
+    try:
+      jnp.dtype(m[key])
+    except TypeError:
+      raise ConfigError(f'config.model.{key}={m[key]!r} is not a dtype name.') from None
+  if d.seq_len < 1 or d.seq_len > m.max_len:
+    raise ConfigError(f'config.data.seq_len={d.seq_len} must be in 1..config.model.max_len={m.max_len}.')
+  for key in ('steps', 'batch_size', 'grad_accum', 'log_every'):
+    if t[key] < 1:
+      raise ConfigError(f'config.train.{key}={t[key]} must be >= 1.')
+  mesh_axes = dict(zip(parallel.MESH_AXES, shape))
+  rules = dict((name, ax) for name, ax in config.rules)
+  axes = rules.get('batch') or ()
+  axes = (axes,) if isinstance(axes, str) else axes
+  shards = 1
+  for a in axes:
+    shards *= mesh_axes[a]
+  if t.batch_size % (shards * t.grad_accum):
+    raise ConfigError(
+        f'config.train.batch_size={t.batch_size} does not divide into config.train.grad_accum='
+        f'{t.grad_accum} micro-batches over the {shards} batch shards of the mesh '
+        f'({"x".join(axes)} = {shards}); use a multiple of {shards * t.grad_accum}.')
+
+
+def save(config, workdir: str) -> None:
+  path = os.path.join(workdir, 'config.json')
+  with open(path + '.tmp', 'w') as f:
+    f.write(config.to_json_best_effort(indent=2))
+  os.replace(path + '.tmp', path)
+
+
+def load(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} not found: is {workdir} a run directory?')
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def check_same_model(config, workdir: str) -> None:
+  """A workdir that already holds checkpoints must be resumed with the same model."""
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints')) or not os.path.exists(
+      os.path.join(workdir, 'config.json')):
+    return
+  old = load(workdir)
+  for key in config.model.keys():
+    if key in old.model and old.model[key] != config.model[key] and key not in ('remat', 'scan_layers', 'attention_impl', 'dtype'):
+      raise ConfigError(f'{workdir} holds checkpoints of another model (config.model.{key}: '
+                        f'{old.model[key]!r} there, {config.model[key]!r} now); use a new --workdir.')

@@ -1,0 +1,173 @@
+"""The embedded default: a small invented world, generated deterministically from a seed.
+
+Every stage of the pipeline draws from the same world, so one codebase can demonstrate the whole
+life of a model with no file and no network:
+  * documents     encyclopedia-style paragraphs about creatures, fruits and towns, and arithmetic
+                  word problems with (or without) step-by-step solutions -> pretraining;
+  * chats         questions about the world answered by an assistant -> SFT;
+  * rankings      K responses of known quality order, ranked by a noisy simulated labeler -> reward
+                  model and DPO;
+  * prompts       arithmetic problems with verifiable answers -> GRPO and evaluation.
+
+Facts are fixed by `World(seed)`; which documents/questions are drawn is set by each call's rng,
+so train and held-out splits use different rngs over the same facts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import Optional
+
+COLORS = ['red', 'blue', 'green', 'yellow', 'purple', 'orange', 'white', 'black', 'pink', 'gray']
+SIZES = ['tiny', 'small', 'big', 'huge']
+TASTES = ['sweet', 'sour', 'bitter', 'salty', 'spicy']
+FRUITS = ['banana', 'apple', 'plum', 'cherry', 'pear', 'mango', 'lemon', 'grape', 'melon', 'peach',
+          'fig', 'kiwi']
+PLACES = ['river', 'hill', 'forest', 'lake', 'valley', 'coast']
+PEOPLE = ['Tam', 'Mira', 'Bo', 'Lina', 'Oskar', 'Nia', 'Pim', 'Rosa', 'Juno', 'Kai']
+SOUNDS = ['brip', 'woo', 'tik', 'mum', 'zee', 'pop', 'hoo', 'grr']
+_SYL = ['zor', 'mip', 'bla', 'kin', 'tru', 'vex', 'lo', 'dar', 'fen', 'gub', 'nox', 'pel', 'quo',
+        'ris', 'sul', 'tam', 'wib', 'yor', 'zan', 'mor']
+
+QUESTION_PREFIX = 'Question: '
+ANSWER_PREFIX = 'Answer: '
+
+
+@dataclasses.dataclass(frozen=True)
+class Creature:
+  name: str
+  color: str
+  size: str
+  town: str
+  food: str
+  sound: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+  """An arithmetic word problem with its worked solution."""
+  question: str
+  steps: tuple          # sentences, one arithmetic step each
+  answer: int
+  num_steps: int
+
+  @property
+  def solution(self) -> str:
+    return ' '.join(self.steps) + f' The answer is {self.answer}.'
+
+  @property
+  def direct(self) -> str:
+    return f'The answer is {self.answer}.'
+
+
+class World:
+  def __init__(self, seed: int = 0, num_creatures: int = 16, num_towns: int = 6):
+    rng = random.Random(seed)
+    names = set()
+    while len(names) < num_creatures + num_towns:
+      names.add(''.join(rng.sample(_SYL, 2)))
+    names = sorted(names)
+    rng.shuffle(names)
+    self.towns = {n.capitalize(): rng.choice(PLACES) for n in names[num_creatures:]}
+    town_names = sorted(self.towns)
+    self.fruits = {f: (rng.choice(COLORS), rng.choice(TASTES)) for f in FRUITS}
+    self.fruits['banana'] = ('yellow', 'sweet')   # the demo's "The banana is ..." reads naturally
+    self.creatures = [
+        Creature(n, rng.choice(COLORS), rng.choice(SIZES), rng.choice(town_names),
+                 rng.choice(FRUITS), rng.choice(SOUNDS)) for n in names[:num_creatures]]
+
+  # ---- pretraining documents -------------------------------------------------------------
+  def creature_doc(self, c: Creature, rng: random.Random) -> str:
+    facts = [f'It lives in {c.town}.', f'It eats {_plural(c.food)}.', f'A {c.name} says "{c.sound}".',
+             f'The {c.name} is {c.size}.', f'Every {c.name} is {c.color}.']
+    rng.shuffle(facts)
+    return f'The {c.name} is a {c.size} {c.color} creature. ' + ' '.join(facts[:rng.randint(2, 5)])
+
+  def fruit_doc(self, fruit: str, rng: random.Random) -> str:
+    color, taste = self.fruits[fruit]
+    fans = [c.name for c in self.creatures if c.food == fruit]
+    s = f'The {fruit} is a {color} fruit. It tastes {taste}.'
+    if fans:
+      s += f' The {_plural(rng.choice(fans))} love {_plural(fruit)}.'
+    return s
+
+  def town_doc(self, town: str, rng: random.Random) -> str:
+    people = [c.name for c in self.creatures if c.town == town]
+    s = f'{town} is a town by the {self.towns[town]}.'
+    if people:
+      rng.shuffle(people)
+      s += ' ' + ' and '.join(f'the {_plural(p)}' for p in people[:3]).capitalize() + ' live there.'
+    return s
+
+  def problem(self, rng: random.Random, num_steps: Optional[int] = None) -> Problem:
+    """1-3 step word problems over small numbers: each step is one + or - on the running total."""
+    num_steps = num_steps or rng.randint(1, 3)
+    who, fruit = rng.choice(PEOPLE), rng.choice(FRUITS)
+    total = rng.randint(2, 12)
+    sentences = [f'{who} has {total} {_plural(fruit)}.']
+    steps = [f'{who} starts with {total}.']
+    for _ in range(num_steps):
+      if total > 1 and rng.random() < 0.5:
+        n = rng.randint(1, min(total - 1, 9))
+        verb = rng.choice(['eats', 'gives away', 'sells', 'drops'])
+        sentences.append(f'{who} {verb} {n}.')
+        steps.append(f'{total} - {n} = {total - n}.')
+        total -= n
+      else:
+        n = rng.randint(1, 9)
+        verb = rng.choice(['buys', 'finds', 'picks', 'gets'])
+        sentences.append(f'{who} {verb} {n} more.')
+        steps.append(f'{total} + {n} = {total + n}.')
+        total += n
+    q = ' '.join(sentences) + f' How many {_plural(fruit)} does {who} have now?'
+    return Problem(q, tuple(steps), total, num_steps)
+
+  def documents(self, n: int, rng: random.Random, worked_fraction: float = 0.7) -> list[str]:
+    """n pretraining documents; a share are word problems, most with worked solutions."""
+    out = []
+    for _ in range(n):
+      r = rng.random()
+      if r < 0.4:
+        out.append(self.creature_doc(rng.choice(self.creatures), rng))
+      elif r < 0.55:
+        out.append(self.fruit_doc(rng.choice(FRUITS), rng))
+      elif r < 0.65:
+        out.append(self.town_doc(rng.choice(sorted(self.towns)), rng))
+      else:
+        p = self.problem(rng)
+        body = p.solution if rng.random() < worked_fraction else p.direct
+        out.append(f'{QUESTION_PREFIX}{p.question}\n{ANSWER_PREFIX}{body}')
+    return out
+
+  # ---- questions with known answers (SFT chats, rankings, evaluation) --------------------------
+  def fact_question(self, rng: random.Random) -> tuple[str, str, str]:
+    """(question, ideal answer, the key word an answer must contain)."""
+    c = rng.choice(self.creatures)
+    kind = rng.randrange(4)
+    if kind == 0:
+      return f'What color is the {c.name}?', f'The {c.name} is {c.color}.', c.color
+    if kind == 1:
+      return f'Where does the {c.name} live?', f'The {c.name} lives in {c.town}.', c.town
+    if kind == 2:
+      return f'What does the {c.name} eat?', f'The {c.name} eats {_plural(c.food)}.', _plural(c.food)
+    f = rng.choice(FRUITS)
+    return f'What color is the {f}?', f'The {f} is {self.fruits[f][0]}.', self.fruits[f][0]
+
+  def wrong_fact(self, key: str, rng: random.Random) -> str:
+    pool = [w for w in COLORS + sorted(self.towns) + [_plural(f) for f in FRUITS] if w != key]
+    return rng.choice(pool)
+
+
+def _plural(word: str) -> str:
+  if word.endswith(('ch', 'sh', 's')):
+    return word + 'es'
+  if word.endswith('y') and word[-2] not in 'aeiou':
+    return word[:-1] + 'ies'
+  return word + 's'
+
+
+def corpus(seed: int, num_docs: int, split: str = 'train', worked_fraction: float = 0.7) -> list[str]:
+  """The embedded pretraining corpus: facts from World(seed), documents drawn per split."""
+  world = World(seed)
+  salt = {'train': 1, 'validation': 2, 'test': 3}[split]
+  return world.documents(num_docs, random.Random(seed * 1000 + salt), worked_fraction)

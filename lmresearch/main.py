@@ -1,0 +1,72 @@
+"""Entry point: python -m lmresearch.main --config=configs/pretrain.py[:preset] --workdir=runs/x
+
+Builds the mesh and the stage named by config.stage, then runs the one trainer. Starting again on
+the same workdir resumes from its latest checkpoint.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+config_flags.DEFINE_config_file('config', None, 'Experiment config file, e.g. configs/pretrain.py:size=tiny.',
+                                lock_config=True)
+flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, metrics, tokenizer, config.')
+flags.DEFINE_bool('dry_run', False, 'Validate the config, build the sharded state abstractly and '
+                  'compile-check one train step, without data or memory (for pod presets).')
+FLAGS = flags.FLAGS
+
+
+def setup_jax() -> None:
+  import jax
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)   # Orbax logs every file it renames at INFO
+  cache = os.environ.get('LMR_COMPILATION_CACHE', os.path.expanduser('~/.cache/lmresearch/jax'))
+  if cache:
+    jax.config.update('jax_compilation_cache_dir', cache)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  # Multi-process jobs (TPU pods, SLURM, or an explicit coordinator) initialize the runtime first.
+  if os.environ.get('JAX_COORDINATOR_ADDRESS') or os.environ.get('LMR_DISTRIBUTED'):
+    jax.distributed.initialize()
+
+
+def run(config, workdir: str, dry_run: bool = False) -> dict:
+  import jax
+  from lmresearch import config as lmc
+  from lmresearch import parallel
+  from lmresearch.stages import get_stage
+  from lmresearch.training.trainer import Trainer
+
+  lmc.validate(config, jax.device_count())
+  if dry_run:
+    from lmresearch.training.dry_run import dry_run as do_dry_run
+    return do_dry_run(config)
+  os.makedirs(workdir, exist_ok=True)
+  lmc.check_same_model(config, workdir)
+  if jax.process_index() == 0:
+    lmc.save(config, workdir)
+  rules = parallel.rules_from_config(config)
+  mesh = parallel.make_mesh(config.mesh)
+  stage = get_stage(config.stage)(config, workdir)
+  return Trainer(config, workdir, stage, mesh, rules).run()
+
+
+def main(argv):
+  del argv
+  from lmresearch.parallel import ConfigError
+  if not FLAGS.workdir and not FLAGS.dry_run:
+    print('error: --workdir is required (the run directory).', file=sys.stderr)
+    sys.exit(2)
+  setup_jax()
+  try:
+    run(FLAGS.config, FLAGS.workdir, FLAGS.dry_run)
+  except (ConfigError, FileNotFoundError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  flags.mark_flag_as_required('config')
+  app.run(main)

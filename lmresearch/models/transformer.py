@@ -1,0 +1,283 @@
+"""A decoder-only Transformer in functional Flax Linen.
+
+One file, read top to bottom: embeddings -> N x Block(attention, MLP) -> norm -> logits.
+Two families share the code, chosen by `cfg.style`:
+  gpt2:  learned positions, LayerNorm, GELU MLP, tied embeddings, biases.
+  llama: RoPE, RMSNorm, SwiGLU MLP, grouped-query attention, untied head, no biases.
+
+Sharding is declared, not coded: every parameter and large activation carries logical axis
+names (batch, length, embed, heads, kv_heads, kv, mlp, vocab, layers); `parallel.py` maps them to
+mesh axes through rules that live in the config.
+
+Decoding uses a KV cache in the flax 'cache' collection (as flax examples/lm1b does): initialise
+it with `decode=True` on a [batch, cache_len] input, then call with `decode=True` on chunks (a
+prompt prefill, then one token at a time); `kv_mask` marks which cache slots hold real tokens.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  vocab_size: int
+  num_layers: int = 4
+  num_heads: int = 4
+  num_kv_heads: int = 0          # 0 -> num_heads (plain multi-head attention)
+  embed_dim: int = 128
+  mlp_dim: int = 512
+  max_len: int = 256
+  style: str = 'gpt2'            # 'gpt2' | 'llama'
+  dropout: float = 0.0
+  dtype: str = 'float32'         # compute dtype
+  param_dtype: str = 'float32'
+  scan_layers: bool = False
+  remat: str = 'none'            # 'none' | 'full' | 'dots' | 'dots_no_batch'
+  rope_theta: float = 10000.0
+  norm_eps: float = 1e-5
+  attention_impl: str = ''       # '' (let JAX choose) | 'xla' | 'cudnn'
+
+  @property
+  def head_dim(self) -> int:
+    return self.embed_dim // self.num_heads
+
+  @property
+  def kv_heads(self) -> int:
+    return self.num_kv_heads or self.num_heads
+
+  @property
+  def gpt2(self) -> bool:
+    return self.style == 'gpt2'
+
+  @classmethod
+  def from_config(cls, model_cfg, vocab_size: int) -> 'ModelConfig':
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {k: v for k, v in model_cfg.items() if k in fields}
+    kwargs['vocab_size'] = vocab_size
+    return cls(**kwargs)
+
+
+def _init(std: float, names):
+  return nn.with_logical_partitioning(nn.initializers.normal(std), names)
+
+
+def _zeros(names):
+  return nn.with_logical_partitioning(nn.initializers.zeros_init(), names)
+
+
+def _ones(names):
+  return nn.with_logical_partitioning(nn.initializers.ones_init(), names)
+
+
+def _norm(cfg: ModelConfig, name: str):
+  dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+  if cfg.gpt2:
+    return nn.LayerNorm(epsilon=cfg.norm_eps, dtype=dt, param_dtype=pdt, name=name,
+                        scale_init=_ones(('embed',)), bias_init=_zeros(('embed',)))
+  return nn.RMSNorm(epsilon=cfg.norm_eps, dtype=dt, param_dtype=pdt, name=name,
+                    scale_init=_ones(('embed',)))
+
+
+def rope(x: Array, positions: Array, theta: float) -> Array:
+  """Rotary position embedding on x [batch, length, heads, head_dim] (half-split layout)."""
+  half = x.shape[-1] // 2
+  freq = 1.0 / (theta ** (jnp.arange(half, dtype=jnp.float32) / half))
+  angle = positions[..., None].astype(jnp.float32) * freq              # [b, t, half]
+  sin, cos = jnp.sin(angle)[:, :, None, :], jnp.cos(angle)[:, :, None, :]
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x.dtype)
+
+
+class Proj(nn.Module):
+  """x @ kernel over the trailing `in_dims` axes of x, with the kernel in its full N-d shape
+  (flax's DenseGeneral initialises a flattened kernel, which breaks logical constraints)."""
+  shape: tuple            # kernel shape: in dims + out dims
+  names: tuple            # a logical axis name per kernel dim
+  in_dims: int = 1
+  std: float = 0.02
+  use_bias: bool = False
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param('kernel', _init(self.std, self.names), self.shape, self.param_dtype)
+    letters = 'abcdefgh'
+    k_in, k_out = letters[:self.in_dims], letters[self.in_dims:len(self.shape)]
+    y = jnp.einsum(f'...{k_in},{k_in}{k_out}->...{k_out}', x.astype(self.dtype),
+                   kernel.astype(self.dtype))
+    if self.use_bias:
+      out_shape, out_names = self.shape[self.in_dims:], self.names[self.in_dims:]
+      y = y + self.param('bias', _zeros(out_names), out_shape, self.param_dtype).astype(self.dtype)
+    return y
+
+
+class Attention(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x, positions, mask, decode: bool, kv_mask):
+    cfg = self.cfg
+    dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+    d, h, kvh, hd = cfg.embed_dim, cfg.num_heads, cfg.kv_heads, cfg.head_dim
+    proj = functools.partial(Proj, use_bias=cfg.gpt2, dtype=dt, param_dtype=pdt)
+    q = proj((d, h, hd), ('embed', 'heads', 'kv'), name='query')(x)
+    k = proj((d, kvh, hd), ('embed', 'kv_heads', 'kv'), name='key')(x)
+    v = proj((d, kvh, hd), ('embed', 'kv_heads', 'kv'), name='value')(x)
+    if not cfg.gpt2:
+      q, k = rope(q, positions, cfg.rope_theta), rope(k, positions, cfg.rope_theta)
+    q = nn.with_logical_constraint(q, ('batch', 'length', 'heads', 'kv'))
+    k = nn.with_logical_constraint(k, ('batch', 'length', 'kv_heads', 'kv'))
+
+    if decode:
+      k, v, mask = self._update_cache(k, v, kv_mask)
+
+    impl = cfg.attention_impl or None
+    out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
+    out = nn.with_logical_constraint(out, ('batch', 'length', 'heads', 'kv'))
+    # GPT-2 scales residual projections by 1/sqrt(2 * layers) at init.
+    out_std = 0.02 / (2 * cfg.num_layers) ** 0.5
+    return proj((h, hd, d), ('heads', 'kv', 'embed'), in_dims=2, std=out_std, name='out')(out)
+
+  def _update_cache(self, k, v, kv_mask):
+    """Writes this chunk's keys/values at the cache index; returns the whole cache and its mask."""
+    initialized = self.has_variable('cache', 'cached_key')
+    ck = self.variable('cache', 'cached_key', jnp.zeros, k.shape, k.dtype)
+    cv = self.variable('cache', 'cached_value', jnp.zeros, v.shape, v.dtype)
+    index = self.variable('cache', 'cache_index', lambda: jnp.zeros((), jnp.int32))
+    if not initialized:   # the init call only sizes the cache
+      return k, v, None
+    chunk, cache_len = k.shape[1], ck.value.shape[1]
+    i = index.value
+    ck.value = jax.lax.dynamic_update_slice(ck.value, k, (0, i, 0, 0))
+    cv.value = jax.lax.dynamic_update_slice(cv.value, v, (0, i, 0, 0))
+    index.value = i + chunk
+    # Query j of this chunk sits in slot i + j: it sees filled slots up to and including itself.
+    slots = jnp.arange(cache_len)[None, :]
+    causal = slots <= (i + jnp.arange(chunk))[:, None]                     # [chunk, cache_len]
+    mask = causal[None, None] & kv_mask[:, None, None, :].astype(bool)   # [b, 1, chunk, cache_len]
+    return ck.value, cv.value, mask
+
+
+class Mlp(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.cfg
+    dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+    dense = functools.partial(nn.Dense, dtype=dt, param_dtype=pdt, use_bias=cfg.gpt2,
+                              bias_init=_zeros(('mlp',)))
+    up_init = _init(0.02, ('embed', 'mlp'))
+    if cfg.gpt2:
+      h = nn.gelu(dense(cfg.mlp_dim, kernel_init=up_init, name='up')(x))
+    else:
+      gate = dense(cfg.mlp_dim, kernel_init=up_init, name='gate')(x)
+      h = nn.silu(gate) * dense(cfg.mlp_dim, kernel_init=up_init, name='up')(x)
+    h = nn.with_logical_constraint(h, ('batch', 'length', 'mlp'))
+    out_std = 0.02 / (2 * cfg.num_layers) ** 0.5
+    return nn.Dense(cfg.embed_dim, dtype=dt, param_dtype=pdt, use_bias=cfg.gpt2, name='down',
+                    kernel_init=_init(out_std, ('mlp', 'embed')),
+                    bias_init=_zeros(('embed',)))(h)
+
+
+class Block(nn.Module):
+  """Pre-norm residual block. Returns (x, None) so that nn.scan can carry x."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x, positions, mask, kv_mask, decode: bool, deterministic: bool):
+    cfg = self.cfg
+    drop = nn.Dropout(cfg.dropout)
+    h = Attention(cfg, name='attn')(_norm(cfg, 'ln_attn')(x), positions, mask, decode, kv_mask)
+    x = x + drop(h, deterministic=deterministic)
+    h = Mlp(cfg, name='mlp')(_norm(cfg, 'ln_mlp')(x))
+    x = x + drop(h, deterministic=deterministic)
+    x = nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
+    return x, None
+
+
+REMAT_POLICIES = {
+    'full': None,  # save nothing: recompute the whole block
+    'dots': jax.checkpoint_policies.checkpoint_dots,
+    'dots_no_batch': jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+class Transformer(nn.Module):
+  """tokens [b, t] -> logits [b, t, vocab] (or final hidden states with return_hidden)."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, tokens, positions=None, segment_ids=None, *, kv_mask=None,
+               decode: bool = False, deterministic: bool = True, return_hidden: bool = False):
+    cfg = self.cfg
+    dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+    b, t = tokens.shape
+    if positions is None:
+      positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    mask = None
+    if not decode:
+      mask = nn.make_causal_mask(tokens, dtype=jnp.bool_)
+      if segment_ids is not None:
+        same = segment_ids[:, :, None] == segment_ids[:, None, :]
+        mask = mask & same[:, None]
+    if decode and kv_mask is None:
+      kv_mask = jnp.ones((b, t), jnp.bool_)
+
+    embed = nn.Embed(cfg.vocab_size, cfg.embed_dim, dtype=dt, param_dtype=pdt, name='embed',
+                     embedding_init=_init(0.02, ('vocab', 'embed')))
+    x = embed(tokens)
+    if cfg.gpt2:
+      pos_table = self.param('pos_embed', _init(0.01, (None, 'embed')),
+                             (cfg.max_len, cfg.embed_dim), pdt)
+      x = x + jnp.take(pos_table, positions, axis=0).astype(dt)
+    x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
+    x = nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
+
+    block = Block
+    if cfg.remat != 'none':
+      block = nn.remat(Block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers,
+                       static_argnums=(5, 6))  # decode, deterministic (self counts as 0)
+    if cfg.scan_layers:
+      x, _ = nn.scan(block, variable_axes={'params': 0, 'cache': 0},
+                     split_rngs={'params': True, 'dropout': True},
+                     in_axes=(nn.broadcast,) * 3 + (nn.broadcast,) * 2,
+                     length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: 'layers'},
+                     name='layers')(cfg)(x, positions, mask, kv_mask, decode, deterministic)
+    else:
+      for i in range(cfg.num_layers):
+        x, _ = block(cfg, name=f'layer_{i}')(x, positions, mask, kv_mask, decode, deterministic)
+
+    x = _norm(cfg, 'ln_final')(x)
+    if return_hidden:
+      return x
+    if cfg.gpt2:
+      logits = embed.attend(x)
+    else:
+      logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=dt, param_dtype=pdt, name='head',
+                        kernel_init=_init(0.02, ('embed', 'vocab')))(x)
+    return nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
+
+
+def count_params(params: Any) -> int:
+  return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int, n_params: Optional[int] = None) -> float:
+  """Training FLOPs per token (fwd + bwd), PaLM appendix B: 6N + 12 L T d."""
+  d, l = cfg.embed_dim, cfg.num_layers
+  if n_params is None:
+    per_layer = 4 * d * d if cfg.kv_heads == cfg.num_heads else 2 * d * d + 2 * d * cfg.kv_heads * cfg.head_dim
+    per_layer += (2 if cfg.gpt2 else 3) * d * cfg.mlp_dim
+    n_params = l * per_layer + cfg.vocab_size * d
+  return 6.0 * n_params + 12.0 * l * seq_len * d

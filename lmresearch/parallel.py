@@ -1,0 +1,130 @@
+"""The device mesh, logical-axis rules and shardings.
+
+Model code names axes logically ('batch', 'embed', 'mlp', ...). The config's `rules` map those
+names to the mesh axes ('data', 'fsdp', 'tensor'); this file turns both into `NamedSharding`s.
+The same code then runs on one CPU, eight simulated devices or a pod: only the config changes.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ('data', 'fsdp', 'tensor')
+
+# MaxText-style defaults: batch over data+fsdp, weights' embed dim over fsdp (ZeRO-3 style), heads
+# and mlp over tensor (Megatron style). An axis already used in a spec is skipped by flax, so an
+# activation's 'embed' stays unsharded once 'batch' took 'fsdp'.
+DEFAULT_RULES = (
+    ('batch', ('data', 'fsdp')),
+    ('length', None),
+    ('embed', 'fsdp'),
+    ('heads', 'tensor'),
+    ('kv_heads', 'tensor'),
+    ('kv', None),
+    ('mlp', 'tensor'),
+    ('vocab', 'tensor'),
+    ('layers', None),
+)
+
+
+class ConfigError(ValueError):
+  """A config or input problem, reported as one line naming the key before anything compiles."""
+
+
+def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, int, int]:
+  sizes = [int(mesh_cfg[a]) for a in MESH_AXES]
+  if sum(s == -1 for s in sizes) > 1:
+    raise ConfigError('config.mesh: at most one of data/fsdp/tensor may be -1 (= the rest).')
+  for a, s in zip(MESH_AXES, sizes):
+    if s == 0 or s < -1:
+      raise ConfigError(f'config.mesh.{a}={s}: must be a positive size or -1.')
+  known = math.prod(s for s in sizes if s != -1)
+  if -1 in sizes:
+    if num_devices % known:
+      raise ConfigError(f'config.mesh={dict(zip(MESH_AXES, sizes))}: the fixed axes ({known}) do '
+                        f'not divide the {num_devices} devices.')
+    sizes[sizes.index(-1)] = num_devices // known
+  if math.prod(sizes) != num_devices:
+    raise ConfigError(f'config.mesh={dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} '
+                      f'devices but {num_devices} are available; set config.mesh.data=-1 or '
+                      'resize the mesh.')
+  return tuple(sizes)
+
+
+def make_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
+  devices = list(jax.devices() if devices is None else devices)
+  shape = mesh_shape(mesh_cfg, len(devices))
+  if len(devices) == len(jax.devices()) and jax.process_count() > 1:
+    from jax.experimental import mesh_utils  # topology-aware order across hosts
+    grid = mesh_utils.create_hybrid_device_mesh(
+        (1, shape[1], shape[2]), (shape[0], 1, 1), devices=devices)
+  else:
+    grid = np.asarray(devices).reshape(shape)
+  # Mesh(...) gives Auto axes, which flax's logical constraints need (jax.make_mesh is Explicit).
+  return Mesh(grid, MESH_AXES)
+
+
+def rules_from_config(config) -> tuple:
+  rules = config.get('rules', None)
+  if not rules:
+    return DEFAULT_RULES
+  return tuple((name, tuple(ax) if isinstance(ax, list) else ax) for name, ax in rules)
+
+
+def batch_axes(rules) -> Any:
+  return dict(rules).get('batch')
+
+
+def num_batch_shards(mesh: Mesh, rules) -> int:
+  axes = batch_axes(rules)
+  if axes is None:
+    return 1
+  axes = (axes,) if isinstance(axes, str) else axes
+  return math.prod(mesh.shape[a] for a in axes)
+
+
+def logical_shardings(mesh: Mesh, rules, boxed_tree) -> Any:
+  """NamedShardings for a tree of nn.Partitioned (e.g. jax.eval_shape of init)."""
+  specs = nn.get_partition_spec(boxed_tree)
+  return nn.logical_to_mesh_sharding(specs, mesh, rules)
+
+
+def batch_sharding(mesh: Mesh, rules, ndim: int = 2) -> NamedSharding:
+  return NamedSharding(mesh, P(batch_axes(rules), *([None] * (ndim - 1))))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def check_divisible(mesh: Mesh, shardings, shapes, what: str = 'param') -> None:
+  """Every sharded dim must split evenly; names the offending array so the fix is obvious."""
+  flat_s = jax.tree_util.tree_leaves_with_path(shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
+  flat_x = jax.tree_util.tree_leaves(shapes)
+  for (path, s), x in zip(flat_s, flat_x):
+    for dim, axes in zip(x.shape, s.spec):
+      if axes is None:
+        continue
+      n = math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes))
+      if dim % n:
+        name = jax.tree_util.keystr(path)
+        raise ConfigError(f'{what} {name} of shape {x.shape} cannot be split {n} ways over mesh '
+                          f'axes {axes}; change config.model sizes or config.mesh.')
+
+
+def put_batch(batch: dict, sharding_for) -> dict:
+  """Host numpy batch (this process's rows) -> global jax arrays sharded over the batch axes."""
+  return {k: jax.make_array_from_process_local_data(sharding_for(v.ndim), v) for k, v in batch.items()}
+
+
+@contextlib.contextmanager
+def activate(mesh: Mesh, rules):
+  """The context that model code's logical constraints resolve against."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    yield

@@ -1,0 +1,160 @@
+"""Tokenizers: character-level and byte-level BPE (HF `tokenizers`), plus the chat template.
+
+Both reserve the same special tokens at ids 0..6 so that every later stage (SFT chats, RL
+rollouts, evaluation) speaks one format. A tokenizer is trained once, saved in the workdir as
+`tokenizer.json`, and reloaded from there by sampling and by the stages that start from it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterable, Sequence
+
+PAD, BOS, EOS, SYSTEM, USER, ASSISTANT, END = (
+    '<|pad|>', '<|bos|>', '<|eos|>', '<|system|>', '<|user|>', '<|assistant|>', '<|end|>')
+SPECIALS = (PAD, BOS, EOS, SYSTEM, USER, ASSISTANT, END)
+ROLE_TOKENS = {'system': SYSTEM, 'user': USER, 'assistant': ASSISTANT}
+FILENAME = 'tokenizer.json'
+
+
+class _Base:
+  specials = {s: i for i, s in enumerate(SPECIALS)}
+  pad_id, bos_id, eos_id = 0, 1, 2
+  end_id = SPECIALS.index(END)
+
+  def special_id(self, token: str) -> int:
+    return self.specials[token]
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    return [self.encode(t) for t in texts]
+
+
+class CharTokenizer(_Base):
+  """One id per character seen in training (nanoGPT's shakespeare_char), after the specials."""
+  kind = 'char'
+
+  def __init__(self, chars: str):
+    self.chars = chars
+    self._stoi = {c: i + len(SPECIALS) for i, c in enumerate(chars)}
+    self._itos = {i: c for c, i in self._stoi.items()}
+    self.vocab_size = len(SPECIALS) + len(chars)
+
+  @classmethod
+  def train(cls, texts: Iterable[str]) -> 'CharTokenizer':
+    seen = set()
+    for t in texts:
+      seen.update(t)
+    return cls(''.join(sorted(seen)))
+
+  def encode(self, text: str) -> list[int]:
+    try:
+      return [self._stoi[c] for c in text]
+    except KeyError as e:
+      raise ValueError(f'character {e.args[0]!r} is not in the char tokenizer\'s vocabulary '
+                       '(it was trained on a corpus without it).') from None
+
+  def decode(self, ids: Iterable[int], skip_special: bool = False) -> str:
+    out = []
+    for i in ids:
+      i = int(i)
+      if i < len(SPECIALS):
+        if not skip_special:
+          out.append(SPECIALS[i])
+      else:
+        out.append(self._itos.get(i, ''))
+    return ''.join(out)
+
+  def save(self, directory: str) -> None:
+    _write_json(os.path.join(directory, FILENAME), {'type': 'char', 'chars': self.chars})
+
+
+class BPETokenizer(_Base):
+  """Byte-level BPE (GPT-2's scheme) trained with HF `tokenizers`: fast, offline, any text."""
+  kind = 'bpe'
+
+  def __init__(self, hf_tokenizer):
+    self.hf = hf_tokenizer
+    self.vocab_size = hf_tokenizer.get_vocab_size()
+    for s in SPECIALS:
+      if hf_tokenizer.token_to_id(s) != self.specials[s]:
+        raise ValueError(f'tokenizer does not reserve {s} at id {self.specials[s]}.')
+
+  @classmethod
+  def train(cls, texts: Iterable[str], vocab_size: int) -> 'BPETokenizer':
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    return cls(tok)
+
+  @classmethod
+  def from_file(cls, path: str) -> 'BPETokenizer':
+    from tokenizers import Tokenizer
+    return cls(Tokenizer.from_file(path))
+
+  def encode(self, text: str) -> list[int]:
+    return self.hf.encode(text, add_special_tokens=False).ids
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    return [e.ids for e in self.hf.encode_batch(list(texts), add_special_tokens=False)]
+
+  def decode(self, ids: Iterable[int], skip_special: bool = False) -> str:
+    return self.hf.decode([int(i) for i in ids], skip_special_tokens=skip_special)
+
+  def save(self, directory: str) -> None:
+    path = os.path.join(directory, FILENAME)
+    self.hf.save(path + '.tmp')
+    os.replace(path + '.tmp', path)
+
+
+def _write_json(path: str, obj) -> None:
+  with open(path + '.tmp', 'w') as f:
+    json.dump(obj, f)
+  os.replace(path + '.tmp', path)
+
+
+def train_tokenizer(kind: str, texts: Sequence[str], vocab_size: int = 0):
+  if kind == 'char':
+    return CharTokenizer.train(texts)
+  if kind == 'bpe':
+    return BPETokenizer.train(texts, vocab_size)
+  raise ValueError(f"config.data.tokenizer={kind!r}: expected 'char' or 'bpe'.")
+
+
+def load_tokenizer(directory_or_file: str):
+  path = directory_or_file
+  if os.path.isdir(path):
+    path = os.path.join(path, FILENAME)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'no tokenizer at {path}: train one by running pretraining in that '
+                            'workdir, or point config.data.tokenizer_path at a tokenizer.json.')
+  with open(path) as f:
+    obj = json.load(f)
+  if obj.get('type') == 'char':
+    return CharTokenizer(obj['chars'])
+  return BPETokenizer.from_file(path)
+
+
+def render_chat(tok, messages: Sequence[dict], add_generation_prompt: bool = False):
+  """The one chat template: <|role|> content <|end|> per message.
+
+  Returns (ids, assistant_mask): mask is 1 on the tokens an assistant wrote (its content and its
+  <|end|>), which is what SFT trains on. With add_generation_prompt the ids end in <|assistant|>,
+  ready for the sampler to write the reply.
+  """
+  ids, mask = [tok.bos_id], [0]
+  for m in messages:
+    role = m['role']
+    if role not in ROLE_TOKENS:
+      raise ValueError(f'unknown chat role {role!r}: expected one of {sorted(ROLE_TOKENS)}.')
+    body = tok.encode(m['content']) + [tok.end_id]
+    ids += [tok.special_id(ROLE_TOKENS[role])] + body
+    mask += [0] + [int(role == 'assistant')] * len(body)
+  if add_generation_prompt:
+    ids.append(tok.special_id(ASSISTANT))
+    mask.append(0)
+  return ids, mask

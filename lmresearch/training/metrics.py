@@ -1,0 +1,92 @@
+"""Metrics out: `metrics.jsonl` (one object per logged step), TensorBoard events, and MFU."""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Dense bf16 peak FLOP/s per chip, from vendor specs, for MFU. CPUs are measured instead.
+PEAK_FLOPS = {
+    'tpu v4': 275e12, 'tpu v5 lite': 197e12, 'tpu v5e': 197e12, 'tpu v5p': 459e12,
+    'tpu v5': 459e12, 'tpu v6 lite': 918e12, 'tpu v6e': 918e12,
+    'h100': 989e12, 'h200': 989e12, 'a100': 312e12, 'l4': 121e12, 'b200': 2250e12,
+}
+
+
+@functools.lru_cache(maxsize=1)
+def measured_cpu_peak_flops(n: int = 1024, repeats: int = 5) -> float:
+  """fp32 matmul FLOP/s of this CPU (all cores): the best of a few n x n matmuls."""
+  a = jnp.ones((n, n), jnp.float32)
+  f = jax.jit(lambda x: x @ x, device=jax.devices('cpu')[0])
+  f(a).block_until_ready()
+  best = math.inf
+  for _ in range(repeats):
+    t = time.perf_counter()
+    f(a).block_until_ready()
+    best = min(best, time.perf_counter() - t)
+  return 2 * n ** 3 / best
+
+
+def peak_flops(override: float = 0.0) -> float:
+  """Peak FLOP/s of all devices of the job."""
+  if override > 0:
+    return override
+  dev = jax.devices()[0]
+  if dev.platform == 'cpu':
+    return measured_cpu_peak_flops()  # simulated CPU devices share the same cores
+  kind = dev.device_kind.lower()
+  for key, value in PEAK_FLOPS.items():
+    if key in kind:
+      return value * jax.device_count()
+  return 0.0
+
+
+class MetricWriter:
+  """Appends to metrics.jsonl and TensorBoard; only process 0 writes."""
+
+  def __init__(self, workdir: str):
+    self.enabled = jax.process_index() == 0
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.tb = None
+    if self.enabled:
+      from tensorboardX import SummaryWriter
+      self.tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+
+  def write(self, step: int, metrics: dict) -> None:
+    if not self.enabled:
+      return
+    row = {'step': int(step)}
+    for k, v in metrics.items():
+      v = float(np.asarray(v))
+      row[k] = v
+      self.tb.add_scalar(k, v, step)
+    with open(self.path, 'a') as f:
+      f.write(json.dumps(row) + '\n')
+
+  def truncate_after(self, step: int) -> None:
+    """On resume, drop rows the killed run logged past its last checkpoint (they are redone)."""
+    if not self.enabled or not os.path.exists(self.path):
+      return
+    with open(self.path) as f:
+      rows = [l for l in f if l.strip() and json.loads(l).get('step', 0) <= step]
+    with open(self.path + '.tmp', 'w') as f:
+      f.writelines(rows)
+    os.replace(self.path + '.tmp', self.path)
+
+  def close(self) -> None:
+    if self.tb is not None:
+      self.tb.close()
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(l) for l in f if l.strip()]

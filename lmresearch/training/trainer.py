@@ -1,0 +1,248 @@
+"""The one trainer every stage runs on.
+
+A stage supplies its params, batches and a pure `loss_fn(params, batch, rng) -> (loss_sum,
+metric_sums)`, where `metric_sums['count']` is the loss's denominator (tokens, pairs, ...). The
+trainer divides summed gradients and metrics by the summed count, so gradient accumulation over
+micro-batches is exact, whatever the masking.
+
+Per step: host batch -> global array sharded over the batch axes -> jitted step (shardings in and
+out, state donated) -> metrics fetched only at log/checkpoint steps (no host sync in between) ->
+async Orbax checkpoint holding params, optimizer state, RNG and the data iterator's position.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import signal
+import sys
+import time
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from lmresearch import parallel
+from lmresearch.training.checkpoint import Checkpointer, abstract_with_shardings
+from lmresearch.training.metrics import MetricWriter, peak_flops
+from lmresearch.training.optimizers import learning_rate_schedule, make_optimizer
+
+
+class NonFiniteLossError(RuntimeError):
+  pass
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  rng: jax.Array
+
+
+def accumulate_gradients(loss_fn, params, batch, rng, num_micro: int):
+  """Summed grads and metric sums over `num_micro` micro-batches (lax.scan, one at a time)."""
+  grad_fn = jax.grad(loss_fn, has_aux=True)
+  if num_micro == 1:
+    return grad_fn(params, batch, rng)
+
+  def split(x):  # row j*num_micro + i goes to micro-batch i: each shard keeps its own rows
+    return x.reshape(x.shape[0] // num_micro, num_micro, *x.shape[1:]).swapaxes(0, 1)
+
+  micro = jax.tree.map(split, batch)
+
+  def body(acc, xs):
+    mb, i = xs
+    grads, metrics = grad_fn(params, mb, jax.random.fold_in(rng, i))
+    return jax.tree.map(jnp.add, acc, (grads, metrics)), None
+
+  first = jax.tree.map(lambda x: x[0], micro)
+  shapes = jax.eval_shape(grad_fn, params, first, rng)
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), shapes)
+  (grads, metrics), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(num_micro)))
+  return grads, metrics
+
+
+def make_train_step(loss_fn, optimizer, num_micro: int, schedule):
+  def train_step(state: TrainState, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    grads, sums = accumulate_gradients(loss_fn, state.params, batch, rng, num_micro)
+    count = jnp.maximum(sums.pop('count'), 1.0)
+    grads = jax.tree.map(lambda g, p: (g / count).astype(p.dtype), grads, state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {k: v / count for k, v in sums.items()}
+    metrics['train/grad_norm'] = optax.global_norm(grads)
+    metrics['train/lr'] = schedule(state.step)
+    return TrainState(state.step + 1, params, opt_state, state.rng), metrics
+  return train_step
+
+
+def make_eval_step(loss_fn):
+  def eval_step(params, batch):
+    return loss_fn(params, batch, None)   # rng None = deterministic (no dropout)
+  return eval_step
+
+
+class Trainer:
+  def __init__(self, config, workdir: str, stage, mesh, rules):
+    self.config, self.workdir, self.stage, self.mesh, self.rules = config, workdir, stage, mesh, rules
+    self.train_cfg = config.train
+    self.optimizer = make_optimizer(config.train)
+    self.schedule = learning_rate_schedule(config.train)
+    self._stop = False
+
+  # ---- state ---------------------------------------------------------------------------
+  def _init_fn(self):
+    params = self.stage.init_params(jax.random.PRNGKey(self.config.seed))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=self.optimizer.init(params),
+                      rng=jax.random.PRNGKey(self.config.seed + 1))
+
+  def abstract_state(self):
+    """Shapes and shardings of the train state, with no memory allocated."""
+    with parallel.activate(self.mesh, self.rules):
+      boxed = jax.eval_shape(self._init_fn)
+    shardings = parallel.logical_shardings(self.mesh, self.rules, boxed)
+    abstract = nn.unbox(boxed)
+    parallel.check_divisible(self.mesh, shardings.params, abstract.params)
+    return abstract, shardings
+
+  def init_state(self, shardings):
+    """Initializes the state directly in its shards (never whole on one device)."""
+    with parallel.activate(self.mesh, self.rules):
+      return jax.jit(lambda: nn.unbox(self._init_fn()), out_shardings=shardings)()
+
+  # ---- the loop --------------------------------------------------------------------------
+  def run(self) -> dict:
+    cfg, tc, stage = self.config, self.train_cfg, self.stage
+    abstract, shardings = self.abstract_state()
+    ckpt = Checkpointer(f'{self.workdir}/checkpoints', cfg.checkpoint.max_to_keep,
+                        cfg.checkpoint.use_async)
+    writer = MetricWriter(self.workdir)
+    data_iter = stage.train_iterator()
+    start = ckpt.latest_step()
+    if start is None:
+      state = self.init_state(shardings)
+      state = state.replace(params=stage.initial_params(state.params, shardings.params))
+      start = 0
+    else:
+      state = self._restore(ckpt, start, abstract, shardings, data_iter)
+      writer.truncate_after(start)
+      print(f'resumed from {self.workdir}/checkpoints step {start}', flush=True)
+
+    batch_sharding = lambda ndim: parallel.batch_sharding(self.mesh, self.rules, ndim)
+    with parallel.activate(self.mesh, self.rules):
+      step_fn = jax.jit(make_train_step(stage.loss_fn, self.optimizer, tc.grad_accum, self.schedule),
+                        in_shardings=(shardings, None), out_shardings=(shardings, None),
+                        donate_argnums=(0,))
+      eval_fn = jax.jit(make_eval_step(stage.loss_fn), in_shardings=(shardings.params, None))
+    eval_batches = [parallel.put_batch(b, batch_sharding) for b in stage.eval_batches()] \
+        if tc.eval_every > 0 else []
+
+    peak = peak_flops(tc.peak_flops)
+    tokens_per_step = stage.tokens_per_step()
+    flops_per_step = stage.flops_per_step()
+    old_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+    pbar = tqdm(total=tc.steps, initial=start, desc=stage.name, dynamic_ncols=True,
+                disable=None, file=sys.stderr)
+    pending, t_last, steps_timed, last = [], None, 0, {}
+    wall0 = time.time()
+    try:
+      with parallel.activate(self.mesh, self.rules):
+        for step in range(start, tc.steps):
+          batch = parallel.put_batch(next(data_iter), batch_sharding)
+          state, metrics = step_fn(state, batch)
+          pending.append((step + 1, metrics))
+          done = step + 1
+          if t_last is None:           # exclude compilation from throughput
+            jax.block_until_ready(metrics)
+            t_last, steps_timed = time.perf_counter(), 0
+          else:
+            steps_timed += 1
+          is_last = done == tc.steps or self._stop
+          log_now = done % tc.log_every == 0 or is_last
+          ckpt_now = (cfg.checkpoint.every > 0 and done % cfg.checkpoint.every == 0) or is_last
+          eval_now = tc.eval_every > 0 and (done % tc.eval_every == 0 or is_last)
+          if not (log_now or ckpt_now or eval_now):
+            continue
+          rows = self._drain(pending)
+          now = time.perf_counter()
+          row = rows[-1][1]
+          if steps_timed:
+            dt = (now - t_last) / steps_timed
+            row['perf/step_time_s'] = dt
+            row['perf/tokens_per_sec'] = tokens_per_step / dt
+            row['perf/mfu'] = flops_per_step / dt / peak if peak else 0.0
+          if eval_now:
+            row.update(self._evaluate(eval_fn, state.params, eval_batches))
+          if log_now or eval_now:
+            writer.write(done, row)
+            last = row
+            self._show(pbar, done, row)
+          if ckpt_now:
+            ckpt.save(done, state.params, {'step': state.step, 'opt_state': state.opt_state,
+                                           'rng': state.rng}, data_iter.get_state())
+          pbar.update(done - pbar.n)
+          t_last, steps_timed = time.perf_counter(), 0
+          if self._stop:
+            print(f'SIGTERM: saved step {done} to {ckpt.directory}; exiting.', flush=True)
+            break
+    finally:
+      ckpt.close()
+      writer.close()
+      pbar.close()
+      signal.signal(signal.SIGTERM, old_handler)
+    summary = {k: v for k, v in last.items()}
+    summary.update(step=int(jax.device_get(state.step)), wall_seconds=time.time() - wall0)
+    print('summary: ' + ' '.join(f'{k}={_fmt(v)}' for k, v in summary.items()), flush=True)
+    self.state = state
+    return summary
+
+  def _restore(self, ckpt, step, abstract, shardings, data_iter):
+    a_params = abstract_with_shardings(abstract.params, shardings.params)
+    a_train = abstract_with_shardings(
+        {'step': abstract.step, 'opt_state': abstract.opt_state, 'rng': abstract.rng},
+        {'step': shardings.step, 'opt_state': shardings.opt_state, 'rng': shardings.rng})
+    params, train, data_state = ckpt.restore(step, a_params, a_train)
+    data_iter.set_state(data_state)
+    return TrainState(train['step'], params, train['opt_state'], train['rng'])
+
+  def _drain(self, pending):
+    """Fetches the metrics of every step since the last drain; stops on a non-finite loss."""
+    rows = [(s, {k: float(v) for k, v in jax.device_get(m).items()}) for s, m in pending]
+    pending.clear()
+    for s, m in rows:
+      if not math.isfinite(m.get('train/loss', 0.0)):
+        raise NonFiniteLossError(
+            f'non-finite train/loss ({m["train/loss"]}) at step {s}; stopping without '
+            'checkpointing it. Lower config.train.lr, raise warmup_steps or set clip_norm.')
+    return rows
+
+  def _evaluate(self, eval_fn, params, batches) -> dict:
+    total = None
+    for b in batches:
+      _, sums = eval_fn(params, b)
+      total = sums if total is None else jax.tree.map(jnp.add, total, sums)
+    sums = jax.device_get(total)
+    count = max(float(sums.pop('count')), 1.0)
+    return {k.replace('train/', 'eval/'): float(v) / count for k, v in sums.items()}
+
+  def _show(self, pbar, step, row):
+    if pbar.disable:
+      print(f'step {step}: ' + ' '.join(f'{k}={_fmt(v)}' for k, v in row.items()), flush=True)
+    else:
+      pbar.set_postfix(loss=f'{row.get("train/loss", 0):.4f}',
+                       tok_s=f'{row.get("perf/tokens_per_sec", 0):.0f}',
+                       mfu=f'{row.get("perf/mfu", 0):.2%}', refresh=False)
+
+  def _on_sigterm(self, *_):
+    self._stop = True
+
+
+def _fmt(v):
+  return f'{v:.5g}' if isinstance(v, float) else str(v)

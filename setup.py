@@ -1,0 +1,23 @@
+from setuptools import find_packages, setup
+
+setup(
+    name='lmresearch',
+    version='0.1.0',
+    description='A JAX/Flax codebase for the whole life of a language model: tokenizer, '
+                'pretraining, SFT, RLHF (reward model, PPO, DPO, GRPO) and prompting.',
+    packages=find_packages(include=['lmresearch', 'lmresearch.*']),
+    python_requires='>=3.10',
+    install_requires=[
+        'jax>=0.10', 'flax>=0.12', 'optax>=0.2.5', 'orbax-checkpoint>=0.12',
+        'ml-collections>=1.0', 'absl-py', 'numpy',
+        'tensorflow-datasets>=4.9', 'importlib_resources',  # TFDS imports it without declaring it
+        'grain>=0.2.10',          # checkpointable, seeded data pipelines
+        'tokenizers>=0.20',       # byte-level BPE training and encoding
+        'tensorboardX>=2.6',      # TensorBoard event files without TensorFlow
+        'tqdm', 'matplotlib',
+    ],
+    extras_require={
+        'test': ['pytest>=8'],
+        'bench': ['torch==2.13.0'],
+    },
+)
