@@ -32,23 +32,25 @@ def setup_jax() -> None:
     jax.distributed.initialize()
 
 
-def run(config, workdir: str, dry_run: bool = False) -> dict:
+def run(config, workdir: str, dry_run: bool = False, devices=None) -> dict:
+  """Runs config.stage in workdir; `devices` (default: all) is for tests that compare meshes."""
   import jax
   from lmresearch import config as lmc
   from lmresearch import parallel
   from lmresearch.stages import get_stage
   from lmresearch.training.trainer import Trainer
 
-  lmc.validate(config, jax.device_count())
+  devices = list(jax.devices() if devices is None else devices)
+  lmc.validate(config, len(devices))
   if dry_run:
     from lmresearch.training.dry_run import dry_run as do_dry_run
-    return do_dry_run(config)
+    return do_dry_run(config, devices=devices)
   os.makedirs(workdir, exist_ok=True)
   lmc.check_same_model(config, workdir)
   if jax.process_index() == 0:
     lmc.save(config, workdir)
   rules = parallel.rules_from_config(config)
-  mesh = parallel.make_mesh(config.mesh)
+  mesh = parallel.make_mesh(config.mesh, devices)
   stage = get_stage(config.stage)(config, workdir)
   return Trainer(config, workdir, stage, mesh, rules).run()
 
@@ -67,6 +69,23 @@ def main(argv):
     sys.exit(2)
 
 
+def parse_flags(argv):
+  """absl flag parsing, but a bad --config override is one line naming it, and exit code 2."""
+  try:
+    return FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    msg = str(e).replace("\\'", "'").replace('\\n', ' ')
+    if len(msg) > 1 and msg[0] == msg[-1] and msg[0] in '\'"':
+      msg = msg[1:-1]
+    msg = ' '.join(msg.split())
+    bad = [a for a in argv[1:] if a.startswith('--config.') and
+           any(part and part in msg for part in a.split('=')[0].split('.')[1:])]
+    where = f'{bad[-1]}: ' if bad and isinstance(e, (AttributeError, KeyError)) else ''
+    kind = 'unknown config key ' if isinstance(e, (AttributeError, KeyError)) else ''
+    print(f'error: {where}{kind}{msg}', file=sys.stderr)
+    sys.exit(2)
+
+
 if __name__ == '__main__':
   flags.mark_flag_as_required('config')
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -164,6 +164,8 @@ class Attention(nn.Module):
     # Query j of this chunk sits in slot i + j: it sees filled slots up to and including itself.
     slots = jnp.arange(cache_len)[None, :]
     causal = slots <= (i + jnp.arange(chunk))[:, None]                     # [chunk, cache_len]
+    if kv_mask is None:
+      kv_mask = jnp.ones((k.shape[0], cache_len), jnp.bool_)
     mask = causal[None, None] & kv_mask[:, None, None, :].astype(bool)   # [b, 1, chunk, cache_len]
     return ck.value, cv.value, mask
 
@@ -231,8 +233,6 @@ class Transformer(nn.Module):
       if segment_ids is not None:
         same = segment_ids[:, :, None] == segment_ids[:, None, :]
         mask = mask & same[:, None]
-    if decode and kv_mask is None:
-      kv_mask = jnp.ones((b, t), jnp.bool_)
 
     embed = nn.Embed(cfg.vocab_size, cfg.embed_dim, dtype=dt, param_dtype=pdt, name='embed',
                      embedding_init=_init(0.02, ('vocab', 'embed')))
@@ -251,9 +251,9 @@ class Transformer(nn.Module):
     if cfg.scan_layers:
       x, _ = nn.scan(block, variable_axes={'params': 0, 'cache': 0},
                      split_rngs={'params': True, 'dropout': True},
-                     in_axes=(nn.broadcast,) * 3 + (nn.broadcast,) * 2,
+                     in_axes=(nn.broadcast,) * 5,
                      length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: 'layers'},
-                     name='layers')(cfg)(x, positions, mask, kv_mask, decode, deterministic)
+                     )(cfg, name='layers')(x, positions, mask, kv_mask, decode, deterministic)
     else:
       for i in range(cfg.num_layers):
         x, _ = block(cfg, name=f'layer_{i}')(x, positions, mask, kv_mask, decode, deterministic)

@@ -15,9 +15,9 @@ from lmresearch.stages.pretrain import PretrainStage
 from lmresearch.training.trainer import Trainer, make_train_step
 
 
-def dry_run(config, compile: bool = True) -> dict:
+def dry_run(config, compile: bool = True, devices=None) -> dict:
   rules = parallel.rules_from_config(config)
-  mesh = parallel.make_mesh(config.mesh)
+  mesh = parallel.make_mesh(config.mesh, devices)
   stage = PretrainStage.abstract(config)
   trainer = Trainer(config, '', stage, mesh, rules)
   abstract, shardings = trainer.abstract_state()

@@ -22,8 +22,8 @@ PEAK_FLOPS = {
 @functools.lru_cache(maxsize=1)
 def measured_cpu_peak_flops(n: int = 1024, repeats: int = 5) -> float:
   """fp32 matmul FLOP/s of this CPU (all cores): the best of a few n x n matmuls."""
-  a = jnp.ones((n, n), jnp.float32)
-  f = jax.jit(lambda x: x @ x, device=jax.devices('cpu')[0])
+  a = jax.device_put(jnp.ones((n, n), jnp.float32), jax.devices('cpu')[0])
+  f = jax.jit(lambda x: x @ x)
   f(a).block_until_ready()
   best = math.inf
   for _ in range(repeats):

@@ -76,7 +76,7 @@ def make_train_step(loss_fn, optimizer, num_micro: int, schedule):
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {k: v / count for k, v in sums.items()}
-    metrics['train/grad_norm'] = optax.global_norm(grads)
+    metrics['train/grad_norm'] = optax.tree.norm(grads)
     metrics['train/lr'] = schedule(state.step)
     return TrainState(state.step + 1, params, opt_state, state.rng), metrics
   return train_step
@@ -164,7 +164,8 @@ class Trainer:
             t_last, steps_timed = time.perf_counter(), 0
           else:
             steps_timed += 1
-          is_last = done == tc.steps or self._stop
+          stopping = self._stop     # one snapshot: the signal may land mid-iteration
+          is_last = done == tc.steps or stopping
           log_now = done % tc.log_every == 0 or is_last
           ckpt_now = (cfg.checkpoint.every > 0 and done % cfg.checkpoint.every == 0) or is_last
           eval_now = tc.eval_every > 0 and (done % tc.eval_every == 0 or is_last)
@@ -189,7 +190,7 @@ class Trainer:
                                            'rng': state.rng}, data_iter.get_state())
           pbar.update(done - pbar.n)
           t_last, steps_timed = time.perf_counter(), 0
-          if self._stop:
+          if stopping:
             print(f'SIGTERM: saved step {done} to {ckpt.directory}; exiting.', flush=True)
             break
     finally:

@@ -1,0 +1,123 @@
+"""Sample from a trained run: python -m lmresearch.sample --workdir=runs/base --prompt="The banana is"
+
+Loads the run's config, tokenizer and latest (or --step) checkpoint, then completes every
+--prompt in one batch with the KV-cache sampler. With --chat each prompt becomes a user message
+and the model writes the assistant's reply (for SFT / RL runs).
+
+A prompt longer than the model context (config.model.max_len) is an error; a prompt plus
+--max_new_tokens longer than the context is clamped to fit, with a warning.
+"""
+from __future__ import annotations
+
+import sys
+import warnings
+
+from absl import app, flags
+
+# lmresearch.main owns setup_jax() (compile cache, distributed init) and also defines a --workdir
+# flag; ours overrides it (allow_override) so that --help here describes sampling.
+from lmresearch import main as lmr_main
+
+flags.DEFINE_string('workdir', None, 'Run directory to sample from (its config.json, '
+                    'tokenizer.json and checkpoints/).', allow_override=True)
+flags.DEFINE_multi_string('prompt', None, 'Prompt text; repeat the flag to batch several prompts. '
+                          'A prompt longer than the model context (config.model.max_len tokens) '
+                          'is an error.')
+flags.DEFINE_integer('max_new_tokens', 64, 'Tokens to generate per prompt at most. If prompt + '
+                     'max_new_tokens exceeds the model context, generation is clamped to fit '
+                     'and a warning is printed.')
+flags.DEFINE_float('temperature', 0.8, 'Sampling temperature; 0 = greedy.')
+flags.DEFINE_integer('top_k', 0, 'Sample only from the k most likely tokens (0 = off).')
+flags.DEFINE_float('top_p', 1.0, 'Nucleus sampling: the smallest set of tokens with this total '
+                   'probability (1 = off).')
+flags.DEFINE_multi_string('stop', [], 'Stop string: the completion is cut before it (repeatable). '
+                          'Generation always stops at <|eos|> and <|end|>.')
+flags.DEFINE_integer('seed', 0, 'PRNG seed (same seed, same samples).')
+flags.DEFINE_integer('step', None, 'Checkpoint step to load (default: the latest).')
+flags.DEFINE_bool('chat', False, 'Wrap each prompt as a user chat message and generate the '
+                  "assistant's reply (the chat template of lmresearch.tokenizers.render_chat).")
+FLAGS = flags.FLAGS
+
+
+def load_run(workdir: str, step=None):
+  """(config, tokenizer, model, params, step, mesh, rules) of a run directory."""
+  import os
+
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+
+  from lmresearch import config as lmc
+  from lmresearch import parallel, tokenizers
+  from lmresearch.stages.pretrain import build_model
+  from lmresearch.training import checkpoint
+
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f'{workdir}: no such run directory.')
+  config = lmc.load(workdir)
+  tok_path = workdir
+  if not os.path.exists(os.path.join(workdir, tokenizers.FILENAME)) and config.data.get('tokenizer_path'):
+    tok_path = config.data.tokenizer_path
+  tok = tokenizers.load_tokenizer(tok_path)
+  model = build_model(config, tok)
+  rules = parallel.rules_from_config(config)
+  try:
+    mesh = parallel.make_mesh(config.mesh)
+  except parallel.ConfigError:   # trained on another machine shape: data-parallel over what is here
+    mesh = parallel.make_mesh({'data': -1, 'fsdp': 1, 'tensor': 1})
+  with parallel.activate(mesh, rules):
+    boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32))['params']
+  shardings = parallel.logical_shardings(mesh, rules, boxed)
+  abstract = checkpoint.abstract_with_shardings(nn.unbox(boxed), shardings)
+  params, step = checkpoint.restore_params(workdir, abstract, step)
+  return config, tok, model, params, step, mesh, rules
+
+
+def sample(workdir: str, prompts, *, max_new_tokens: int, temperature: float, top_k: int = 0,
+           top_p: float = 1.0, stop_strings=(), seed: int = 0, step=None, chat: bool = False):
+  """Completions (strings) of `prompts` from the run in `workdir`."""
+  import jax
+
+  from lmresearch import parallel, sampling, tokenizers
+
+  _, tok, model, params, step, mesh, rules = load_run(workdir, step)
+  print(f'{workdir}: checkpoint step {step}', file=sys.stderr)
+  if chat:
+    ids = [tokenizers.render_chat(tok, [{'role': 'user', 'content': p}],
+                                  add_generation_prompt=True)[0] for p in prompts]
+  else:
+    ids = [sampling.encode_prompt(tok, p) for p in prompts]
+  with parallel.activate(mesh, rules):
+    out = sampling.generate(model, params, ids, max_new_tokens=max_new_tokens,
+                            rng=jax.random.PRNGKey(seed), temperature=temperature, top_k=top_k,
+                            top_p=top_p, stop_ids=(tok.eos_id, tok.end_id), pad_id=tok.pad_id)
+  return sampling.decode_completions(tok, out['completions'], stop_strings)
+
+
+def main(argv):
+  from lmresearch.parallel import ConfigError
+  if len(argv) > 1:
+    print(f'error: unexpected arguments {argv[1:]} (pass prompts with --prompt).', file=sys.stderr)
+    sys.exit(2)
+  if not FLAGS.workdir:
+    print('error: --workdir is required (the run directory to sample from).', file=sys.stderr)
+    sys.exit(2)
+  if not FLAGS.prompt:
+    print('error: give at least one --prompt.', file=sys.stderr)
+    sys.exit(2)
+  lmr_main.setup_jax()
+  warnings.simplefilter('default')
+  warnings.formatwarning = lambda msg, cat, *a, **k: f'warning: {msg}\n'
+  try:
+    texts = sample(FLAGS.workdir, FLAGS.prompt, max_new_tokens=FLAGS.max_new_tokens,
+                   temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p,
+                   stop_strings=FLAGS.stop, seed=FLAGS.seed, step=FLAGS.step, chat=FLAGS.chat)
+  except (ConfigError, FileNotFoundError, ValueError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  for i, (prompt, text) in enumerate(zip(FLAGS.prompt, texts), 1):
+    print(f'=== [{i}] prompt ===\n{prompt}\n=== [{i}] completion ===\n{text}', flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,287 @@
+"""Batched KV-cache generation: greedy / temperature / top-k / top-p, stop tokens.
+
+The one sampler that the CLI (`python -m lmresearch.sample`), SFT evaluation and RL rollouts use.
+
+  prompts (token lists) -> left-padded [B, P] (P rounded up to a multiple of 8)
+  -> one prefill call that fills the KV cache -> a jitted `lax.while_loop` that samples one token
+  per step and feeds it back, until every row has emitted a stop id or `max_new_tokens` ran out.
+
+Left padding lets every row share the cache index: row i's real tokens sit at the end of the
+prompt block, `positions` count from each row's first real token, and `kv_mask` hides the pad
+slots. Besides the decoded completions, `generate` returns what RL needs: the full token matrix
+with its mask and positions (to recompute log-probs with gradients), and the log-prob of every
+sampled token under the model's own (temperature 1, unfiltered) distribution.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lmresearch import tokenizers
+
+DEFAULT_STOP_IDS = (tokenizers._Base.eos_id, tokenizers._Base.end_id)
+PROMPT_MULTIPLE = 8   # prompt block lengths are rounded up to this, to limit recompiles
+
+
+# ---- sampling filters (pure) ------------------------------------------------------------------
+
+def _mask_from_indices(idx, vocab: int):
+  """[..., k] indices -> [..., vocab] bool mask with exactly those entries set."""
+  flat = idx.reshape(-1, idx.shape[-1])
+  rows = jnp.arange(flat.shape[0])[:, None]
+  mask = jnp.zeros((flat.shape[0], vocab), jnp.bool_).at[rows, flat].set(True)
+  return mask.reshape(idx.shape[:-1] + (vocab,))
+
+
+def filter_logits(logits, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
+  """Logits [..., vocab] -> float32 logits to sample from, with -inf on excluded tokens.
+
+  Applied in the usual order: temperature, then top-k, then top-p on what is left.
+    temperature 0: only the argmax survives (greedy).
+    top_k > 0: exactly the k most likely tokens survive.
+    top_p < 1: the smallest set of most likely tokens whose probability sums to >= top_p
+      (the most likely token always survives; tokens tied with the last one kept also survive).
+  """
+  logits = jnp.asarray(logits).astype(jnp.float32)
+  vocab = logits.shape[-1]
+  if temperature < 0:
+    raise ValueError(f'temperature={temperature} must be >= 0 (0 = greedy).')
+  if not 0.0 < top_p <= 1.0:
+    raise ValueError(f'top_p={top_p} must be in (0, 1].')
+  if top_k < 0:
+    raise ValueError(f'top_k={top_k} must be >= 0 (0 = off).')
+  if temperature == 0:
+    keep = jax.nn.one_hot(jnp.argmax(logits, axis=-1), vocab, dtype=jnp.bool_)
+    return jnp.where(keep, logits, -jnp.inf)
+  logits = logits / temperature
+  if 0 < top_k < vocab:
+    _, idx = jax.lax.top_k(logits, top_k)
+    logits = jnp.where(_mask_from_indices(idx, vocab), logits, -jnp.inf)
+  if top_p < 1.0:
+    sorted_logits = -jnp.sort(-logits, axis=-1)                      # descending
+    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    mass_before = jnp.cumsum(probs, axis=-1) - probs
+    num_keep = jnp.sum(mass_before < top_p, axis=-1, keepdims=True)  # >= 1
+    threshold = jnp.take_along_axis(sorted_logits, num_keep - 1, axis=-1)
+    logits = jnp.where(logits >= threshold, logits, -jnp.inf)
+  return logits
+
+
+# ---- the jitted core ----------------------------------------------------------------------------
+
+@functools.partial(jax.jit, static_argnames=('model', 'max_new_tokens', 'temperature', 'top_k',
+                                             'top_p', 'stop_ids', 'pad_id'))
+def _generate_core(model, params, prompt, prompt_mask, rng, *, max_new_tokens: int,
+                   temperature: float, top_k: int, top_p: float, stop_ids: tuple, pad_id: int):
+  b, p = prompt.shape
+  n = max_new_tokens
+  params = nn.unbox(params)   # inside jit: boxes' sharding constraints apply to tracers
+  prompt_mask = prompt_mask.astype(jnp.int32)
+  prompt_lengths = jnp.sum(prompt_mask, axis=-1)                            # [b]
+  positions = jnp.maximum(jnp.cumsum(prompt_mask, axis=-1) - 1, 0)
+  # Pad slots of the prompt block are never attended; slots after it fill one per step (the
+  # cache's causal mask keeps queries from seeing slots not yet written).
+  kv_mask = jnp.concatenate([prompt_mask.astype(jnp.bool_), jnp.ones((b, n), jnp.bool_)], axis=-1)
+
+  # The cache: shapes from an abstract init call on [b, p + n], then zeros.
+  def init_cache(params):
+    _, variables = model.apply({'params': params}, jnp.zeros((b, p + n), jnp.int32),
+                               decode=True, mutable=['cache'])
+    return variables['cache']
+  cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(init_cache, params))
+
+  def forward(cache, tokens, positions):
+    logits, variables = model.apply({'params': params, 'cache': cache}, tokens, positions,
+                                    kv_mask=kv_mask, decode=True, mutable=['cache'])
+    return variables['cache'], logits[:, -1].astype(jnp.float32)
+
+  stops = jnp.asarray(stop_ids, jnp.int32)
+
+  def choose(t, last_logits, out, logps, valid, done):
+    """Samples token t of every row from its last logits and records it."""
+    if temperature == 0:
+      tok = jnp.argmax(last_logits, axis=-1).astype(jnp.int32)
+    else:
+      key = jax.random.fold_in(rng, t)
+      tok = jax.random.categorical(
+          key, filter_logits(last_logits, temperature, top_k, top_p), axis=-1).astype(jnp.int32)
+    logp = jnp.take_along_axis(jax.nn.log_softmax(last_logits, axis=-1), tok[:, None], -1)[:, 0]
+    live = ~done
+    tok = jnp.where(live, tok, pad_id)
+    out = jax.lax.dynamic_update_slice(out, tok[:, None], (0, t))
+    logps = jax.lax.dynamic_update_slice(logps, jnp.where(live, logp, 0.0)[:, None], (0, t))
+    valid = jax.lax.dynamic_update_slice(valid, live[:, None], (0, t))
+    if stop_ids:
+      done = done | (live & jnp.any(tok[:, None] == stops[None, :], axis=-1))
+    return tok, out, logps, valid, done
+
+  cache, last = forward(cache, prompt, positions)                          # prefill
+  out = jnp.full((b, n), pad_id, jnp.int32)
+  logps = jnp.zeros((b, n), jnp.float32)
+  valid = jnp.zeros((b, n), jnp.bool_)
+  done = jnp.zeros((b,), jnp.bool_)
+  tok, out, logps, valid, done = choose(0, last, out, logps, valid, done)
+
+  def cond(state):
+    t, _, _, _, _, _, done = state
+    return (t < n) & ~jnp.all(done)
+
+  def body(state):
+    t, cache, tok, out, logps, valid, done = state
+    cache, last = forward(cache, tok[:, None], (prompt_lengths + t - 1)[:, None])
+    tok, out, logps, valid, done = choose(t, last, out, logps, valid, done)
+    return t + 1, cache, tok, out, logps, valid, done
+
+  state = (jnp.int32(1), cache, tok, out, logps, valid, done)
+  _, _, _, out, logps, valid, done = jax.lax.while_loop(cond, body, state)
+
+  tokens = jnp.concatenate([prompt, out], axis=-1)
+  mask = jnp.concatenate([prompt_mask, valid.astype(jnp.int32)], axis=-1)
+  all_positions = jnp.maximum(jnp.cumsum(mask, axis=-1) - 1, 0)
+  return dict(tokens=tokens, mask=mask, positions=all_positions, logprobs=logps,
+              completion_mask=valid, lengths=jnp.sum(valid, axis=-1), finished=done)
+
+
+# ---- host-side API ------------------------------------------------------------------------------
+
+def _batch_multiple() -> int:
+  """Rows must split evenly over the mesh axes that 'batch' maps to, if a mesh is active."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return 1
+  axes = dict(nn.get_logical_axis_rules()).get('batch')
+  if axes is None:
+    return 1
+  axes = (axes,) if isinstance(axes, str) else axes
+  sizes = dict(mesh.shape)
+  return math.prod(sizes.get(a, 1) for a in axes)
+
+
+def fit_to_context(prompt_len: int, max_new_tokens: int, max_len: int) -> int:
+  """max_new_tokens clamped so that prompt + generation fits the model's context (warns).
+
+  Raises ValueError when the prompt alone fills the context.
+  """
+  if max_new_tokens < 1:
+    raise ValueError(f'max_new_tokens={max_new_tokens} must be >= 1.')
+  if prompt_len >= max_len:
+    raise ValueError(f'prompt of {prompt_len} tokens does not fit the model context of {max_len} '
+                     'tokens (it must leave room for at least one new token); shorten the prompt.')
+  if prompt_len + max_new_tokens > max_len:
+    fitted = max_len - prompt_len
+    warnings.warn(f'max_new_tokens={max_new_tokens} with a {prompt_len}-token prompt exceeds the '
+                  f'model context of {max_len} tokens; generating at most {fitted} tokens.',
+                  stacklevel=3)
+    return fitted
+  return max_new_tokens
+
+
+def generate(model, params, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
+             rng: Optional[jax.Array] = None, temperature: float = 1.0, top_k: int = 0,
+             top_p: float = 1.0, stop_ids: Optional[Sequence[int]] = None, pad_id: int = 0) -> dict:
+  """Samples a continuation of every prompt (lists of token ids), all rows in one batch.
+
+  Args:
+    model: a `Transformer` (its `cfg.max_len` bounds prompt + generation).
+    params: its params (boxed or not).
+    prompts: token id lists (include the BOS yourself; see `encode_prompt`).
+    max_new_tokens: tokens to generate per row at most (clamped to the context, with a warning).
+    rng: PRNG key; required unless temperature == 0. Same key and inputs -> same samples.
+    temperature, top_k, top_p: see `filter_logits`. temperature 0 = greedy.
+    stop_ids: a row stops after emitting one of these (default: eos and <|end|>); () = never.
+    pad_id: id used for left padding and after a row stopped.
+
+  Returns a dict:
+    completions: list (per prompt) of generated ids, cut before the first stop id.
+    tokens [B, P + N] int32: left-padded prompts then generated tokens (pad_id after a stop).
+    mask [B, P + N] int32: 1 on real tokens (prompt and generated, the stop token included).
+    positions [B, P + N] int32: each token's position (from the row's first real token).
+    prompt_len: P, the padded prompt block length (generated token j sits at column P + j).
+    logprobs [B, N] float32: log-prob of each sampled token under the unmodified model
+      distribution (log_softmax of the logits, temperature 1, no top-k/top-p); 0 where masked.
+    completion_mask [B, N] bool: generated tokens that count (up to and including the stop id).
+    lengths [B] int32: completion_mask's row sums.
+    finished [B] bool: whether the row emitted a stop id (else it ran out of tokens).
+  N is max_new_tokens after clamping. Arrays stay on device; `tokens`, `mask` and `positions`
+  are what a full forward (`model.apply(..., tokens, positions, segment_ids=mask)`) needs to
+  recompute the log-probs with gradients.
+  """
+  if len(prompts) == 0:
+    raise ValueError('generate: no prompts given.')
+  prompts = [list(map(int, p)) for p in prompts]
+  for i, p in enumerate(prompts):
+    if not p:
+      raise ValueError(f'prompt {i} is empty: start it with the BOS token at least.')
+  if temperature != 0 and rng is None:
+    raise ValueError('generate: rng is required when temperature > 0.')
+  filter_logits(jnp.zeros((1, 2)), temperature, top_k, top_p)   # validates the settings
+  longest = max(len(p) for p in prompts)
+  max_new_tokens = fit_to_context(longest, max_new_tokens, model.cfg.max_len)
+
+  p_len = -(-longest // PROMPT_MULTIPLE) * PROMPT_MULTIPLE
+  num = len(prompts)
+  rows = -(-num // _batch_multiple()) * _batch_multiple()
+  tokens = np.full((rows, p_len), pad_id, np.int32)
+  mask = np.zeros((rows, p_len), np.int32)
+  for i in range(rows):
+    p = prompts[i] if i < num else prompts[0][-1:]   # filler rows for an even batch split
+    tokens[i, p_len - len(p):] = p
+    mask[i, p_len - len(p):] = 1
+
+  stop_ids = DEFAULT_STOP_IDS if stop_ids is None else tuple(int(s) for s in stop_ids)
+  out = _generate_core(model, params, jnp.asarray(tokens), jnp.asarray(mask),
+                       jax.random.PRNGKey(0) if rng is None else rng,
+                       max_new_tokens=max_new_tokens, temperature=float(temperature),
+                       top_k=int(top_k), top_p=float(top_p), stop_ids=stop_ids,
+                       pad_id=int(pad_id))
+  if rows != num:
+    out = {k: v[:num] for k, v in out.items()}
+  gen = np.asarray(jax.device_get(out['tokens']))[:, p_len:]
+  lengths = np.asarray(jax.device_get(out['lengths']))
+  finished = np.asarray(jax.device_get(out['finished']))
+  out['completions'] = [gen[i, :lengths[i] - int(finished[i])].tolist() for i in range(num)]
+  out['prompt_len'] = p_len
+  return out
+
+
+def encode_prompt(tok, text: str) -> list[int]:
+  """A document prompt as the base model saw documents in pretraining: BOS, then the text."""
+  return [tok.bos_id] + tok.encode(text)
+
+
+def cut_at_stop_strings(text: str, stop_strings: Sequence[str] = ()) -> str:
+  """The text before the earliest occurrence of any stop string."""
+  cut = len(text)
+  for s in stop_strings:
+    if s:
+      i = text.find(s)
+      if i != -1:
+        cut = min(cut, i)
+  return text[:cut]
+
+
+def decode_completions(tok, completions: Sequence[Sequence[int]],
+                       stop_strings: Sequence[str] = ()) -> list[str]:
+  return [cut_at_stop_strings(tok.decode(c, skip_special=True), stop_strings) for c in completions]
+
+
+def generate_text(model, params, tok, prompts: Sequence[str], *, max_new_tokens: int,
+                  rng: Optional[jax.Array] = None, temperature: float = 1.0, top_k: int = 0,
+                  top_p: float = 1.0, stop_strings: Sequence[str] = (),
+                  stop_ids: Optional[Sequence[int]] = None) -> list[str]:
+  """Text in, text out: [BOS] + encode(prompt) -> generate -> decode (specials skipped) -> each
+  output cut at its first stop string. Stop strings only trim the text (generation itself ends at
+  a stop id or max_new_tokens). Default stop ids: the tokenizer's eos and <|end|>."""
+  if stop_ids is None:
+    stop_ids = (tok.eos_id, tok.end_id)
+  out = generate(model, params, [encode_prompt(tok, p) for p in prompts],
+                 max_new_tokens=max_new_tokens, rng=rng, temperature=temperature, top_k=top_k,
+                 top_p=top_p, stop_ids=stop_ids, pad_id=tok.pad_id)
+  return decode_completions(tok, out['completions'], stop_strings)

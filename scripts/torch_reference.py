@@ -1,0 +1,212 @@
+"""PyTorch eager reference for the shakespeare_char speed benchmark (nanoGPT's model and step).
+
+A nanoGPT-equivalent GPT: learned positions, pre-LayerNorm with bias, causal self-attention through
+F.scaled_dot_product_attention(is_causal=True), GELU MLP, tied input/output embeddings, AdamW
+(decay on >=2-d weights only) with linear warmup + cosine decay and global-norm clipping, fp32,
+torch.set_num_threads(<cores>). Batches are nanoGPT's `get_batch`: random windows of the char-
+encoded first 90% of the text (random tokens when the file is missing).
+
+Prints ONE JSON line: tokens/s, median ms/iter, peak RSS (this process only), losses, settings.
+`scripts/bench_pretrain.py` runs it in a subprocess so each framework's memory is its own.
+
+  .venv/bin/python scripts/torch_reference.py --iters 30 --vocab 128
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def cores() -> int:
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:
+    return os.cpu_count() or 1
+
+
+class CausalSelfAttention(nn.Module):
+  def __init__(self, d, heads, bias):
+    super().__init__()
+    self.heads = heads
+    self.c_attn = nn.Linear(d, 3 * d, bias=bias)   # q, k, v in one matmul, as nanoGPT
+    self.c_proj = nn.Linear(d, d, bias=bias)
+
+  def forward(self, x):
+    b, t, d = x.shape
+    q, k, v = self.c_attn(x).split(d, dim=2)
+    q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return self.c_proj(y.transpose(1, 2).contiguous().view(b, t, d))
+
+
+class MLP(nn.Module):
+  def __init__(self, d, hidden, bias):
+    super().__init__()
+    self.c_fc = nn.Linear(d, hidden, bias=bias)
+    self.c_proj = nn.Linear(hidden, d, bias=bias)
+
+  def forward(self, x):
+    return self.c_proj(F.gelu(self.c_fc(x)))
+
+
+class Block(nn.Module):
+  def __init__(self, d, heads, hidden, bias):
+    super().__init__()
+    self.ln_1 = nn.LayerNorm(d, bias=bias)
+    self.attn = CausalSelfAttention(d, heads, bias)
+    self.ln_2 = nn.LayerNorm(d, bias=bias)
+    self.mlp = MLP(d, hidden, bias)
+
+  def forward(self, x):
+    x = x + self.attn(self.ln_1(x))
+    return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+  def __init__(self, vocab, context, layers, heads, d, hidden, bias=True):
+    super().__init__()
+    self.wte = nn.Embedding(vocab, d)
+    self.wpe = nn.Embedding(context, d)
+    self.h = nn.ModuleList([Block(d, heads, hidden, bias) for _ in range(layers)])
+    self.ln_f = nn.LayerNorm(d, bias=bias)
+    self.lm_head = nn.Linear(d, vocab, bias=False)
+    self.wte.weight = self.lm_head.weight          # tied embeddings
+    self.apply(self._init)
+    for name, p in self.named_parameters():        # GPT-2's scaled residual projections
+      if name.endswith('c_proj.weight'):
+        torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * layers))
+
+  @staticmethod
+  def _init(m):
+    if isinstance(m, nn.Linear):
+      torch.nn.init.normal_(m.weight, mean=0.0, std=0.02)
+      if m.bias is not None:
+        torch.nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.Embedding):
+      torch.nn.init.normal_(m.weight, mean=0.0, std=0.02)
+
+  def forward(self, idx, targets):
+    t = idx.shape[1]
+    pos = torch.arange(t, dtype=torch.long, device=idx.device)
+    x = self.wte(idx) + self.wpe(pos)
+    for block in self.h:
+      x = block(x)
+    logits = self.lm_head(self.ln_f(x))
+    return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+
+
+def lr_at(it, a):
+  """nanoGPT's get_lr: linear warmup, cosine decay to min_lr at decay_steps."""
+  if it < a.warmup:
+    return a.lr * (it + 1) / (a.warmup + 1)
+  if it > a.decay_steps:
+    return a.min_lr
+  ratio = (it - a.warmup) / (a.decay_steps - a.warmup)
+  return a.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (a.lr - a.min_lr)
+
+
+def load_data(path, vocab, val_fraction):
+  """nanoGPT's char prepare.py: sorted chars of the whole text -> ids; the first 90% trains."""
+  if path and os.path.exists(path):
+    with open(path, encoding='utf-8') as f:
+      text = f.read()
+    chars = sorted(set(text))
+    if len(chars) > vocab:
+      raise SystemExit(f'{path}: {len(chars)} distinct characters > --vocab {vocab}')
+    stoi = {c: i for i, c in enumerate(chars)}
+    ids = np.array([stoi[c] for c in text], dtype=np.int64)
+    return torch.from_numpy(ids[:int(len(ids) * (1 - val_fraction))]), 'text'
+  gen = torch.Generator().manual_seed(0)
+  return torch.randint(0, vocab, (1_000_000,), generator=gen), 'random tokens (no data file)'
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--iters', type=int, default=100, help='timed iterations')
+  p.add_argument('--warmup', type=int, default=10, help='untimed iterations first')
+  p.add_argument('--data', default='', help='tinyshakespeare input.txt (random tokens if missing)')
+  p.add_argument('--val-fraction', type=float, default=0.1)
+  p.add_argument('--vocab', type=int, default=65, help='embedding rows (JAX pads the char vocab)')
+  p.add_argument('--layers', type=int, default=4)
+  p.add_argument('--heads', type=int, default=4)
+  p.add_argument('--embed', type=int, default=128)
+  p.add_argument('--mlp', type=int, default=512)
+  p.add_argument('--context', type=int, default=64)
+  p.add_argument('--batch', type=int, default=12)
+  p.add_argument('--lr', type=float, default=1e-3)
+  p.add_argument('--min-lr', type=float, default=1e-4)
+  p.add_argument('--lr-warmup', dest='lr_warmup', type=int, default=100)
+  p.add_argument('--decay-steps', type=int, default=2000)
+  p.add_argument('--b1', type=float, default=0.9)
+  p.add_argument('--b2', type=float, default=0.99)
+  p.add_argument('--weight-decay', type=float, default=0.1)
+  p.add_argument('--clip', type=float, default=1.0)
+  p.add_argument('--threads', type=int, default=0, help='torch threads (default: all cores)')
+  p.add_argument('--seed', type=int, default=1337)
+  a = p.parse_args()
+
+  threads = a.threads or cores()
+  torch.set_num_threads(threads)
+  torch.manual_seed(a.seed)
+  data, data_kind = load_data(a.data, a.vocab, a.val_fraction)
+
+  def get_batch():
+    ix = torch.randint(len(data) - a.context, (a.batch,))
+    x = torch.stack([data[i:i + a.context] for i in ix])
+    y = torch.stack([data[i + 1:i + 1 + a.context] for i in ix])
+    return x, y
+
+  model = GPT(a.vocab, a.context, a.layers, a.heads, a.embed, a.mlp, bias=True)
+  params = [p_ for p_ in model.parameters() if p_.requires_grad]
+  groups = [{'params': [p_ for p_ in params if p_.dim() >= 2], 'weight_decay': a.weight_decay},
+            {'params': [p_ for p_ in params if p_.dim() < 2], 'weight_decay': 0.0}]
+  opt = torch.optim.AdamW(groups, lr=a.lr, betas=(a.b1, a.b2), eps=1e-8)
+
+  sched = argparse.Namespace(lr=a.lr, min_lr=a.min_lr, warmup=a.lr_warmup, decay_steps=a.decay_steps)
+  times, losses = [], []
+  x, y = get_batch()
+  for it in range(a.warmup + a.iters):
+    t0 = time.perf_counter()
+    for g in opt.param_groups:
+      g['lr'] = lr_at(it, sched)
+    loss = model(x, y)
+    loss.backward()
+    if a.clip > 0:
+      torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    x, y = get_batch()          # nanoGPT fetches the next batch inside the timed iteration
+    lossf = loss.item()         # the sync point (eager CPU is synchronous anyway)
+    dt = time.perf_counter() - t0
+    losses.append(lossf)
+    if it >= a.warmup:
+      times.append(dt)
+
+  tokens = a.batch * a.context
+  med = statistics.median(times)
+  out = {
+      'framework': 'torch', 'torch_version': torch.__version__, 'threads': threads,
+      'data': data_kind, 'iters': a.iters, 'warmup': a.warmup,
+      'params': sum(p_.numel() for p_ in params),
+      'ms_per_iter_median': med * 1e3,
+      'ms_per_iter_mean': statistics.fmean(times) * 1e3,
+      'tokens_per_sec': tokens / med,
+      'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+      'first_loss': losses[0], 'last_loss': losses[-1],
+  }
+  print(json.dumps(out), flush=True)
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,44 @@
+"""Shared test setup: 8 simulated CPU devices, a persistent compilation cache, tiny configs."""
+import importlib.util
+import os
+import sys
+
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+os.environ.setdefault('LMR_COMPILATION_CACHE', os.path.expanduser('~/.cache/lmresearch/jax-tests'))
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+jax.config.update('jax_compilation_cache_dir', os.environ['LMR_COMPILATION_CACHE'])
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+
+
+def load_config(name: str, arg=None):
+  spec = importlib.util.spec_from_file_location(f'cfg_{name}', os.path.join(ROOT, 'configs', f'{name}.py'))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config(arg)
+
+
+def tiny(config):
+  """Shrinks any stage config to seconds-sized runs (callers override further)."""
+  config.model.update(num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=32, mlp_dim=64,
+                      max_len=32)
+  config.data.update(seq_len=32, vocab_size=300)
+  config.data.synthetic.num_docs = 300
+  config.train.update(steps=3, batch_size=8, log_every=1, eval_every=0, warmup_steps=1)
+  config.checkpoint.update(every=0, use_async=False)
+  config.mesh.update(data=1, fsdp=1, tensor=1)
+  return config
+
+
+@pytest.fixture
+def tiny_pretrain_config():
+  return tiny(load_config('pretrain'))
+
+
+@pytest.fixture(scope='session')
+def one_device():
+  return jax.devices()[:1]

@@ -1,0 +1,234 @@
+"""The KV-cache sampler: cached decoding equals naive decoding, filters, stops, log-probs, CLI."""
+import importlib.util
+import os
+import subprocess
+import sys
+import warnings
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh
+
+from lmresearch import parallel, sampling
+from lmresearch.models.transformer import ModelConfig, Transformer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROMPTS = [[1, 5, 9, 10, 11], [1, 7], [1, 3, 4, 5, 6, 7, 8, 9, 10, 20, 21]]   # left padding
+
+
+def tiny_model(style='llama', max_len=32, **kw):
+  cfg = ModelConfig(vocab_size=64, num_layers=2, num_heads=2, embed_dim=32, mlp_dim=64,
+                    max_len=max_len, style=style, **kw)
+  model = Transformer(cfg)
+  params = nn.unbox(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))['params'])
+  # Random init predicts nearly uniform, repetitive tokens; noise makes the greedy paths varied.
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+  leaves = [x + 0.3 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
+  return model, jax.tree.unflatten(treedef, leaves)
+
+
+def naive_greedy(model, params, prompt, n):
+  """Greedy decoding by a full forward pass over the whole sequence for every new token."""
+  forward = jax.jit(lambda params, tokens: model.apply({'params': params}, tokens))
+  seq = np.zeros((1, len(prompt) + n), np.int32)   # causal: the zeros on the right are unseen
+  seq[0, :len(prompt)] = prompt
+  for i in range(len(prompt), len(prompt) + n):
+    seq[0, i] = int(jnp.argmax(forward(params, jnp.asarray(seq))[0, i - 1]))
+  return seq[0, len(prompt):].tolist()
+
+
+def one_device_mesh():
+  return Mesh(np.array(jax.devices()[:1]).reshape(1, 1, 1), parallel.MESH_AXES)
+
+
+@pytest.mark.parametrize('style,kw', [('gpt2', {}), ('llama', {'num_kv_heads': 1}),
+                                      ('llama', {'scan_layers': True, 'remat': 'full'})])
+def test_cached_greedy_equals_naive(style, kw):
+  model, params = tiny_model(style, **kw)
+  n = 8
+  out = sampling.generate(model, params, PROMPTS, max_new_tokens=n, temperature=0, stop_ids=())
+  expected = [naive_greedy(model, params, p, n) for p in PROMPTS]
+  assert out['completions'] == expected
+  assert len({tuple(c) for c in expected}) > 1
+  assert out['prompt_len'] == 16 and out['tokens'].shape == (3, 16 + n)
+  assert out['lengths'].tolist() == [n] * 3 and not out['finished'].any()
+
+
+def test_runs_inside_mesh_context():
+  model, params = tiny_model('llama')
+  plain = sampling.generate(model, params, PROMPTS, max_new_tokens=6, temperature=0, stop_ids=())
+  with parallel.activate(one_device_mesh(), parallel.DEFAULT_RULES):
+    meshed = sampling.generate(model, params, PROMPTS, max_new_tokens=6, temperature=0,
+                               stop_ids=())
+  assert meshed['completions'] == plain['completions']
+
+
+@pytest.mark.skipif(jax.device_count() < 2, reason='needs 2 devices')
+def test_batch_padded_to_data_shards():
+  model, params = tiny_model('gpt2')
+  plain = sampling.generate(model, params, PROMPTS, max_new_tokens=4, temperature=0, stop_ids=())
+  mesh = Mesh(np.array(jax.devices()[:2]).reshape(2, 1, 1), parallel.MESH_AXES)
+  with parallel.activate(mesh, parallel.DEFAULT_RULES):
+    meshed = sampling.generate(model, params, PROMPTS, max_new_tokens=4, temperature=0,
+                               stop_ids=())
+  assert meshed['completions'] == plain['completions']
+  assert meshed['tokens'].shape[0] == 3
+
+
+def test_filter_logits_top_k_keeps_exactly_k():
+  logits = jax.random.normal(jax.random.PRNGKey(0), (3, 50))
+  for k in (1, 5, 17):
+    out = sampling.filter_logits(logits, 1.0, top_k=k)
+    kept = np.isfinite(np.asarray(out))
+    assert (kept.sum(-1) == k).all()
+    top = np.argsort(-np.asarray(logits), axis=-1)[:, :k]
+    assert all(set(np.flatnonzero(kept[i])) == set(top[i]) for i in range(3))
+  ties = jnp.zeros((1, 10))
+  assert int(np.isfinite(sampling.filter_logits(ties, 1.0, top_k=3)).sum()) == 3
+
+
+def test_filter_logits_top_p_and_temperature():
+  probs = jnp.array([[0.05, 0.5, 0.15, 0.3]])
+  logits = jnp.log(probs)
+  kept = lambda p: np.flatnonzero(np.isfinite(sampling.filter_logits(logits, 1.0, top_p=p)[0]))
+  assert kept(0.4).tolist() == [1]             # the top token alone already covers 0.4
+  assert kept(0.75).tolist() == [1, 3]         # 0.5 + 0.3 >= 0.75
+  assert kept(0.85).tolist() == [1, 2, 3]      # + 0.15
+  assert kept(0.99).tolist() == [0, 1, 2, 3]
+  assert kept(1e-6).tolist() == [1]            # always keeps the top token
+  # Temperature scales logits; 0 is argmax, also through the sampler's categorical draw.
+  np.testing.assert_allclose(sampling.filter_logits(logits, 0.5), logits / 0.5, rtol=1e-6)
+  greedy = sampling.filter_logits(logits, 0.0)
+  assert np.flatnonzero(np.isfinite(greedy[0])).tolist() == [1]
+  draws = jax.random.categorical(jax.random.PRNGKey(0), greedy, shape=(20, 1))
+  assert (np.asarray(draws) == 1).all()
+  with pytest.raises(ValueError, match='top_p'):
+    sampling.filter_logits(logits, 1.0, top_p=0.0)
+
+
+def test_stop_ids_truncate():
+  model, params = tiny_model('llama')
+  free = sampling.generate(model, params, PROMPTS, max_new_tokens=8, temperature=0, stop_ids=())
+  stop = free['completions'][0][3]
+  out = sampling.generate(model, params, PROMPTS, max_new_tokens=8, temperature=0,
+                          stop_ids=(stop,))
+  for full, cut, length, finished in zip(free['completions'], out['completions'],
+                                         out['lengths'].tolist(), out['finished'].tolist()):
+    if stop in full:
+      j = full.index(stop)
+      assert cut == full[:j] and finished and length == j + 1   # the stop token counts
+    else:
+      assert cut == full and not finished and length == 8
+  # After a row stops, its tokens are padding and its mask and log-probs are zero.
+  row = out['tokens'][0, out['prompt_len'] + 4:]
+  assert (np.asarray(row) == 0).all() and not np.asarray(out['completion_mask'][0, 4:]).any()
+  assert (np.asarray(out['logprobs'][0, 4:]) == 0).all()
+
+
+def test_logprobs_match_full_forward():
+  model, params = tiny_model('gpt2')
+  out = sampling.generate(model, params, PROMPTS, max_new_tokens=6, rng=jax.random.PRNGKey(3),
+                          temperature=1.3, top_k=20, stop_ids=())
+  tokens, mask, positions, p = out['tokens'], out['mask'], out['positions'], out['prompt_len']
+  logits = model.apply({'params': params}, tokens, positions, mask)   # segment_ids = mask
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  n = tokens.shape[1] - p
+  expected = jnp.take_along_axis(logp[:, p - 1:-1], tokens[:, p:, None], axis=-1)[..., 0]
+  np.testing.assert_allclose(out['logprobs'], expected * out['completion_mask'], atol=2e-5)
+  assert out['logprobs'].shape == (3, n) and (np.asarray(out['logprobs']) < 0).all()
+
+
+def test_too_long_prompt_raises():
+  model, params = tiny_model('llama', max_len=16)
+  with pytest.raises(ValueError, match=r'prompt of 16 tokens .* context of 16 tokens'):
+    sampling.generate(model, params, [[1] * 16, [1, 2]], max_new_tokens=4, temperature=0)
+
+
+def test_generation_clamped_with_warning():
+  model, params = tiny_model('gpt2', max_len=16)
+  with pytest.warns(UserWarning, match='generating at most 4 tokens'):
+    out = sampling.generate(model, params, [[1] * 12, [1, 2]], max_new_tokens=10, temperature=0,
+                            stop_ids=())
+  assert out['logprobs'].shape == (2, 4)
+  assert [len(c) for c in out['completions']] == [4, 4]
+
+
+def test_same_rng_same_samples():
+  model, params = tiny_model('llama')
+  kw = dict(max_new_tokens=8, temperature=1.0, top_p=0.9, stop_ids=())
+  a = sampling.generate(model, params, PROMPTS, rng=jax.random.PRNGKey(7), **kw)
+  b = sampling.generate(model, params, PROMPTS, rng=jax.random.PRNGKey(7), **kw)
+  c = sampling.generate(model, params, PROMPTS, rng=jax.random.PRNGKey(8), **kw)
+  assert a['completions'] == b['completions']
+  assert a['completions'] != c['completions']
+  with pytest.raises(ValueError, match='rng'):
+    sampling.generate(model, params, PROMPTS, max_new_tokens=2, temperature=1.0)
+
+
+def test_generate_text_stop_strings():
+  from lmresearch.tokenizers import CharTokenizer
+  tok = CharTokenizer('abcdefghij .')
+  model, params = tiny_model('llama')
+  texts = sampling.generate_text(model, params, tok, ['abc', 'j'], max_new_tokens=8,
+                                 temperature=0, stop_ids=())
+  assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+  first = texts[0][0] if texts[0] else None
+  if first:
+    cut = sampling.generate_text(model, params, tok, ['abc', 'j'], max_new_tokens=8,
+                                 temperature=0, stop_ids=(), stop_strings=[first])
+    assert cut[0] == ''
+  assert sampling.cut_at_stop_strings('a. b\nc', ['\n', '.']) == 'a'
+
+
+# ---- the CLI ------------------------------------------------------------------------------------
+
+def _tiny_pretrain_config():
+  spec = importlib.util.spec_from_file_location('pretrain_config',
+                                                os.path.join(REPO, 'configs', 'pretrain.py'))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  c = mod.get_config()
+  c.model.update(num_layers=2, embed_dim=32, num_heads=2, mlp_dim=64, max_len=32)
+  c.data.update(seq_len=32, vocab_size=300)
+  c.data.synthetic.num_docs = 200
+  c.train.update(steps=2, batch_size=8, eval_every=0, log_every=1, warmup_steps=1)
+  c.checkpoint.update(every=2, use_async=False)
+  return c
+
+
+@pytest.fixture(scope='module')
+def trained_workdir(tmp_path_factory):
+  from lmresearch import main as lmr_main
+  workdir = str(tmp_path_factory.mktemp('sample_run'))
+  lmr_main.run(_tiny_pretrain_config(), workdir)
+  return workdir
+
+
+def _run_cli(*args):
+  env = dict(os.environ)
+  return subprocess.run([sys.executable, '-m', 'lmresearch.sample', *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_cli_samples_from_a_run(trained_workdir):
+  r = _run_cli(f'--workdir={trained_workdir}', '--prompt=The banana is', '--prompt=Sam',
+               '--max_new_tokens=8', '--seed=1')
+  assert r.returncode == 0, r.stderr
+  assert 'The banana is' in r.stdout and 'Sam' in r.stdout
+  assert 'checkpoint step 2' in r.stderr
+  r = _run_cli(f'--workdir={trained_workdir}', '--prompt=Hi', '--chat', '--max_new_tokens=40',
+               '--temperature=0')
+  assert r.returncode == 0, r.stderr
+  assert 'generating at most' in r.stderr      # 40 new tokens do not fit a 32-token context
+
+
+def test_cli_errors(tmp_path):
+  r = _run_cli(f'--workdir={tmp_path / "missing"}', '--prompt=x')
+  assert r.returncode == 2 and 'error:' in r.stderr and 'missing' in r.stderr
+  assert len(r.stderr.strip().splitlines()) == 1
+  r = _run_cli('--help')
+  assert 'longer than the model context' in r.stdout and 'clamped' in r.stdout

@@ -1,0 +1,94 @@
+"""Trainer behaviour: overfitting, non-finite losses, SIGTERM, TFDS data, metrics, dry runs."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from conftest import ROOT, load_config, tiny
+from lmresearch import main
+from lmresearch.training.checkpoint import Checkpointer
+from lmresearch.training.metrics import read_metrics
+from lmresearch.training.trainer import NonFiniteLossError
+
+
+def test_a_tiny_batch_is_overfit_to_near_zero_loss(tiny_pretrain_config, tmp_path):
+  text = tmp_path / 'tiny.txt'
+  rng = np.random.default_rng(0)
+  text.write_text(''.join(rng.choice(list('abcdefgh'), 4 * 32 + 8)))   # 4 windows = 1 batch
+  c = tiny_pretrain_config
+  c.data.update(source='text', path=str(text), tokenizer='char', val_fraction=0.0)
+  c.train.update(steps=150, batch_size=4, lr=1e-2, min_lr=1e-2, weight_decay=0.0, log_every=50)
+  out = main.run(c, str(tmp_path / 'run'), devices=jax.devices()[:1])
+  assert out['train/loss'] < 0.05, out
+
+
+def test_metrics_jsonl_has_required_keys_and_eval_loss(tiny_pretrain_config, tmp_path):
+  c = tiny_pretrain_config
+  c.train.update(steps=4, log_every=2, eval_every=4, eval_batches=2)
+  main.run(c, str(tmp_path), devices=jax.devices()[:1])
+  rows = read_metrics(tmp_path)
+  assert [r['step'] for r in rows] == [2, 4]
+  for key in ('train/loss', 'perf/tokens_per_sec', 'perf/mfu'):
+    assert all(key in r for r in rows), key
+  assert 'eval/loss' in rows[-1] and np.isfinite(rows[-1]['eval/loss'])
+  assert os.listdir(tmp_path / 'tensorboard')
+  saved = json.load(open(tmp_path / 'config.json'))
+  assert saved['train']['steps'] == 4 and os.path.exists(tmp_path / 'tokenizer.json')
+
+
+def test_non_finite_loss_stops_and_is_never_checkpointed(tiny_pretrain_config, tmp_path):
+  c = tiny_pretrain_config
+  c.train.update(steps=30, lr=1e12, warmup_steps=0, clip_norm=0.0, weight_decay=0.0)
+  c.checkpoint.every = 1
+  with pytest.raises(NonFiniteLossError, match='non-finite train/loss .* at step'):
+    main.run(c, str(tmp_path), devices=jax.devices()[:1])
+  ckpt = Checkpointer(str(tmp_path / 'checkpoints'))
+  assert ckpt.manager.all_steps(), 'expected the finite steps before the blow-up to be saved'
+  for step in ckpt.manager.all_steps():
+    params = ckpt.manager.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore()))['params']
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(params)), step
+  ckpt.close()
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+  from test_resume import TINY, _env
+  cmd = [sys.executable, '-m', 'lmresearch.main', f'--config={ROOT}/configs/pretrain.py',
+         f'--workdir={tmp_path}', '--config.train.steps=100000', '--config.checkpoint.every=0', *TINY]
+  proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+  deadline = time.time() + 120
+  while time.time() < deadline and not (tmp_path / 'metrics.jsonl').exists():
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=60)
+  assert proc.returncode == 0
+  assert 'SIGTERM: saved step' in out
+  assert any(p.name.isdigit() for p in (tmp_path / "checkpoints").iterdir())
+
+
+def test_tfds_source_under_mock_data(tiny_pretrain_config, tmp_path):
+  tfds = pytest.importorskip('tensorflow_datasets')
+  c = tiny_pretrain_config
+  c.data.update(source='tfds', tfds_name='lm1b', tokenizer='char', tfds_eval_split='test')
+  c.train.update(steps=2, eval_every=2, eval_batches=1, batch_size=4)
+  with tfds.testing.mock_data(num_examples=64):
+    out = main.run(c, str(tmp_path), devices=jax.devices()[:1])
+  assert np.isfinite(out['train/loss']) and np.isfinite(out['eval/loss'])
+
+
+def test_gpt2_124m_preset_validates_and_lowers_on_8_devices():
+  c = load_config('pretrain', 'preset=gpt2_124m')
+  from lmresearch.config import validate
+  from lmresearch.training.dry_run import dry_run
+  validate(c, 8)
+  out = dry_run(c, compile=False, devices=jax.devices()[:8])
+  assert 120e6 < out['params'] < 130e6, out
+  assert out['mesh'] == {'data': 1, 'fsdp': 8, 'tensor': 1}
