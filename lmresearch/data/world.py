@@ -158,6 +158,62 @@ class World:
     return rng.choice(pool)
 
 
+  # ---- post-training data: chats, rankings, verifiable prompts -------------------------------
+  def question(self, rng: random.Random, arithmetic_share: float = 0.5):
+    """(question, ideal answer, key): an arithmetic problem (answered step by step) or a fact."""
+    if rng.random() < arithmetic_share:
+      p = self.problem(rng)
+      return p.question, p.solution, str(p.answer)
+    return self.fact_question(rng)
+
+  def chat(self, rng: random.Random, max_turns: int = 2) -> dict:
+    messages = []
+    if rng.random() < 0.3:
+      messages.append({'role': 'system', 'content': SYSTEM_PROMPT})
+    for _ in range(rng.randint(1, max_turns)):
+      q, a, _ = self.question(rng)
+      messages += [{'role': 'user', 'content': q}, {'role': 'assistant', 'content': a}]
+    return {'messages': messages}
+
+  def responses(self, question: str, answer: str, key: str, rng: random.Random) -> list[tuple[float, str]]:
+    """Candidate replies with their true quality: correct and concise > correct but rambling or
+    rude > wrong > an off-topic document continuation."""
+    if key.isdigit():
+      wrong_key = str(int(key) + rng.choice([1, 2, 3]) * (1 if int(key) < 4 or rng.random() < 0.5 else -1))
+    else:
+      wrong_key = self.wrong_fact(key, rng)
+    wrong = answer.replace(key, wrong_key) if key in answer else f'The answer is {wrong_key}.'
+    if key.isdigit():   # a wrong final answer after the same (now inconsistent) reasoning
+      wrong = answer.rsplit('The answer is', 1)[0] + f'The answer is {wrong_key}.'
+    return [
+        (4.0, answer),
+        (3.0, f'{answer} {rng.choice(RAMBLE)}'),
+        (2.0, f'{rng.choice(RUDE)} {answer}'),
+        (1.0, wrong),
+        (0.5, f'{rng.choice(RUDE)} {wrong}'),
+        (0.0, self.creature_doc(rng.choice(self.creatures), rng)),
+    ]
+
+  def ranking(self, rng: random.Random, k: int = 4, noise: float = 0.0) -> dict:
+    """{'prompt', 'responses': [best, ..., worst]} as ranked by a simulated labeler whose
+    judgement of each reply's quality is perturbed by Gaussian noise of std `noise`."""
+    q, a, key = self.question(rng)
+    cands = rng.sample(self.responses(q, a, key, rng), k)
+    ranked = sorted(cands, key=lambda c: c[0] + rng.gauss(0, noise) if noise else c[0], reverse=True)
+    return {'prompt': q, 'responses': [r for _, r in ranked]}
+
+  def prompt(self, rng: random.Random, num_steps: Optional[int] = None) -> dict:
+    p = self.problem(rng, num_steps)
+    return {'prompt': p.question, 'answer': str(p.answer), 'num_steps': p.num_steps}
+
+
+SYSTEM_PROMPT = 'You are a helpful assistant. Answer the question.'
+RAMBLE = ['I hope this helps, and I could say much more about it if you like, since there is a lot '
+          'to say about it.', 'That is what I think, more or less, as far as I can tell, anyway.',
+          'Let me also add that questions like this one are very common and quite interesting.']
+RUDE = ['Ugh, fine.', 'Obviously.', 'What a silly question.', 'Stop asking me that.']
+
+
 def _plural(word: str) -> str:
   if word.endswith(('ch', 'sh', 's')):
     return word + 'es'
@@ -171,3 +227,7 @@ def corpus(seed: int, num_docs: int, split: str = 'train', worked_fraction: floa
   world = World(seed)
   salt = {'train': 1, 'validation': 2, 'test': 3}[split]
   return world.documents(num_docs, random.Random(seed * 1000 + salt), worked_fraction)
+
+
+def split_rng(seed: int, split: str, salt: int = 0) -> random.Random:
+  return random.Random(seed * 1000 + {'train': 1, 'validation': 2, 'test': 3}[split] + 10 * salt)
