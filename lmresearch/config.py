@@ -42,10 +42,12 @@ def base_config() -> ml_collections.ConfigDict:
       attention_impl=''))
 
   c.data = ml_collections.ConfigDict(dict(
-      source='synthetic', path='', text_key='text', val_fraction=0.1, seq_len=128,
+      source='synthetic', path='', eval_path='', text_key='text', val_fraction=0.1, seq_len=128,
       tokenizer='bpe', vocab_size=512, tokenizer_path='',
       tfds_name='', tfds_data_dir='', tfds_train_split='train', tfds_eval_split='test', max_docs=0,
-      synthetic=ml_collections.ConfigDict(dict(world_seed=0, num_docs=20000, worked_fraction=0.7))))
+      synthetic=ml_collections.ConfigDict(dict(
+          world_seed=0, num_docs=20000, worked_fraction=0.7,
+          label_noise=0.0, min_k=2, max_k=4))))   # rankings: labeler noise, responses per prompt
 
   c.train = ml_collections.ConfigDict(dict(
       steps=500, batch_size=32, grad_accum=1, lr=3e-3, min_lr=3e-4, warmup_steps=50,
@@ -114,6 +116,24 @@ def load(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
+# Model keys a later stage may choose itself; everything else must match the parent checkpoint.
+RUNTIME_MODEL_KEYS = ('dropout', 'remat', 'scan_layers', 'attention_impl', 'dtype')
+
+
+def inherit_model(config) -> None:
+  """A stage that starts from a parent run (config.init_from) takes the parent's model shape."""
+  if not config.get('init_from'):
+    return
+  parent = load(config.init_from)
+  with config.unlocked():
+    for key, value in parent.model.items():
+      if key not in RUNTIME_MODEL_KEYS:
+        config.model[key] = value
+  if config.data.seq_len > config.model.max_len:
+    raise ConfigError(f'config.data.seq_len={config.data.seq_len} exceeds the parent model\'s '
+                      f'context config.model.max_len={config.model.max_len} ({config.init_from}).')
+
+
 def check_same_model(config, workdir: str) -> None:
   """A workdir that already holds checkpoints must be resumed with the same model."""
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')) or not os.path.exists(
@@ -121,6 +141,6 @@ def check_same_model(config, workdir: str) -> None:
     return
   old = load(workdir)
   for key in config.model.keys():
-    if key in old.model and old.model[key] != config.model[key] and key not in ('remat', 'scan_layers', 'attention_impl', 'dtype'):
+    if key in old.model and old.model[key] != config.model[key] and key not in RUNTIME_MODEL_KEYS:
       raise ConfigError(f'{workdir} holds checkpoints of another model (config.model.{key}: '
                         f'{old.model[key]!r} there, {config.model[key]!r} now); use a new --workdir.')

@@ -11,25 +11,14 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from lmresearch.runtime import setup_jax
+
 config_flags.DEFINE_config_file('config', None, 'Experiment config file, e.g. configs/pretrain.py:size=tiny.',
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, metrics, tokenizer, config.')
 flags.DEFINE_bool('dry_run', False, 'Validate the config, build the sharded state abstractly and '
                   'compile-check one train step, without data or memory (for pod presets).')
 FLAGS = flags.FLAGS
-
-
-def setup_jax() -> None:
-  import jax
-  from absl import logging
-  logging.set_verbosity(logging.WARNING)   # Orbax logs every file it renames at INFO
-  cache = os.environ.get('LMR_COMPILATION_CACHE', os.path.expanduser('~/.cache/lmresearch/jax'))
-  if cache:
-    jax.config.update('jax_compilation_cache_dir', cache)
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
-  # Multi-process jobs (TPU pods, SLURM, or an explicit coordinator) initialize the runtime first.
-  if os.environ.get('JAX_COORDINATOR_ADDRESS') or os.environ.get('LMR_DISTRIBUTED'):
-    jax.distributed.initialize()
 
 
 def run(config, workdir: str, dry_run: bool = False, devices=None) -> dict:
@@ -41,6 +30,7 @@ def run(config, workdir: str, dry_run: bool = False, devices=None) -> dict:
   from lmresearch.training.trainer import Trainer
 
   devices = list(jax.devices() if devices is None else devices)
+  lmc.inherit_model(config)
   lmc.validate(config, len(devices))
   if dry_run:
     from lmresearch.training.dry_run import dry_run as do_dry_run

@@ -119,8 +119,10 @@ def check_divisible(mesh: Mesh, shardings, shapes, what: str = 'param') -> None:
 
 
 def put_batch(batch: dict, sharding_for) -> dict:
-  """Host numpy batch (this process's rows) -> global jax arrays sharded over the batch axes."""
-  return {k: jax.make_array_from_process_local_data(sharding_for(v.ndim), v) for k, v in batch.items()}
+  """Host numpy batch (this process's rows) -> global jax arrays sharded over the batch axes.
+  Values that are already jax arrays (made on device by a stage) pass through."""
+  return {k: v if isinstance(v, jax.Array) else
+          jax.make_array_from_process_local_data(sharding_for(v.ndim), v) for k, v in batch.items()}
 
 
 @contextlib.contextmanager

@@ -14,12 +14,10 @@ import warnings
 
 from absl import app, flags
 
-# lmresearch.main owns setup_jax() (compile cache, distributed init) and also defines a --workdir
-# flag; ours overrides it (allow_override) so that --help here describes sampling.
-from lmresearch import main as lmr_main
+from lmresearch.runtime import setup_jax
 
 flags.DEFINE_string('workdir', None, 'Run directory to sample from (its config.json, '
-                    'tokenizer.json and checkpoints/).', allow_override=True)
+                    'tokenizer.json and checkpoints/).')
 flags.DEFINE_multi_string('prompt', None, 'Prompt text; repeat the flag to batch several prompts. '
                           'A prompt longer than the model context (config.model.max_len tokens) '
                           'is an error.')
@@ -49,7 +47,7 @@ def load_run(workdir: str, step=None):
 
   from lmresearch import config as lmc
   from lmresearch import parallel, tokenizers
-  from lmresearch.stages.pretrain import build_model
+  from lmresearch.stages.base import build_model
   from lmresearch.training import checkpoint
 
   if not os.path.isdir(workdir):
@@ -105,7 +103,7 @@ def main(argv):
   if not FLAGS.prompt:
     print('error: give at least one --prompt.', file=sys.stderr)
     sys.exit(2)
-  lmr_main.setup_jax()
+  setup_jax()
   warnings.simplefilter('default')
   warnings.formatwarning = lambda msg, cat, *a, **k: f'warning: {msg}\n'
   try:

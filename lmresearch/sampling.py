@@ -164,21 +164,24 @@ def _batch_multiple() -> int:
   return math.prod(sizes.get(a, 1) for a in axes)
 
 
-def fit_to_context(prompt_len: int, max_new_tokens: int, max_len: int) -> int:
-  """max_new_tokens clamped so that prompt + generation fits the model's context (warns).
+def fit_to_context(prompt_lengths: Sequence[int], max_new_tokens: int, max_len: int) -> int:
+  """max_new_tokens clamped so that the longest prompt + generation fits the context (warns).
 
-  Raises ValueError when the prompt alone fills the context.
+  Raises ValueError naming the first prompt that leaves no room for a new token.
   """
   if max_new_tokens < 1:
     raise ValueError(f'max_new_tokens={max_new_tokens} must be >= 1.')
-  if prompt_len >= max_len:
-    raise ValueError(f'prompt of {prompt_len} tokens does not fit the model context of {max_len} '
-                     'tokens (it must leave room for at least one new token); shorten the prompt.')
-  if prompt_len + max_new_tokens > max_len:
-    fitted = max_len - prompt_len
-    warnings.warn(f'max_new_tokens={max_new_tokens} with a {prompt_len}-token prompt exceeds the '
-                  f'model context of {max_len} tokens; generating at most {fitted} tokens.',
-                  stacklevel=3)
+  for i, n in enumerate(prompt_lengths):
+    if n >= max_len:
+      raise ValueError(f'prompt {i} has {n} tokens, which does not fit the model context of '
+                       f'{max_len} tokens (config.model.max_len; a prompt must leave room for at '
+                       'least one new token); shorten the prompt.')
+  longest = max(prompt_lengths)
+  if longest + max_new_tokens > max_len:
+    fitted = max_len - longest
+    warnings.warn(f'max_new_tokens={max_new_tokens} with a longest prompt of {longest} tokens '
+                  f'exceeds the model context of {max_len} tokens; generating at most {fitted} '
+                  'tokens.', stacklevel=3)
     return fitted
   return max_new_tokens
 
@@ -222,8 +225,8 @@ def generate(model, params, prompts: Sequence[Sequence[int]], *, max_new_tokens:
   if temperature != 0 and rng is None:
     raise ValueError('generate: rng is required when temperature > 0.')
   filter_logits(jnp.zeros((1, 2)), temperature, top_k, top_p)   # validates the settings
+  max_new_tokens = fit_to_context([len(p) for p in prompts], max_new_tokens, model.cfg.max_len)
   longest = max(len(p) for p in prompts)
-  max_new_tokens = fit_to_context(longest, max_new_tokens, model.cfg.max_len)
 
   p_len = -(-longest // PROMPT_MULTIPLE) * PROMPT_MULTIPLE
   num = len(prompts)

@@ -130,19 +130,20 @@ def bench_jax(a, config, data_ok, workdir):
                                       trainer.schedule),
                       in_shardings=(shardings, None), out_shardings=(shardings, None),
                       donate_argnums=(0,))
-    times, data_times, losses = [], [], []
+    times, cpu_times, data_times, losses = [], [], [], []
     compile_s = None
     for i in range(a.warmup + a.iters):
-      t0 = time.perf_counter()
+      t0, c0 = time.perf_counter(), time.process_time()
       batch = parallel.put_batch(next(data_iter), batch_sharding)
       t1 = time.perf_counter()
       state, metrics = step_fn(state, batch)
       jax.block_until_ready((state, metrics))
-      t2 = time.perf_counter()
+      t2, c2 = time.perf_counter(), time.process_time()
       if i == 0:
         compile_s = t2 - t1
       if i >= a.warmup:
         times.append(t2 - t0)
+        cpu_times.append(c2 - c0)
         data_times.append(t1 - t0)
         if i == a.warmup or i == a.warmup + a.iters - 1:
           losses.append(float(metrics['train/loss']))
@@ -159,6 +160,7 @@ def bench_jax(a, config, data_ok, workdir):
       'ms_per_iter_median': med * 1e3,
       'ms_per_iter_mean': statistics.fmean(times) * 1e3,
       'ms_per_iter_min': min(times) * 1e3,
+      'cpu_ms_per_iter_median': statistics.median(cpu_times) * 1e3,
       'data_ms_median': statistics.median(data_times) * 1e3,
       'tokens_per_sec': tokens / med,
       'flops_per_step': stage.flops_per_step(),
@@ -200,15 +202,21 @@ def report(res) -> None:
         f"{j['iters']} timed iterations after {j['warmup']} warmup, data: {j['data']}")
   print(f"model: {j['params']:,} params (vocab {j['vocab']}), {j['flops_per_step'] / 1e9:.3f} GFLOP/step; "
         f"CPU fp32 matmul peak (measured) {j['cpu_peak_flops'] / 1e9:.1f} GFLOP/s")
-  hdr = f"{'':24s}{'ms/iter(median)':>16s}{'tokens/s':>12s}{'MFU':>8s}{'peak RSS MB':>13s}"
+  hdr = (f"{'':22s}{'ms/iter median':>15s}{'min':>7s}{'CPU ms/iter':>12s}{'tokens/s':>10s}"
+         f"{'MFU':>8s}{'peak RSS MB':>12s}")
   print(hdr)
-  print(f"{'JAX (lmresearch)':24s}{j['ms_per_iter_median']:16.1f}{j['tokens_per_sec']:12,.0f}"
-        f"{j['mfu']:8.2%}{j['peak_rss_mb']:13.0f}")
-  if t:
-    print(f"{'PyTorch eager':24s}{t['ms_per_iter_median']:16.1f}{t['tokens_per_sec']:12,.0f}"
-          f"{t['mfu']:8.2%}{t['peak_rss_mb']:13.0f}")
-  print(f"{'nanoGPT (reference)':24s}{NANOGPT['ms_per_iter_median']:16.1f}"
-        f"{NANOGPT['tokens_per_sec']:12,.0f}{'':8s}{'':13s}")
+  rows = [('JAX (lmresearch)', j)] + ([('PyTorch eager', t)] if t else [])
+  for name, r in rows:
+    print(f"{name:22s}{r['ms_per_iter_median']:15.1f}{r['ms_per_iter_min']:7.1f}"
+          f"{r['cpu_ms_per_iter_median']:12.1f}{r['tokens_per_sec']:10,.0f}{r['mfu']:8.2%}"
+          f"{r['peak_rss_mb']:12.0f}")
+  print(f"{'nanoGPT (reference)':22s}{NANOGPT['ms_per_iter_median']:15.1f}{'':7s}{'':12s}"
+        f"{NANOGPT['tokens_per_sec']:10,.0f}")
+  busy = max(res['load_avg'].values())
+  if busy > res['cores'] + 0.5:
+    print(f"WARNING: load average reached {busy:.1f} on {res['cores']} cores: other processes shared "
+          "the CPU, so wall-clock figures (and the measured peak) are pessimistic; 'CPU ms/iter' "
+          "(process CPU time) is less sensitive to that.")
   print(f"JAX: compile {j['compile_s']:.1f} s, mean {j['ms_per_iter_mean']:.1f} ms, "
         f"min {j['ms_per_iter_min']:.1f} ms, data+transfer {j['data_ms_median']:.2f} ms/iter; "
         f"loss {j['first_loss']:.3f} -> {j['last_loss']:.3f}")
@@ -255,15 +263,18 @@ def main(argv=None):
     config.data.vocab_size = 65 + len(tokenizers.SPECIALS)
     vocab = padded_vocab(config.data.vocab_size, config.model)
 
-  res = {'cores': cores(), 'nanogpt': NANOGPT, 'target': TARGET}
+  res = {'cores': cores(), 'nanogpt': NANOGPT, 'target': TARGET, 'load_avg': {}}
+  res['load_avg']['start'] = os.getloadavg()[0]
   cmd, res['torch_note'] = start_torch(a, config, vocab, data_ok)
   if cmd:   # first, alone on the CPU
     print('running the PyTorch reference ...', file=sys.stderr, flush=True)
     res['torch'], res['torch_note'] = run_torch(cmd)
+    res['load_avg']['after_torch'] = os.getloadavg()[0]
 
   print('running the JAX step ...', file=sys.stderr, flush=True)
   with tempfile.TemporaryDirectory(prefix='bench_pretrain_') as wd:
     res['jax'] = bench_jax(a, config, data_ok, wd)
+  res['load_avg']['after_jax'] = os.getloadavg()[0]
   j, t = res['jax'], res.get('torch')
   if t:
     t['mfu'] = j['flops_per_step'] / (t['ms_per_iter_median'] / 1e3) / j['cpu_peak_flops']

@@ -174,10 +174,10 @@ def main():
   opt = torch.optim.AdamW(groups, lr=a.lr, betas=(a.b1, a.b2), eps=1e-8)
 
   sched = argparse.Namespace(lr=a.lr, min_lr=a.min_lr, warmup=a.lr_warmup, decay_steps=a.decay_steps)
-  times, losses = [], []
+  times, cpu_times, losses = [], [], []
   x, y = get_batch()
   for it in range(a.warmup + a.iters):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for g in opt.param_groups:
       g['lr'] = lr_at(it, sched)
     loss = model(x, y)
@@ -188,10 +188,11 @@ def main():
     opt.zero_grad(set_to_none=True)
     x, y = get_batch()          # nanoGPT fetches the next batch inside the timed iteration
     lossf = loss.item()         # the sync point (eager CPU is synchronous anyway)
-    dt = time.perf_counter() - t0
+    dt, dc = time.perf_counter() - t0, time.process_time() - c0
     losses.append(lossf)
     if it >= a.warmup:
       times.append(dt)
+      cpu_times.append(dc)
 
   tokens = a.batch * a.context
   med = statistics.median(times)
@@ -201,6 +202,8 @@ def main():
       'params': sum(p_.numel() for p_ in params),
       'ms_per_iter_median': med * 1e3,
       'ms_per_iter_mean': statistics.fmean(times) * 1e3,
+      'ms_per_iter_min': min(times) * 1e3,
+      'cpu_ms_per_iter_median': statistics.median(cpu_times) * 1e3,
       'tokens_per_sec': tokens / med,
       'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
       'first_loss': losses[0], 'last_loss': losses[-1],

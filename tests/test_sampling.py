@@ -65,6 +65,12 @@ def test_runs_inside_mesh_context():
     meshed = sampling.generate(model, params, PROMPTS, max_new_tokens=6, temperature=0,
                                stop_ids=())
   assert meshed['completions'] == plain['completions']
+  # Boxed params (straight from model.init, with logical-axis metadata) work too.
+  boxed = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))['params']
+  with parallel.activate(one_device_mesh(), parallel.DEFAULT_RULES):
+    from_boxed = sampling.generate(model, boxed, PROMPTS, max_new_tokens=6, temperature=0)
+  unboxed = sampling.generate(model, nn.unbox(boxed), PROMPTS, max_new_tokens=6, temperature=0)
+  assert from_boxed['completions'] == unboxed['completions']
 
 
 @pytest.mark.skipif(jax.device_count() < 2, reason='needs 2 devices')
@@ -144,8 +150,8 @@ def test_logprobs_match_full_forward():
 
 def test_too_long_prompt_raises():
   model, params = tiny_model('llama', max_len=16)
-  with pytest.raises(ValueError, match=r'prompt of 16 tokens .* context of 16 tokens'):
-    sampling.generate(model, params, [[1] * 16, [1, 2]], max_new_tokens=4, temperature=0)
+  with pytest.raises(ValueError, match=r'prompt 1 has 17 tokens, .* model context of 16 tokens'):
+    sampling.generate(model, params, [[1, 2], [1] * 17], max_new_tokens=4, temperature=0)
 
 
 def test_generation_clamped_with_warning():
@@ -170,17 +176,19 @@ def test_same_rng_same_samples():
 
 
 def test_generate_text_stop_strings():
+  import string
   from lmresearch.tokenizers import CharTokenizer
-  tok = CharTokenizer('abcdefghij .')
+  tok = CharTokenizer(string.ascii_letters + '01234')    # 7 specials + 57 chars = the 64 ids
   model, params = tiny_model('llama')
-  texts = sampling.generate_text(model, params, tok, ['abc', 'j'], max_new_tokens=8,
-                                 temperature=0, stop_ids=())
-  assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
-  first = texts[0][0] if texts[0] else None
-  if first:
-    cut = sampling.generate_text(model, params, tok, ['abc', 'j'], max_new_tokens=8,
-                                 temperature=0, stop_ids=(), stop_strings=[first])
-    assert cut[0] == ''
+  kw = dict(max_new_tokens=8, temperature=0, stop_ids=())
+  texts = sampling.generate_text(model, params, tok, ['abc', 'Zz0'], **kw)
+  ids = sampling.generate(model, params, [[tok.bos_id] + tok.encode(p) for p in ['abc', 'Zz0']],
+                          **kw)['completions']
+  assert texts == [tok.decode(c, skip_special=True) for c in ids]
+  assert len(texts[0]) >= 3
+  stop = texts[0][2]
+  cut = sampling.generate_text(model, params, tok, ['abc', 'Zz0'], stop_strings=[stop], **kw)
+  assert cut == [t[:t.index(stop)] if stop in t else t for t in texts]
   assert sampling.cut_at_stop_strings('a. b\nc', ['\n', '.']) == 'a'
 
 

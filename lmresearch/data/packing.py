@@ -18,32 +18,48 @@ import numpy as np
 
 
 class PackedDataset:
-  def __init__(self, tokens: np.ndarray, doc_ids: np.ndarray, seq_len: int):
+  def __init__(self, tokens: np.ndarray, doc_ids: np.ndarray, seq_len: int,
+               loss_mask: np.ndarray | None = None):
     self.tokens, self.doc_ids, self.seq_len = tokens, doc_ids, seq_len
+    self.loss_mask = loss_mask   # per token: may it be a target? (SFT: assistant tokens only)
     self.num_windows = (len(tokens) - 1) // seq_len
     if self.num_windows < 1:
       raise ValueError(f'only {len(tokens)} tokens: fewer than one sequence of length '
                        f'{seq_len} + 1; add data or lower config.data.seq_len.')
 
   @classmethod
-  def from_token_lists(cls, docs: Sequence[Sequence[int]], seq_len: int, bos: int, eos: int):
-    lengths = np.array([len(d) + 2 for d in docs], np.int64)
+  def from_token_lists(cls, docs: Sequence[Sequence[int]], seq_len: int, bos: int, eos: int,
+                       loss_masks: Sequence[Sequence[int]] | None = None, add_bos: bool = True):
+    """Documents -> one stream of [BOS] doc [EOS]. `loss_masks` (one 0/1 per doc token) marks
+    the tokens that may be targets; EOS inherits the mask of the token before it."""
+    head = 1 if add_bos else 0
+    lengths = np.array([len(d) + head + 1 for d in docs], np.int64)
     tokens = np.empty(int(lengths.sum()), np.int32)
+    mask = np.ones(len(tokens), np.float32) if loss_masks is not None else None
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    for s, d in zip(starts, docs):
-      tokens[s] = bos
-      tokens[s + 1:s + 1 + len(d)] = d
-      tokens[s + 1 + len(d)] = eos
+    for i, (s, d) in enumerate(zip(starts, docs)):
+      if add_bos:
+        tokens[s] = bos
+      tokens[s + head:s + head + len(d)] = d
+      tokens[s + head + len(d)] = eos
+      if mask is not None:
+        m = np.asarray(loss_masks[i], np.float32)
+        mask[s:s + head] = 0
+        mask[s + head:s + head + len(d)] = m
+        mask[s + head + len(d)] = m[-1] if len(m) else 0
     doc_ids = np.repeat(np.arange(len(docs), dtype=np.int32), lengths)
-    return cls(tokens, doc_ids, seq_len)
+    return cls(tokens, doc_ids, seq_len, mask)
 
   def rows(self, indices: np.ndarray) -> dict:
     """Windows -> the model's batch: inputs, targets, segment_ids, positions, weights."""
     t = self.seq_len
     idx = np.asarray(indices)[:, None] * t + np.arange(t + 1)[None, :]
     toks, docs = self.tokens[idx], self.doc_ids[idx]
+    weights = (docs[:, :-1] == docs[:, 1:]).astype(np.float32)
+    if self.loss_mask is not None:
+      weights *= self.loss_mask[idx][:, 1:]
     inputs, targets = toks[:, :-1], toks[:, 1:]
-    seg_in, seg_tg = docs[:, :-1], docs[:, 1:]
+    seg_in = docs[:, :-1]
     # Positions restart where the document changes (and at the window start).
     ar = np.arange(t)[None, :]
     new_doc = np.concatenate([np.ones((len(idx), 1), bool), seg_in[:, 1:] != seg_in[:, :-1]], 1)
@@ -54,11 +70,56 @@ class PackedDataset:
         'targets': targets.astype(np.int32),
         'segment_ids': segment_ids,
         'positions': (ar - starts).astype(np.int32),
-        'weights': (seg_in == seg_tg).astype(np.float32),
+        'weights': weights,
     }
 
 
-def train_iterator(ds: PackedDataset, global_batch: int, seed: int):
+class PackedExamples:
+  """Whole examples (e.g. chats) packed greedily into rows of seq_len + 1, never split across
+  rows (an answer must see its question); the remainder of a row is padding (segment 0).
+  Examples longer than a row are truncated; `truncated` counts them."""
+
+  def __init__(self, examples: Sequence[tuple[Sequence[int], Sequence[int]]], seq_len: int,
+               pad_id: int = 0):
+    width = seq_len + 1
+    rows, row = [], []
+    self.truncated = 0
+    for ids, mask in examples:
+      if len(ids) > width:
+        ids, mask = ids[:width], mask[:width]
+        self.truncated += 1
+      if sum(len(x[0]) for x in row) + len(ids) > width:
+        rows.append(row)
+        row = []
+      row.append((ids, mask))
+    if row:
+      rows.append(row)
+    n = len(rows)
+    self.tokens = np.full((n, width), pad_id, np.int32)
+    self.seg = np.zeros((n, width), np.int32)
+    self.mask = np.zeros((n, width), np.float32)
+    self.pos = np.zeros((n, width), np.int32)
+    for r, row in enumerate(rows):
+      at = 0
+      for k, (ids, mask) in enumerate(row, 1):
+        sl = slice(at, at + len(ids))
+        self.tokens[r, sl], self.mask[r, sl], self.seg[r, sl] = ids, mask, k
+        self.pos[r, sl] = np.arange(len(ids))
+        at += len(ids)
+    self.seq_len, self.num_windows = seq_len, n
+
+  def rows(self, indices: np.ndarray) -> dict:
+    i = np.asarray(indices)
+    seg = self.seg[i]
+    weights = (seg[:, :-1] == seg[:, 1:]) & (seg[:, :-1] > 0)
+    return {
+        'inputs': self.tokens[i, :-1], 'targets': self.tokens[i, 1:],
+        'segment_ids': seg[:, :-1], 'positions': self.pos[i, :-1],
+        'weights': (weights * self.mask[i, 1:]).astype(np.float32),
+    }
+
+
+def train_iterator(ds, global_batch: int, seed: int):
   """An endless, checkpointable iterator over this process's share of each global batch."""
   pc, pi = jax.process_count(), jax.process_index()
   if global_batch % pc:
@@ -69,7 +130,7 @@ def train_iterator(ds: PackedDataset, global_batch: int, seed: int):
   return rows.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)).__iter__()
 
 
-def eval_batches(ds: PackedDataset, global_batch: int, max_batches: int) -> list[dict]:
+def eval_batches(ds, global_batch: int, max_batches: int) -> list[dict]:
   """The first windows of the held-out split in order: the same eval set every time."""
   pc, pi = jax.process_count(), jax.process_index()
   n = min(max_batches, ds.num_windows // global_batch)

@@ -1,10 +1,15 @@
-"""What each stage optimizes. A stage is a small class the one trainer runs; see pretrain.py."""
+"""What each stage optimizes. A stage is a small class the one trainer runs; see base.py."""
+import importlib
 
-STAGES = ('pretrain',)
+_STAGES = {
+    'pretrain': 'lmresearch.stages.pretrain:PretrainStage',
+    'sft': 'lmresearch.stages.sft:SFTStage',
+}
+STAGES = tuple(_STAGES)
 
 
 def get_stage(name: str):
-  if name == 'pretrain':
-    from lmresearch.stages.pretrain import PretrainStage
-    return PretrainStage
-  raise ValueError(f'config.stage={name!r}: expected one of {STAGES}.')
+  if name not in _STAGES:
+    raise ValueError(f'config.stage={name!r}: expected one of {STAGES}.')
+  module, cls = _STAGES[name].split(':')
+  return getattr(importlib.import_module(module), cls)

@@ -27,6 +27,7 @@ def dry_run(config, compile: bool = True, devices=None) -> dict:
                          ('positions', jnp.int32), ('weights', jnp.float32))}
   state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                        abstract, shardings)
+  flops = stage.flops_per_step()
   with parallel.activate(mesh, rules):
     step = jax.jit(make_train_step(stage.loss_fn, trainer.optimizer, config.train.grad_accum,
                                    trainer.schedule),
@@ -34,7 +35,7 @@ def dry_run(config, compile: bool = True, devices=None) -> dict:
                    donate_argnums=(0,))
     lowered = step.lower(state, batch)
     out = {'params': count_params(abstract.params), 'mesh': dict(mesh.shape),
-           'flops_per_step': stage.flops_per_step()}
+           'flops_per_step': flops}
     if compile:
       compiled = lowered.compile()
       mem = compiled.memory_analysis()

@@ -11,7 +11,7 @@ async Orbax checkpoint holding params, optimizer state, RNG and the data iterato
 """
 from __future__ import annotations
 
-import dataclasses
+import functools
 import math
 import signal
 import sys
@@ -137,7 +137,9 @@ class Trainer:
 
     batch_sharding = lambda ndim: parallel.batch_sharding(self.mesh, self.rules, ndim)
     with parallel.activate(self.mesh, self.rules):
-      step_fn = jax.jit(make_train_step(stage.loss_fn, self.optimizer, tc.grad_accum, self.schedule),
+      make_step = getattr(stage, 'make_train_step', None) or functools.partial(
+          make_train_step, stage.loss_fn)
+      step_fn = jax.jit(make_step(self.optimizer, tc.grad_accum, self.schedule),
                         in_shardings=(shardings, None), out_shardings=(shardings, None),
                         donate_argnums=(0,))
       eval_fn = jax.jit(make_eval_step(stage.loss_fn), in_shardings=(shardings.params, None))
@@ -156,6 +158,7 @@ class Trainer:
       with parallel.activate(self.mesh, self.rules):
         for step in range(start, tc.steps):
           batch = parallel.put_batch(next(data_iter), batch_sharding)
+          batch = stage.prepare(batch, state.params)
           state, metrics = step_fn(state, batch)
           pending.append((step + 1, metrics))
           done = step + 1
@@ -193,6 +196,11 @@ class Trainer:
           if stopping:
             print(f'SIGTERM: saved step {done} to {ckpt.directory}; exiting.', flush=True)
             break
+        if not self._stop and hasattr(stage, 'finalize'):   # e.g. reward normalization
+          extra = stage.finalize(state.params)
+          if extra:
+            writer.write(tc.steps, extra)
+            last.update(extra)
     finally:
       ckpt.close()
       writer.close()
@@ -231,7 +239,8 @@ class Trainer:
       total = sums if total is None else jax.tree.map(jnp.add, total, sums)
     sums = jax.device_get(total)
     count = max(float(sums.pop('count')), 1.0)
-    return {k.replace('train/', 'eval/'): float(v) / count for k, v in sums.items()}
+    return {('eval/' + k[6:] if k.startswith('train/') else 'eval/' + k): float(v) / count
+            for k, v in sums.items()}
 
   def _show(self, pbar, step, row):
     if pbar.disable:

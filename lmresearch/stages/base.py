@@ -1,0 +1,116 @@
+"""What every stage shares: the tokenizer, the language model, loading the parent stage's params.
+
+A stage gives the one trainer:
+  init_params(rng)               fresh (boxed) params, traced under eval_shape/jit
+  initial_params(params, shard)  what to start from (the parent stage's checkpoint, if any)
+  train_iterator() / eval_batches()   checkpointable host batches / a fixed held-out set
+  loss_fn(params, batch, rng)    -> (loss_sum, metric_sums with 'count'); rng None = eval
+  prepare(batch, params)         optional device-side step before the update (rollouts, reference
+                                 log-probs); identity here
+"""
+from __future__ import annotations
+
+import os
+import shutil
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lmresearch import tokenizers
+from lmresearch.models.transformer import ModelConfig, Transformer, count_params, flops_per_token
+from lmresearch.training.checkpoint import abstract_with_shardings, restore_params
+
+
+def padded_vocab(tok_vocab: int, model_cfg) -> int:
+  if model_cfg.vocab_size:
+    if model_cfg.vocab_size < tok_vocab:
+      raise ValueError(f'config.model.vocab_size={model_cfg.vocab_size} is smaller than the '
+                       f'tokenizer\'s {tok_vocab}; set it to 0 (= from the tokenizer).')
+    return model_cfg.vocab_size
+  m = max(1, model_cfg.vocab_multiple)
+  return -(-tok_vocab // m) * m
+
+
+def build_model(config, tok) -> Transformer:
+  return Transformer(ModelConfig.from_config(config.model, padded_vocab(tok.vocab_size, config.model)))
+
+
+def get_tokenizer(config, workdir: str, texts_fn=None):
+  """The workdir's tokenizer; else config.data.tokenizer_path's or the parent run's (copied here);
+  else (pretraining) train one on texts_fn() and save it."""
+  own = os.path.join(workdir, tokenizers.FILENAME)
+  if os.path.exists(own):
+    return tokenizers.load_tokenizer(own)
+  source = config.data.tokenizer_path or (
+      os.path.join(config.init_from, tokenizers.FILENAME) if config.get('init_from') else '')
+  if source:
+    tok = tokenizers.load_tokenizer(source)
+  elif texts_fn is not None:
+    tok = tokenizers.train_tokenizer(config.data.tokenizer, texts_fn(), config.data.vocab_size)
+  else:
+    raise FileNotFoundError('no tokenizer: set config.init_from to the parent run or '
+                            'config.data.tokenizer_path to a tokenizer.json.')
+  if jax.process_index() == 0 and workdir:
+    os.makedirs(workdir, exist_ok=True)
+    tok.save(workdir)
+  return tok
+
+
+def token_loss(logits, targets, weights, z_loss: float = 0.0, prefix: str = 'train'):
+  """Summed weighted cross-entropy (fp32) and its metric sums."""
+  logits = logits.astype(jnp.float32)
+  lse = jax.nn.logsumexp(logits, axis=-1)
+  nll = lse - jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+  loss = jnp.sum(nll * weights)
+  total = loss + z_loss * jnp.sum(jnp.square(lse) * weights)
+  correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+  metrics = {'train/loss': loss, f'{prefix}/accuracy': jnp.sum(correct * weights),
+             'count': jnp.sum(weights)}
+  if prefix != 'train':
+    metrics[f'{prefix}/loss'] = loss
+  return total, metrics
+
+
+def load_parent_params(workdir: str, abstract_params, shardings):
+  """The parent run's latest params, restored straight into this run's shardings."""
+  params, _ = restore_params(workdir, abstract_with_shardings(abstract_params, shardings))
+  return params
+
+
+class LMStage:
+  """A stage whose trainable params are one language model (pretrain, SFT, DPO)."""
+  name = 'lm'
+
+  def __init__(self, config, workdir: str, texts_fn=None):
+    self.config, self.workdir = config, workdir
+    self.tokenizer = get_tokenizer(config, workdir, texts_fn)
+    self.model = build_model(config, self.tokenizer)
+
+  def init_params(self, rng):
+    tokens = jnp.zeros((1, self.config.data.seq_len), jnp.int32)
+    return self.model.init(rng, tokens)['params']
+
+  def initial_params(self, params, shardings):
+    if not self.config.get('init_from'):
+      return params
+    return load_parent_params(self.config.init_from, params, shardings)
+
+  def prepare(self, batch, params):
+    return batch
+
+  def lm_logits(self, params, batch, rng, inputs='inputs'):
+    deterministic = rng is None or self.config.model.dropout == 0
+    return self.model.apply({'params': params}, batch[inputs], batch['positions'],
+                            batch['segment_ids'], deterministic=deterministic,
+                            rngs=None if deterministic else {'dropout': rng})
+
+  def tokens_per_step(self) -> int:
+    return self.config.train.batch_size * self.config.data.seq_len
+
+  def flops_per_step(self) -> float:
+    shapes = jax.eval_shape(self.init_params, jax.random.PRNGKey(0))
+    n = count_params(nn.unbox(shapes))
+    if self.model.cfg.gpt2:   # position-table lookups are not matmul work
+      n -= self.model.cfg.max_len * self.model.cfg.embed_dim
+    return flops_per_token(self.model.cfg, self.config.data.seq_len, n) * self.tokens_per_step()
