@@ -95,6 +95,19 @@ def logical_shardings(mesh: Mesh, rules, boxed_tree) -> Any:
   return nn.logical_to_mesh_sharding(specs, mesh, rules)
 
 
+def strip_boxes(tree):
+  """Partitioned boxes -> their values, without nn.unbox's sharding constraint (which fails on
+  abstract values under an active mesh)."""
+  return jax.tree.map(lambda x: x.value if isinstance(x, nn.Partitioned) else x, tree,
+                      is_leaf=lambda x: isinstance(x, nn.Partitioned))
+
+
+def abstract_and_shardings(init_fn, mesh: Mesh, rules):
+  """Shapes (no memory) and NamedShardings of what init_fn() returns (a boxed tree)."""
+  boxed = jax.eval_shape(init_fn)
+  return strip_boxes(boxed), logical_shardings(mesh, rules, boxed)
+
+
 def batch_sharding(mesh: Mesh, rules, ndim: int = 2) -> NamedSharding:
   return NamedSharding(mesh, P(batch_axes(rules), *([None] * (ndim - 1))))
 

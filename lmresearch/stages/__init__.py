@@ -4,6 +4,7 @@ import importlib
 _STAGES = {
     'pretrain': 'lmresearch.stages.pretrain:PretrainStage',
     'sft': 'lmresearch.stages.sft:SFTStage',
+    'reward': 'lmresearch.stages.reward:RewardStage',
 }
 STAGES = tuple(_STAGES)
 

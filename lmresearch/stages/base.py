@@ -13,11 +13,10 @@ from __future__ import annotations
 import os
 import shutil
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lmresearch import tokenizers
+from lmresearch import parallel, tokenizers
 from lmresearch.models.transformer import ModelConfig, Transformer, count_params, flops_per_token
 from lmresearch.training.checkpoint import abstract_with_shardings, restore_params
 
@@ -99,6 +98,16 @@ class LMStage:
   def prepare(self, batch, params):
     return batch
 
+  def bind(self, mesh, rules):
+    """The trainer hands over its mesh, so a stage can place frozen models (reference, reward)."""
+    self.mesh, self.rules = mesh, rules
+
+  def load_lm_params(self, workdir: str):
+    """A run's language-model params, restored straight into this mesh's shardings."""
+    abstract, shardings = parallel.abstract_and_shardings(
+        lambda: LMStage.init_params(self, jax.random.PRNGKey(0)), self.mesh, self.rules)
+    return load_parent_params(workdir, abstract, shardings)
+
   def lm_logits(self, params, batch, rng, inputs='inputs'):
     deterministic = rng is None or self.config.model.dropout == 0
     return self.model.apply({'params': params}, batch[inputs], batch['positions'],
@@ -109,8 +118,7 @@ class LMStage:
     return self.config.train.batch_size * self.config.data.seq_len
 
   def flops_per_step(self) -> float:
-    shapes = jax.eval_shape(self.init_params, jax.random.PRNGKey(0))
-    n = count_params(nn.unbox(shapes))
+    n = count_params(jax.eval_shape(self.init_params, jax.random.PRNGKey(0)))
     if self.model.cfg.gpt2:   # position-table lookups are not matmul work
       n -= self.model.cfg.max_len * self.model.cfg.embed_dim
     return flops_per_token(self.model.cfg, self.config.data.seq_len, n) * self.tokens_per_step()

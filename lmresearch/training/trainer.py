@@ -95,6 +95,7 @@ class Trainer:
     self.optimizer = make_optimizer(config.train)
     self.schedule = learning_rate_schedule(config.train)
     self._stop = False
+    stage.bind(mesh, rules)
 
   # ---- state ---------------------------------------------------------------------------
   def _init_fn(self):

@@ -1,0 +1,25 @@
+"""Reward model from ranked responses, initialized from the SFT run (config.init_from).
+
+  configs/reward.py                    embedded world rankings (K = 2..4, noise-free labeler)
+  configs/reward.py:noise=0.5          the simulated labeler misjudges quality with std 0.5
+  configs/reward.py:data=jsonl         rankings from config.data.path (see README for the format)
+"""
+import ml_collections
+
+from lmresearch.config import base_config, parse_arg
+
+
+def get_config(arg=None):
+  args = parse_arg(arg)
+  c = base_config()
+  c.stage = 'reward'
+  c.init_from = 'runs/sft'
+  c.data.synthetic.update(num_docs=3000, min_k=2, max_k=4, label_noise=float(args.get('noise', 0.0)))
+  if args.get('data') == 'jsonl':
+    c.data.source = 'jsonl'
+  c.train.update(steps=300, batch_size=16, lr=5e-4, min_lr=5e-5, warmup_steps=20,
+                 weight_decay=0.0, log_every=25, eval_every=100, eval_batches=10)
+  c.checkpoint.every = 100
+  # After training, shift rewards so that the SFT model's own samples average 0.
+  c.reward = ml_collections.ConfigDict(dict(norm_samples=64, norm_max_new_tokens=64))
+  return c

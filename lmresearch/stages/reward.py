@@ -1,0 +1,159 @@
+"""Reward model from rankings (InstructGPT): the SFT transformer with a scalar head.
+
+One batch element is one prompt with its K ranked responses; the loss is the mean over all
+K(K-1)/2 (non-tied) pairs of -log sigmoid(r_better - r_worse), so a prompt's pairs share one
+forward pass and no prompt outweighs another. After training, rewards are shifted so that the
+SFT model's own samples score 0 on average (`reward_norm.json`).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lmresearch import sampling, tokenizers
+from lmresearch.data import formats, packing
+from lmresearch.models.heads import ScalarHeadModel, last_token_index
+from lmresearch.models.transformer import ModelConfig
+from lmresearch.stages.base import LMStage, load_parent_params, padded_vocab
+
+NORM_FILE = 'reward_norm.json'
+
+
+def render_response(tok, prompt: str, response: str) -> list[int]:
+  ids, _ = tokenizers.render_chat(tok, [{'role': 'user', 'content': prompt},
+                                        {'role': 'assistant', 'content': response}])
+  return ids
+
+
+class RankingDataset:
+  """Rankings -> fixed arrays [n, K, T]; row i of a batch holds every response of prompt i."""
+
+  def __init__(self, tok, rankings, seq_len: int):
+    k = max(len(r['responses']) for r in rankings)
+    n = len(rankings)
+    self.tokens = np.zeros((n, k, seq_len), np.int32)
+    self.mask = np.zeros((n, k, seq_len), np.int32)
+    self.valid = np.zeros((n, k), np.float32)
+    self.tie = np.zeros((n, k, k), np.float32)
+    self.truncated = 0
+    for i, r in enumerate(rankings):
+      for j, resp in enumerate(r['responses']):
+        ids = render_response(tok, r['prompt'], resp)
+        if len(ids) > seq_len:
+          ids = ids[:seq_len]
+          self.truncated += 1
+        self.tokens[i, j, :len(ids)] = ids
+        self.mask[i, j, :len(ids)] = 1
+        self.valid[i, j] = 1
+      for a, b in r.get('ties', []):
+        self.tie[i, a, b] = self.tie[i, b, a] = 1
+    self.num_windows, self.seq_len = n, seq_len
+
+  def rows(self, indices) -> dict:
+    i = np.asarray(indices)
+    return {'tokens': self.tokens[i], 'mask': self.mask[i], 'valid': self.valid[i], 'tie': self.tie[i]}
+
+
+def ranking_loss(rewards, valid, tie):
+  """rewards [b, K] in ranked order (best first) -> (sum of per-prompt losses, metric sums)."""
+  k = rewards.shape[-1]
+  better = jnp.triu(jnp.ones((k, k)), 1)                      # i ranked above j when i < j
+  pairs = better * valid[:, :, None] * valid[:, None, :] * (1 - tie)
+  diff = rewards[:, :, None] - rewards[:, None, :]
+  n_pairs = jnp.sum(pairs, axis=(1, 2))
+  has = (n_pairs > 0).astype(jnp.float32)
+  per_prompt = jnp.sum(-jax.nn.log_sigmoid(diff) * pairs, axis=(1, 2)) / jnp.maximum(n_pairs, 1)
+  acc = jnp.sum((diff > 0) * pairs, axis=(1, 2)) / jnp.maximum(n_pairs, 1)
+  loss = jnp.sum(per_prompt * has)
+  return loss, {'train/loss': loss, 'reward/loss': loss, 'reward/accuracy': jnp.sum(acc * has),
+                'count': jnp.sum(has)}
+
+
+def build_scalar_model(config, tok) -> ScalarHeadModel:
+  return ScalarHeadModel(ModelConfig.from_config(config.model, padded_vocab(tok.vocab_size, config.model)))
+
+
+def score(model, params, tokens, mask, positions=None):
+  """Reward of each sequence: the scalar at its last real token (works for left or right padding)."""
+  if positions is None:
+    positions = jnp.maximum(jnp.cumsum(mask, -1) - 1, 0)
+  values = model.apply({'params': params}, tokens, positions, mask)
+  return jnp.take_along_axis(values, last_token_index(mask)[:, None], -1)[:, 0]
+
+
+def load_reward_offset(workdir: str) -> float:
+  path = os.path.join(workdir, NORM_FILE)
+  if not os.path.exists(path):
+    return 0.0
+  with open(path) as f:
+    return float(json.load(f)['offset'])
+
+
+class RewardStage(LMStage):
+  name = 'reward'
+
+  def __init__(self, config, workdir: str):
+    super().__init__(config, workdir)
+    self.rm = build_scalar_model(config, self.tokenizer)
+    dc = config.data
+    self.train_ds = RankingDataset(self.tokenizer, formats.load('ranking', dc, 'train'), dc.seq_len)
+    self.eval_rankings = formats.load('ranking', dc, 'validation')
+    self.eval_ds = RankingDataset(self.tokenizer, self.eval_rankings, dc.seq_len)
+
+  def init_params(self, rng):
+    return self.rm.init(rng, jnp.zeros((1, self.config.data.seq_len), jnp.int32))['params']
+
+  def initial_params(self, params, shardings):
+    if not self.config.init_from:
+      return params
+    backbone = load_parent_params(self.config.init_from, params['backbone'], shardings['backbone'])
+    return {**params, 'backbone': backbone}
+
+  def train_iterator(self):
+    return packing.train_iterator(self.train_ds, self.config.train.batch_size, self.config.seed)
+
+  def eval_batches(self):
+    return packing.eval_batches(self.eval_ds, self.config.train.batch_size,
+                                self.config.train.eval_batches)
+
+  def rewards(self, params, batch, rng=None):
+    b, k, t = batch['tokens'].shape
+    tokens, mask = batch['tokens'].reshape(b * k, t), batch['mask'].reshape(b * k, t)
+    positions = jnp.broadcast_to(jnp.arange(t), (b * k, t))
+    deterministic = rng is None or self.config.model.dropout == 0
+    values = self.rm.apply({'params': params}, tokens, positions, mask, deterministic=deterministic,
+                           rngs=None if deterministic else {'dropout': rng})
+    last = last_token_index(mask)
+    return jnp.take_along_axis(values, last[:, None], -1)[:, 0].reshape(b, k)
+
+  def loss_fn(self, params, batch, rng):
+    return ranking_loss(self.rewards(params, batch, rng), batch['valid'], batch['tie'])
+
+  def tokens_per_step(self) -> int:
+    return int(self.config.train.batch_size * self.train_ds.tokens.shape[1] * self.config.data.seq_len)
+
+  def finalize(self, params) -> dict:
+    """Shift rewards so that the SFT model's samples average 0 (InstructGPT's normalization)."""
+    n = self.config.reward.norm_samples
+    if n <= 0 or not self.config.init_from:
+      return {}
+    lm, lm_params = self.model, self.load_lm_params(self.config.init_from)
+    prompts = [r['prompt'] for r in self.eval_rankings[:n]]
+    ids = [render_chat_prompt(self.tokenizer, p) for p in prompts]
+    out = sampling.generate(lm, lm_params, ids, max_new_tokens=self.config.reward.norm_max_new_tokens,
+                            rng=jax.random.PRNGKey(self.config.seed), temperature=1.0)
+    r = score(self.rm, params, out['tokens'], out['mask'], out['positions'])
+    offset = float(jnp.mean(r))
+    if jax.process_index() == 0:
+      with open(os.path.join(self.workdir, NORM_FILE), 'w') as f:
+        json.dump({'offset': offset, 'num_samples': len(prompts)}, f)
+    return {'reward/sft_sample_mean_before_norm': offset}
+
+
+def render_chat_prompt(tok, prompt: str) -> list[int]:
+  ids, _ = tokenizers.render_chat(tok, [{'role': 'user', 'content': prompt}], add_generation_prompt=True)
+  return ids
