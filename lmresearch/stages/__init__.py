@@ -5,6 +5,7 @@ _STAGES = {
     'pretrain': 'lmresearch.stages.pretrain:PretrainStage',
     'sft': 'lmresearch.stages.sft:SFTStage',
     'reward': 'lmresearch.stages.reward:RewardStage',
+    'dpo': 'lmresearch.stages.dpo:DPOStage',
 }
 STAGES = tuple(_STAGES)
 
