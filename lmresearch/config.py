@@ -87,6 +87,10 @@ def validate(config, num_devices: int) -> None:
   for key in ('steps', 'batch_size', 'grad_accum', 'log_every'):
     if t[key] < 1:
       raise ConfigError(f'config.train.{key}={t[key]} must be >= 1.')
+  if 'rl' in config and config.rl.max_prompt_len + config.rl.max_new_tokens > m.max_len:
+    raise ConfigError(f'config.rl.max_prompt_len + config.rl.max_new_tokens = '
+                      f'{config.rl.max_prompt_len + config.rl.max_new_tokens} exceeds the model '
+                      f'context config.model.max_len={m.max_len}.')
   mesh_axes = dict(zip(parallel.MESH_AXES, shape))
   rules = dict((name, ax) for name, ax in config.rules)
   axes = rules.get('batch') or ()

@@ -149,6 +149,16 @@ def _generate_core(model, params, prompt, prompt_mask, rng, *, max_new_tokens: i
               completion_mask=valid, lengths=jnp.sum(valid, axis=-1), finished=done)
 
 
+def generate_arrays(model, params, prompt, prompt_mask, rng, *, max_new_tokens: int,
+                    temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                    stop_ids=DEFAULT_STOP_IDS, pad_id: int = 0) -> dict:
+  """The traceable core for callers that already hold left-padded device arrays [B, P] (RL
+  rollouts inside a jitted step). Same outputs as `generate`, without completions."""
+  return _generate_core(model, params, prompt, prompt_mask, rng, max_new_tokens=max_new_tokens,
+                        temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
+                        stop_ids=tuple(stop_ids), pad_id=int(pad_id))
+
+
 # ---- host-side API ------------------------------------------------------------------------------
 
 def _batch_multiple() -> int:

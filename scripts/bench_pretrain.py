@@ -47,6 +47,32 @@ def cores() -> int:
     return os.cpu_count() or 1
 
 
+class CpuShare:
+  """Fraction of the machine's CPU that OTHER processes used between start() and stop():
+  busy time from /proc/stat minus this process's own CPU time (Linux; None elsewhere)."""
+
+  @staticmethod
+  def _snap():
+    with open('/proc/stat') as f:
+      fields = [int(x) for x in f.readline().split()[1:9]]
+    busy = sum(v for i, v in enumerate(fields) if i not in (3, 4, 7))   # not idle/iowait/steal
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return time.perf_counter(), busy / os.sysconf('SC_CLK_TCK'), r.ru_utime + r.ru_stime
+
+  def start(self):
+    try:
+      self.s0 = self._snap()
+    except (OSError, ValueError):
+      self.s0 = None
+    return self
+
+  def stop(self):
+    if self.s0 is None:
+      return None
+    (w0, b0, o0), (w1, b1, o1) = self.s0, self._snap()
+    return max(0.0, ((b1 - b0) - (o1 - o0)) / ((w1 - w0) * (os.cpu_count() or 1)))
+
+
 def peak_rss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux: KiB
 
@@ -60,8 +86,14 @@ def parse_args(argv=None):
   p.add_argument('--data', default=DEFAULT_DATA, help=f'tinyshakespeare input.txt (default {DEFAULT_DATA})')
   p.add_argument('--no-torch', action='store_true', help='skip the PyTorch reference')
   p.add_argument('--json', metavar='OUT', help='also write the results as JSON to OUT')
+  p.add_argument('--devices', type=int, default=1,
+                 help='experimental: N simulated CPU devices (XLA_FLAGS='
+                      '--xla_force_host_platform_device_count=N) and a data-parallel mesh over them; '
+                      'the default 1 measures the single-device step')
   p.add_argument('--preset', default='preset=shakespeare_char', help='configs/pretrain.py argument')
   a = p.parse_args(argv)
+  if a.devices < 1:
+    p.error('--devices must be >= 1')
   if a.iters < 1 or a.warmup < 1:
     p.error('--iters and --warmup must be >= 1 (the first iteration compiles)')
   return a
@@ -114,7 +146,7 @@ def bench_jax(a, config, data_ok, workdir):
   from lmresearch.training.trainer import Trainer, make_train_step
 
   rules = parallel.rules_from_config(config)
-  mesh = parallel.make_mesh(config.mesh, jax.devices()[:1])
+  mesh = parallel.make_mesh(config.mesh, jax.devices()[:a.devices])
   if data_ok:
     stage = PretrainStage(config, workdir)
     data_iter = stage.train_iterator()
@@ -133,6 +165,8 @@ def bench_jax(a, config, data_ok, workdir):
     times, cpu_times, data_times, losses = [], [], [], []
     compile_s = None
     for i in range(a.warmup + a.iters):
+      if i == a.warmup:
+        share = CpuShare().start()
       t0, c0 = time.perf_counter(), time.process_time()
       batch = parallel.put_batch(next(data_iter), batch_sharding)
       t1 = time.perf_counter()
@@ -147,12 +181,14 @@ def bench_jax(a, config, data_ok, workdir):
         data_times.append(t1 - t0)
         if i == a.warmup or i == a.warmup + a.iters - 1:
           losses.append(float(metrics['train/loss']))
+  others = share.stop()
   peak = measured_cpu_peak_flops()
   med = statistics.median(times)
   tokens = stage.tokens_per_step()
   from lmresearch.models.transformer import count_params
   return {
       'framework': 'jax', 'jax_version': jax.__version__, 'backend': jax.default_backend(),
+      'devices': a.devices,
       'data': 'text' if data_ok else 'random tokens (no data file)',
       'iters': a.iters, 'warmup': a.warmup, 'params': count_params(abstract.params),
       'vocab': stage.model.cfg.vocab_size,
@@ -161,6 +197,7 @@ def bench_jax(a, config, data_ok, workdir):
       'ms_per_iter_mean': statistics.fmean(times) * 1e3,
       'ms_per_iter_min': min(times) * 1e3,
       'cpu_ms_per_iter_median': statistics.median(cpu_times) * 1e3,
+      'others_cpu_frac': others,
       'data_ms_median': statistics.median(data_times) * 1e3,
       'tokens_per_sec': tokens / med,
       'flops_per_step': stage.flops_per_step(),
@@ -198,7 +235,7 @@ def full_run(config, workdir):
 def report(res) -> None:
   j, t, full = res['jax'], res.get('torch'), res.get('full')
   print()
-  print(f"shakespeare_char on {res['cores']} CPU cores ({j['backend']}), "
+  print(f"shakespeare_char on {res['cores']} CPU cores ({j['backend']}, {j['devices']} device mesh), "
         f"{j['iters']} timed iterations after {j['warmup']} warmup, data: {j['data']}")
   print(f"model: {j['params']:,} params (vocab {j['vocab']}), {j['flops_per_step'] / 1e9:.3f} GFLOP/step; "
         f"CPU fp32 matmul peak (measured) {j['cpu_peak_flops'] / 1e9:.1f} GFLOP/s")
@@ -212,11 +249,11 @@ def report(res) -> None:
           f"{r['peak_rss_mb']:12.0f}")
   print(f"{'nanoGPT (reference)':22s}{NANOGPT['ms_per_iter_median']:15.1f}{'':7s}{'':12s}"
         f"{NANOGPT['tokens_per_sec']:10,.0f}")
-  busy = max(res['load_avg'].values())
-  if busy > res['cores'] + 0.5:
-    print(f"WARNING: load average reached {busy:.1f} on {res['cores']} cores: other processes shared "
-          "the CPU, so wall-clock figures (and the measured peak) are pessimistic; 'CPU ms/iter' "
-          "(process CPU time) is less sensitive to that.")
+  for name, r in rows:
+    if r.get('others_cpu_frac') is not None and r['others_cpu_frac'] > 0.1:
+      print(f"WARNING: other processes used {r['others_cpu_frac']:.0%} of the CPU while {name} was "
+            "timed: its wall-clock figures are pessimistic ('CPU ms/iter', the process's own CPU "
+            "time, is less sensitive to that). Rerun on an idle machine for the real numbers.")
   print(f"JAX: compile {j['compile_s']:.1f} s, mean {j['ms_per_iter_mean']:.1f} ms, "
         f"min {j['ms_per_iter_min']:.1f} ms, data+transfer {j['data_ms_median']:.2f} ms/iter; "
         f"loss {j['first_loss']:.3f} -> {j['last_loss']:.3f}")
@@ -243,6 +280,9 @@ def report(res) -> None:
 
 def main(argv=None):
   a = parse_args(argv)
+  if a.devices > 1:   # must precede the first jax import
+    os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                               f' --xla_force_host_platform_device_count={a.devices}').strip()
   from configs.pretrain import get_config   # imports jax.numpy; torch runs in its own process
   config = get_config(a.preset)
   data_ok = os.path.exists(a.data)
@@ -251,6 +291,12 @@ def main(argv=None):
           'random tokens' + ('; --full needs the data and is skipped' if a.full else '') + '.',
           file=sys.stderr, flush=True)
   config.data.path = os.path.abspath(a.data)
+  import jax
+  from lmresearch import config as lmc
+  if len(jax.devices()) < a.devices:
+    raise SystemExit(f'--devices {a.devices}: only {len(jax.devices())} JAX devices '
+                     '(XLA_FLAGS was set before this script could add the device count?)')
+  lmc.validate(config, a.devices)   # e.g. batch_size must split over the devices
 
   # Vocab as the JAX model will have it (char vocab + specials, padded), so both models match.
   from lmresearch import tokenizers
@@ -263,18 +309,15 @@ def main(argv=None):
     config.data.vocab_size = 65 + len(tokenizers.SPECIALS)
     vocab = padded_vocab(config.data.vocab_size, config.model)
 
-  res = {'cores': cores(), 'nanogpt': NANOGPT, 'target': TARGET, 'load_avg': {}}
-  res['load_avg']['start'] = os.getloadavg()[0]
+  res = {'cores': cores(), 'nanogpt': NANOGPT, 'target': TARGET}
   cmd, res['torch_note'] = start_torch(a, config, vocab, data_ok)
   if cmd:   # first, alone on the CPU
     print('running the PyTorch reference ...', file=sys.stderr, flush=True)
     res['torch'], res['torch_note'] = run_torch(cmd)
-    res['load_avg']['after_torch'] = os.getloadavg()[0]
 
   print('running the JAX step ...', file=sys.stderr, flush=True)
   with tempfile.TemporaryDirectory(prefix='bench_pretrain_') as wd:
     res['jax'] = bench_jax(a, config, data_ok, wd)
-  res['load_avg']['after_jax'] = os.getloadavg()[0]
   j, t = res['jax'], res.get('torch')
   if t:
     t['mfu'] = j['flops_per_step'] / (t['ms_per_iter_median'] / 1e3) / j['cpu_peak_flops']

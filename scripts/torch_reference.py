@@ -106,6 +106,26 @@ class GPT(nn.Module):
     return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
 
+def cpu_snapshot():
+  """(wall, machine busy CPU seconds from /proc/stat, this process's CPU seconds), or None."""
+  try:
+    with open('/proc/stat') as f:
+      fields = [int(x) for x in f.readline().split()[1:9]]
+  except (OSError, ValueError):
+    return None
+  busy = sum(v for i, v in enumerate(fields) if i not in (3, 4, 7))   # not idle/iowait/steal
+  r = resource.getrusage(resource.RUSAGE_SELF)
+  return time.perf_counter(), busy / os.sysconf('SC_CLK_TCK'), r.ru_utime + r.ru_stime
+
+
+def others_share(s0, s1):
+  """Fraction of the machine's CPU used by OTHER processes between two snapshots."""
+  if s0 is None or s1 is None:
+    return None
+  (w0, b0, o0), (w1, b1, o1) = s0, s1
+  return max(0.0, ((b1 - b0) - (o1 - o0)) / ((w1 - w0) * (os.cpu_count() or 1)))
+
+
 def lr_at(it, a):
   """nanoGPT's get_lr: linear warmup, cosine decay to min_lr at decay_steps."""
   if it < a.warmup:
@@ -177,6 +197,8 @@ def main():
   times, cpu_times, losses = [], [], []
   x, y = get_batch()
   for it in range(a.warmup + a.iters):
+    if it == a.warmup:
+      snap0 = cpu_snapshot()
     t0, c0 = time.perf_counter(), time.process_time()
     for g in opt.param_groups:
       g['lr'] = lr_at(it, sched)
@@ -194,6 +216,7 @@ def main():
       times.append(dt)
       cpu_times.append(dc)
 
+  others = others_share(snap0, cpu_snapshot())
   tokens = a.batch * a.context
   med = statistics.median(times)
   out = {
@@ -205,6 +228,7 @@ def main():
       'ms_per_iter_min': min(times) * 1e3,
       'cpu_ms_per_iter_median': statistics.median(cpu_times) * 1e3,
       'tokens_per_sec': tokens / med,
+      'others_cpu_frac': others,
       'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
       'first_loss': losses[0], 'last_loss': losses[-1],
   }

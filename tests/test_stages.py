@@ -22,7 +22,7 @@ def pipeline_dirs(tmp_path_factory):
   dev = jax.devices()[:1]
   base = tiny(load_config('pretrain'))
   base.data.synthetic.num_docs = 400
-  base.model.max_len = 96
+  base.model.max_len = 160
   base.data.seq_len = 96
   base.train.steps = 4
   base.checkpoint.every = 4
@@ -107,3 +107,74 @@ def test_dpo_stage_runs_from_sft(pipeline_dirs):
   out = main.run(c, str(pipeline_dirs / 'dpo'), devices=jax.devices()[:1])
   # at step 0 the policy equals the reference, so the eval margin starts at 0 and moves a little
   assert np.isfinite(out['eval/dpo/margin']) and 'dpo/margin' in out
+
+
+def test_gae_matches_a_plain_numpy_loop():
+  from lmresearch.stages.rl import gae
+  rng = np.random.default_rng(0)
+  r, v = rng.normal(size=(3, 7)), rng.normal(size=(3, 7))
+  mask = np.zeros((3, 7))
+  mask[0, 2:6] = 1
+  mask[1, 0:7] = 1
+  mask[2, 3:4] = 1
+  gamma, lam = 0.9, 0.8
+  adv, ret = gae(jnp.asarray(r), jnp.asarray(v), jnp.asarray(mask), gamma, lam)
+  expected = np.zeros_like(r)
+  for b in range(3):
+    idx = np.nonzero(mask[b])[0]
+    last = 0.0
+    for k in reversed(range(len(idx))):
+      t = idx[k]
+      next_v = v[b, idx[k + 1]] if k + 1 < len(idx) else 0.0
+      delta = r[b, t] + gamma * next_v - v[b, t]
+      last = delta + gamma * lam * last
+      expected[b, t] = last
+  np.testing.assert_allclose(adv, expected, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(ret, (expected + v) * mask, rtol=1e-5, atol=1e-6)
+
+
+def test_ppo_clip_bites_where_it_should():
+  from lmresearch.stages.rl import clipped_surrogate
+  old = jnp.zeros((1, 4))
+  new = jnp.log(jnp.array([[1.5, 0.5, 1.1, 0.7]]))   # ratios 1.5, 0.5, 1.1, 0.7
+  adv = jnp.array([[1.0, -1.0, 1.0, 1.0]])
+  mask = jnp.ones((1, 4))
+  loss, frac = clipped_surrogate(new, old, adv, mask, clip=0.2)
+  # +adv: min(1.5, 1.2) -> 1.2 (clipped); -adv: min(-0.5, -0.8) -> -0.8 (clipped);
+  # 1.1 inside the range; 0.7 with +adv: min(0.7, 0.8) = 0.7 (pessimistic side, unclipped)
+  np.testing.assert_allclose(loss, -np.mean([1.2, -0.8, 1.1, 0.7]), rtol=1e-6)
+  np.testing.assert_allclose(frac, 0.75)   # ratios outside [0.8, 1.2]: 1.5, 0.5, 0.7
+  # gradient is zero through clipped tokens that favour the clip
+  g = jax.grad(lambda lp: clipped_surrogate(lp, old, adv, mask, 0.2)[0])(new)
+  assert g[0, 0] == 0 and g[0, 1] == 0 and g[0, 2] != 0 and g[0, 3] != 0
+
+
+def test_group_advantages_are_normalized_per_group():
+  from lmresearch.stages.grpo import group_advantages
+  adv = group_advantages(np.array([1, 0, 0, 0, 1, 1, 1, 1], np.float32), 4)
+  np.testing.assert_allclose(adv[:4].mean(), 0, atol=1e-6)
+  assert adv[0] > 0 > adv[1] and np.allclose(adv[4:], 0)
+
+
+def test_ppo_and_grpo_run_from_sft(pipeline_dirs):
+  dev = jax.devices()[:1]
+  c = tiny(load_config('ppo'))
+  c.init_from, c.reward_from = str(pipeline_dirs / 'sft'), str(pipeline_dirs / 'reward')
+  c.data.seq_len = 96
+  c.data.synthetic.num_docs = 20
+  c.rl.update(max_prompt_len=128, max_new_tokens=16, eval_prompts=4)
+  c.train.update(steps=2, batch_size=4, eval_every=2)
+  out = main.run(c, str(pipeline_dirs / 'ppo'), devices=dev)
+  for k in ('ppo/reward_mean', 'ppo/kl', 'ppo/entropy', 'ppo/clip_frac', 'ppo/value_loss',
+            'ppo/response_len', 'eval/ppo/reward_mean'):
+    assert np.isfinite(out[k]), k
+  c = tiny(load_config('grpo'))
+  c.init_from = str(pipeline_dirs / 'sft')
+  c.data.seq_len = 96
+  c.data.synthetic.num_docs = 20
+  c.rl.update(max_prompt_len=128, max_new_tokens=16, eval_prompts=4)
+  c.grpo.update(group_size=4, kl_coef=0.1)
+  c.train.update(steps=2, batch_size=2, eval_every=2)
+  out = main.run(c, str(pipeline_dirs / 'grpo'), devices=dev)
+  for k in ('grpo/accuracy', 'grpo/kl', 'eval/grpo/accuracy'):
+    assert np.isfinite(out[k]), k

@@ -77,9 +77,9 @@ def read_prompts(path: str) -> list[dict]:
   for n, obj in read_jsonl(path):
     if 'question' in obj and 'answer' in obj:   # GSM8K
       obj = {'prompt': obj['question'], 'answer': gsm8k_final_answer(obj['answer'])}
-    if not isinstance(obj.get('prompt'), str) or 'answer' not in obj:
-      raise _bad(path, n, 'expected {"prompt": str, "answer": ...}.')
-    out.append({'prompt': obj['prompt'], 'answer': str(obj['answer']).strip(),
+    if not isinstance(obj.get('prompt'), str):
+      raise _bad(path, n, 'expected {"prompt": str, "answer": ...} ("answer" optional for PPO).')
+    out.append({'prompt': obj['prompt'], 'answer': str(obj.get('answer', '')).strip(),
                 'num_steps': obj.get('num_steps', 0)})
   return out
 
@@ -89,18 +89,22 @@ def synthetic(kind: str, data_cfg, split: str) -> list[dict]:
   s = data_cfg.synthetic
   w = world_lib.World(s.world_seed)
   n = s.num_docs if split == 'train' else max(1, int(s.num_docs * data_cfg.val_fraction))
-  rng = world_lib.split_rng(s.world_seed, split, salt={'chat': 1, 'ranking': 2, 'prompts': 3}[kind])
+  rng = world_lib.split_rng(s.world_seed, split,
+                            salt={'chat': 1, 'ranking': 2, 'prompts': 3, 'questions': 4}[kind])
   if kind == 'chat':
     return [w.chat(rng) for _ in range(n)]
   if kind == 'ranking':
     noise = s.label_noise if split == 'train' else 0.0   # held-out rankings are noise-free
     return [w.ranking(rng, rng.randint(s.min_k, s.max_k), noise) for _ in range(n)]
-  if kind == 'prompts':
+  if kind == 'prompts':     # verifiable arithmetic (GRPO)
     return [w.prompt(rng) for _ in range(n)]
+  if kind == 'questions':   # the reward model's question mix (PPO)
+    return [dict(zip(('prompt', 'ideal', 'answer'), w.question(rng))) for _ in range(n)]
   raise ValueError(kind)
 
 
-READERS = {'chat': read_chats, 'ranking': read_rankings, 'prompts': read_prompts}
+READERS = {'chat': read_chats, 'ranking': read_rankings, 'prompts': read_prompts,
+           'questions': read_prompts}
 
 
 def load(kind: str, data_cfg, split: str) -> list[dict]:

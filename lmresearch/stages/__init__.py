@@ -6,6 +6,8 @@ _STAGES = {
     'sft': 'lmresearch.stages.sft:SFTStage',
     'reward': 'lmresearch.stages.reward:RewardStage',
     'dpo': 'lmresearch.stages.dpo:DPOStage',
+    'ppo': 'lmresearch.stages.ppo:PPOStage',
+    'grpo': 'lmresearch.stages.grpo:GRPOStage',
 }
 STAGES = tuple(_STAGES)
 

@@ -5,8 +5,9 @@ A stage gives the one trainer:
   initial_params(params, shard)  what to start from (the parent stage's checkpoint, if any)
   train_iterator() / eval_batches()   checkpointable host batches / a fixed held-out set
   loss_fn(params, batch, rng)    -> (loss_sum, metric_sums with 'count'); rng None = eval
-  prepare(batch, params)         optional device-side step before the update (rollouts, reference
+  prepare(batch, state)          optional device-side step before the update (rollouts, reference
                                  log-probs); identity here
+  evaluate(params) (optional)    held-out metrics when a loss on fixed batches is not the measure
 """
 from __future__ import annotations
 
@@ -95,7 +96,8 @@ class LMStage:
       return params
     return load_parent_params(self.config.init_from, params, shardings)
 
-  def prepare(self, batch, params):
+  def prepare(self, batch, state):
+    """Device-side work before the update, given the current TrainState; identity here."""
     return batch
 
   def bind(self, mesh, rules):

@@ -93,7 +93,7 @@ class DPOStage(LMStage):
                         self.config.model.dropout)
     return jnp.sum(lp * flat(batch['response'])[:, 1:], axis=-1).reshape(b, 2)
 
-  def prepare(self, batch, params):
+  def prepare(self, batch, state):
     return dict(batch, ref=self._ref(self.ref_params, batch))
 
   def train_iterator(self):

@@ -145,7 +145,7 @@ class Trainer:
                         donate_argnums=(0,))
       eval_fn = jax.jit(make_eval_step(stage.loss_fn), in_shardings=(shardings.params, None))
     eval_batches = [parallel.put_batch(b, batch_sharding) for b in stage.eval_batches()] \
-        if tc.eval_every > 0 else []
+        if tc.eval_every > 0 and not hasattr(stage, 'evaluate') else []
 
     peak = peak_flops(tc.peak_flops)
     tokens_per_step = stage.tokens_per_step()
@@ -159,7 +159,7 @@ class Trainer:
       with parallel.activate(self.mesh, self.rules):
         for step in range(start, tc.steps):
           batch = parallel.put_batch(next(data_iter), batch_sharding)
-          batch = stage.prepare(batch, state.params)
+          batch = stage.prepare(batch, state)
           state, metrics = step_fn(state, batch)
           pending.append((step + 1, metrics))
           done = step + 1
@@ -184,7 +184,10 @@ class Trainer:
             row['perf/tokens_per_sec'] = tokens_per_step / dt
             row['perf/mfu'] = flops_per_step / dt / peak if peak else 0.0
           if eval_now:
-            row.update(self._evaluate(eval_fn, state.params, eval_batches))
+            if hasattr(stage, 'evaluate'):   # RL stages: held-out rollouts, not a loss
+              row.update(stage.evaluate(state.params))
+            else:
+              row.update(self._evaluate(eval_fn, state.params, eval_batches))
           if log_now or eval_now:
             writer.write(done, row)
             last = row

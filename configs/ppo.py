@@ -1,0 +1,33 @@
+"""PPO (InstructGPT): policy + frozen reference from SFT, value + frozen reward model from the
+reward run.
+
+  configs/ppo.py               PPO on the embedded world's questions
+  configs/ppo.py:ptx=0.5       PPO-ptx: mix in gamma=0.5 x pretraining log-likelihood
+"""
+import ml_collections
+
+from lmresearch.config import base_config, parse_arg
+
+
+def rl_config(c):
+  c.rl = ml_collections.ConfigDict(dict(max_prompt_len=64, max_new_tokens=48, temperature=1.0,
+                                        eval_prompts=32))
+  return c
+
+
+def get_config(arg=None):
+  args = parse_arg(arg)
+  c = rl_config(base_config())
+  c.stage = 'ppo'
+  c.init_from = 'runs/sft'
+  c.reward_from = 'runs/reward'
+  c.data.synthetic.num_docs = 2000
+  # One step = one rollout of batch_size prompts + epochs x minibatches updates; constant lr.
+  c.train.update(steps=60, batch_size=32, lr=5e-5, min_lr=5e-5, warmup_steps=0,
+                 weight_decay=0.0, clip_norm=1.0, log_every=5, eval_every=20)
+  c.checkpoint.every = 20
+  c.ppo = ml_collections.ConfigDict(dict(
+      kl_coef=0.05, gamma=1.0, lam=0.95, clip=0.2, value_clip=0.2, vf_coef=0.5, epochs=2,
+      minibatches=2, whiten_advantages=True, ptx_coef=float(args.get('ptx', 0.0))))
+  c.ptx_data = base_config().data      # PPO-ptx: the pretraining data (embedded world by default)
+  return c

@@ -1,0 +1,116 @@
+"""GRPO (Shao et al. 2024) with verifiable rewards: no value model, no reward model.
+
+Each prompt is answered G times; a response earns 1 if its final answer ('The answer is N' /
+'#### N') equals the gold answer, else 0. Advantages are normalized within each group of G
+((r - mean) / (std + eps)), and the policy follows the clipped ratio objective, optionally with a
+KL penalty to the frozen SFT reference (the k3 estimator).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lmresearch import sampling
+from lmresearch.data import formats, packing
+from lmresearch.evaluation.answers import is_correct
+from lmresearch.stages import rl
+from lmresearch.stages.base import LMStage
+from lmresearch.stages.policy import token_logprobs
+
+
+def group_advantages(rewards, group: int, eps: float = 1e-4):
+  """rewards [n * group] (groups contiguous) -> (r - group mean) / (group std + eps)."""
+  r = rewards.reshape(-1, group)
+  adv = (r - r.mean(1, keepdims=True)) / (r.std(1, keepdims=True) + eps)
+  return adv.reshape(-1)
+
+
+class GRPOStage(LMStage):
+  name = 'grpo'
+
+  def __init__(self, config, workdir: str):
+    super().__init__(config, workdir)
+    rc = config.rl
+    train = formats.load('prompts', config.data, 'train')
+    if any(not p['answer'] for p in train):
+      raise ValueError('GRPO needs an "answer" for every prompt (verifiable reward).')
+    self.prompts = rl.PromptDataset(self.tokenizer, train, rc.max_prompt_len)
+    self.eval_prompts = rl.PromptDataset(
+        self.tokenizer, formats.load('prompts', config.data, 'validation')[:rc.eval_prompts],
+        rc.max_prompt_len)
+
+  def bind(self, mesh, rules):
+    super().bind(mesh, rules)
+    self.ref_params = self.load_lm_params(self.config.init_from)
+    self._sample = jax.jit(self._sample_fn, static_argnames=('group', 'temperature'))
+    self._logprobs = jax.jit(lambda p, t, m: token_logprobs(self.model, p, t, m))
+
+  def _sample_fn(self, params, prompt, prompt_mask, rng, group: int, temperature: float):
+    prompt, prompt_mask = jnp.repeat(prompt, group, 0), jnp.repeat(prompt_mask, group, 0)
+    return sampling.generate_arrays(self.model, params, prompt, prompt_mask, rng,
+                                    max_new_tokens=self.config.rl.max_new_tokens,
+                                    temperature=temperature)
+
+  def _rewards(self, out, indices, dataset, group: int):
+    """Host side: decode each response and check its final answer."""
+    p = dataset.prompt.shape[1]
+    tokens = np.asarray(jax.device_get(out['tokens']))[:, p:]
+    lengths = np.asarray(jax.device_get(out['lengths']))
+    answers = [dataset.examples[int(i)]['answer'] for i in np.asarray(jax.device_get(indices))]
+    texts = [self.tokenizer.decode(tokens[k, :lengths[k]], skip_special=True) for k in range(len(tokens))]
+    return np.array([float(is_correct(t, answers[k // group])) for k, t in enumerate(texts)], np.float32)
+
+  def train_iterator(self):
+    return packing.train_iterator(self.prompts, self.config.train.batch_size, self.config.seed)
+
+  def eval_batches(self):
+    return []
+
+  def prepare(self, batch, state):
+    g = self.config.grpo.group_size
+    out = self._sample(state.params, batch['prompt'], batch['prompt_mask'], rl.rollout_rng(state),
+                       group=g, temperature=self.config.rl.temperature)
+    rewards = self._rewards(out, batch['index'], self.prompts, g)
+    tokens, mask = out['tokens'], out['mask']
+    resp = rl.response_mask(mask, batch['prompt'].shape[1])
+    adv = jnp.asarray(group_advantages(rewards, g))[:, None] * resp
+    rows = dict(tokens=tokens, mask=mask, resp=resp, adv=adv,
+                old_lp=self._logprobs(state.params, tokens, mask))
+    if self.config.grpo.kl_coef > 0:
+      rows['ref_lp'] = self._logprobs(self.ref_params, tokens, mask)
+    return {**rows, 'grpo/accuracy': jnp.float32(rewards.mean()),
+            'grpo/response_len': jnp.mean(jnp.sum(resp, 1))}
+
+  def loss_fn(self, params, mb, rng):
+    gc = self.config.grpo
+    lp = token_logprobs(self.model, params, mb['tokens'], mb['mask'], rng, self.config.model.dropout)
+    resp = mb['resp']
+    # GRPO averages over each response's tokens, then over responses.
+    ratio = jnp.exp(lp - mb['old_lp'])
+    surrogate = -jnp.minimum(ratio * mb['adv'], jnp.clip(ratio, 1 - gc.clip, 1 + gc.clip) * mb['adv'])
+    per_seq = lambda x: jnp.sum(x * resp, 1) / jnp.maximum(jnp.sum(resp, 1), 1)
+    loss = jnp.mean(per_seq(surrogate))
+    metrics = {'grpo/clip_frac': rl.masked_mean((jnp.abs(ratio - 1) > gc.clip).astype(jnp.float32), resp)}
+    if 'ref_lp' in mb:
+      d = mb['ref_lp'] - lp
+      kl = jnp.exp(d) - d - 1   # k3: unbiased, always >= 0
+      loss = loss + gc.kl_coef * jnp.mean(per_seq(kl))
+      metrics['grpo/kl'] = rl.masked_mean(kl, resp)
+    return loss, metrics
+
+  def make_train_step(self, optimizer, grad_accum, schedule):
+    gc = self.config.grpo
+    return rl.make_minibatch_step(self.loss_fn, optimizer, schedule, gc.epochs, gc.minibatches,
+                                  rollout_keys=('grpo/accuracy', 'grpo/response_len'))
+
+  def evaluate(self, params) -> dict:
+    """Greedy accuracy on a fixed set of held-out prompts."""
+    rows = self.eval_prompts.rows(np.arange(self.eval_prompts.num_windows))
+    out = self._sample(params, jnp.asarray(rows['prompt']), jnp.asarray(rows['prompt_mask']),
+                       jax.random.PRNGKey(0), group=1, temperature=0.0)
+    return {'eval/grpo/accuracy': float(self._rewards(out, rows['index'], self.eval_prompts, 1).mean())}
+
+  def tokens_per_step(self) -> int:
+    rc = self.config.rl
+    return self.config.train.batch_size * self.config.grpo.group_size * (rc.max_prompt_len + rc.max_new_tokens)

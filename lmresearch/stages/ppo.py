@@ -1,0 +1,169 @@
+"""PPO against the reward model (InstructGPT), and PPO-ptx.
+
+Policy and frozen reference start from the SFT run (config.init_from); the value model and the
+frozen reward model from the reward run (config.reward_from). Per step: sample responses, score
+them (reward model minus its SFT-sample mean), penalize each token by beta * (log pi - log ref),
+estimate advantages with GAE, then several minibatch epochs of the clipped surrogate plus a
+clipped value loss. With ptx_coef > 0 (PPO-ptx) the pretraining log-likelihood on pretraining
+batches is mixed into every update.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lmresearch import sampling
+from lmresearch.data import formats, packing, sources
+from lmresearch.stages import rl
+from lmresearch.stages.base import LMStage, load_parent_params
+from lmresearch.stages.policy import positions_from_mask, token_logprobs
+from lmresearch.stages.reward import build_scalar_model, load_reward_offset, score
+
+
+class PPOStage(LMStage):
+  name = 'ppo'
+
+  def __init__(self, config, workdir: str):
+    super().__init__(config, workdir)
+    self.value_model = build_scalar_model(config, self.tokenizer)
+    rc = config.rl
+    self.prompts = rl.PromptDataset(self.tokenizer, formats.load('questions', config.data, 'train'),
+                                    rc.max_prompt_len)
+    self.eval_prompts = rl.PromptDataset(
+        self.tokenizer, formats.load('questions', config.data, 'validation')[:rc.eval_prompts],
+        rc.max_prompt_len)
+    self.ptx_ds = None
+    if config.ppo.ptx_coef > 0:
+      docs = sources.documents(config.ptx_data, 'train')
+      self.ptx_ds = packing.PackedDataset.from_token_lists(
+          self.tokenizer.encode_batch(docs), config.ptx_data.seq_len, self.tokenizer.bos_id,
+          self.tokenizer.eos_id)
+    self.reward_offset = load_reward_offset(config.reward_from)
+
+  # ---- models and params ---------------------------------------------------------------------
+  def init_params(self, rng):
+    tokens = jnp.zeros((1, self.config.data.seq_len), jnp.int32)
+    k1, k2 = jax.random.split(rng)
+    return {'policy': self.model.init(k1, tokens)['params'],
+            'value': self.value_model.init(k2, tokens)['params']}
+
+  def initial_params(self, params, shardings):
+    policy = load_parent_params(self.config.init_from, params['policy'], shardings['policy'])
+    value = load_parent_params(self.config.reward_from, params['value'], shardings['value'])
+    return {'policy': policy, 'value': value}
+
+  def bind(self, mesh, rules):
+    super().bind(mesh, rules)
+    self.ref_params = self.load_lm_params(self.config.init_from)
+    from lmresearch import parallel
+    abstract, shardings = parallel.abstract_and_shardings(
+        lambda: self.value_model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))['params'],
+        mesh, rules)
+    self.rm_params = load_parent_params(self.config.reward_from, abstract, shardings)
+    self._rollout = jax.jit(self.rollout)
+
+  # ---- data ----------------------------------------------------------------------------------
+  def train_iterator(self):
+    it = packing.train_iterator(self.prompts, self.config.train.batch_size, self.config.seed)
+    if self.ptx_ds is None:
+      return it
+    return _Zip(it, packing.train_iterator(self.ptx_ds, self.config.train.batch_size,
+                                           self.config.seed + 1))
+
+  def eval_batches(self):
+    return []
+
+  # ---- rollout (device) ----------------------------------------------------------------------
+  def rollout(self, params, ref_params, rm_params, batch, rng):
+    rc, pc = self.config.rl, self.config.ppo
+    out = sampling.generate_arrays(self.model, params['policy'], batch['prompt'],
+                                   batch['prompt_mask'], rng, max_new_tokens=rc.max_new_tokens,
+                                   temperature=rc.temperature)
+    tokens, mask = out['tokens'], out['mask']
+    resp = rl.response_mask(mask, batch['prompt'].shape[1])
+    old_lp = token_logprobs(self.model, params['policy'], tokens, mask)
+    ref_lp = token_logprobs(self.model, ref_params, tokens, mask)
+    positions = positions_from_mask(mask)
+    values = self.value_model.apply({'params': params['value']}, tokens, positions, mask)[:, :-1]
+    scores = score(self.value_model, rm_params, tokens, mask, positions) - self.reward_offset
+    kl = (old_lp - ref_lp) * resp
+    last = jax.nn.one_hot(jnp.sum(resp, 1).astype(jnp.int32) + batch['prompt'].shape[1] - 2,
+                          resp.shape[1]) * (jnp.sum(resp, 1, keepdims=True) > 0)
+    rewards = -pc.kl_coef * kl + last * scores[:, None]
+    adv, returns = rl.gae(rewards, values, resp, pc.gamma, pc.lam)
+    if pc.whiten_advantages:
+      adv = rl.whiten(adv, resp)
+    rows = dict(tokens=tokens, mask=mask, resp=resp, old_lp=old_lp, old_values=values * resp,
+                adv=adv, returns=returns)
+    for k in ('inputs', 'targets', 'positions', 'segment_ids', 'weights'):   # PPO-ptx rows
+      if k in batch:
+        rows['ptx_' + k] = batch[k]
+    stats = {'ppo/reward_mean': jnp.mean(scores), 'ppo/kl': jnp.mean(jnp.sum(kl, 1)),
+             'ppo/response_len': jnp.mean(jnp.sum(resp, 1))}
+    return rows, stats
+
+  def prepare(self, batch, state):
+    rng = rl.rollout_rng(state)
+    rows, stats = self._rollout(state.params, self.ref_params, self.rm_params, batch, rng)
+    return {**rows, **stats}
+
+  # ---- update (device) -----------------------------------------------------------------------
+  def loss_fn(self, params, mb, rng):
+    pc = self.config.ppo
+    lp, entropy = token_logprobs(self.model, params['policy'], mb['tokens'], mb['mask'], rng,
+                                 self.config.model.dropout, with_entropy=True)
+    resp = mb['resp']
+    pg_loss, clip_frac = rl.clipped_surrogate(lp, mb['old_lp'], mb['adv'], resp, pc.clip)
+    positions = positions_from_mask(mb['mask'])
+    values = self.value_model.apply({'params': params['value']}, mb['tokens'], positions,
+                                    mb['mask'])[:, :-1]
+    v_clipped = mb['old_values'] + jnp.clip(values - mb['old_values'], -pc.value_clip, pc.value_clip)
+    v_loss = 0.5 * rl.masked_mean(jnp.maximum(jnp.square(values - mb['returns']),
+                                              jnp.square(v_clipped - mb['returns'])), resp)
+    loss = pg_loss + pc.vf_coef * v_loss
+    metrics = {'ppo/policy_loss': pg_loss, 'ppo/value_loss': v_loss, 'ppo/clip_frac': clip_frac,
+               'ppo/entropy': rl.masked_mean(entropy, resp),
+               'ppo/approx_kl': rl.masked_mean(mb['old_lp'] - lp, resp)}
+    if 'ptx_inputs' in mb:
+      logits = self.model.apply({'params': params['policy']}, mb['ptx_inputs'], mb['ptx_positions'],
+                                mb['ptx_segment_ids'])
+      ptx = -jnp.take_along_axis(jax.nn.log_softmax(logits.astype(jnp.float32)),
+                                 mb['ptx_targets'][..., None], -1)[..., 0]
+      ptx = rl.masked_mean(ptx, mb['ptx_weights'])
+      loss = loss + pc.ptx_coef * ptx
+      metrics['ppo/ptx_loss'] = ptx
+    return loss, metrics
+
+  def make_train_step(self, optimizer, grad_accum, schedule):
+    pc = self.config.ppo
+    return rl.make_minibatch_step(self.loss_fn, optimizer, schedule, pc.epochs, pc.minibatches,
+                                  rollout_keys=('ppo/reward_mean', 'ppo/kl', 'ppo/response_len'))
+
+  # ---- held-out check --------------------------------------------------------------------------
+  def evaluate(self, params) -> dict:
+    """Mean normalized reward and KL of sampled responses to a fixed set of held-out prompts."""
+    b = {k: jnp.asarray(v) for k, v in self.eval_prompts.rows(np.arange(self.eval_prompts.num_windows)).items()}
+    _, stats = self._rollout(params, self.ref_params, self.rm_params, b, jax.random.PRNGKey(1))
+    return {'eval/ppo/reward_mean': float(stats['ppo/reward_mean']), 'eval/ppo/kl': float(stats['ppo/kl'])}
+
+  def tokens_per_step(self) -> int:
+    rc = self.config.rl
+    return self.config.train.batch_size * (rc.max_prompt_len + rc.max_new_tokens)
+
+
+class _Zip:
+  """Two checkpointable iterators as one (prompts + PPO-ptx pretraining rows)."""
+
+  def __init__(self, a, b):
+    self.a, self.b = a, b
+
+  def __next__(self):
+    return {**next(self.a), **next(self.b)}
+
+  def get_state(self):
+    return {'prompts': self.a.get_state(), 'ptx': self.b.get_state()}
+
+  def set_state(self, state):
+    self.a.set_state(state['prompts'])
+    self.b.set_state(state['ptx'])

@@ -1,0 +1,126 @@
+"""What PPO and GRPO share: prompt batches, rollouts, GAE, and several minibatch updates per step.
+
+An RL stage's trainer step is one iteration: `prepare()` samples responses with the current
+policy (the KV-cache sampler) and scores them; the jitted step then runs `epochs` passes of
+`minibatches` optimizer updates over that rollout. The data iterator only holds the prompt
+position, so a checkpoint at a step boundary resumes exactly (rollouts are a pure function of
+params, prompts and the step's RNG).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lmresearch import tokenizers
+from lmresearch.training.trainer import TrainState
+
+
+class PromptDataset:
+  """Prompts rendered as chat prompts (ending in <|assistant|>), left-padded to max_prompt_len."""
+
+  def __init__(self, tok, prompts: list[dict], max_prompt_len: int):
+    n = len(prompts)
+    self.prompt = np.zeros((n, max_prompt_len), np.int32)
+    self.prompt_mask = np.zeros((n, max_prompt_len), np.int32)
+    self.examples = prompts
+    for i, p in enumerate(prompts):
+      ids, _ = tokenizers.render_chat(tok, [{'role': 'user', 'content': p['prompt']}],
+                                      add_generation_prompt=True)
+      if len(ids) > max_prompt_len:
+        raise ValueError(f'prompt {i} has {len(ids)} tokens > config.rl.max_prompt_len='
+                         f'{max_prompt_len}: raise it or shorten the prompt.')
+      self.prompt[i, max_prompt_len - len(ids):] = ids
+      self.prompt_mask[i, max_prompt_len - len(ids):] = 1
+    self.num_windows = n
+
+  def rows(self, indices) -> dict:
+    i = np.asarray(indices)
+    return {'prompt': self.prompt[i], 'prompt_mask': self.prompt_mask[i], 'index': i.astype(np.int32)}
+
+
+def rollout_rng(state):
+  """The step's sampling key: a function of the checkpointed RNG and step, so resumes are exact."""
+  return jax.random.fold_in(jax.random.fold_in(state.rng, state.step), 0x5eed)
+
+
+def response_mask(mask, prompt_len: int):
+  """[b, T] token mask -> [b, T-1] mask over targets that are generated tokens."""
+  cols = jnp.arange(1, mask.shape[1])[None, :]
+  return (mask[:, 1:] * (cols >= prompt_len)).astype(jnp.float32)
+
+
+def gae(rewards, values, mask, gamma: float, lam: float):
+  """Generalized advantage estimation over the masked (contiguous) response tokens [b, T].
+
+  delta_t = r_t + gamma V_{t+1} - V_t (V after the last response token = 0);
+  A_t = delta_t + gamma lam A_{t+1}. Returns (advantages, returns = A + V), zero off the mask."""
+  values = values * mask
+  next_values = jnp.concatenate([values[:, 1:], jnp.zeros_like(values[:, :1])], axis=1)
+  next_mask = jnp.concatenate([mask[:, 1:], jnp.zeros_like(mask[:, :1])], axis=1)
+  deltas = (rewards + gamma * next_values * next_mask - values) * mask
+
+  def step(carry, xs):
+    delta, nmask = xs
+    adv = delta + gamma * lam * carry * nmask
+    return adv, adv
+
+  _, adv = jax.lax.scan(step, jnp.zeros(rewards.shape[0]), (deltas.T, next_mask.T), reverse=True)
+  adv = adv.T * mask
+  return adv, (adv + values) * mask
+
+
+def masked_mean(x, mask):
+  return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def whiten(x, mask):
+  mean = masked_mean(x, mask)
+  var = masked_mean(jnp.square(x - mean), mask)
+  return (x - mean) * jax.lax.rsqrt(var + 1e-8) * mask
+
+
+def clipped_surrogate(logp, old_logp, adv, mask, clip: float):
+  """PPO's clipped objective as a loss (token mean), and the fraction of tokens clipped."""
+  ratio = jnp.exp(logp - old_logp)
+  loss = -jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - clip, 1 + clip) * adv)
+  clipped = (jnp.abs(ratio - 1) > clip).astype(jnp.float32)
+  return masked_mean(loss, mask), masked_mean(clipped, mask)
+
+
+def make_minibatch_step(loss_fn, optimizer, schedule, epochs: int, minibatches: int,
+                        rollout_keys: tuple = ()):
+  """A trainer step of `epochs` x `minibatches` optimizer updates on one rollout batch.
+
+  loss_fn(params, minibatch, rng) -> (loss, metrics) with loss a mean (not a sum). Metrics are
+  averaged over the updates; the batch's `rollout_keys` (scalars measured during the rollout)
+  are passed through to the logged metrics."""
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def train_step(state: TrainState, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    rows = {k: v for k, v in batch.items() if k not in rollout_keys}
+    n = next(iter(rows.values())).shape[0]
+    if n % minibatches:
+      raise ValueError(f'{n} rollout rows do not split into {minibatches} minibatches.')
+    order = jnp.concatenate([jax.random.permutation(jax.random.fold_in(rng, e), n)
+                             for e in range(epochs)]).reshape(epochs * minibatches, -1)
+
+    def update(carry, xs):
+      params, opt_state = carry
+      idx, i = xs
+      mb = jax.tree.map(lambda x: jnp.take(x, idx, axis=0), rows)
+      (loss, metrics), grads = grad_fn(params, mb, jax.random.fold_in(rng, 1000 + i))
+      updates, opt_state = optimizer.update(grads, opt_state, params)
+      metrics = dict(metrics, **{'train/loss': loss, 'train/grad_norm': optax.tree.norm(grads)})
+      return (optax.apply_updates(params, updates), opt_state), metrics
+
+    (params, opt_state), metrics = jax.lax.scan(
+        update, (state.params, state.opt_state), (order, jnp.arange(order.shape[0])))
+    metrics = jax.tree.map(jnp.mean, metrics)
+    metrics.update({k: batch[k] for k in rollout_keys})
+    metrics['train/lr'] = schedule(state.step * epochs * minibatches)
+    return TrainState(state.step + 1, params, opt_state, state.rng), metrics
+
+  return train_step
