@@ -7,8 +7,8 @@ build on a 1-device mesh, fed real batches from the stage's `train_iterator()`. 
 tokens/s, MFU (model FLOPs / this CPU's measured fp32 matmul peak) and the peak RSS of the process.
 
 When torch is importable, `scripts/torch_reference.py` runs a nanoGPT-equivalent eager step of the
-same shape in a subprocess (started before JAX is imported here, so neither framework's threads or
-memory touch the other's figures) and the JAX/torch tokens/s ratio is printed.
+same shape in a subprocess, run first and alone (the JAX step has not been built yet), so each
+framework's memory and threads are its own; then the JAX/torch tokens/s ratio is printed.
 
   .venv/bin/python scripts/bench_pretrain.py --iters 30             # quick speed check
   .venv/bin/python scripts/bench_pretrain.py --full --json out.json # + the 2000-step training run
@@ -36,8 +36,8 @@ sys.path.insert(0, ROOT)
 # nanoGPT's own CPU run of this recipe on this machine (README "I only have a macbook" command).
 NANOGPT = {'ms_per_iter_median': 112.6, 'tokens_per_sec': 12 * 64 / 0.1126, 'val_loss_2000': 1.886}
 TARGET = {'speedup_vs_nanogpt': 1.5, 'ms_per_iter_max': 75.0, 'val_loss_max': 1.89}
-DEFAULT_DATA = os.path.join(os.environ.get('LMR_DATA_DIR', os.path.join(ROOT, '..', 'shared', 'data')),
-                            'tinyshakespeare', 'input.txt')
+DATA_DIR = os.environ.get('LMR_DATA_DIR', os.path.join(ROOT, '..', 'shared', 'data'))
+DEFAULT_DATA = os.path.normpath(os.path.join(DATA_DIR, 'tinyshakespeare', 'input.txt'))
 
 
 def cores() -> int:
@@ -83,8 +83,12 @@ def parse_args(argv=None):
   p.add_argument('--warmup', type=int, default=10, help='untimed iterations first, incl. compile (default 10)')
   p.add_argument('--full', action='store_true',
                  help='also train the whole 2000-step preset with the real trainer and report eval/loss')
+  p.add_argument('--full-steps', type=int, default=0,
+                 help='with --full: stop after N steps (smoke test; default the preset\'s 2000)')
   p.add_argument('--data', default=DEFAULT_DATA, help=f'tinyshakespeare input.txt (default {DEFAULT_DATA})')
   p.add_argument('--no-torch', action='store_true', help='skip the PyTorch reference')
+  p.add_argument('--torch-threads', type=int, default=0,
+                 help='torch.set_num_threads for the reference (default: all cores)')
   p.add_argument('--json', metavar='OUT', help='also write the results as JSON to OUT')
   p.add_argument('--devices', type=int, default=1,
                  help='experimental: N simulated CPU devices (XLA_FLAGS='
@@ -113,7 +117,8 @@ def start_torch(a, config, vocab, data_ok):
          '--lr', str(t.lr), '--min-lr', str(t.min_lr), '--lr-warmup', str(t.warmup_steps),
          '--decay-steps', str(t.decay_steps or t.steps), '--b1', str(t.b1), '--b2', str(t.b2),
          '--weight-decay', str(t.weight_decay), '--clip', str(t.clip_norm),
-         '--val-fraction', str(config.data.val_fraction), '--data', a.data if data_ok else '']
+         '--val-fraction', str(config.data.val_fraction), '--threads', str(a.torch_threads),
+         '--data', a.data if data_ok else '']
   return cmd, None
 
 
@@ -296,7 +301,10 @@ def main(argv=None):
   if len(jax.devices()) < a.devices:
     raise SystemExit(f'--devices {a.devices}: only {len(jax.devices())} JAX devices '
                      '(XLA_FLAGS was set before this script could add the device count?)')
-  lmc.validate(config, a.devices)   # e.g. batch_size must split over the devices
+  try:
+    lmc.validate(config, a.devices)   # e.g. batch_size must split over the devices
+  except lmc.ConfigError as e:
+    raise SystemExit(f'error: {e}') from None
 
   # Vocab as the JAX model will have it (char vocab + specials, padded), so both models match.
   from lmresearch import tokenizers
@@ -327,6 +335,9 @@ def main(argv=None):
   if a.full and data_ok:
     print(f'training the full preset ({config.train.steps} steps) ...', file=sys.stderr, flush=True)
     config.train.eval_every = 500
+    if a.full_steps:
+      config.train.steps = a.full_steps
+      config.train.eval_every = min(500, a.full_steps)
     with tempfile.TemporaryDirectory(prefix='bench_pretrain_full_') as wd:
       res['full'] = full_run(config, wd)
 

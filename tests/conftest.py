@@ -42,3 +42,47 @@ def tiny_pretrain_config():
 @pytest.fixture(scope='session')
 def one_device():
   return jax.devices()[:1]
+
+
+@pytest.fixture(scope='session')
+def pipeline_dirs(tmp_path_factory):
+  """A tiny base and SFT run shared by the stage tests (seconds, not minutes)."""
+  root = tmp_path_factory.mktemp('pipe')
+  dev = jax.devices()[:1]
+  base = tiny(load_config('pretrain'))
+  base.data.synthetic.num_docs = 400
+  base.model.max_len = 160
+  base.data.seq_len = 96
+  base.train.steps = 4
+  base.checkpoint.every = 4
+  from lmresearch import main
+  main.run(base, str(root / 'base'), devices=dev)
+  sft = tiny(load_config('sft'))
+  sft.init_from = str(root / 'base')
+  sft.data.seq_len = 96
+  sft.data.synthetic.num_docs = 100
+  sft.train.steps = 2
+  sft.checkpoint.every = 2
+  main.run(sft, str(root / 'sft'), devices=dev)
+  rm = stage_config('reward', root)
+  main.run(rm, str(root / 'reward'), devices=dev)
+  return root
+
+
+def stage_config(stage: str, root):
+  """A seconds-sized config of a post-training stage on top of the pipeline_dirs runs."""
+  c = tiny(load_config(stage))
+  c.init_from = str(root / ('base' if stage == 'sft' else 'sft'))
+  c.data.seq_len = 96
+  c.data.synthetic.num_docs = 40
+  c.train.update(steps=2, batch_size=8)
+  c.checkpoint.every = 2
+  if stage == 'reward':
+    c.reward.update(norm_samples=4, norm_max_new_tokens=8)
+  if stage in ('ppo', 'grpo'):
+    c.rl.update(max_prompt_len=128, max_new_tokens=16, eval_prompts=4)
+  if stage == 'ppo':
+    c.reward_from = str(root / 'reward')
+  if stage == 'grpo':
+    c.grpo.update(group_size=2, kl_coef=0.1)
+  return c

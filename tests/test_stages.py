@@ -7,35 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import load_config, tiny
+from conftest import load_config, stage_config, tiny
 from lmresearch import main
 from lmresearch.stages import reward as reward_stage
 from lmresearch.training.metrics import read_metrics
-
-ONE = None
-
-
-@pytest.fixture(scope='session')
-def pipeline_dirs(tmp_path_factory):
-  """A tiny base and SFT run shared by the stage tests (seconds, not minutes)."""
-  root = tmp_path_factory.mktemp('pipe')
-  dev = jax.devices()[:1]
-  base = tiny(load_config('pretrain'))
-  base.data.synthetic.num_docs = 400
-  base.model.max_len = 160
-  base.data.seq_len = 96
-  base.train.steps = 4
-  base.checkpoint.every = 4
-  main.run(base, str(root / 'base'), devices=dev)
-  sft = tiny(load_config('sft'))
-  sft.init_from = str(root / 'base')
-  sft.data.seq_len = 96
-  sft.data.synthetic.num_docs = 100
-  sft.train.steps = 2
-  sft.checkpoint.every = 2
-  main.run(sft, str(root / 'sft'), devices=dev)
-  return root
-
 
 def test_sft_trains_only_on_assistant_tokens(pipeline_dirs):
   from lmresearch.stages.sft import SFTStage
@@ -73,16 +48,12 @@ def test_k_way_ranking_loss_is_the_mean_over_its_pairs():
   np.testing.assert_allclose(loss, expected, rtol=1e-6)
 
 
-def test_reward_model_trains_from_sft_and_normalizes(pipeline_dirs):
-  c = tiny(load_config('reward'))
-  c.init_from = str(pipeline_dirs / 'sft')
-  c.data.seq_len = 96
-  c.data.synthetic.num_docs = 40
-  c.train.update(steps=2, batch_size=4, eval_every=2, eval_batches=2)
-  c.reward.update(norm_samples=4, norm_max_new_tokens=8)
-  out = main.run(c, str(pipeline_dirs / 'reward'), devices=jax.devices()[:1])
+def test_reward_model_trains_from_sft_and_normalizes(pipeline_dirs, tmp_path):
+  c = stage_config('reward', pipeline_dirs)
+  c.train.update(eval_every=2, eval_batches=2, batch_size=4)
+  out = main.run(c, str(tmp_path), devices=jax.devices()[:1])
   assert np.isfinite(out['eval/reward/accuracy'])
-  norm = json.load(open(pipeline_dirs / 'reward' / 'reward_norm.json'))
+  norm = json.load(open(tmp_path / 'reward_norm.json'))
   assert norm['num_samples'] == 4 and np.isfinite(norm['offset'])
 
 
@@ -98,14 +69,10 @@ def test_dpo_and_ipo_losses_equal_their_formulas():
   np.testing.assert_allclose(loss, np.sum((np.asarray(h) - 5.0) ** 2), rtol=1e-6)
 
 
-def test_dpo_stage_runs_from_sft(pipeline_dirs):
-  c = tiny(load_config('dpo'))
-  c.init_from = str(pipeline_dirs / 'sft')
-  c.data.seq_len = 96
-  c.data.synthetic.num_docs = 40
-  c.train.update(steps=2, batch_size=4, eval_every=2, eval_batches=1)
-  out = main.run(c, str(pipeline_dirs / 'dpo'), devices=jax.devices()[:1])
-  # at step 0 the policy equals the reference, so the eval margin starts at 0 and moves a little
+def test_dpo_stage_runs_from_sft(pipeline_dirs, tmp_path):
+  c = stage_config('dpo', pipeline_dirs)
+  c.train.update(eval_every=2, eval_batches=1, batch_size=4)
+  out = main.run(c, str(tmp_path), devices=jax.devices()[:1])
   assert np.isfinite(out['eval/dpo/margin']) and 'dpo/margin' in out
 
 
@@ -156,25 +123,17 @@ def test_group_advantages_are_normalized_per_group():
   assert adv[0] > 0 > adv[1] and np.allclose(adv[4:], 0)
 
 
-def test_ppo_and_grpo_run_from_sft(pipeline_dirs):
+def test_ppo_and_grpo_run_from_sft(pipeline_dirs, tmp_path):
   dev = jax.devices()[:1]
-  c = tiny(load_config('ppo'))
-  c.init_from, c.reward_from = str(pipeline_dirs / 'sft'), str(pipeline_dirs / 'reward')
-  c.data.seq_len = 96
-  c.data.synthetic.num_docs = 20
-  c.rl.update(max_prompt_len=128, max_new_tokens=16, eval_prompts=4)
-  c.train.update(steps=2, batch_size=4, eval_every=2)
-  out = main.run(c, str(pipeline_dirs / 'ppo'), devices=dev)
+  c = stage_config('ppo', pipeline_dirs)
+  c.train.update(batch_size=4, eval_every=2)
+  out = main.run(c, str(tmp_path / 'ppo'), devices=dev)
   for k in ('ppo/reward_mean', 'ppo/kl', 'ppo/entropy', 'ppo/clip_frac', 'ppo/value_loss',
             'ppo/response_len', 'eval/ppo/reward_mean'):
     assert np.isfinite(out[k]), k
-  c = tiny(load_config('grpo'))
-  c.init_from = str(pipeline_dirs / 'sft')
-  c.data.seq_len = 96
-  c.data.synthetic.num_docs = 20
-  c.rl.update(max_prompt_len=128, max_new_tokens=16, eval_prompts=4)
-  c.grpo.update(group_size=4, kl_coef=0.1)
-  c.train.update(steps=2, batch_size=2, eval_every=2)
-  out = main.run(c, str(pipeline_dirs / 'grpo'), devices=dev)
+  c = stage_config('grpo', pipeline_dirs)
+  c.grpo.group_size = 4
+  c.train.update(batch_size=2, eval_every=2)
+  out = main.run(c, str(tmp_path / 'grpo'), devices=dev)
   for k in ('grpo/accuracy', 'grpo/kl', 'eval/grpo/accuracy'):
     assert np.isfinite(out[k]), k
