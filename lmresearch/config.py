@@ -37,7 +37,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict(dict(
       style='llama', num_layers=4, num_heads=4, num_kv_heads=0, embed_dim=128, mlp_dim=512,
-      max_len=128, vocab_size=0, vocab_multiple=64, dropout=0.0, dtype='float32',
+      max_len=256, vocab_size=0, vocab_multiple=64, dropout=0.0, dtype='float32',
       param_dtype='float32', scan_layers=False, remat='none', rope_theta=10000.0, norm_eps=1e-5,
       attention_impl=''))
 

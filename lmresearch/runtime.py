@@ -2,7 +2,18 @@
 import os
 
 
-def setup_jax() -> None:
+def split_cpu(cpu_devices: int = -1) -> None:
+  """Ask XLA for several host devices (before JAX starts). Only the CPU platform is affected:
+  on a GPU/TPU host jax.devices() still lists the accelerators."""
+  flags = os.environ.get('XLA_FLAGS', '')
+  if 'xla_force_host_platform_device_count' in flags or cpu_devices == 1:
+    return
+  n = cpu_devices if cpu_devices > 0 else len(os.sched_getaffinity(0))
+  os.environ['XLA_FLAGS'] = f'{flags} --xla_force_host_platform_device_count={n}'.strip()
+
+
+def setup_jax(cpu_devices: int = 1) -> None:
+  split_cpu(cpu_devices)
   import jax
   from absl import logging
   logging.set_verbosity(logging.WARNING)   # Orbax logs every file it renames at INFO

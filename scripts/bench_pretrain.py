@@ -93,7 +93,9 @@ def parse_args(argv=None):
   p.add_argument('--devices', type=int, default=1,
                  help='experimental: N simulated CPU devices (XLA_FLAGS='
                       '--xla_force_host_platform_device_count=N) and a data-parallel mesh over them; '
-                      'the default 1 measures the single-device step')
+                      'the default 1 measures the single-device step. NB: with --full, the trainer '
+                      'at this commit deadlocks in eval on >1 simulated device (all-reduce '
+                      'rendezvous; Trainer._evaluate dispatches 100 eval steps unblocked)')
   p.add_argument('--preset', default='preset=shakespeare_char', help='configs/pretrain.py argument')
   a = p.parse_args(argv)
   if a.devices < 1:

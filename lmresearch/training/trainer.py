@@ -162,6 +162,8 @@ class Trainer:
           batch = stage.prepare(batch, state)
           state, metrics = step_fn(state, batch)
           pending.append((step + 1, metrics))
+          if len(pending) > 2:   # keep at most two steps in flight: XLA:CPU collectives can
+            jax.block_until_ready(pending[-3][1])   # deadlock under an unbounded queue
           done = step + 1
           if t_last is None:           # exclude compilation from throughput
             jax.block_until_ready(metrics)
@@ -239,7 +241,7 @@ class Trainer:
   def _evaluate(self, eval_fn, params, batches) -> dict:
     total = None
     for b in batches:
-      _, sums = eval_fn(params, b)
+      _, sums = jax.block_until_ready(eval_fn(params, b))   # see the in-flight note in run()
       total = sums if total is None else jax.tree.map(jnp.add, total, sums)
     sums = jax.device_get(total)
     count = max(float(sums.pop('count')), 1.0)
