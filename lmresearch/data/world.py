@@ -122,21 +122,30 @@ class World:
     q = ' '.join(sentences) + f' How many {_plural(fruit)} does {who} have now?'
     return Problem(q, tuple(steps), total, num_steps)
 
+  def qa(self, p: Problem, worked: bool) -> str:
+    return f'{QUESTION_PREFIX}{p.question}\n{ANSWER_PREFIX}{p.solution if worked else p.direct}'
+
+  def worksheet(self, rng: random.Random, worked: bool) -> str:
+    """Several problems answered in one style: the kind of document few-shot prompts imitate."""
+    return '\n\n'.join(self.qa(self.problem(rng), worked) for _ in range(rng.randint(2, 5)))
+
   def documents(self, n: int, rng: random.Random, worked_fraction: float = 0.7) -> list[str]:
-    """n pretraining documents; a share are word problems, most with worked solutions."""
+    """n pretraining documents: encyclopedia entries, word problems (most with worked
+    solutions) and worksheets of several problems in one answer style."""
     out = []
     for _ in range(n):
       r = rng.random()
-      if r < 0.4:
+      worked = rng.random() < worked_fraction
+      if r < 0.35:
         out.append(self.creature_doc(rng.choice(self.creatures), rng))
-      elif r < 0.55:
+      elif r < 0.48:
         out.append(self.fruit_doc(rng.choice(FRUITS), rng))
-      elif r < 0.65:
+      elif r < 0.56:
         out.append(self.town_doc(rng.choice(sorted(self.towns)), rng))
+      elif r < 0.68:
+        out.append(self.worksheet(rng, worked))
       else:
-        p = self.problem(rng)
-        body = p.solution if rng.random() < worked_fraction else p.direct
-        out.append(f'{QUESTION_PREFIX}{p.question}\n{ANSWER_PREFIX}{body}')
+        out.append(self.qa(self.problem(rng), worked))
     return out
 
   # ---- questions with known answers (SFT chats, rankings, evaluation) --------------------------
@@ -166,12 +175,17 @@ class World:
       return p.question, p.solution, str(p.answer)
     return self.fact_question(rng)
 
-  def chat(self, rng: random.Random, max_turns: int = 2) -> dict:
+  def chat(self, rng: random.Random, max_turns: int = 3) -> dict:
+    """1-3 turns; in a few chats the assistant answers word problems without the steps, so that
+    a chat model, too, follows the answer style of the turns before (few-shot in chat form)."""
     messages = []
     if rng.random() < 0.3:
       messages.append({'role': 'system', 'content': SYSTEM_PROMPT})
+    terse = rng.random() < 0.15
     for _ in range(rng.randint(1, max_turns)):
-      q, a, _ = self.question(rng)
+      q, a, key = self.question(rng)
+      if terse and key.isdigit():
+        a = f'The answer is {key}.'
       messages += [{'role': 'user', 'content': q}, {'role': 'assistant', 'content': a}]
     return {'messages': messages}
 

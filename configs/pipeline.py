@@ -1,0 +1,67 @@
+"""The main job: tokenizer -> pretrain -> SFT -> reward model -> PPO (-> DPO, GRPO) -> evaluation
+-> report, each stage in its own sub-workdir of --workdir.
+
+  configs/pipeline.py               the default on the embedded world (~15 min on 2 CPU cores)
+  configs/pipeline.py:size=smoke    seconds-sized stages, for the smoke test
+  configs/pipeline.py:all=1         also DPO and GRPO
+
+Every stage's full config lives under config.stages.<name>; override any key as usual, e.g.
+--config.stages.pretrain.train.steps=1000 or --config.stages.pretrain.data.source=text.
+"""
+import importlib.util
+import os
+
+import ml_collections
+
+from lmresearch.config import parse_arg
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ORDER = ('pretrain', 'sft', 'reward', 'ppo', 'dpo', 'grpo')
+PARENT = {'sft': 'pretrain', 'reward': 'sft', 'ppo': 'sft', 'dpo': 'sft', 'grpo': 'sft'}
+
+
+def _stage_config(name):
+  spec = importlib.util.spec_from_file_location(f'configs_{name}', os.path.join(HERE, f'{name}.py'))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config()
+
+
+def get_config(arg=None):
+  args = parse_arg(arg)
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.run = 'pretrain,sft,reward,ppo,dpo,grpo' if args.get('all') else 'pretrain,sft,reward,ppo'
+  c.stages = ml_collections.ConfigDict({name: _stage_config(name) for name in ORDER})
+  s = c.stages
+  s.pretrain.train.update(steps=500, batch_size=16, eval_every=250, log_every=25)
+  s.sft.data.seq_len = 192
+  c.eval = ml_collections.ConfigDict(dict(
+      per_step=30,            # world arithmetic problems per step count (1, 2, 3)
+      facts=60,               # world fact questions
+      shots=4,                # few-shot / CoT exemplars
+      sc_temperature=0.7,     # self-consistency sampling temperature
+      sc_samples=(5, 10),
+      compare_prompts=4,      # prompts shown side by side in the report
+      win_rate_prompts=64,
+      batch_size=64))
+  if args.get('size') == 'smoke':
+    for name in ORDER:
+      st = s[name]
+      st.model.update(num_layers=2, embed_dim=32, mlp_dim=64, num_heads=4, num_kv_heads=2,
+                      max_len=192)
+      st.data.update(vocab_size=300)
+      st.data.synthetic.num_docs = 300 if name == 'pretrain' else 60
+      st.train.update(steps=4 if name == 'pretrain' else 2, batch_size=8, log_every=1,
+                      eval_every=2 if name != 'pretrain' else 4, eval_batches=2)
+      st.checkpoint.update(every=2, use_async=False)
+    s.sft.data.seq_len = 160
+    s.reward.data.seq_len = 160
+    s.dpo.data.seq_len = 160
+    s.reward.reward.update(norm_samples=8, norm_max_new_tokens=8)
+    for name in ('ppo', 'grpo'):
+      s[name].rl.update(max_prompt_len=96, max_new_tokens=16, eval_prompts=8)
+    s.grpo.grpo.group_size = 2
+    c.eval.update(per_step=2, facts=4, shots=2, sc_samples=(2, 3), compare_prompts=2,
+                  win_rate_prompts=8, batch_size=8)
+  return c

@@ -1,0 +1,132 @@
+"""The stage-by-stage report: report.md, report.html (plots embedded) and report.json.
+
+Input is the pipeline's measured results (see pipeline.py); nothing here computes a number.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+
+from lmresearch.training.metrics import read_metrics
+
+STAGE_COLUMNS = (('heldout_loss', 'held-out loss'), ('answer_accuracy', 'answer accuracy'),
+                 ('reward_mean', 'reward (RM, normalized)'),
+                 ('win_rate_vs_previous', 'win rate vs previous'), ('kl_to_sft', 'KL to SFT'))
+
+
+def _fmt(v):
+  if v is None:
+    return '–'
+  return f'{v:.3f}' if isinstance(v, float) else str(v)
+
+
+def _md_table(header, rows):
+  out = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  out += ['| ' + ' | '.join(_fmt(c) for c in r) + ' |' for r in rows]
+  return '\n'.join(out)
+
+
+def _html_table(header, rows):
+  head = ''.join(f'<th>{html.escape(h)}</th>' for h in header)
+  body = ''.join('<tr>' + ''.join(f'<td>{html.escape(_fmt(c))}</td>' for c in r) + '</tr>' for r in rows)
+  return f'<table><tr>{head}</tr>{body}</table>'
+
+
+def stage_table(results):
+  header = ['stage'] + [label for _, label in STAGE_COLUMNS]
+  rows = [[name] + [m.get(k) for k, _ in STAGE_COLUMNS] for name, m in results['stages'].items()]
+  return header, rows
+
+
+def prompting_table(results):
+  methods = results['prompting_methods']
+  header = ['model', 'method', 'all', '1-step', '2-step', '3-step']
+  rows = []
+  for model, by_method in results['prompting_by_steps'].items():
+    for method in methods:
+      r = by_method.get(method)
+      if r is not None:
+        rows.append([model, method, r['all'], r.get('1'), r.get('2'), r.get('3')])
+  return header, rows
+
+
+def plot_curves(workdir: str, runs: dict, out_dir: str) -> list[str]:
+  """PNG plots of each stage's logged curves; returns their file names."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  panels = [('pretraining / SFT loss', [('pretrain', 'train/loss'), ('pretrain', 'eval/loss'),
+                                        ('sft', 'train/loss'), ('sft', 'eval/loss')]),
+            ('reward model', [('reward', 'reward/accuracy'), ('reward', 'eval/reward/accuracy'),
+                              ('dpo', 'dpo/margin')]),
+            ('RL', [('ppo', 'ppo/reward_mean'), ('ppo', 'ppo/kl'), ('grpo', 'grpo/accuracy'),
+                    ('grpo', 'eval/grpo/accuracy')])]
+  names = []
+  for title, series in panels:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    drawn = 0
+    for stage, key in series:
+      rows = [r for r in read_metrics(runs.get(stage, '')) if key in r] if stage in runs else []
+      if rows:
+        ax.plot([r['step'] for r in rows], [r[key] for r in rows], marker='.', label=f'{stage}: {key}')
+        drawn += 1
+    if drawn:
+      ax.set_title(title)
+      ax.set_xlabel('step')
+      ax.legend(fontsize=7)
+      ax.grid(alpha=0.3)
+      name = title.split()[0].replace('/', '') + '.png'
+      fig.tight_layout()
+      fig.savefig(os.path.join(out_dir, name), dpi=110)
+      names.append(name)
+    plt.close(fig)
+  return names
+
+
+def write(workdir: str, results: dict, runs: dict) -> dict:
+  """Writes report.{md,html,json} into workdir; returns the JSON object."""
+  plots = plot_curves(workdir, runs, workdir)
+  sh, sr = stage_table(results)
+  ph, pr = prompting_table(results)
+  md = ['# lmresearch pipeline report', '',
+        f"Wall time: {results['wall_seconds']:.0f} s. Everything below was measured by this run.", '',
+        '## Stages', '', _md_table(sh, sr), '', results.get('stage_notes', ''), '',
+        '## Prompting (answer accuracy on the embedded world\'s word problems)', '',
+        _md_table(ph, pr), '', '## The same prompts, answered by each model', '']
+  for ex in results['examples']:
+    md.append(f"**Prompt:** {ex['prompt']}\n")
+    for model, text in ex['answers'].items():
+      md.append(f'- *{model}*: {text!r}')
+    md.append('')
+  md += ['## Curves', ''] + [f'![{p}]({p})' for p in plots]
+  with open(os.path.join(workdir, 'report.md'), 'w') as f:
+    f.write('\n'.join(md) + '\n')
+
+  imgs = ''
+  for p in plots:
+    with open(os.path.join(workdir, p), 'rb') as f:
+      imgs += f'<img src="data:image/png;base64,{base64.b64encode(f.read()).decode()}">'
+  examples = ''.join(
+      f"<h4>{html.escape(ex['prompt'])}</h4><ul>" +
+      ''.join(f'<li><b>{html.escape(m)}</b>: {html.escape(t)}</li>' for m, t in ex['answers'].items()) +
+      '</ul>' for ex in results['examples'])
+  page = (f'<!doctype html><meta charset="utf-8"><title>lmresearch report</title>'
+          f'<style>body{{font-family:sans-serif;max-width:70em;margin:auto}}table{{border-collapse:collapse}}'
+          f'td,th{{border:1px solid #ccc;padding:3px 8px}}img{{max-width:32%}}</style>'
+          f'<h1>lmresearch pipeline report</h1><p>Wall time: {results["wall_seconds"]:.0f} s.</p>'
+          f'<h2>Stages</h2>{_html_table(sh, sr)}<p>{html.escape(results.get("stage_notes", ""))}</p>'
+          f'<h2>Prompting</h2>{_html_table(ph, pr)}<h2>Side by side</h2>{examples}'
+          f'<h2>Curves</h2>{imgs}')
+  with open(os.path.join(workdir, 'report.html'), 'w') as f:
+    f.write(page)
+
+  machine = {'wall_seconds': results['wall_seconds'], 'stages': results['stages'],
+             'prompting': {m: {k: v['all'] for k, v in by.items()}
+                           for m, by in results['prompting_by_steps'].items()},
+             'prompting_by_steps': results['prompting_by_steps'], 'plots': plots}
+  with open(os.path.join(workdir, 'report.json'), 'w') as f:
+    json.dump(machine, f, indent=2)
+  return machine
