@@ -13,6 +13,7 @@ def get_config(arg=None):
   c = base_config()
   c.stage = 'dpo'
   c.init_from = 'runs/sft'
+  c.data.seq_len = 128   # one prompt + one response per sequence
   c.data.synthetic.update(num_docs=1500, min_k=2, max_k=4)
   c.train.update(steps=150, batch_size=16, lr=2e-4, min_lr=2e-5, warmup_steps=10,
                  weight_decay=0.0, log_every=25, eval_every=50, eval_batches=8)

@@ -36,6 +36,7 @@ def get_config(arg=None):
   s = c.stages
   s.pretrain.train.update(steps=500, batch_size=16, eval_every=250, log_every=25)
   s.sft.data.seq_len = 192
+  s.reward.train.update(steps=150, eval_every=50)
   c.eval = ml_collections.ConfigDict(dict(
       per_step=30,            # world arithmetic problems per step count (1, 2, 3)
       facts=60,               # world fact questions
@@ -49,9 +50,9 @@ def get_config(arg=None):
     for name in ORDER:
       st = s[name]
       st.model.update(num_layers=2, embed_dim=32, mlp_dim=64, num_heads=4, num_kv_heads=2,
-                      max_len=192)
-      st.data.update(vocab_size=300)
-      st.data.synthetic.num_docs = 300 if name == 'pretrain' else 60
+                      max_len=384)
+      st.data.update(vocab_size=300, seq_len=128)
+      st.data.synthetic.num_docs = 300 if name == 'pretrain' else 200
       st.train.update(steps=4 if name == 'pretrain' else 2, batch_size=8, log_every=1,
                       eval_every=2 if name != 'pretrain' else 4, eval_batches=2)
       st.checkpoint.update(every=2, use_async=False)
@@ -62,6 +63,6 @@ def get_config(arg=None):
     for name in ('ppo', 'grpo'):
       s[name].rl.update(max_prompt_len=96, max_new_tokens=16, eval_prompts=8)
     s.grpo.grpo.group_size = 2
-    c.eval.update(per_step=2, facts=4, shots=2, sc_samples=(2, 3), compare_prompts=2,
+    c.eval.update(per_step=2, facts=4, shots=1, sc_samples=(2, 3), compare_prompts=2,
                   win_rate_prompts=8, batch_size=8)
   return c

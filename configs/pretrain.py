@@ -38,7 +38,9 @@ def get_config(arg=None):
     raise ValueError(f'configs/pretrain.py: unknown preset={preset!r} '
                      '(expected shakespeare_char or gpt2_124m).')
   elif size == 'tiny':
-    pass   # base_config() is the tiny model on the embedded world
+    # base_config()'s Llama-style 4 x 128 model on the embedded world, context 256.
+    c.train.update(steps=600, batch_size=16, eval_every=200, log_every=25)
+    c.checkpoint.every = 200
   else:
     raise ValueError(f'configs/pretrain.py: unknown size={size!r} (expected tiny).')
   return c

@@ -14,6 +14,7 @@ def get_config(arg=None):
   c = base_config()
   c.stage = 'reward'
   c.init_from = 'runs/sft'
+  c.data.seq_len = 128   # one prompt + one response per sequence
   c.data.synthetic.update(num_docs=3000, min_k=2, max_k=4, label_noise=float(args.get('noise', 0.0)))
   if args.get('data') == 'jsonl':
     c.data.source = 'jsonl'

@@ -42,7 +42,7 @@ def base_config() -> ml_collections.ConfigDict:
       attention_impl=''))
 
   c.data = ml_collections.ConfigDict(dict(
-      source='synthetic', path='', eval_path='', text_key='text', val_fraction=0.1, seq_len=128,
+      source='synthetic', path='', eval_path='', text_key='text', val_fraction=0.1, seq_len=256,
       tokenizer='bpe', vocab_size=512, tokenizer_path='',
       tfds_name='', tfds_data_dir='', tfds_train_split='train', tfds_eval_split='test', max_docs=0,
       synthetic=ml_collections.ConfigDict(dict(

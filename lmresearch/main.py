@@ -11,6 +11,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from lmresearch.launch import run
 from lmresearch.runtime import setup_jax
 
 config_flags.DEFINE_config_file('config', None, 'Experiment config file, e.g. configs/pretrain.py:size=tiny.',
@@ -22,30 +23,6 @@ flags.DEFINE_integer('cpu_devices', -1, 'On a CPU-only host, split the CPU into 
 flags.DEFINE_bool('dry_run', False, 'Validate the config, build the sharded state abstractly and '
                   'compile-check one train step, without data or memory (for pod presets).')
 FLAGS = flags.FLAGS
-
-
-def run(config, workdir: str, dry_run: bool = False, devices=None) -> dict:
-  """Runs config.stage in workdir; `devices` (default: all) is for tests that compare meshes."""
-  import jax
-  from lmresearch import config as lmc
-  from lmresearch import parallel
-  from lmresearch.stages import get_stage
-  from lmresearch.training.trainer import Trainer
-
-  devices = list(jax.devices() if devices is None else devices)
-  lmc.inherit_model(config)
-  lmc.validate(config, len(devices))
-  if dry_run:
-    from lmresearch.training.dry_run import dry_run as do_dry_run
-    return do_dry_run(config, devices=devices)
-  os.makedirs(workdir, exist_ok=True)
-  lmc.check_same_model(config, workdir)
-  if jax.process_index() == 0:
-    lmc.save(config, workdir)
-  rules = parallel.rules_from_config(config)
-  mesh = parallel.make_mesh(config.mesh, devices)
-  stage = get_stage(config.stage)(config, workdir)
-  return Trainer(config, workdir, stage, mesh, rules).run()
 
 
 def main(argv):

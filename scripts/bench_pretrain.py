@@ -14,7 +14,7 @@ framework's memory and threads are its own; then the JAX/torch tokens/s ratio is
   .venv/bin/python scripts/bench_pretrain.py --full --json out.json # + the 2000-step training run
   .venv/bin/python scripts/bench_pretrain.py --no-torch --data /path/to/input.txt
 
---full trains the complete preset through `lmresearch.main.run` in a temporary workdir
+--full trains the complete preset through `lmresearch.launch.run` in a temporary workdir
 (eval every 500 steps) and reports the final eval/loss and the trainer's mean ms/iter.
 """
 from __future__ import annotations
@@ -218,7 +218,7 @@ def bench_jax(a, config, data_ok, workdir):
 
 def full_run(config, workdir):
   """The complete preset through the real entry point; reads the trainer's metrics.jsonl."""
-  from lmresearch.main import run
+  from lmresearch.launch import run
   from lmresearch.training.metrics import read_metrics
   t0 = time.time()
   summary = run(config, workdir)

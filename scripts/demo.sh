@@ -1,9 +1,6 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: installs into .venv if needed, pretrains the tiny model on
-# the generated world, then lets it complete a few documents. Run again to resume.
+# The main job on the embedded default: installs into .venv if needed, then runs the whole
+# pipeline (tokenizer -> pretrain -> SFT -> reward model -> PPO -> evaluation -> report) in
+# runs/demo. Run it again after an interruption: finished stages are not redone.
 source "$(dirname "$0")/_env.sh"
-WORKDIR="${1:-runs/demo}"
-python -m lmresearch.main --config=configs/pretrain.py --workdir="$WORKDIR/base"
-python -m lmresearch.sample --workdir="$WORKDIR/base" --temperature=0 --max_new_tokens=60 \
-  --prompt="The banana is" --prompt="The mango is a" --prompt="Question: Tam has 5 plums. Tam buys 3 more. How many plums does Tam have now?
-Answer:"
+python -m lmresearch.pipeline --workdir="${1:-runs/demo}" "${@:2}"

@@ -55,17 +55,17 @@ def pipeline_dirs(tmp_path_factory):
   base.data.seq_len = 96
   base.train.steps = 4
   base.checkpoint.every = 4
-  from lmresearch import main
-  main.run(base, str(root / 'base'), devices=dev)
+  from lmresearch import launch
+  launch.run(base, str(root / 'base'), devices=dev)
   sft = tiny(load_config('sft'))
   sft.init_from = str(root / 'base')
   sft.data.seq_len = 96
   sft.data.synthetic.num_docs = 100
   sft.train.steps = 2
   sft.checkpoint.every = 2
-  main.run(sft, str(root / 'sft'), devices=dev)
+  launch.run(sft, str(root / 'sft'), devices=dev)
   rm = stage_config('reward', root)
-  main.run(rm, str(root / 'reward'), devices=dev)
+  launch.run(rm, str(root / 'reward'), devices=dev)
   return root
 
 

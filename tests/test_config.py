@@ -8,7 +8,7 @@ import jax
 import pytest
 
 from conftest import ROOT, load_config
-from lmresearch import main
+from lmresearch import launch
 from lmresearch.config import validate
 from lmresearch.parallel import ConfigError
 
@@ -59,22 +59,22 @@ def test_missing_file_and_malformed_jsonl_name_file_and_line(tiny_pretrain_confi
   c = tiny_pretrain_config
   c.data.update(source='text', path=str(tmp_path / 'missing.txt'))
   with pytest.raises(ConfigError, match='missing.txt'):
-    main.run(c, str(tmp_path / 'a'), devices=jax.devices()[:1])
+    launch.run(c, str(tmp_path / 'a'), devices=jax.devices()[:1])
   bad = tmp_path / 'bad.jsonl'
   bad.write_text('{"text": "fine"}\n{"text": oops}\n')
   c.data.update(source='jsonl', path=str(bad))
   with pytest.raises(ConfigError, match=r'bad\.jsonl:2: malformed JSON'):
-    main.run(c, str(tmp_path / 'b'), devices=jax.devices()[:1])
+    launch.run(c, str(tmp_path / 'b'), devices=jax.devices()[:1])
   bad.write_text('{"body": "no text key"}\n')
   with pytest.raises(ConfigError, match=r"bad\.jsonl:1: no string field 'text'"):
-    main.run(c, str(tmp_path / 'c'), devices=jax.devices()[:1])
+    launch.run(c, str(tmp_path / 'c'), devices=jax.devices()[:1])
 
 
 def test_resuming_a_workdir_with_another_model_is_refused(tiny_pretrain_config, tmp_path):
   c = tiny_pretrain_config
   c.train.steps = 1
   c.checkpoint.every = 1
-  main.run(c, str(tmp_path), devices=jax.devices()[:1])
+  launch.run(c, str(tmp_path), devices=jax.devices()[:1])
   c.model.embed_dim = 64
   with pytest.raises(ConfigError, match='config.model.embed_dim'):
-    main.run(c, str(tmp_path), devices=jax.devices()[:1])
+    launch.run(c, str(tmp_path), devices=jax.devices()[:1])

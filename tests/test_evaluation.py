@@ -162,13 +162,13 @@ def test_world_facts_and_perplexity(random_run):
 
 @pytest.fixture(scope='module')
 def trained_workdir(tmp_path_factory):
-  from lmresearch import main
+  from lmresearch import launch
   c = tiny(load_config('pretrain'))
   c.model.max_len = 256   # room for a one-shot world prompt in byte-level BPE tokens
   c.train.steps = 2
   c.checkpoint.every = 2
   workdir = str(tmp_path_factory.mktemp('eval_run'))
-  main.run(c, workdir, devices=jax.devices()[:1])
+  launch.run(c, workdir, devices=jax.devices()[:1])
   return workdir
 
 

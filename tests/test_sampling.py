@@ -210,9 +210,9 @@ def _tiny_pretrain_config():
 
 @pytest.fixture(scope='module')
 def trained_workdir(tmp_path_factory):
-  from lmresearch import main as lmr_main
+  from lmresearch import launch
   workdir = str(tmp_path_factory.mktemp('sample_run'))
-  lmr_main.run(_tiny_pretrain_config(), workdir)
+  launch.run(_tiny_pretrain_config(), workdir)
   return workdir
 
 

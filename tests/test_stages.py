@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import load_config, stage_config, tiny
-from lmresearch import main
+from lmresearch import launch
 from lmresearch.stages import reward as reward_stage
 from lmresearch.training.metrics import read_metrics
 
@@ -51,7 +51,7 @@ def test_k_way_ranking_loss_is_the_mean_over_its_pairs():
 def test_reward_model_trains_from_sft_and_normalizes(pipeline_dirs, tmp_path):
   c = stage_config('reward', pipeline_dirs)
   c.train.update(eval_every=2, eval_batches=2, batch_size=4)
-  out = main.run(c, str(tmp_path), devices=jax.devices()[:1])
+  out = launch.run(c, str(tmp_path), devices=jax.devices()[:1])
   assert np.isfinite(out['eval/reward/accuracy'])
   norm = json.load(open(tmp_path / 'reward_norm.json'))
   assert norm['num_samples'] == 4 and np.isfinite(norm['offset'])
@@ -72,7 +72,7 @@ def test_dpo_and_ipo_losses_equal_their_formulas():
 def test_dpo_stage_runs_from_sft(pipeline_dirs, tmp_path):
   c = stage_config('dpo', pipeline_dirs)
   c.train.update(eval_every=2, eval_batches=1, batch_size=4)
-  out = main.run(c, str(tmp_path), devices=jax.devices()[:1])
+  out = launch.run(c, str(tmp_path), devices=jax.devices()[:1])
   assert np.isfinite(out['eval/dpo/margin']) and 'dpo/margin' in out
 
 
@@ -127,13 +127,13 @@ def test_ppo_and_grpo_run_from_sft(pipeline_dirs, tmp_path):
   dev = jax.devices()[:1]
   c = stage_config('ppo', pipeline_dirs)
   c.train.update(batch_size=4, eval_every=2)
-  out = main.run(c, str(tmp_path / 'ppo'), devices=dev)
+  out = launch.run(c, str(tmp_path / 'ppo'), devices=dev)
   for k in ('ppo/reward_mean', 'ppo/kl', 'ppo/entropy', 'ppo/clip_frac', 'ppo/value_loss',
             'ppo/response_len', 'eval/ppo/reward_mean'):
     assert np.isfinite(out[k]), k
   c = stage_config('grpo', pipeline_dirs)
   c.grpo.group_size = 4
   c.train.update(batch_size=2, eval_every=2)
-  out = main.run(c, str(tmp_path / 'grpo'), devices=dev)
+  out = launch.run(c, str(tmp_path / 'grpo'), devices=dev)
   for k in ('grpo/accuracy', 'grpo/kl', 'eval/grpo/accuracy'):
     assert np.isfinite(out[k]), k

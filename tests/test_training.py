@@ -12,7 +12,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import ROOT, load_config, tiny
-from lmresearch import main
+from lmresearch import launch
 from lmresearch.training.checkpoint import Checkpointer
 from lmresearch.training.metrics import read_metrics
 from lmresearch.training.trainer import NonFiniteLossError
@@ -25,14 +25,14 @@ def test_a_tiny_batch_is_overfit_to_near_zero_loss(tiny_pretrain_config, tmp_pat
   c = tiny_pretrain_config
   c.data.update(source='text', path=str(text), tokenizer='char', val_fraction=0.0)
   c.train.update(steps=150, batch_size=4, lr=1e-2, min_lr=1e-2, weight_decay=0.0, log_every=50)
-  out = main.run(c, str(tmp_path / 'run'), devices=jax.devices()[:1])
+  out = launch.run(c, str(tmp_path / 'run'), devices=jax.devices()[:1])
   assert out['train/loss'] < 0.05, out
 
 
 def test_metrics_jsonl_has_required_keys_and_eval_loss(tiny_pretrain_config, tmp_path):
   c = tiny_pretrain_config
   c.train.update(steps=4, log_every=2, eval_every=4, eval_batches=2)
-  main.run(c, str(tmp_path), devices=jax.devices()[:1])
+  launch.run(c, str(tmp_path), devices=jax.devices()[:1])
   rows = read_metrics(tmp_path)
   assert [r['step'] for r in rows] == [2, 4]
   for key in ('train/loss', 'perf/tokens_per_sec', 'perf/mfu'):
@@ -48,7 +48,7 @@ def test_non_finite_loss_stops_and_is_never_checkpointed(tiny_pretrain_config, t
   c.train.update(steps=30, lr=1e12, warmup_steps=0, clip_norm=0.0, weight_decay=0.0)
   c.checkpoint.every = 1
   with pytest.raises(NonFiniteLossError, match='non-finite train/loss .* at step'):
-    main.run(c, str(tmp_path), devices=jax.devices()[:1])
+    launch.run(c, str(tmp_path), devices=jax.devices()[:1])
   ckpt = Checkpointer(str(tmp_path / 'checkpoints'))
   assert ckpt.manager.all_steps(), 'expected the finite steps before the blow-up to be saved'
   for step in ckpt.manager.all_steps():
@@ -80,7 +80,7 @@ def test_tfds_source_under_mock_data(tiny_pretrain_config, tmp_path):
   c.data.update(source='tfds', tfds_name='lm1b', tokenizer='char', tfds_eval_split='test')
   c.train.update(steps=2, eval_every=2, eval_batches=1, batch_size=4)
   with tfds.testing.mock_data(num_examples=64):
-    out = main.run(c, str(tmp_path), devices=jax.devices()[:1])
+    out = launch.run(c, str(tmp_path), devices=jax.devices()[:1])
   assert np.isfinite(out['train/loss']) and np.isfinite(out['eval/loss'])
 
 

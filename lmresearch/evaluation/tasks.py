@@ -88,11 +88,18 @@ def load(workdir: str, reward: bool = False, chat: Optional[bool] = None, mesh=N
       mesh = parallel.make_mesh(config.mesh)
     except ConfigError:   # trained on another machine shape: data-parallel over what is here
       mesh = parallel.make_mesh({'data': -1, 'fsdp': 1, 'tensor': 1})
-  init = lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32))['params']
+  dummy = jnp.zeros((1, 1), jnp.int32)
+  init = lambda: model.init(jax.random.PRNGKey(0), dummy)['params']
+  if config.stage == 'ppo' and not reward:   # PPO checkpoints hold the policy and the value model
+    value = build_scalar_model(config, tok)
+    init = lambda: {'policy': model.init(jax.random.PRNGKey(0), dummy)['params'],
+                    'value': value.init(jax.random.PRNGKey(0), dummy)['params']}
   with parallel.activate(mesh, rules):
     abstract, shardings = parallel.abstract_and_shardings(init, mesh, rules)
   params, step = checkpoint.restore_params(
       workdir, checkpoint.abstract_with_shardings(abstract, shardings))
+  if config.stage == 'ppo' and not reward:
+    params = params['policy']
   return Run(model, params, tok, config.stage != 'pretrain' if chat is None else chat, config,
              mesh, rules, step, load_reward_offset(workdir) if reward else 0.0)
 

@@ -1,0 +1,139 @@
+"""What the pipeline measures after training: one result per (model, measurement), cached in
+<workdir>/eval/ (a JSON summary and the per-example JSONL records) so a rerun only fills gaps.
+
+  stages    held-out loss (nats/token on held-out world documents), answer accuracy (word
+            problems + facts, zero-shot), mean normalized reward of those answers, win rate vs
+            the previous stage (reward-model judge, ties 1/2), KL to SFT (sampled, per response)
+  prompting base and SFT models x direct / instruction / few-shot / CoT / self-consistency@n
+  examples  the same prompts answered by each model (the base model gets the bare question)
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lmresearch import sampling
+from lmresearch.evaluation import prompting, tasks
+from lmresearch.stages.policy import token_logprobs
+
+PREVIOUS = {'sft': 'base', 'rlhf': 'sft', 'dpo': 'sft', 'grpo': 'sft'}
+
+
+class Cache:
+  def __init__(self, workdir):
+    self.dir = os.path.join(workdir, 'eval')
+    os.makedirs(self.dir, exist_ok=True)
+
+  def get(self, key, fn):
+    path = os.path.join(self.dir, key + '.json')
+    if os.path.exists(path):
+      with open(path) as f:
+        return json.load(f)
+    summary, records = fn()
+    with open(os.path.join(self.dir, key + '.jsonl'), 'w') as f:
+      for r in records:
+        f.write(json.dumps(r, default=str) + '\n')
+    out = {'summary': summary, 'records': records}
+    with open(path + '.tmp', 'w') as f:
+      json.dump(out, f, default=str)
+    os.replace(path + '.tmp', path)
+    return out
+
+
+def kl_to_reference(run, ref, questions, max_new_tokens: int, seed: int = 0):
+  """E_{y ~ pi}[log pi(y) - log ref(y)] per response, from samples at temperature 1."""
+  prompts = [prompting.build_prompt(run.tok, q, 'direct', chat=True) for q in questions]
+  with run.active():
+    out = sampling.generate(run.model, run.params, prompts, max_new_tokens=max_new_tokens,
+                            rng=jax.random.PRNGKey(seed), temperature=1.0)
+    ref_lp = jax.jit(lambda p, t, m: token_logprobs(ref.model, p, t, m))(ref.params, out['tokens'], out['mask'])
+    p_len = out['prompt_len']
+    gen_ref = ref_lp[:, p_len - 1:]
+    kl = jnp.sum((out['logprobs'] - gen_ref) * out['completion_mask'], axis=1)
+  return {'kl': float(jnp.mean(kl)), 'num_samples': len(prompts)}, []
+
+
+def evaluate(config, workdir: str, stages) -> dict:
+  ec = config.eval
+  cache = Cache(workdir)
+  models = [(m, s) for s, m in (('pretrain', 'base'), ('sft', 'sft'), ('ppo', 'rlhf'), ('dpo', 'dpo'),
+                                ('grpo', 'grpo')) if s in stages]
+  runs = {m: tasks.load(os.path.join(workdir, s)) for m, s in models}
+  judge = tasks.load(os.path.join(workdir, 'reward'), reward=True) if 'reward' in stages else None
+  seed = config.seed
+  world_seed = config.stages.pretrain.data.synthetic.world_seed
+  arith = tasks.load_task('world_arithmetic', world_seed=world_seed, limit=3 * ec.per_step)
+  facts = tasks.load_task('world_facts', world_seed=world_seed, limit=ec.facts)
+  heldout = tasks.load_task('perplexity', world_seed=world_seed, limit=200)
+  kw = dict(seed=seed, batch_size=ec.batch_size, max_new_tokens=96)
+
+  stages_out, answers = {}, {}
+  for m, run in runs.items():
+    a = cache.get(f'{m}__arithmetic_direct', lambda: tasks.run_task(arith, run, method='direct', **kw))
+    f = cache.get(f'{m}__facts_direct', lambda: tasks.run_task(facts, run, method='direct', **kw))
+    ppl = cache.get(f'{m}__heldout_loss', lambda: tasks.run_task(heldout, run, batch_size=ec.batch_size))
+    recs = a['records'] + f['records']
+    row = {'heldout_loss': ppl['summary']['loss'],
+           'answer_accuracy': float(np.mean([bool(r['correct']) for r in recs])),
+           'arithmetic_accuracy': a['summary']['accuracy'], 'fact_accuracy': f['summary']['accuracy']}
+    if judge is not None:
+      scores = cache.get(f'{m}__rewards', lambda: ({}, tasks.reward_scores(
+          judge, [r['question'] for r in recs], [r['output'] for r in recs], ec.batch_size).tolist()))
+      answers[m] = (recs, np.asarray(scores['records']))
+      row['reward_mean'] = float(np.mean(scores['records']))
+    stages_out[m] = row
+
+  for m, prev in PREVIOUS.items():   # win rate vs the previous stage, on the same questions
+    if m in answers and prev in answers:
+      (ra, sa), (rb, sb) = answers[m], answers[prev]
+      wins = [0.5 if x['output'] == y['output'] or np.isclose(p, q) else float(p > q)
+              for x, y, p, q in zip(ra, rb, sa, sb)]
+      stages_out[m]['win_rate_vs_previous'] = float(np.mean(wins))
+  if 'sft' in runs:
+    questions = [ex['question'] for ex in (arith.examples + facts.examples)][:ec.win_rate_prompts]
+    for m in ('sft', 'rlhf', 'dpo', 'grpo'):
+      if m in runs:
+        k = cache.get(f'{m}__kl_to_sft', lambda: kl_to_reference(runs[m], runs['sft'], questions, 96, seed))
+        stages_out[m]['kl_to_sft'] = k['summary']['kl']
+
+  methods = ['direct', 'instruction', 'few_shot', 'cot'] + [f'self_consistency@{n}' for n in ec.sc_samples]
+  by_steps = {}
+  for m in ('base', 'sft'):
+    if m not in runs:
+      continue
+    by_steps[m] = {}
+    for method in methods:
+      r = cache.get(f'{m}__prompting_{method}', lambda: tasks.run_task(
+          arith, runs[m], method=method, shots=ec.shots, temperature=ec.sc_temperature, **kw))
+      s = r['summary']
+      by_steps[m][method] = {'all': s['accuracy'], **s.get('accuracy_by_num_steps', {})}
+
+  examples = side_by_side(runs, arith, facts, ec.compare_prompts, cache)
+  return {'stages': stages_out, 'prompting_by_steps': by_steps, 'prompting_methods': methods,
+          'examples': examples, 'stage_notes': STAGE_NOTES}
+
+
+def side_by_side(runs, arith, facts, n: int, cache) -> list[dict]:
+  questions = [ex['question'] for pair in zip(facts.examples, arith.examples) for ex in pair][:n]
+
+  def answer(m):
+    run = runs[m]
+    # The base model gets the bare question, as a document to continue; the others a chat turn.
+    prompts = [prompting.build_prompt(run.tok, q, 'direct', chat=True) if run.chat
+               else sampling.encode_prompt(run.tok, q) for q in questions]
+    texts, _ = tasks.generate(run, prompts, batch_size=len(prompts), max_new_tokens=48)
+    return {}, [t[0] for t in texts]
+
+  outs = {m: cache.get(f'{m}__side_by_side', lambda: answer(m))['records'] for m in runs}
+  return [{'prompt': q, 'answers': {m: outs[m][i] for m in runs}} for i, q in enumerate(questions)]
+
+
+STAGE_NOTES = ('held-out loss: nats per token on held-out world documents (the base model\'s '
+               'objective; chat models drift from it). answer accuracy: zero-shot word problems and '
+               'fact questions (base: "Question: ...\\nAnswer:" documents; others: one chat turn). '
+               'reward: the reward model\'s score minus its SFT-sample mean. KL to SFT: mean over '
+               'sampled responses of sum_t log pi - log pi_sft.')

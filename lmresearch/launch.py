@@ -1,0 +1,31 @@
+"""Run one stage from a config: what `python -m lmresearch.main` and the pipeline call.
+
+Kept apart from main.py, which defines command-line flags at import.
+"""
+from __future__ import annotations
+
+import os
+
+
+def run(config, workdir: str, dry_run: bool = False, devices=None) -> dict:
+  """Runs config.stage in workdir; `devices` (default: all) is for tests that compare meshes."""
+  import jax
+  from lmresearch import config as lmc
+  from lmresearch import parallel
+  from lmresearch.stages import get_stage
+  from lmresearch.training.trainer import Trainer
+
+  devices = list(jax.devices() if devices is None else devices)
+  lmc.inherit_model(config)
+  lmc.validate(config, len(devices))
+  if dry_run:
+    from lmresearch.training.dry_run import dry_run as do_dry_run
+    return do_dry_run(config, devices=devices)
+  os.makedirs(workdir, exist_ok=True)
+  lmc.check_same_model(config, workdir)
+  if jax.process_index() == 0:
+    lmc.save(config, workdir)
+  rules = parallel.rules_from_config(config)
+  mesh = parallel.make_mesh(config.mesh, devices)
+  stage = get_stage(config.stage)(config, workdir)
+  return Trainer(config, workdir, stage, mesh, rules).run()

@@ -1,0 +1,101 @@
+"""The main job: every stage of a model's life, then the measured report.
+
+  python -m lmresearch.pipeline --workdir=runs/demo [--config=configs/pipeline.py[:all=1]]
+
+pretrain -> SFT -> reward model -> PPO (-> DPO, GRPO) run one after another on the one trainer,
+each in <workdir>/<stage> and started from its parent's checkpoint; then every model is evaluated
+(answers, prompting methods, rewards, win rates, KL) and report.{md,html,json} is written.
+Run it again after an interruption: finished stages are not redone, an unfinished one resumes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from lmresearch.runtime import setup_jax
+
+config_flags.DEFINE_config_file('config', os.path.join(os.path.dirname(__file__), '..', 'configs',
+                                                       'pipeline.py'),
+                                'Pipeline config (configs/pipeline.py[:size=smoke|all=1]).')
+flags.DEFINE_string('workdir', 'runs/demo', 'Where every stage and the report go.')
+flags.DEFINE_integer('cpu_devices', -1, 'See lmresearch.main --cpu_devices.')
+FLAGS = flags.FLAGS
+
+PARENT = {'sft': 'pretrain', 'reward': 'sft', 'ppo': 'sft', 'dpo': 'sft', 'grpo': 'sft'}
+MODEL_NAMES = {'pretrain': 'base', 'sft': 'sft', 'ppo': 'rlhf', 'dpo': 'dpo', 'grpo': 'grpo'}
+
+
+def _load_json(path, default=None):
+  if not os.path.exists(path):
+    return default
+  with open(path) as f:
+    return json.load(f)
+
+
+def _save_json(path, obj):
+  with open(path + '.tmp', 'w') as f:
+    json.dump(obj, f, indent=2)
+  os.replace(path + '.tmp', path)
+
+
+def run_stages(config, workdir: str, devices=None) -> dict:
+  """Trains each stage of config.run unless its DONE.json says it finished; returns timings."""
+  from lmresearch import launch
+  done = {}
+  for name in config.run.split(','):
+    stage_dir = os.path.join(workdir, name)
+    marker = os.path.join(stage_dir, 'DONE.json')
+    if os.path.exists(marker):
+      done[name] = _load_json(marker)
+      print(f'[pipeline] {name}: finished earlier, skipped', flush=True)
+      continue
+    sc = config.stages[name]
+    with sc.unlocked():
+      sc.seed = config.seed
+      if name in PARENT:
+        sc.init_from = os.path.join(workdir, PARENT[name])
+      if name == 'ppo':
+        sc.reward_from = os.path.join(workdir, 'reward')
+    print(f'[pipeline] {name}: training in {stage_dir}', flush=True)
+    t = time.time()
+    summary = launch.run(sc, stage_dir, devices=devices)
+    done[name] = {'seconds': time.time() - t, 'summary': summary}
+    _save_json(marker, done[name])
+  return done
+
+
+def run_pipeline(config, workdir: str, devices=None) -> dict:
+  from lmresearch.evaluation import pipeline_eval, report
+  os.makedirs(workdir, exist_ok=True)
+  done = run_stages(config, workdir, devices)
+  t = time.time()
+  results = pipeline_eval.evaluate(config, workdir, [n for n in config.run.split(',')])
+  eval_seconds = _load_json(os.path.join(workdir, 'eval', 'seconds.json'), 0.0) + time.time() - t
+  _save_json(os.path.join(workdir, 'eval', 'seconds.json'), eval_seconds)
+  results['wall_seconds'] = sum(d['seconds'] for d in done.values()) + eval_seconds
+  results['stage_seconds'] = {n: d['seconds'] for n, d in done.items()}
+  runs = {n: os.path.join(workdir, n) for n in done}
+  out = report.write(workdir, results, runs)
+  print(f'[pipeline] report: {workdir}/report.md, report.html, report.json '
+        f'({results["wall_seconds"]:.0f} s of stage and evaluation time)', flush=True)
+  return out
+
+
+def main(argv):
+  del argv
+  from lmresearch.parallel import ConfigError
+  setup_jax(cpu_devices=FLAGS.cpu_devices)
+  try:
+    run_pipeline(FLAGS.config, FLAGS.workdir)
+  except (ConfigError, FileNotFoundError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,35 @@
+"""The main job end to end on a tiny config: every stage, every report section, and resume."""
+import json
+import os
+
+import pytest
+
+from conftest import load_config
+from lmresearch.pipeline import run_pipeline
+
+
+@pytest.mark.slow
+def test_smoke_pipeline_writes_a_report_with_every_section(tmp_path):
+  c = load_config('pipeline', 'size=smoke,all=1')
+  out = run_pipeline(c, str(tmp_path))
+  for stage in ('base', 'sft', 'rlhf', 'dpo', 'grpo'):
+    assert stage in out['stages'], stage
+  for key in ('answer_accuracy', 'reward_mean', 'win_rate_vs_previous', 'kl_to_sft'):
+    assert key in out['stages']['rlhf'], key
+  for model in ('base', 'sft'):
+    assert set(out['prompting'][model]) >= {'direct', 'few_shot', 'cot', 'self_consistency@2',
+                                            'self_consistency@3'}
+    assert set(out['prompting_by_steps'][model]['cot']) >= {'all', '1', '2', '3'}
+  assert out['wall_seconds'] > 0 and out['plots']
+  md = open(tmp_path / 'report.md').read()
+  for section in ('## Stages', '## Prompting', '## The same prompts', '## Curves'):
+    assert section in md
+  html = open(tmp_path / 'report.html').read()
+  assert 'data:image/png;base64' in html
+  assert json.load(open(tmp_path / 'report.json'))['stages'] == out['stages']
+  # A rerun redoes nothing: every stage is marked done and every evaluation is cached.
+  mtimes = {p: os.path.getmtime(tmp_path / 'eval' / p) for p in os.listdir(tmp_path / 'eval')}
+  again = run_pipeline(load_config('pipeline', 'size=smoke,all=1'), str(tmp_path))
+  assert again['stages'] == out['stages']
+  assert all(os.path.getmtime(tmp_path / 'eval' / p) == t for p, t in mtimes.items()
+             if p != 'seconds.json')
