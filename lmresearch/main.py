@@ -5,14 +5,13 @@ the same workdir resumes from its latest checkpoint.
 """
 from __future__ import annotations
 
-import os
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
 from lmresearch.launch import run
-from lmresearch.runtime import setup_jax
+from lmresearch.runtime import parse_flags, setup_jax
 
 config_flags.DEFINE_config_file('config', None, 'Experiment config file, e.g. configs/pretrain.py:size=tiny.',
                                 lock_config=True)
@@ -36,23 +35,6 @@ def main(argv):
     run(FLAGS.config, FLAGS.workdir, FLAGS.dry_run)
   except (ConfigError, FileNotFoundError) as e:
     print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-
-
-def parse_flags(argv):
-  """absl flag parsing, but a bad --config override is one line naming it, and exit code 2."""
-  try:
-    return FLAGS(argv)
-  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
-    msg = str(e).replace("\\'", "'").replace('\\n', ' ')
-    if len(msg) > 1 and msg[0] == msg[-1] and msg[0] in '\'"':
-      msg = msg[1:-1]
-    msg = ' '.join(msg.split())
-    bad = [a for a in argv[1:] if a.startswith('--config.') and
-           any(part and part in msg for part in a.split('=')[0].split('.')[1:])]
-    where = f'{bad[-1]}: ' if bad and isinstance(e, (AttributeError, KeyError)) else ''
-    kind = 'unknown config key ' if isinstance(e, (AttributeError, KeyError)) else ''
-    print(f'error: {where}{kind}{msg}', file=sys.stderr)
     sys.exit(2)
 
 

@@ -17,7 +17,7 @@ import time
 from absl import app, flags
 from ml_collections import config_flags
 
-from lmresearch.runtime import setup_jax
+from lmresearch.runtime import parse_flags, setup_jax
 
 config_flags.DEFINE_config_file('config', os.path.join(os.path.dirname(__file__), '..', 'configs',
                                                        'pipeline.py'),
@@ -98,4 +98,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

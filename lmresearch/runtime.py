@@ -1,5 +1,8 @@
 """Process setup shared by every entry point (training, sampling, evaluation)."""
 import os
+import sys
+
+from absl import flags
 
 
 def split_cpu(cpu_devices: int = -1) -> None:
@@ -24,3 +27,20 @@ def setup_jax(cpu_devices: int = 1) -> None:
   # Multi-process jobs (TPU pods, SLURM, or an explicit coordinator) initialize the runtime first.
   if os.environ.get('JAX_COORDINATOR_ADDRESS') or os.environ.get('LMR_DISTRIBUTED'):
     jax.distributed.initialize()
+
+
+def parse_flags(argv):
+  """absl flag parsing, but a bad --config override is one line naming it, and exit code 2."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    msg = str(e).replace("\\'", "'").replace('\\n', ' ')
+    if len(msg) > 1 and msg[0] == msg[-1] and msg[0] in '\'"':
+      msg = msg[1:-1]
+    msg = ' '.join(msg.split())
+    bad = [a for a in argv[1:] if a.startswith('--config.') and
+           any(part and part in msg for part in a.split('=')[0].split('.')[1:])]
+    where = f'{bad[-1]}: ' if bad and isinstance(e, (AttributeError, KeyError)) else ''
+    kind = 'unknown config key ' if isinstance(e, (AttributeError, KeyError)) else ''
+    print(f'error: {where}{kind}{msg}', file=sys.stderr)
+    sys.exit(2)

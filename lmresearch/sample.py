@@ -37,55 +37,22 @@ flags.DEFINE_bool('chat', False, 'Wrap each prompt as a user chat message and ge
 FLAGS = flags.FLAGS
 
 
-def load_run(workdir: str, step=None):
-  """(config, tokenizer, model, params, step, mesh, rules) of a run directory."""
-  import os
-
-  import flax.linen as nn
-  import jax
-  import jax.numpy as jnp
-
-  from lmresearch import config as lmc
-  from lmresearch import parallel, tokenizers
-  from lmresearch.stages.base import build_model
-  from lmresearch.training import checkpoint
-
-  if not os.path.isdir(workdir):
-    raise FileNotFoundError(f'{workdir}: no such run directory.')
-  config = lmc.load(workdir)
-  tok_path = workdir
-  if not os.path.exists(os.path.join(workdir, tokenizers.FILENAME)) and config.data.get('tokenizer_path'):
-    tok_path = config.data.tokenizer_path
-  tok = tokenizers.load_tokenizer(tok_path)
-  model = build_model(config, tok)
-  rules = parallel.rules_from_config(config)
-  try:
-    mesh = parallel.make_mesh(config.mesh)
-  except parallel.ConfigError:   # trained on another machine shape: data-parallel over what is here
-    mesh = parallel.make_mesh({'data': -1, 'fsdp': 1, 'tensor': 1})
-  with parallel.activate(mesh, rules):
-    boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32))['params']
-  shardings = parallel.logical_shardings(mesh, rules, boxed)
-  abstract = checkpoint.abstract_with_shardings(nn.unbox(boxed), shardings)
-  params, step = checkpoint.restore_params(workdir, abstract, step)
-  return config, tok, model, params, step, mesh, rules
-
-
 def sample(workdir: str, prompts, *, max_new_tokens: int, temperature: float, top_k: int = 0,
            top_p: float = 1.0, stop_strings=(), seed: int = 0, step=None, chat: bool = False):
   """Completions (strings) of `prompts` from the run in `workdir`."""
   import jax
 
-  from lmresearch import parallel, sampling, tokenizers
+  from lmresearch import runs, sampling, tokenizers
 
-  _, tok, model, params, step, mesh, rules = load_run(workdir, step)
-  print(f'{workdir}: checkpoint step {step}', file=sys.stderr)
+  run = runs.load(workdir, step=step, chat=chat)
+  tok, model, params = run.tok, run.model, run.params
+  print(f'{workdir}: checkpoint step {run.step}', file=sys.stderr)
   if chat:
     ids = [tokenizers.render_chat(tok, [{'role': 'user', 'content': p}],
                                   add_generation_prompt=True)[0] for p in prompts]
   else:
     ids = [sampling.encode_prompt(tok, p) for p in prompts]
-  with parallel.activate(mesh, rules):
+  with run.active():
     out = sampling.generate(model, params, ids, max_new_tokens=max_new_tokens,
                             rng=jax.random.PRNGKey(seed), temperature=temperature, top_k=top_k,
                             top_p=top_p, stop_ids=(tok.eos_id, tok.end_id), pad_id=tok.pad_id)

@@ -52,7 +52,7 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
   assert killed_at < steps
 
   out = subprocess.run(_cmd(run, steps, every), check=True, env=_env(), capture_output=True, text=True)
-  assert f'resumed from' in out.stdout
+  assert 'resumed from' in out.stdout
   a = {r['step']: r['train/loss'] for r in read_metrics(ref)}
   b = {r['step']: r['train/loss'] for r in read_metrics(run)}
   assert sorted(b) == list(range(1, steps + 1))

@@ -3,7 +3,6 @@ import importlib.util
 import os
 import subprocess
 import sys
-import warnings
 
 import flax.linen as nn
 import jax

@@ -1,6 +1,5 @@
 """Post-training stages on a tiny pipeline: base -> SFT -> reward model (-> PPO / DPO / GRPO)."""
 import json
-import os
 
 import jax
 import jax.numpy as jnp

@@ -11,7 +11,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import ROOT, load_config, tiny
+from conftest import ROOT, load_config
 from lmresearch import launch
 from lmresearch.training.checkpoint import Checkpointer
 from lmresearch.training.metrics import read_metrics

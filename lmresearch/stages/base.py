@@ -12,12 +12,12 @@ A stage gives the one trainer:
 from __future__ import annotations
 
 import os
-import shutil
 
 import jax
 import jax.numpy as jnp
 
 from lmresearch import parallel, tokenizers
+from lmresearch.data import packing
 from lmresearch.models.transformer import ModelConfig, Transformer, count_params, flops_per_token
 from lmresearch.training.checkpoint import abstract_with_shardings, restore_params
 
@@ -95,6 +95,14 @@ class LMStage:
     if not self.config.get('init_from'):
       return params
     return load_parent_params(self.config.init_from, params, shardings)
+
+  # A stage with self.train_ds / self.eval_ds (anything with num_windows and rows(indices)):
+  def train_iterator(self):
+    return packing.train_iterator(self.train_ds, self.config.train.batch_size, self.config.seed)
+
+  def eval_batches(self):
+    return packing.eval_batches(self.eval_ds, self.config.train.batch_size,
+                                self.config.train.eval_batches)
 
   def prepare(self, batch, state):
     """Device-side work before the update, given the current TrainState; identity here."""

@@ -96,9 +96,6 @@ class DPOStage(LMStage):
   def prepare(self, batch, state):
     return dict(batch, ref=self._ref(self.ref_params, batch))
 
-  def train_iterator(self):
-    return packing.train_iterator(self.train_ds, self.config.train.batch_size, self.config.seed)
-
   def eval_batches(self):
     batches = packing.eval_batches(self.eval_ds, self.config.train.batch_size,
                                    self.config.train.eval_batches)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmresearch import sampling
-from lmresearch.data import formats, packing
+from lmresearch.data import formats
 from lmresearch.evaluation.answers import is_correct
 from lmresearch.stages import rl
 from lmresearch.stages.base import LMStage
@@ -35,7 +35,7 @@ class GRPOStage(LMStage):
     train = formats.load('prompts', config.data, 'train')
     if any(not p['answer'] for p in train):
       raise ValueError('GRPO needs an "answer" for every prompt (verifiable reward).')
-    self.prompts = rl.PromptDataset(self.tokenizer, train, rc.max_prompt_len)
+    self.train_ds = rl.PromptDataset(self.tokenizer, train, rc.max_prompt_len)
     self.eval_prompts = rl.PromptDataset(
         self.tokenizer, formats.load('prompts', config.data, 'validation')[:rc.eval_prompts],
         rc.max_prompt_len)
@@ -61,17 +61,11 @@ class GRPOStage(LMStage):
     texts = [self.tokenizer.decode(tokens[k, :lengths[k]], skip_special=True) for k in range(len(tokens))]
     return np.array([float(is_correct(t, answers[k // group])) for k, t in enumerate(texts)], np.float32)
 
-  def train_iterator(self):
-    return packing.train_iterator(self.prompts, self.config.train.batch_size, self.config.seed)
-
-  def eval_batches(self):
-    return []
-
   def prepare(self, batch, state):
     g = self.config.grpo.group_size
     out = self._sample(state.params, batch['prompt'], batch['prompt_mask'], rl.rollout_rng(state),
                        group=g, temperature=self.config.rl.temperature)
-    rewards = self._rewards(out, batch['index'], self.prompts, g)
+    rewards = self._rewards(out, batch['index'], self.train_ds, g)
     tokens, mask = out['tokens'], out['mask']
     resp = rl.response_mask(mask, batch['prompt'].shape[1])
     adv = jnp.asarray(group_advantages(rewards, g))[:, None] * resp

@@ -71,9 +71,6 @@ class PPOStage(LMStage):
     return _Zip(it, packing.train_iterator(self.ptx_ds, self.config.train.batch_size,
                                            self.config.seed + 1))
 
-  def eval_batches(self):
-    return []
-
   # ---- rollout (device) ----------------------------------------------------------------------
   def rollout(self, params, ref_params, rm_params, batch, rng):
     rc, pc = self.config.rl, self.config.ppo

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from lmresearch.data import packing, sources
 from lmresearch.models.transformer import ModelConfig, Transformer
-from lmresearch.stages.base import LMStage, build_model, padded_vocab, token_loss  # noqa: F401
+from lmresearch.stages.base import LMStage, padded_vocab, token_loss
 
 
 class PretrainStage(LMStage):
@@ -32,13 +32,6 @@ class PretrainStage(LMStage):
     vocab = padded_vocab(config.model.vocab_size or config.data.vocab_size, config.model)
     self.model = Transformer(ModelConfig.from_config(config.model, vocab))
     return self
-
-  def train_iterator(self):
-    return packing.train_iterator(self.train_ds, self.config.train.batch_size, self.config.seed)
-
-  def eval_batches(self):
-    return packing.eval_batches(self.eval_ds, self.config.train.batch_size,
-                                self.config.train.eval_batches)
 
   def loss_fn(self, params, batch, rng):
     logits = self.lm_logits(params, batch, rng)

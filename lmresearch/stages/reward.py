@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmresearch import sampling, tokenizers
-from lmresearch.data import formats, packing
+from lmresearch.data import formats
 from lmresearch.models.heads import ScalarHeadModel, last_token_index
 from lmresearch.models.transformer import ModelConfig
 from lmresearch.stages.base import LMStage, load_parent_params, padded_vocab
@@ -112,13 +112,6 @@ class RewardStage(LMStage):
       return params
     backbone = load_parent_params(self.config.init_from, params['backbone'], shardings['backbone'])
     return {**params, 'backbone': backbone}
-
-  def train_iterator(self):
-    return packing.train_iterator(self.train_ds, self.config.train.batch_size, self.config.seed)
-
-  def eval_batches(self):
-    return packing.eval_batches(self.eval_ds, self.config.train.batch_size,
-                                self.config.train.eval_batches)
 
   def rewards(self, params, batch, rng=None):
     b, k, t = batch['tokens'].shape

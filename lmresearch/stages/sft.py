@@ -35,13 +35,6 @@ class SFTStage(LMStage):
                     f'{self.config.data.seq_len + 1} tokens and were truncated.')
     return ds
 
-  def train_iterator(self):
-    return packing.train_iterator(self.train_ds, self.config.train.batch_size, self.config.seed)
-
-  def eval_batches(self):
-    return packing.eval_batches(self.eval_ds, self.config.train.batch_size,
-                                self.config.train.eval_batches)
-
   def loss_fn(self, params, batch, rng):
     logits = self.lm_logits(params, batch, rng)
     return token_loss(logits, batch['targets'], batch['weights'], self.config.train.z_loss,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from lmresearch import parallel
 from lmresearch.models.transformer import count_params

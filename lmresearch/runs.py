@@ -1,0 +1,75 @@
+"""A trained run, loaded for use: its model (language or reward), params, tokenizer and mesh.
+
+Sampling, evaluation and the pipeline all load runs through `load`.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+
+from lmresearch import config as lmc
+from lmresearch import parallel, tokenizers
+from lmresearch.parallel import ConfigError
+from lmresearch.stages.base import build_model
+from lmresearch.stages.reward import build_scalar_model, load_reward_offset
+from lmresearch.training import checkpoint
+
+
+@dataclasses.dataclass
+class Run:
+  """A model ready to evaluate. mesh None: no mesh context (a model built in a test)."""
+  model: Any
+  params: Any
+  tok: Any
+  chat: bool = False
+  config: Any = None
+  mesh: Any = None
+  rules: Any = ()
+  step: Optional[int] = None
+  offset: float = 0.0   # reward models: the SFT samples' mean reward, subtracted
+
+  def active(self):
+    if self.mesh is None:
+      return contextlib.nullcontext()
+    return parallel.activate(self.mesh, self.rules)
+
+  def rows(self, n: int) -> int:
+    """n rounded up so that a batch splits evenly over the mesh's batch shards."""
+    m = 1 if self.mesh is None else parallel.num_batch_shards(self.mesh, self.rules)
+    return -(-n // m) * m
+
+
+def load(workdir: str, reward: bool = False, chat: Optional[bool] = None, mesh=None,
+         rules=None, step: Optional[int] = None) -> Run:
+  """A run directory's latest checkpoint: its language model, or (reward=True) its reward model.
+  chat None: the chat template unless the run is a pretrained base model. (sample.load_run does
+  the same for language models only, and importing it would define the sampler's CLI flags.)"""
+  config = lmc.load(workdir)
+  own = os.path.exists(os.path.join(workdir, tokenizers.FILENAME))
+  tok = tokenizers.load_tokenizer(workdir if own else config.data.get('tokenizer_path') or workdir)
+  model = (build_scalar_model if reward else build_model)(config, tok)
+  if mesh is None:
+    rules = parallel.rules_from_config(config)
+    try:
+      mesh = parallel.make_mesh(config.mesh)
+    except ConfigError:   # trained on another machine shape: data-parallel over what is here
+      mesh = parallel.make_mesh({'data': -1, 'fsdp': 1, 'tensor': 1})
+  dummy = jnp.zeros((1, 1), jnp.int32)
+  init = lambda: model.init(jax.random.PRNGKey(0), dummy)['params']
+  if config.stage == 'ppo' and not reward:   # PPO checkpoints hold the policy and the value model
+    value = build_scalar_model(config, tok)
+    init = lambda: {'policy': model.init(jax.random.PRNGKey(0), dummy)['params'],
+                    'value': value.init(jax.random.PRNGKey(0), dummy)['params']}
+  with parallel.activate(mesh, rules):
+    abstract, shardings = parallel.abstract_and_shardings(init, mesh, rules)
+  params, step = checkpoint.restore_params(
+      workdir, checkpoint.abstract_with_shardings(abstract, shardings), step)
+  if config.stage == 'ppo' and not reward:
+    params = params['policy']
+  return Run(model, params, tok, config.stage != 'pretrain' if chat is None else chat, config,
+             mesh, rules, step, load_reward_offset(workdir) if reward else 0.0)

@@ -1,0 +1,67 @@
+"""Post-training data formats: chats, rankings, prompts, and GSM8K through the same readers."""
+import json
+import os
+
+import pytest
+
+from conftest import ROOT
+from lmresearch.data import formats
+from lmresearch.parallel import ConfigError
+
+GSM8K_LINE = {'question': 'Ann has 3 apples and buys 1,200 more. How many now?',
+              'answer': 'She has 3 + 1200 = <<3+1200=1203>>1203 apples.\n#### 1,203'}
+
+
+def _write(path, rows):
+  path.write_text(''.join((r if isinstance(r, str) else json.dumps(r)) + '\n' for r in rows))
+  return str(path)
+
+
+def test_gsm8k_reads_as_chat_and_as_prompt(tmp_path):
+  path = _write(tmp_path / 'gsm8k.jsonl', [GSM8K_LINE])
+  chat = formats.read_chats(path)[0]['messages']
+  assert chat[0] == {'role': 'user', 'content': GSM8K_LINE['question']}
+  assert chat[1]['content'] == 'She has 3 + 1200 = 1203 apples. The answer is 1,203.'
+  assert formats.read_prompts(path) == [{'prompt': GSM8K_LINE['question'], 'answer': '1203',
+                                         'num_steps': 0}]
+
+
+def test_the_shared_gsm8k_files_load_when_present():
+  path = os.path.join(ROOT, '..', 'shared', 'data', 'gsm8k', 'test.jsonl')
+  if not os.path.exists(path):
+    pytest.skip(f'{path} is absent: the shared GSM8K copy is not beside this checkout')
+  assert len(formats.read_chats(path)) == len(formats.read_prompts(path)) == 1319
+
+
+def test_rankings_pairs_and_ties(tmp_path):
+  path = _write(tmp_path / 'r.jsonl', [
+      {'prompt': 'p', 'responses': ['a', 'b', 'c'], 'ties': [[1, 2]]},
+      {'prompt': 'q', 'chosen': 'good', 'rejected': 'bad'}])
+  r = formats.read_rankings(path)
+  assert r[0]['ties'] == [[1, 2]] and r[1]['responses'] == ['good', 'bad']
+
+
+@pytest.mark.parametrize('reader,line,needle', [
+    (formats.read_chats, '{"messages": [{"role": "robot", "content": "x"}]}', 'role'),
+    (formats.read_chats, '{"messages": [{"role": "user", "content": "x"}]}', 'assistant message'),
+    (formats.read_rankings, '{"prompt": "p", "responses": ["only one"]}', '1 responses'),
+    (formats.read_rankings, '{"prompt": "p", "responses": ["a", "b"], "ties": [[0, 5]]}', 'ties'),
+    (formats.read_prompts, '{"answer": "3"}', 'prompt'),
+    (formats.read_prompts, '{"prompt": "p", oops}', 'malformed JSON'),
+])
+def test_a_malformed_line_names_file_and_line(tmp_path, reader, line, needle):
+  path = _write(tmp_path / 'bad.jsonl', ['{"prompt": "fine", "answer": "1", "responses": ["a", "b"], '
+                                         '"messages": [{"role": "user", "content": "q"}, '
+                                         '{"role": "assistant", "content": "a"}]}', line])
+  with pytest.raises(ConfigError, match=r'bad\.jsonl:2: .*' + needle):
+    reader(path)
+
+
+def test_the_world_generates_every_format_deterministically():
+  from conftest import load_config
+  dc = load_config('reward').data
+  for kind in ('chat', 'ranking', 'prompts', 'questions'):
+    a, b = formats.load(kind, dc, 'train'), formats.load(kind, dc, 'train')
+    assert a == b and a != formats.load(kind, dc, 'validation')
+  ranking = formats.load('ranking', dc, 'validation')[0]
+  assert 2 <= len(ranking['responses']) <= 4
