@@ -36,15 +36,16 @@ def get_config(arg=None):
   s = c.stages
   s.pretrain.train.update(steps=500, batch_size=16, eval_every=250, log_every=25)
   s.sft.data.seq_len = 192
-  s.reward.train.update(steps=150, eval_every=50)
+  s.sft.train.steps = 200
   c.eval = ml_collections.ConfigDict(dict(
       per_step=30,            # world arithmetic problems per step count (1, 2, 3)
       facts=60,               # world fact questions
-      shots=4,                # few-shot / CoT exemplars
+      shots=2,                # few-shot / CoT exemplars (4 would overflow the 256 context)
       sc_temperature=0.7,     # self-consistency sampling temperature
       sc_samples=(5, 10),
       compare_prompts=4,      # prompts shown side by side in the report
       win_rate_prompts=64,
+      rm_rankings=200,        # held-out rankings for the reward model's pairwise accuracy
       batch_size=64))
   if args.get('size') == 'smoke':
     for name in ORDER:
@@ -64,5 +65,5 @@ def get_config(arg=None):
       s[name].rl.update(max_prompt_len=96, max_new_tokens=16, eval_prompts=8)
     s.grpo.grpo.group_size = 2
     c.eval.update(per_step=2, facts=4, shots=1, sc_samples=(2, 3), compare_prompts=2,
-                  win_rate_prompts=8, batch_size=8)
+                  win_rate_prompts=8, batch_size=8, rm_rankings=4)
   return c

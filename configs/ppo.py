@@ -23,11 +23,11 @@ def get_config(arg=None):
   c.reward_from = 'runs/reward'
   c.data.synthetic.num_docs = 2000
   # One step = one rollout of batch_size prompts + epochs x minibatches updates; constant lr.
-  c.train.update(steps=60, batch_size=32, lr=5e-5, min_lr=5e-5, warmup_steps=0,
-                 weight_decay=0.0, clip_norm=1.0, log_every=5, eval_every=20)
-  c.checkpoint.every = 20
+  c.train.update(steps=40, batch_size=32, lr=1e-4, min_lr=1e-4, warmup_steps=0,
+                 weight_decay=0.0, clip_norm=1.0, log_every=5, eval_every=10)
+  c.checkpoint.every = 10
   c.ppo = ml_collections.ConfigDict(dict(
-      kl_coef=0.05, gamma=1.0, lam=0.95, clip=0.2, value_clip=0.2, vf_coef=0.5, epochs=2,
+      kl_coef=0.1, gamma=1.0, lam=0.95, clip=0.2, value_clip=0.2, vf_coef=0.5, epochs=2,
       minibatches=2, whiten_advantages=True, ptx_coef=float(args.get('ptx', 0.0))))
   c.ptx_data = base_config().data      # PPO-ptx: the pretraining data (embedded world by default)
   return c

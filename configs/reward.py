@@ -15,10 +15,10 @@ def get_config(arg=None):
   c.stage = 'reward'
   c.init_from = 'runs/sft'
   c.data.seq_len = 128   # one prompt + one response per sequence
-  c.data.synthetic.update(num_docs=3000, min_k=2, max_k=4, label_noise=float(args.get('noise', 0.0)))
+  c.data.synthetic.update(num_docs=6000, min_k=3, max_k=4, label_noise=float(args.get('noise', 0.0)))
   if args.get('data') == 'jsonl':
     c.data.source = 'jsonl'
-  c.train.update(steps=300, batch_size=16, lr=5e-4, min_lr=5e-5, warmup_steps=20,
+  c.train.update(steps=300, batch_size=8, lr=1e-3, min_lr=1e-4, warmup_steps=20,
                  weight_decay=0.0, log_every=25, eval_every=100, eval_batches=10)
   c.checkpoint.every = 100
   # After training, shift rewards so that the SFT model's own samples average 0.

@@ -129,9 +129,10 @@ class World:
     """Several problems answered in one style: the kind of document few-shot prompts imitate."""
     return '\n\n'.join(self.qa(self.problem(rng), worked) for _ in range(rng.randint(2, 5)))
 
-  def documents(self, n: int, rng: random.Random, worked_fraction: float = 0.7) -> list[str]:
-    """n pretraining documents: encyclopedia entries, word problems (most with worked
-    solutions) and worksheets of several problems in one answer style."""
+  def documents(self, n: int, rng: random.Random, worked_fraction: float = 0.3) -> list[str]:
+    """n pretraining documents: encyclopedia entries, word problems and worksheets of several
+    problems in one answer style. As on the web, most problems come with the answer only; a
+    minority (worked_fraction) show the steps — what chain-of-thought prompts draw out."""
     out = []
     for _ in range(n):
       r = rng.random()
@@ -236,7 +237,7 @@ def _plural(word: str) -> str:
   return word + 's'
 
 
-def corpus(seed: int, num_docs: int, split: str = 'train', worked_fraction: float = 0.7) -> list[str]:
+def corpus(seed: int, num_docs: int, split: str = 'train', worked_fraction: float = 0.3) -> list[str]:
   """The embedded pretraining corpus: facts from World(seed), documents drawn per split."""
   world = World(seed)
   salt = {'train': 1, 'validation': 2, 'test': 3}[split]

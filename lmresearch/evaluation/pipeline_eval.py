@@ -112,9 +112,17 @@ def evaluate(config, workdir: str, stages) -> dict:
       s = r['summary']
       by_steps[m][method] = {'all': s['accuracy'], **s.get('accuracy_by_num_steps', {})}
 
+  notes = STAGE_NOTES
+  rm_accuracy = None
+  if judge is not None:
+    rankings = tasks.load_task('reward_accuracy', world_seed=world_seed, limit=ec.rm_rankings)
+    r = cache.get('reward__heldout_accuracy', lambda: tasks.run_task(rankings, judge, batch_size=ec.batch_size))
+    rm_accuracy = r['summary']['accuracy']
+    notes += (f' The reward model ranks {rm_accuracy:.3f} of {r["summary"]["num_pairs"]} held-out '
+              f'noise-free response pairs correctly.')
   examples = side_by_side(runs, arith, facts, ec.compare_prompts, cache)
   return {'stages': stages_out, 'prompting_by_steps': by_steps, 'prompting_methods': methods,
-          'examples': examples, 'stage_notes': STAGE_NOTES}
+          'examples': examples, 'stage_notes': notes, 'reward_model_accuracy': rm_accuracy}
 
 
 def side_by_side(runs, arith, facts, n: int, cache) -> list[dict]:

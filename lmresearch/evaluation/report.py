@@ -123,6 +123,8 @@ def write(workdir: str, results: dict, runs: dict) -> dict:
     f.write(page)
 
   machine = {'wall_seconds': results['wall_seconds'], 'stages': results['stages'],
+             'reward_model_accuracy': results.get('reward_model_accuracy'),
+             'stage_seconds': results.get('stage_seconds', {}),
              'prompting': {m: {k: v['all'] for k, v in by.items()}
                            for m, by in results['prompting_by_steps'].items()},
              'prompting_by_steps': results['prompting_by_steps'], 'plots': plots}
