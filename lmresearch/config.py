@@ -46,7 +46,7 @@ def base_config() -> ml_collections.ConfigDict:
       tokenizer='bpe', vocab_size=512, tokenizer_path='',
       tfds_name='', tfds_data_dir='', tfds_train_split='train', tfds_eval_split='test', max_docs=0,
       synthetic=ml_collections.ConfigDict(dict(
-          world_seed=0, num_docs=20000, worked_fraction=0.3,
+          world_seed=0, num_docs=20000, worked_fraction=0.5,
           label_noise=0.0, min_k=2, max_k=4))))   # rankings: labeler noise, responses per prompt
 
   c.train = ml_collections.ConfigDict(dict(

@@ -129,10 +129,10 @@ class World:
     """Several problems answered in one style: the kind of document few-shot prompts imitate."""
     return '\n\n'.join(self.qa(self.problem(rng), worked) for _ in range(rng.randint(2, 5)))
 
-  def documents(self, n: int, rng: random.Random, worked_fraction: float = 0.3) -> list[str]:
+  def documents(self, n: int, rng: random.Random, worked_fraction: float = 0.5) -> list[str]:
     """n pretraining documents: encyclopedia entries, word problems and worksheets of several
-    problems in one answer style. As on the web, most problems come with the answer only; a
-    minority (worked_fraction) show the steps — what chain-of-thought prompts draw out."""
+    problems in one answer style. Only a share (worked_fraction) of problems show their steps;
+    the rest give the answer alone — the two styles that few-shot and CoT prompts select."""
     out = []
     for _ in range(n):
       r = rng.random()
@@ -191,8 +191,8 @@ class World:
     return {'messages': messages}
 
   def responses(self, question: str, answer: str, key: str, rng: random.Random) -> list[tuple[float, str]]:
-    """Candidate replies with their true quality: correct and concise > correct but rambling or
-    rude > wrong > an off-topic document continuation."""
+    """Candidate replies with their true quality: correct and concise > correct but terse (no
+    steps), rambling or rude > wrong > an off-topic document continuation."""
     if key.isdigit():
       wrong_key = str(int(key) + rng.choice([1, 2, 3]) * (1 if int(key) < 4 or rng.random() < 0.5 else -1))
     else:
@@ -200,7 +200,8 @@ class World:
     wrong = answer.replace(key, wrong_key) if key in answer else f'The answer is {wrong_key}.'
     if key.isdigit():   # a wrong final answer after the same (now inconsistent) reasoning
       wrong = answer.rsplit('The answer is', 1)[0] + f'The answer is {wrong_key}.'
-    return [
+    terse = [(3.5, f'The answer is {key}.'), (1.0, f'The answer is {wrong_key}.')] if key.isdigit() else []
+    return terse + [
         (4.0, answer),
         (3.0, f'{answer} {rng.choice(RAMBLE)}'),
         (2.0, f'{rng.choice(RUDE)} {answer}'),
@@ -237,7 +238,7 @@ def _plural(word: str) -> str:
   return word + 's'
 
 
-def corpus(seed: int, num_docs: int, split: str = 'train', worked_fraction: float = 0.3) -> list[str]:
+def corpus(seed: int, num_docs: int, split: str = 'train', worked_fraction: float = 0.5) -> list[str]:
   """The embedded pretraining corpus: facts from World(seed), documents drawn per split."""
   world = World(seed)
   salt = {'train': 1, 'validation': 2, 'test': 3}[split]
