@@ -17,10 +17,10 @@ TINY = ['--config.model.num_layers=2', '--config.model.embed_dim=32', '--config.
         '--config.mesh.data=1']
 
 
-def _cmd(workdir, steps, every):
-  return [sys.executable, '-m', 'lmresearch.main', f'--config={ROOT}/configs/pretrain.py',
+def _cmd(workdir, steps, every, config='pretrain', extra=TINY):
+  return [sys.executable, '-m', 'lmresearch.main', f'--config={ROOT}/configs/{config}.py',
           f'--workdir={workdir}', f'--config.train.steps={steps}',
-          f'--config.checkpoint.every={every}', *TINY]
+          f'--config.checkpoint.every={every}', *extra]
 
 
 def _env():
@@ -30,14 +30,12 @@ def _env():
   return env
 
 
-@pytest.mark.slow
-def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
-  steps, every = 150, 5
+def kill_and_resume(tmp_path, steps, every, **kw):
   ref = tmp_path / 'ref'
-  subprocess.run(_cmd(ref, steps, every), check=True, env=_env(), capture_output=True)
+  subprocess.run(_cmd(ref, steps, every, **kw), check=True, env=_env(), capture_output=True)
 
   run = tmp_path / 'run'
-  proc = subprocess.Popen(_cmd(run, steps, every), env=_env(), stdout=subprocess.DEVNULL,
+  proc = subprocess.Popen(_cmd(run, steps, every, **kw), env=_env(), stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
   ckpts = run / 'checkpoints'
   deadline = time.time() + 120
@@ -51,9 +49,23 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
   killed_at = max(int(p.name) for p in ckpts.iterdir() if p.name.isdigit())
   assert killed_at < steps
 
-  out = subprocess.run(_cmd(run, steps, every), check=True, env=_env(), capture_output=True, text=True)
+  out = subprocess.run(_cmd(run, steps, every, **kw), check=True, env=_env(), capture_output=True,
+                       text=True)
   assert 'resumed from' in out.stdout
   a = {r['step']: r['train/loss'] for r in read_metrics(ref)}
   b = {r['step']: r['train/loss'] for r in read_metrics(run)}
   assert sorted(b) == list(range(1, steps + 1))
   assert a == b   # bit-identical on CPU
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
+  kill_and_resume(tmp_path, 150, 5)
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_a_post_training_stage(tmp_path, pipeline_dirs):
+  sft = ['--config.train.batch_size=8', '--config.train.log_every=1', '--config.train.eval_every=0',
+         '--config.data.seq_len=96', '--config.data.synthetic.num_docs=100', '--config.mesh.data=1',
+         f'--config.init_from={pipeline_dirs / "base"}']
+  kill_and_resume(tmp_path, 120, 5, config='sft', extra=sft)
