@@ -15,7 +15,7 @@ def get_config(arg=None):
   c.init_from = 'runs/sft'
   c.data.seq_len = 128   # one prompt + one response per sequence
   c.data.synthetic.update(num_docs=1500, min_k=2, max_k=4)
-  c.train.update(steps=150, batch_size=16, lr=2e-4, min_lr=2e-5, warmup_steps=10,
+  c.train.update(steps=150, batch_size=16, lr=3e-5, min_lr=3e-6, warmup_steps=10,
                  weight_decay=0.0, log_every=25, eval_every=50, eval_batches=8)
   c.checkpoint.every = 50
   c.dpo = ml_collections.ConfigDict(dict(beta=float(args.get('beta', 0.1)),

@@ -19,7 +19,7 @@ def get_config(arg=None):
                                         eval_prompts=64))
   c.data.synthetic.num_docs = 2000
   # One step = batch_size prompts x group_size samples, then epochs x minibatches updates.
-  c.train.update(steps=30, batch_size=8, lr=5e-5, min_lr=5e-5, warmup_steps=0, weight_decay=0.0,
+  c.train.update(steps=40, batch_size=16, lr=2e-5, min_lr=2e-5, warmup_steps=0, weight_decay=0.0,
                  clip_norm=1.0, log_every=5, eval_every=10)
   c.checkpoint.every = 10
   c.grpo = ml_collections.ConfigDict(dict(group_size=8, clip=0.2, kl_coef=0.0, epochs=1,

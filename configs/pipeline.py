@@ -44,7 +44,7 @@ def get_config(arg=None):
       sc_temperature=0.7,     # self-consistency sampling temperature
       sc_samples=(5, 10),
       compare_prompts=4,      # prompts shown side by side in the report
-      win_rate_prompts=64,
+      sample_prompts=150,     # questions answered by sampling (T=1): KL to SFT, sampled reward
       rm_rankings=200,        # held-out rankings for the reward model's pairwise accuracy
       batch_size=64))
   if args.get('size') == 'smoke':
@@ -65,5 +65,5 @@ def get_config(arg=None):
       s[name].rl.update(max_prompt_len=96, max_new_tokens=16, eval_prompts=8)
     s.grpo.grpo.group_size = 2
     c.eval.update(per_step=2, facts=4, shots=1, sc_samples=(2, 3), compare_prompts=2,
-                  win_rate_prompts=8, batch_size=8, rm_rankings=4)
+                  sample_prompts=8, batch_size=8, rm_rankings=4)
   return c

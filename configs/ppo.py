@@ -11,7 +11,7 @@ from lmresearch.config import base_config, parse_arg
 
 def rl_config(c):
   c.rl = ml_collections.ConfigDict(dict(max_prompt_len=64, max_new_tokens=48, temperature=1.0,
-                                        eval_prompts=32))
+                                        eval_prompts=128))
   return c
 
 
@@ -27,7 +27,7 @@ def get_config(arg=None):
                  weight_decay=0.0, clip_norm=1.0, log_every=5, eval_every=10)
   c.checkpoint.every = 10
   c.ppo = ml_collections.ConfigDict(dict(
-      kl_coef=0.2, gamma=1.0, lam=0.95, clip=0.2, value_clip=0.2, vf_coef=0.5, epochs=2,
+      kl_coef=0.5, gamma=1.0, lam=0.95, clip=0.2, value_clip=0.2, vf_coef=0.5, epochs=2,
       minibatches=2, whiten_advantages=True, ptx_coef=float(args.get('ptx', 0.0))))
   c.ptx_data = base_config().data      # PPO-ptx: the pretraining data (embedded world by default)
   return c

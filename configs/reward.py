@@ -1,6 +1,6 @@
 """Reward model from ranked responses, initialized from the SFT run (config.init_from).
 
-  configs/reward.py                    embedded world rankings (K = 2..4, noise-free labeler)
+  configs/reward.py                    embedded world rankings (every candidate: K = 6 or 8, noise-free labeler)
   configs/reward.py:noise=0.5          the simulated labeler misjudges quality with std 0.5
   configs/reward.py:data=jsonl         rankings from config.data.path (see README for the format)
 """
@@ -14,13 +14,15 @@ def get_config(arg=None):
   c = base_config()
   c.stage = 'reward'
   c.init_from = 'runs/sft'
-  c.data.seq_len = 128   # one prompt + one response per sequence
-  c.data.synthetic.update(num_docs=6000, min_k=3, max_k=4, label_noise=float(args.get('noise', 0.0)))
+  c.data.seq_len = 96    # one prompt + one response per sequence
+  # Every candidate (8 per word problem, 6 per fact question): a forward pass of K responses trains
+  # K(K-1)/2 pairs, so large K buys the most pairs per FLOP (InstructGPT's argument for K = 4..9).
+  c.data.synthetic.update(num_docs=4000, min_k=8, max_k=8, label_noise=float(args.get('noise', 0.0)))
   if args.get('data') == 'jsonl':
     c.data.source = 'jsonl'
-  c.train.update(steps=300, batch_size=8, lr=1e-3, min_lr=1e-4, warmup_steps=20,
-                 weight_decay=0.0, log_every=25, eval_every=100, eval_batches=10)
-  c.checkpoint.every = 100
+  c.train.update(steps=900, batch_size=4, lr=1e-3, min_lr=1e-4, warmup_steps=20,
+                 weight_decay=0.0, log_every=25, eval_every=200, eval_batches=10)
+  c.checkpoint.every = 200
   # After training, shift rewards so that the SFT model's own samples average 0.
   c.reward = ml_collections.ConfigDict(dict(norm_samples=64, norm_max_new_tokens=64))
   return c

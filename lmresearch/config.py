@@ -52,7 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict(dict(
       steps=500, batch_size=32, grad_accum=1, lr=3e-3, min_lr=3e-4, warmup_steps=50,
       decay_steps=0, weight_decay=0.1, b1=0.9, b2=0.99, clip_norm=1.0, z_loss=0.0,
-      log_every=25, eval_every=250, eval_batches=20, peak_flops=0.0))
+      log_every=25, eval_every=250, eval_batches=20, eval_at_start=True, peak_flops=0.0))
 
   c.checkpoint = ml_collections.ConfigDict(dict(every=250, max_to_keep=2, use_async=True))
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))

@@ -136,3 +136,24 @@ def test_ppo_and_grpo_run_from_sft(pipeline_dirs, tmp_path):
   out = launch.run(c, str(tmp_path / 'grpo'), devices=dev)
   for k in ('grpo/accuracy', 'grpo/kl', 'eval/grpo/accuracy'):
     assert np.isfinite(out[k]), k
+
+
+def _saved_params(workdir):
+  import orbax.checkpoint as ocp
+  from lmresearch.training.checkpoint import Checkpointer
+  ckpt = Checkpointer(str(workdir / 'checkpoints'))
+  step = max(ckpt.manager.all_steps())
+  params = ckpt.manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore()))['params']
+  ckpt.close()
+  return params
+
+
+def test_ppo_value_model_starts_as_the_normalized_reward_model(pipeline_dirs, tmp_path):
+  c = stage_config('ppo', pipeline_dirs)
+  c.train.update(steps=1, lr=0.0, min_lr=0.0, batch_size=4, eval_every=0)   # lr 0: the start
+  launch.run(c, str(tmp_path), devices=jax.devices()[:1])
+  value, rm = _saved_params(tmp_path)['value'], _saved_params(pipeline_dirs / 'reward')
+  offset = reward_stage.load_reward_offset(str(pipeline_dirs / 'reward'))
+  assert offset != 0
+  np.testing.assert_allclose(value['score']['bias'], rm['score']['bias'] - offset, rtol=1e-6)
+  np.testing.assert_array_equal(value['score']['kernel'], rm['score']['kernel'])

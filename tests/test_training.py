@@ -33,11 +33,14 @@ def test_metrics_jsonl_has_required_keys_and_eval_loss(tiny_pretrain_config, tmp
   c = tiny_pretrain_config
   c.train.update(steps=4, log_every=2, eval_every=4, eval_batches=2)
   launch.run(c, str(tmp_path), devices=jax.devices()[:1])
-  rows = read_metrics(tmp_path)
+  start, *rows = read_metrics(tmp_path)
+  # Step 0 is the starting point's eval only: the baseline a stage's gain is read against.
+  assert start['step'] == 0 and 'train/loss' not in start
   assert [r['step'] for r in rows] == [2, 4]
   for key in ('train/loss', 'perf/tokens_per_sec', 'perf/mfu'):
     assert all(key in r for r in rows), key
   assert 'eval/loss' in rows[-1] and np.isfinite(rows[-1]['eval/loss'])
+  assert start['eval/loss'] > rows[-1]['eval/loss']
   assert os.listdir(tmp_path / 'tensorboard')
   saved = json.load(open(tmp_path / 'config.json'))
   assert saved['train']['steps'] == 4 and os.path.exists(tmp_path / 'tokenizer.json')

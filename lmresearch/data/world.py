@@ -176,9 +176,11 @@ class World:
       return p.question, p.solution, str(p.answer)
     return self.fact_question(rng)
 
-  def chat(self, rng: random.Random, max_turns: int = 3) -> dict:
+  def chat(self, rng: random.Random, max_turns: int = 3, padded_share: float = 0.25) -> dict:
     """1-3 turns; in a few chats the assistant answers word problems without the steps, so that
-    a chat model, too, follows the answer style of the turns before (few-shot in chat form)."""
+    a chat model, too, follows the answer style of the turns before (few-shot in chat form).
+    Like human demonstrators, some answers trail off into filler (`padded_share`): SFT imitates
+    that habit, and the rankings (which prefer concise answers) are what can train it away."""
     messages = []
     if rng.random() < 0.3:
       messages.append({'role': 'system', 'content': SYSTEM_PROMPT})
@@ -187,12 +189,15 @@ class World:
       q, a, key = self.question(rng)
       if terse and key.isdigit():
         a = f'The answer is {key}.'
+      if rng.random() < padded_share:
+        a = f'{a} {rng.choice(RAMBLE)}'
       messages += [{'role': 'user', 'content': q}, {'role': 'assistant', 'content': a}]
     return {'messages': messages}
 
   def responses(self, question: str, answer: str, key: str, rng: random.Random) -> list[tuple[float, str]]:
     """Candidate replies with their true quality: correct and concise > correct but terse (no
-    steps), rambling or rude > wrong > an off-topic document continuation."""
+    steps), rambling or rude > wrong > an off-topic document continuation. Word problems get 8
+    candidates, fact questions 6."""
     if key.isdigit():
       wrong_key = str(int(key) + rng.choice([1, 2, 3]) * (1 if int(key) < 4 or rng.random() < 0.5 else -1))
     else:
@@ -214,9 +219,17 @@ class World:
     """{'prompt', 'responses': [best, ..., worst]} as ranked by a simulated labeler whose
     judgement of each reply's quality is perturbed by Gaussian noise of std `noise`."""
     q, a, key = self.question(rng)
-    cands = rng.sample(self.responses(q, a, key, rng), k)
-    ranked = sorted(cands, key=lambda c: c[0] + rng.gauss(0, noise) if noise else c[0], reverse=True)
-    return {'prompt': q, 'responses': [r for _, r in ranked]}
+    cands = self.responses(q, a, key, rng)
+    cands = rng.sample(cands, min(k, len(cands)))   # fact questions have fewer candidates
+    seen = [(c[0] + rng.gauss(0, noise) if noise else c[0], c[1]) for c in cands]
+    ranked = sorted(seen, key=lambda c: c[0], reverse=True)
+    out = {'prompt': q, 'responses': [r for _, r in ranked]}
+    # Equal true quality (e.g. two wrong answers) is a tie to a noise-free labeler, not an order.
+    ties = [[i, j] for i in range(len(ranked)) for j in range(i + 1, len(ranked))
+            if ranked[i][0] == ranked[j][0]]
+    if ties:
+      out['ties'] = ties
+    return out
 
   def prompt(self, rng: random.Random, num_steps: Optional[int] = None) -> dict:
     p = self.problem(rng, num_steps)
@@ -224,9 +237,8 @@ class World:
 
 
 SYSTEM_PROMPT = 'You are a helpful assistant. Answer the question.'
-RAMBLE = ['I hope this helps, and I could say much more about it if you like, since there is a lot '
-          'to say about it.', 'That is what I think, more or less, as far as I can tell, anyway.',
-          'Let me also add that questions like this one are very common and quite interesting.']
+RAMBLE = ['I hope this helps, and there is much more to say.', 'That is what I think, as far as I can tell.',
+          'Questions like this one are very common.']
 RUDE = ['Ugh, fine.', 'Obviously.', 'What a silly question.', 'Stop asking me that.']
 
 

@@ -44,8 +44,9 @@ class Cache:
     return out
 
 
-def kl_to_reference(run, ref, questions, max_new_tokens: int, seed: int = 0):
-  """E_{y ~ pi}[log pi(y) - log ref(y)] per response, from samples at temperature 1."""
+def samples_vs_reference(run, ref, questions, max_new_tokens: int, seed: int = 0):
+  """Responses sampled at temperature 1 (the distribution RL optimizes), each with its KL to the
+  reference, log pi(y) - log ref(y); the summary holds the mean, E_{y ~ pi}[...]."""
   prompts = [prompting.build_prompt(run.tok, q, 'direct', chat=True) for q in questions]
   with run.active():
     out = sampling.generate(run.model, run.params, prompts, max_new_tokens=max_new_tokens,
@@ -53,8 +54,10 @@ def kl_to_reference(run, ref, questions, max_new_tokens: int, seed: int = 0):
     ref_lp = jax.jit(lambda p, t, m: token_logprobs(ref.model, p, t, m))(ref.params, out['tokens'], out['mask'])
     p_len = out['prompt_len']
     gen_ref = ref_lp[:, p_len - 1:]
-    kl = jnp.sum((out['logprobs'] - gen_ref) * out['completion_mask'], axis=1)
-  return {'kl': float(jnp.mean(kl)), 'num_samples': len(prompts)}, []
+    kl = np.asarray(jnp.sum((out['logprobs'] - gen_ref) * out['completion_mask'], axis=1))
+  texts = sampling.decode_completions(run.tok, out['completions'])
+  records = [{'question': q, 'output': t, 'kl': float(k)} for q, t, k in zip(questions, texts, kl)]
+  return {'kl': float(np.mean(kl)), 'num_samples': len(prompts)}, records
 
 
 def evaluate(config, workdir: str, stages) -> dict:
@@ -71,12 +74,12 @@ def evaluate(config, workdir: str, stages) -> dict:
   heldout = tasks.load_task('perplexity', world_seed=world_seed, limit=200)
   kw = dict(seed=seed, batch_size=ec.batch_size, max_new_tokens=96)
 
-  stages_out, answers = {}, {}
+  stages_out, answers, records = {}, {}, {}
   for m, run in runs.items():
     a = cache.get(f'{m}__arithmetic_direct', lambda: tasks.run_task(arith, run, method='direct', **kw))
     f = cache.get(f'{m}__facts_direct', lambda: tasks.run_task(facts, run, method='direct', **kw))
     ppl = cache.get(f'{m}__heldout_loss', lambda: tasks.run_task(heldout, run, batch_size=ec.batch_size))
-    recs = a['records'] + f['records']
+    recs = records[m] = a['records'] + f['records']
     row = {'heldout_loss': ppl['summary']['loss'],
            'answer_accuracy': float(np.mean([bool(r['correct']) for r in recs])),
            'arithmetic_accuracy': a['summary']['accuracy'], 'fact_accuracy': f['summary']['accuracy']}
@@ -88,17 +91,25 @@ def evaluate(config, workdir: str, stages) -> dict:
     stages_out[m] = row
 
   for m, prev in PREVIOUS.items():   # win rate vs the previous stage, on the same questions
+    if m in records and prev in records:   # the exact-answer judge: only correctness counts
+      stages_out[m]['exact_win_rate_vs_previous'] = float(np.mean(
+          [0.5 if x['correct'] == y['correct'] else float(bool(x['correct']))
+           for x, y in zip(records[m], records[prev])]))
     if m in answers and prev in answers:
       (ra, sa), (rb, sb) = answers[m], answers[prev]
       wins = [0.5 if x['output'] == y['output'] or np.isclose(p, q) else float(p > q)
               for x, y, p, q in zip(ra, rb, sa, sb)]
       stages_out[m]['win_rate_vs_previous'] = float(np.mean(wins))
   if 'sft' in runs:
-    questions = [ex['question'] for ex in (arith.examples + facts.examples)][:ec.win_rate_prompts]
+    questions = [ex['question'] for ex in (arith.examples + facts.examples)][:ec.sample_prompts]
     for m in ('sft', 'rlhf', 'dpo', 'grpo'):
       if m in runs:
-        k = cache.get(f'{m}__kl_to_sft', lambda: kl_to_reference(runs[m], runs['sft'], questions, 96, seed))
+        k = cache.get(f'{m}__samples', lambda: samples_vs_reference(runs[m], runs['sft'], questions, 96, seed))
         stages_out[m]['kl_to_sft'] = k['summary']['kl']
+        if judge is not None:   # what PPO maximizes: the reward of samples, not of greedy answers
+          r = cache.get(f'{m}__samples_rewards', lambda: ({}, tasks.reward_scores(
+              judge, questions, [x['output'] for x in k['records']], ec.batch_size).tolist()))
+          stages_out[m]['sampled_reward_mean'] = float(np.mean(r['records']))
 
   methods = ['direct', 'instruction', 'few_shot', 'cot'] + [f'self_consistency@{n}' for n in ec.sc_samples]
   by_steps = {}
@@ -143,5 +154,8 @@ def side_by_side(runs, arith, facts, n: int, cache) -> list[dict]:
 STAGE_NOTES = ('held-out loss: nats per token on held-out world documents (the base model\'s '
                'objective; chat models drift from it). answer accuracy: zero-shot word problems and '
                'fact questions (base: "Question: ...\\nAnswer:" documents; others: one chat turn). '
-               'reward: the reward model\'s score minus its SFT-sample mean. KL to SFT: mean over '
-               'sampled responses of sum_t log pi - log pi_sft.')
+               'reward: the reward model\'s score of those (greedy) answers minus its SFT-sample mean. '
+               'sampled reward: the same for responses sampled at temperature 1, the distribution '
+               'RL optimizes. win rate: the reward model judges each pair of answers (ties 1/2); exact: '
+               'only the answer\'s correctness counts. KL to SFT: mean over the samples of '
+               'sum_t log pi - log pi_sft.')

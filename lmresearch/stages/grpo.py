@@ -99,11 +99,17 @@ class GRPOStage(LMStage):
                                   rollout_keys=('grpo/accuracy', 'grpo/response_len'))
 
   def evaluate(self, params) -> dict:
-    """Greedy accuracy on a fixed set of held-out prompts."""
+    """On a fixed set of held-out prompts: greedy accuracy, and the accuracy of G samples at the
+    training temperature (what the objective optimizes; fixed key, so steps compare)."""
     rows = self.eval_prompts.rows(np.arange(self.eval_prompts.num_windows))
-    out = self._sample(params, jnp.asarray(rows['prompt']), jnp.asarray(rows['prompt_mask']),
-                       jax.random.PRNGKey(0), group=1, temperature=0.0)
-    return {'eval/grpo/accuracy': float(self._rewards(out, rows['index'], self.eval_prompts, 1).mean())}
+    prompt, mask = jnp.asarray(rows['prompt']), jnp.asarray(rows['prompt_mask'])
+    greedy = self._sample(params, prompt, mask, jax.random.PRNGKey(0), group=1, temperature=0.0)
+    g = self.config.grpo.group_size
+    sampled = self._sample(params, prompt, mask, jax.random.PRNGKey(1), group=g,
+                           temperature=self.config.rl.temperature)
+    return {'eval/grpo/accuracy': float(self._rewards(greedy, rows['index'], self.eval_prompts, 1).mean()),
+            'eval/grpo/sampled_accuracy':
+                float(self._rewards(sampled, rows['index'], self.eval_prompts, g).mean())}
 
   def tokens_per_step(self) -> int:
     rc = self.config.rl

@@ -51,7 +51,10 @@ class PPOStage(LMStage):
   def initial_params(self, params, shardings):
     policy = load_parent_params(self.config.init_from, params['policy'], shardings['policy'])
     value = load_parent_params(self.config.reward_from, params['value'], shardings['value'])
-    return {'policy': policy, 'value': value}
+    # The value model predicts normalized returns: start it as the reward model minus the SFT-sample
+    # mean, not off by that offset at every token (which early GAE would read as a huge advantage).
+    score = dict(value['score'], bias=value['score']['bias'] - self.reward_offset)
+    return {'policy': policy, 'value': {**value, 'score': score}}
 
   def bind(self, mesh, rules):
     super().bind(mesh, rules)

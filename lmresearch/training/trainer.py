@@ -156,6 +156,11 @@ class Trainer:
     wall0 = time.time()
     try:
       with parallel.activate(self.mesh, self.rules):
+        if start == 0 and tc.eval_every > 0 and tc.eval_at_start:
+          # The starting point (e.g. the SFT policy), so that a stage's gain is read off its own log.
+          row = (stage.evaluate(state.params) if hasattr(stage, 'evaluate')
+                 else self._evaluate(eval_fn, state.params, eval_batches))
+          writer.write(0, row)
         for step in range(start, tc.steps):
           batch = parallel.put_batch(next(data_iter), batch_sharding)
           batch = stage.prepare(batch, state)
