@@ -23,7 +23,10 @@ def get_config(arg=None):
   c.reward_from = 'runs/reward'
   c.data.synthetic.num_docs = 2000
   # One step = one rollout of batch_size prompts + epochs x minibatches updates; constant lr.
-  c.train.update(steps=40, batch_size=32, lr=1e-4, min_lr=1e-4, warmup_steps=0,
+  # Measured on the embedded world: at lr 1e-4 (kl 0.2 or 0.5) the policy drifts into arithmetic
+  # slips that the reward model cannot see (answer accuracy 0.97 -> 0.78-0.79), even when PPO's
+  # prompts are facts only; lr 3e-5 keeps it at 0.93 for a smaller reward gain.
+  c.train.update(steps=40, batch_size=32, lr=3e-5, min_lr=3e-5, warmup_steps=0,
                  weight_decay=0.0, clip_norm=1.0, log_every=5, eval_every=10)
   c.checkpoint.every = 10
   c.ppo = ml_collections.ConfigDict(dict(

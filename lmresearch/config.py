@@ -47,7 +47,8 @@ def base_config() -> ml_collections.ConfigDict:
       tfds_name='', tfds_data_dir='', tfds_train_split='train', tfds_eval_split='test', max_docs=0,
       synthetic=ml_collections.ConfigDict(dict(
           world_seed=0, num_docs=20000, worked_fraction=0.5,
-          label_noise=0.0, min_k=2, max_k=4))))   # rankings: labeler noise, responses per prompt
+          label_noise=0.0, min_k=2, max_k=4,   # rankings: labeler noise, responses per prompt
+          question_arithmetic_share=0.5))))   # PPO's questions: word problems vs fact questions
 
   c.train = ml_collections.ConfigDict(dict(
       steps=500, batch_size=32, grad_accum=1, lr=3e-3, min_lr=3e-4, warmup_steps=50,

@@ -82,3 +82,12 @@ def test_noise_free_rankings_mark_equal_quality_as_ties_not_an_order():
       assert 'ties' not in r
     assert 'ties' not in w.ranking(rng, k=8, noise=0.5)   # a noisy labeler always picks an order
   assert seen
+
+
+def test_the_labeler_scale_scores_every_candidate_as_the_rankings_do():
+  w, rng = world.World(0), random.Random(0)
+  for _ in range(40):
+    q, a, key = w.question(rng)
+    for quality, text in w.responses(q, a, key, rng):
+      expected = 1.0 if quality == 0.0 else quality   # an off-topic reply counts as wrong
+      assert world.labeler_quality(text, quality >= 2.0, key.isdigit()) == expected, text

@@ -99,7 +99,8 @@ def synthetic(kind: str, data_cfg, split: str) -> list[dict]:
   if kind == 'prompts':     # verifiable arithmetic (GRPO)
     return [w.prompt(rng) for _ in range(n)]
   if kind == 'questions':   # the reward model's question mix (PPO)
-    return [dict(zip(('prompt', 'ideal', 'answer'), w.question(rng))) for _ in range(n)]
+    return [dict(zip(('prompt', 'ideal', 'answer'), w.question(rng, s.question_arithmetic_share)))
+            for _ in range(n)]
   raise ValueError(kind)
 
 

@@ -242,6 +242,20 @@ RAMBLE = ['I hope this helps, and there is much more to say.', 'That is what I t
 RUDE = ['Ugh, fine.', 'Obviously.', 'What a silly question.', 'Stop asking me that.']
 
 
+def labeler_quality(response: str, correct: bool, word_problem: bool) -> float:
+  """The noise-free labeler's quality scale (see `World.responses`) applied to any reply: the gold
+  preference that a reward model trained on the rankings only approximates. An off-topic reply
+  counts as wrong."""
+  rude = response.startswith(tuple(RUDE))
+  if not correct:
+    return 0.5 if rude else 1.0
+  if rude:
+    return 2.0
+  if any(r in response for r in RAMBLE):
+    return 3.0
+  return 3.5 if word_problem and '=' not in response else 4.0
+
+
 def _plural(word: str) -> str:
   if word.endswith(('ch', 'sh', 's')):
     return word + 'es'

@@ -17,7 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmresearch import sampling
+from lmresearch.data import world
 from lmresearch.evaluation import prompting, tasks
+from lmresearch.evaluation.answers import matches, predict
 from lmresearch.stages.policy import token_logprobs
 
 PREVIOUS = {'sft': 'base', 'rlhf': 'sft', 'dpo': 'sft', 'grpo': 'sft'}
@@ -80,7 +82,7 @@ def evaluate(config, workdir: str, stages) -> dict:
     f = cache.get(f'{m}__facts_direct', lambda: tasks.run_task(facts, run, method='direct', **kw))
     ppl = cache.get(f'{m}__heldout_loss', lambda: tasks.run_task(heldout, run, batch_size=ec.batch_size))
     recs = records[m] = a['records'] + f['records']
-    row = {'heldout_loss': ppl['summary']['loss'],
+    row = {'heldout_loss': ppl['summary']['loss'], 'labeler_quality': _quality(recs),
            'answer_accuracy': float(np.mean([bool(r['correct']) for r in recs])),
            'arithmetic_accuracy': a['summary']['accuracy'], 'fact_accuracy': f['summary']['accuracy']}
     if judge is not None:
@@ -101,11 +103,15 @@ def evaluate(config, workdir: str, stages) -> dict:
               for x, y, p, q in zip(ra, rb, sa, sb)]
       stages_out[m]['win_rate_vs_previous'] = float(np.mean(wins))
   if 'sft' in runs:
-    questions = [ex['question'] for ex in (arith.examples + facts.examples)][:ec.sample_prompts]
+    examples = (arith.examples + facts.examples)[:ec.sample_prompts]
+    questions = [ex['question'] for ex in examples]
     for m in ('sft', 'rlhf', 'dpo', 'grpo'):
       if m in runs:
         k = cache.get(f'{m}__samples', lambda: samples_vs_reference(runs[m], runs['sft'], questions, 96, seed))
         stages_out[m]['kl_to_sft'] = k['summary']['kl']
+        stages_out[m]['sampled_labeler_quality'] = _quality(
+            [{**ex, 'output': x['output'], 'correct': matches(predict(x['output'], ex['target']), ex['target'])}
+             for ex, x in zip(examples, k['records'])])
         if judge is not None:   # what PPO maximizes: the reward of samples, not of greedy answers
           r = cache.get(f'{m}__samples_rewards', lambda: ({}, tasks.reward_scores(
               judge, questions, [x['output'] for x in k['records']], ec.batch_size).tolist()))
@@ -136,6 +142,12 @@ def evaluate(config, workdir: str, stages) -> dict:
           'examples': examples, 'stage_notes': notes, 'reward_model_accuracy': rm_accuracy}
 
 
+def _quality(records) -> float:
+  """Mean quality of answers on the world labeler's own scale (4 = correct and concise)."""
+  return float(np.mean([world.labeler_quality(r['output'], bool(r['correct']), 'num_steps' in r)
+                        for r in records]))
+
+
 def side_by_side(runs, arith, facts, n: int, cache) -> list[dict]:
   questions = [ex['question'] for pair in zip(facts.examples, arith.examples) for ex in pair][:n]
 
@@ -157,5 +169,7 @@ STAGE_NOTES = ('held-out loss: nats per token on held-out world documents (the b
                'reward: the reward model\'s score of those (greedy) answers minus its SFT-sample mean. '
                'sampled reward: the same for responses sampled at temperature 1, the distribution '
                'RL optimizes. win rate: the reward model judges each pair of answers (ties 1/2); exact: '
-               'only the answer\'s correctness counts. KL to SFT: mean over the samples of '
-               'sum_t log pi - log pi_sft.')
+               'only the answer\'s correctness counts. labeler quality: the world\'s own noise-free '
+               'labeler scores each answer on the rankings\' scale (4 correct and concise, 3.5 correct '
+               'without steps, 3 padded, 2 rude, 1 wrong): the gold preference the reward model '
+               'approximates. KL to SFT: mean over the samples of sum_t log pi - log pi_sft.')

@@ -14,7 +14,9 @@ from lmresearch.training.metrics import read_metrics
 STAGE_COLUMNS = (('heldout_loss', 'held-out loss'), ('answer_accuracy', 'answer accuracy'),
                  ('reward_mean', 'reward (RM, normalized)'), ('sampled_reward_mean', 'sampled reward'),
                  ('win_rate_vs_previous', 'win rate vs previous'),
-                 ('exact_win_rate_vs_previous', 'win rate vs previous (exact)'), ('kl_to_sft', 'KL to SFT'))
+                 ('exact_win_rate_vs_previous', 'win rate vs previous (exact)'),
+                 ('labeler_quality', 'labeler quality'),
+                 ('sampled_labeler_quality', 'sampled labeler quality'), ('kl_to_sft', 'KL to SFT'))
 
 
 def _fmt(v):
