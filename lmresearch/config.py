@@ -52,7 +52,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict(dict(
       steps=500, batch_size=32, grad_accum=1, lr=3e-3, min_lr=3e-4, warmup_steps=50,
-      decay_steps=0, weight_decay=0.1, b1=0.9, b2=0.99, clip_norm=1.0, z_loss=0.0,
+      decay_steps=0, weight_decay=0.1, b1=0.9, b2=0.99, clip_norm=1.0, clip_per_model=False,
+      z_loss=0.0,
       log_every=25, eval_every=250, eval_batches=20, eval_at_start=True, peak_flops=0.0))
 
   c.checkpoint = ml_collections.ConfigDict(dict(every=250, max_to_keep=2, use_async=True))
@@ -88,6 +89,8 @@ def validate(config, num_devices: int) -> None:
   for key in ('steps', 'batch_size', 'grad_accum', 'log_every'):
     if t[key] < 1:
       raise ConfigError(f'config.train.{key}={t[key]} must be >= 1.')
+  if config.stage == 'reward' and config.reward.get('pool', 'last') not in ('last', 'sum'):
+    raise ConfigError(f"config.reward.pool={config.reward.pool!r}: expected 'last' or 'sum'.")
   if 'rl' in config and config.rl.max_prompt_len + config.rl.max_new_tokens > m.max_len:
     raise ConfigError(f'config.rl.max_prompt_len + config.rl.max_new_tokens = '
                       f'{config.rl.max_prompt_len + config.rl.max_new_tokens} exceeds the model '

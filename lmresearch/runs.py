@@ -16,7 +16,7 @@ from lmresearch import config as lmc
 from lmresearch import parallel, tokenizers
 from lmresearch.parallel import ConfigError
 from lmresearch.stages.base import build_model
-from lmresearch.stages.reward import build_scalar_model, load_reward_offset
+from lmresearch.stages.reward import build_scalar_model, load_reward_offset, reward_pool
 from lmresearch.training import checkpoint
 
 
@@ -32,6 +32,7 @@ class Run:
   rules: Any = ()
   step: Optional[int] = None
   offset: float = 0.0   # reward models: the SFT samples' mean reward, subtracted
+  pool: str = 'last'    # reward models: how per-token scalars become one reward
 
   def active(self):
     if self.mesh is None:
@@ -72,4 +73,5 @@ def load(workdir: str, reward: bool = False, chat: Optional[bool] = None, mesh=N
   if config.stage == 'ppo' and not reward:
     params = params['policy']
   return Run(model, params, tok, config.stage != 'pretrain' if chat is None else chat, config,
-             mesh, rules, step, load_reward_offset(workdir) if reward else 0.0)
+             mesh, rules, step, load_reward_offset(workdir) if reward else 0.0,
+             reward_pool(workdir) if reward else 'last')

@@ -55,6 +55,13 @@ def test_invalid_configs_name_the_key(override, needle):
     validate(c, 8)
 
 
+def test_an_unknown_reward_pooling_names_the_key():
+  c = load_config('reward')
+  c.reward.pool = 'mean'
+  with pytest.raises(ConfigError, match=re.escape("config.reward.pool='mean'")):
+    validate(c, 1)
+
+
 def test_missing_file_and_malformed_jsonl_name_file_and_line(tiny_pretrain_config, tmp_path):
   c = tiny_pretrain_config
   c.data.update(source='text', path=str(tmp_path / 'missing.txt'))

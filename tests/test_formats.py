@@ -65,22 +65,22 @@ def test_the_world_generates_every_format_deterministically():
     a, b = formats.load(kind, dc, 'train'), formats.load(kind, dc, 'train')
     assert a == b and a != formats.load(kind, dc, 'validation')
   ranking = formats.load('ranking', dc, 'validation')[0]
-  assert len(ranking['responses']) in (6, 8)   # every candidate of a fact question / word problem
+  assert len(ranking['responses']) in (8, 9)   # every candidate of a fact question / word problem
 
 
 def test_noise_free_rankings_mark_equal_quality_as_ties_not_an_order():
   w, rng = world.World(0), random.Random(0)
   seen = 0
   for _ in range(40):
-    r = w.ranking(rng, k=8)
-    if len(r['responses']) == 8:   # a word problem: a terse and a worked wrong answer, same quality
-      [(i, j)] = r['ties']
+    r = w.ranking(rng, k=9)
+    # The plain, the padded and the terse wrong answer are equally wrong: every pair of them is a
+    # tie, and nothing else is.
+    assert len(r['ties']) == 3
+    for i, j in r['ties']:
       a, b = r['responses'][i], r['responses'][j]
-      assert j == i + 1 and a != b and a.split('The answer is')[-1] == b.split('The answer is')[-1]
-      seen += 1
-    else:
-      assert 'ties' not in r
-    assert 'ties' not in w.ranking(rng, k=8, noise=0.5)   # a noisy labeler always picks an order
+      assert a != b and world.labeler_quality(a, False, True) == world.labeler_quality(b, False, True)
+    seen += len(r['responses']) == 9
+    assert 'ties' not in w.ranking(rng, k=9, noise=0.5)   # a noisy labeler always picks an order
   assert seen
 
 

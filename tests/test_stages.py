@@ -115,6 +115,26 @@ def test_ppo_clip_bites_where_it_should():
   assert g[0, 0] == 0 and g[0, 1] == 0 and g[0, 2] != 0 and g[0, 3] != 0
 
 
+def test_clip_per_model_leaves_the_policy_update_alone_when_the_value_gradient_is_large():
+  import ml_collections
+  import optax
+  from lmresearch.training.optimizers import clip_each_model, make_optimizer
+  grads = {'policy': {'w': jnp.array([0.3, 0.4])}, 'value': {'w': jnp.array([300., 400.])}}
+  clipped, _ = clip_each_model(optax.clip_by_global_norm(1.0)).update(grads, optax.EmptyState())
+  np.testing.assert_allclose(clipped['policy']['w'], [0.3, 0.4], rtol=1e-6)   # under its budget
+  np.testing.assert_allclose(clipped['value']['w'], [0.6, 0.8], rtol=1e-6)    # scaled to norm 1
+  shared, _ = optax.clip_by_global_norm(1.0).update(grads, optax.EmptyState())
+  assert float(jnp.linalg.norm(shared['policy']['w'])) < 1e-3                  # what it avoids
+  # and the trainer's optimizer uses it when the config asks
+  cfg = ml_collections.ConfigDict(dict(clip_norm=1.0, clip_per_model=True, lr=0.1, min_lr=0.1,
+                                       warmup_steps=0, steps=10, decay_steps=0, b1=0.9, b2=0.99,
+                                       weight_decay=0.0))
+  opt = make_optimizer(cfg)
+  params = jax.tree.map(jnp.zeros_like, grads)
+  updates, _ = opt.update(grads, opt.init(params), params)
+  assert jax.tree.structure(updates) == jax.tree.structure(params)
+
+
 def test_group_advantages_are_normalized_per_group():
   from lmresearch.stages.grpo import group_advantages
   adv = group_advantages(np.array([1, 0, 0, 0, 1, 1, 1, 1], np.float32), 4)
@@ -128,8 +148,16 @@ def test_ppo_and_grpo_run_from_sft(pipeline_dirs, tmp_path):
   c.train.update(batch_size=4, eval_every=2)
   out = launch.run(c, str(tmp_path / 'ppo'), devices=dev)
   for k in ('ppo/reward_mean', 'ppo/kl', 'ppo/entropy', 'ppo/clip_frac', 'ppo/value_loss',
-            'ppo/response_len', 'eval/ppo/reward_mean'):
+            'ppo/response_len', 'eval/ppo/reward_mean', 'train/grad_norm_policy', 'train/grad_norm_value'):
     assert np.isfinite(out[k]), k
+  # PPO-ptx: the optimized loss is the PPO loss + gamma x pretraining NLL
+  c.ppo.ptx_coef = 0.5
+  c.ptx_data.update(seq_len=32, vocab_size=300)
+  c.ptx_data.synthetic.num_docs = 50
+  out = launch.run(c, str(tmp_path / 'ppo_ptx'), devices=dev)
+  assert out['ppo/ptx_loss'] > 0
+  np.testing.assert_allclose(out['train/loss'], out['ppo/policy_loss'] + 0.5 * out['ppo/value_loss']
+                             + 0.5 * out['ppo/ptx_loss'], rtol=1e-4, atol=1e-5)
   c = stage_config('grpo', pipeline_dirs)
   c.grpo.group_size = 4
   c.train.update(batch_size=2, eval_every=2)
@@ -148,12 +176,39 @@ def _saved_params(workdir):
   return params
 
 
-def test_ppo_value_model_starts_as_the_normalized_reward_model(pipeline_dirs, tmp_path):
-  c = stage_config('ppo', pipeline_dirs)
-  c.train.update(steps=1, lr=0.0, min_lr=0.0, batch_size=4, eval_every=0)   # lr 0: the start
-  launch.run(c, str(tmp_path), devices=jax.devices()[:1])
-  value, rm = _saved_params(tmp_path)['value'], _saved_params(pipeline_dirs / 'reward')
+def test_ppo_value_model_starts_from_the_normalized_reward_model(pipeline_dirs, tmp_path):
+  import shutil
+  # The same reward model, pooled at the last token (InstructGPT) instead of summed.
+  last = tmp_path / 'reward_last'
+  shutil.copytree(pipeline_dirs / 'reward', last)
+  cfg = json.load(open(last / 'config.json'))
+  assert cfg['reward']['pool'] == 'sum'
+  cfg['reward']['pool'] = 'last'
+  json.dump(cfg, open(last / 'config.json', 'w'))
+  rm = _saved_params(pipeline_dirs / 'reward')
   offset = reward_stage.load_reward_offset(str(pipeline_dirs / 'reward'))
   assert offset != 0
-  np.testing.assert_allclose(value['score']['bias'], rm['score']['bias'] - offset, rtol=1e-6)
-  np.testing.assert_array_equal(value['score']['kernel'], rm['score']['kernel'])
+  for name, reward_from in (('sum', pipeline_dirs / 'reward'), ('last', last)):
+    c = stage_config('ppo', pipeline_dirs)
+    c.reward_from = str(reward_from)
+    c.train.update(steps=1, lr=0.0, min_lr=0.0, batch_size=4, eval_every=0)   # lr 0: the start
+    launch.run(c, str(tmp_path / name), devices=jax.devices()[:1])
+    value = _saved_params(tmp_path / name)['value']
+    for a, b in zip(jax.tree.leaves(value['backbone']), jax.tree.leaves(rm['backbone'])):
+      np.testing.assert_array_equal(a, b)
+    if name == 'last':   # the scalar at a token is a return estimate: RM minus the offset
+      np.testing.assert_allclose(value['score']['bias'], rm['score']['bias'] - offset, rtol=1e-6)
+      np.testing.assert_array_equal(value['score']['kernel'], rm['score']['kernel'])
+    else:                # the reward model itself; PPO subtracts the offset from its running sum
+      np.testing.assert_array_equal(value['score']['kernel'], rm['score']['kernel'])
+      np.testing.assert_array_equal(value['score']['bias'], rm['score']['bias'])
+
+
+def test_summed_reward_counts_only_the_reply():
+  tokens = jnp.array([[1, 4, 9, 9, 6, 5, 7, 8, 6, 0],    # <|bos|><|user|>..<|end|><|assistant|> 7 8 <|end|> pad
+                      [0, 1, 4, 9, 6, 5, 7, 6, 0, 0]])   # left pad; the reply is 7 <|end|>
+  mask = jnp.array([[1, 1, 1, 1, 1, 1, 1, 1, 1, 0],
+                    [0, 1, 1, 1, 1, 1, 1, 1, 0, 0]])
+  values = jnp.arange(10, dtype=jnp.float32)[None].repeat(2, 0)
+  np.testing.assert_allclose(reward_stage.pool_rewards(values, tokens, mask, 'sum'), [6 + 7 + 8, 6 + 7])
+  np.testing.assert_allclose(reward_stage.pool_rewards(values, tokens, mask, 'last'), [8, 7])

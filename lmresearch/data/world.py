@@ -196,8 +196,10 @@ class World:
 
   def responses(self, question: str, answer: str, key: str, rng: random.Random) -> list[tuple[float, str]]:
     """Candidate replies with their true quality: correct and concise > correct but terse (no
-    steps), rambling or rude > wrong > an off-topic document continuation. Word problems get 8
-    candidates, fact questions 6."""
+    steps), rambling or rude > wrong > an off-topic document continuation. Word problems get 9
+    candidates, fact questions 8 (one of them a number, as a base model answers). Filler and rudeness each come on a right and a wrong answer:
+    were filler only ever on right answers, a reward model that cannot check the arithmetic would
+    learn filler as a sign of a right answer and prefer padded replies to concise ones."""
     if key.isdigit():
       wrong_key = str(int(key) + rng.choice([1, 2, 3]) * (1 if int(key) < 4 or rng.random() < 0.5 else -1))
     else:
@@ -205,12 +207,16 @@ class World:
     wrong = answer.replace(key, wrong_key) if key in answer else f'The answer is {wrong_key}.'
     if key.isdigit():   # a wrong final answer after the same (now inconsistent) reasoning
       wrong = answer.rsplit('The answer is', 1)[0] + f'The answer is {wrong_key}.'
-    terse = [(3.5, f'The answer is {key}.'), (1.0, f'The answer is {wrong_key}.')] if key.isdigit() else []
+    if key.isdigit():
+      terse = [(3.5, f'The answer is {key}.'), (1.0, f'The answer is {wrong_key}.')]
+    else:   # a base model's kind of reply, which does not answer the question
+      terse = [(1.0, f'The answer is {rng.randint(1, 12)}.')]
     return terse + [
         (4.0, answer),
         (3.0, f'{answer} {rng.choice(RAMBLE)}'),
         (2.0, f'{rng.choice(RUDE)} {answer}'),
         (1.0, wrong),
+        (1.0, f'{wrong} {rng.choice(RAMBLE)}'),
         (0.5, f'{rng.choice(RUDE)} {wrong}'),
         (0.0, self.creature_doc(rng.choice(self.creatures), rng)),
     ]

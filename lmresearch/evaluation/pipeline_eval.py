@@ -109,9 +109,12 @@ def evaluate(config, workdir: str, stages) -> dict:
       if m in runs:
         k = cache.get(f'{m}__samples', lambda: samples_vs_reference(runs[m], runs['sft'], questions, 96, seed))
         stages_out[m]['kl_to_sft'] = k['summary']['kl']
-        stages_out[m]['sampled_labeler_quality'] = _quality(
-            [{**ex, 'output': x['output'], 'correct': matches(predict(x['output'], ex['target']), ex['target'])}
-             for ex, x in zip(examples, k['records'])])
+        scored = [{**ex, 'output': x['output'], 'correct': matches(predict(x['output'], ex['target']), ex['target'])}
+                  for ex, x in zip(examples, k['records'])]
+        stages_out[m]['sampled_accuracy'] = float(np.mean([bool(r['correct']) for r in scored]))
+        stages_out[m]['sampled_padded_share'] = float(np.mean([world.labeler_quality(
+            r['output'], True, False) == 3.0 for r in scored]))
+        stages_out[m]['sampled_labeler_quality'] = _quality(scored)
         if judge is not None:   # what PPO maximizes: the reward of samples, not of greedy answers
           r = cache.get(f'{m}__samples_rewards', lambda: ({}, tasks.reward_scores(
               judge, questions, [x['output'] for x in k['records']], ec.batch_size).tolist()))
@@ -168,7 +171,8 @@ STAGE_NOTES = ('held-out loss: nats per token on held-out world documents (the b
                'fact questions (base: "Question: ...\\nAnswer:" documents; others: one chat turn). '
                'reward: the reward model\'s score of those (greedy) answers minus its SFT-sample mean. '
                'sampled reward: the same for responses sampled at temperature 1, the distribution '
-               'RL optimizes. win rate: the reward model judges each pair of answers (ties 1/2); exact: '
+               'RL optimizes; sampled accuracy and padded share are those samples\' share of right '
+               'answers and of answers padded with filler. win rate: the reward model judges each pair of answers (ties 1/2); exact: '
                'only the answer\'s correctness counts. labeler quality: the world\'s own noise-free '
                'labeler scores each answer on the rankings\' scale (4 correct and concise, 3.5 correct '
                'without steps, 3 padded, 2 rude, 1 wrong): the gold preference the reward model '

@@ -13,6 +13,7 @@ from lmresearch.training.metrics import read_metrics
 
 STAGE_COLUMNS = (('heldout_loss', 'held-out loss'), ('answer_accuracy', 'answer accuracy'),
                  ('reward_mean', 'reward (RM, normalized)'), ('sampled_reward_mean', 'sampled reward'),
+                 ('sampled_accuracy', 'sampled accuracy'), ('sampled_padded_share', 'sampled padded share'),
                  ('win_rate_vs_previous', 'win rate vs previous'),
                  ('exact_win_rate_vs_previous', 'win rate vs previous (exact)'),
                  ('labeler_quality', 'labeler quality'),

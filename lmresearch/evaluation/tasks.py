@@ -275,7 +275,7 @@ def reward_scores(rm: Run, prompts: Sequence[str], responses: Sequence[str],
   ids = [render_response(rm.tok, p, r)[:max_len] for p, r in zip(prompts, responses)]
   length = min(max_len, -(-max(map(len, ids)) // 64) * 64)   # one shape for every batch
   rows = rm.rows(batch_size)
-  fn = jax.jit(lambda params, tokens, mask: score(rm.model, params, tokens, mask))
+  fn = jax.jit(lambda params, tokens, mask: score(rm.model, params, tokens, mask, pool=rm.pool))
   out = []
   with rm.active():
     for start in range(0, len(ids), rows):

@@ -18,7 +18,8 @@ from lmresearch.data import formats, packing, sources
 from lmresearch.stages import rl
 from lmresearch.stages.base import LMStage, load_parent_params
 from lmresearch.stages.policy import positions_from_mask, token_logprobs
-from lmresearch.stages.reward import build_scalar_model, load_reward_offset, score
+from lmresearch.stages.reward import (build_scalar_model, load_reward_offset, reply_mask,
+                                      reward_pool, score)
 
 
 class PPOStage(LMStage):
@@ -40,6 +41,7 @@ class PPOStage(LMStage):
           self.tokenizer.encode_batch(docs), config.ptx_data.seq_len, self.tokenizer.bos_id,
           self.tokenizer.eos_id)
     self.reward_offset = load_reward_offset(config.reward_from)
+    self.reward_pool = reward_pool(config.reward_from)
 
   # ---- models and params ---------------------------------------------------------------------
   def init_params(self, rng):
@@ -51,10 +53,22 @@ class PPOStage(LMStage):
   def initial_params(self, params, shardings):
     policy = load_parent_params(self.config.init_from, params['policy'], shardings['policy'])
     value = load_parent_params(self.config.reward_from, params['value'], shardings['value'])
-    # The value model predicts normalized returns: start it as the reward model minus the SFT-sample
-    # mean, not off by that offset at every token (which early GAE would read as a huge advantage).
+    # The value model predicts normalized returns and starts as the reward model, read as "the
+    # reward of the reply so far" (see `values`). A last-token reward model's head is shifted by the
+    # SFT-sample mean here, not left off by that offset at every token (which early GAE would read
+    # as a huge advantage); a summing one has the offset subtracted in `values`.
+    if self.reward_pool == 'sum':
+      return {'policy': policy, 'value': value}
     score = dict(value['score'], bias=value['score']['bias'] - self.reward_offset)
     return {'policy': policy, 'value': {**value, 'score': score}}
+
+  def values(self, value_params, tokens, mask, positions):
+    """V at every position: the value model's scalar there, or for a summing reward model the sum
+    of its scalars over the reply up to there (so V at the reply's last token is its reward)."""
+    v = self.value_model.apply({'params': value_params}, tokens, positions, mask)
+    if self.reward_pool == 'sum':
+      return jnp.cumsum(v * reply_mask(tokens, mask), -1) - self.reward_offset
+    return v
 
   def bind(self, mesh, rules):
     super().bind(mesh, rules)
@@ -85,8 +99,9 @@ class PPOStage(LMStage):
     old_lp = token_logprobs(self.model, params['policy'], tokens, mask)
     ref_lp = token_logprobs(self.model, ref_params, tokens, mask)
     positions = positions_from_mask(mask)
-    values = self.value_model.apply({'params': params['value']}, tokens, positions, mask)[:, :-1]
-    scores = score(self.value_model, rm_params, tokens, mask, positions) - self.reward_offset
+    values = self.values(params['value'], tokens, mask, positions)[:, :-1]
+    scores = score(self.value_model, rm_params, tokens, mask, positions,
+                   self.reward_pool) - self.reward_offset
     kl = (old_lp - ref_lp) * resp
     last = jax.nn.one_hot(jnp.sum(resp, 1).astype(jnp.int32) + batch['prompt'].shape[1] - 2,
                           resp.shape[1]) * (jnp.sum(resp, 1, keepdims=True) > 0)
@@ -116,8 +131,7 @@ class PPOStage(LMStage):
     resp = mb['resp']
     pg_loss, clip_frac = rl.clipped_surrogate(lp, mb['old_lp'], mb['adv'], resp, pc.clip)
     positions = positions_from_mask(mb['mask'])
-    values = self.value_model.apply({'params': params['value']}, mb['tokens'], positions,
-                                    mb['mask'])[:, :-1]
+    values = self.values(params['value'], mb['tokens'], mb['mask'], positions)[:, :-1]
     v_clipped = mb['old_values'] + jnp.clip(values - mb['old_values'], -pc.value_clip, pc.value_clip)
     v_loss = 0.5 * rl.masked_mean(jnp.maximum(jnp.square(values - mb['returns']),
                                               jnp.square(v_clipped - mb['returns'])), resp)

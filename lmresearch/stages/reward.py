@@ -2,8 +2,10 @@
 
 One batch element is one prompt with its K ranked responses; the loss is the mean over all
 K(K-1)/2 (non-tied) pairs of -log sigmoid(r_better - r_worse), so a prompt's pairs share one
-forward pass and no prompt outweighs another. After training, rewards are shifted so that the
-SFT model's own samples score 0 on average (`reward_norm.json`).
+forward pass and no prompt outweighs another. A response's reward is the head's scalar summed
+over its tokens or read at its last token (`config.reward.pool`, see `pool_rewards`). After
+training, rewards are shifted so that the SFT model's own samples score 0 on average
+(`reward_norm.json`).
 """
 from __future__ import annotations
 
@@ -73,16 +75,48 @@ def ranking_loss(rewards, valid, tie):
                 'count': jnp.sum(has)}
 
 
+POOLS = ('last', 'sum')
+_ASSISTANT_ID = tokenizers.SPECIALS.index(tokenizers.ASSISTANT)   # the same id in every tokenizer
+
+
+def reply_mask(tokens, mask):
+  """1 on the tokens after each row's last <|assistant|> marker: the reply being judged."""
+  idx = jnp.arange(tokens.shape[-1])
+  marker = jnp.max(jnp.where((tokens == _ASSISTANT_ID) & (mask > 0), idx, -1), axis=-1)
+  return (idx > marker[..., None]) * mask
+
+
+def pool_rewards(values, tokens, mask, pool: str):
+  """Per-position scalars [b, T] -> one reward per sequence.
+
+  'last' (InstructGPT): the scalar at the last real token, which must sum up the whole reply.
+  'sum': the sum of the scalars over the reply's tokens, so that a mistake can be scored where
+  it is written. On the embedded world, where a reply is right or wrong by one number, 'sum'
+  learns to check the reasoning's consistency far better for the same compute (held-out pairwise
+  accuracy 0.92 vs 0.89; see the README)."""
+  if pool == 'last':
+    return jnp.take_along_axis(values, last_token_index(mask)[..., None], -1)[..., 0]
+  if pool == 'sum':
+    return jnp.sum(values * reply_mask(tokens, mask), -1)
+  raise ValueError(f'config.reward.pool={pool!r}: expected one of {POOLS}.')
+
+
+def reward_pool(workdir: str) -> str:
+  """How the reward model at `workdir` pools its scalars (runs from before the option: 'last')."""
+  from lmresearch import config as lmc
+  return lmc.load(workdir).get('reward', {}).get('pool', 'last')
+
+
 def build_scalar_model(config, tok) -> ScalarHeadModel:
   return ScalarHeadModel(ModelConfig.from_config(config.model, padded_vocab(tok.vocab_size, config.model)))
 
 
-def score(model, params, tokens, mask, positions=None):
-  """Reward of each sequence: the scalar at its last real token (works for left or right padding)."""
+def score(model, params, tokens, mask, positions=None, pool: str = 'last'):
+  """Reward of each sequence (left or right padded), pooled as `pool_rewards` says."""
   if positions is None:
     positions = jnp.maximum(jnp.cumsum(mask, -1) - 1, 0)
   values = model.apply({'params': params}, tokens, positions, mask)
-  return jnp.take_along_axis(values, last_token_index(mask)[:, None], -1)[:, 0]
+  return pool_rewards(values, tokens, mask, pool)
 
 
 def load_reward_offset(workdir: str) -> float:
@@ -120,8 +154,7 @@ class RewardStage(LMStage):
     deterministic = rng is None or self.config.model.dropout == 0
     values = self.rm.apply({'params': params}, tokens, positions, mask, deterministic=deterministic,
                            rngs=None if deterministic else {'dropout': rng})
-    last = last_token_index(mask)
-    return jnp.take_along_axis(values, last[:, None], -1)[:, 0].reshape(b, k)
+    return pool_rewards(values, tokens, mask, self.config.reward.pool).reshape(b, k)
 
   def loss_fn(self, params, batch, rng):
     return ranking_loss(self.rewards(params, batch, rng), batch['valid'], batch['tie'])
@@ -139,7 +172,7 @@ class RewardStage(LMStage):
     ids = [render_chat_prompt(self.tokenizer, p) for p in prompts]
     out = sampling.generate(lm, lm_params, ids, max_new_tokens=self.config.reward.norm_max_new_tokens,
                             rng=jax.random.PRNGKey(self.config.seed), temperature=1.0)
-    r = score(self.rm, params, out['tokens'], out['mask'], out['positions'])
+    r = score(self.rm, params, out['tokens'], out['mask'], out['positions'], self.config.reward.pool)
     offset = float(jnp.mean(r))
     if jax.process_index() == 0:
       with open(os.path.join(self.workdir, NORM_FILE), 'w') as f:
