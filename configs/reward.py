@@ -15,7 +15,7 @@ def get_config(arg=None):
   c = base_config()
   c.stage = 'reward'
   c.init_from = 'runs/sft'
-  c.data.seq_len = 96    # one prompt + one response per sequence
+  c.data.seq_len = 88    # one prompt + one response (the few longer ones, padded 3-step answers, are cut)
   # Every candidate (9 per word problem, 8 per fact question): a forward pass of K responses trains
   # K(K-1)/2 pairs, so large K buys the most pairs per FLOP (InstructGPT's argument for K = 4..9).
   c.data.synthetic.update(num_docs=4000, min_k=9, max_k=9, label_noise=float(args.get('noise', 0.0)))

@@ -45,6 +45,19 @@ def test_majority_vote_breaks_ties_by_first_appearance():
   assert prompting.majority_vote([None, None]) is None
 
 
+def test_fewer_self_consistency_paths_vote_on_the_first_n():
+  from lmresearch.evaluation import tasks
+  recs = [{'question': 'q1', 'target': '5', 'num_steps': 1, 'finished': True,
+           'samples': ['a', 'b', 'c', 'd', 'e'], 'votes': ['5', '3', '5', '3', '3']},
+          {'question': 'q2', 'target': '4', 'num_steps': 2, 'finished': True,
+           'samples': ['f', 'g', 'h', 'i', 'j'], 'votes': ['1', '4', '4', '1', '1']}]
+  summary, out = tasks.fewer_paths({'method': 'self_consistency@5', 'accuracy': 0.0}, recs, 3)
+  assert [r['prediction'] for r in out] == ['5', '4']            # @5 would vote 3 and 1
+  assert [r['output'] for r in out] == ['a', 'g'] and len(out[0]['votes']) == 3
+  assert summary['method'] == 'self_consistency@3' and summary['accuracy'] == 1.0
+  assert summary['accuracy_by_num_steps'] == {'1': 1.0, '2': 1.0}
+
+
 def test_parse_method():
   assert prompting.parse_method('few_shot') == ('few_shot', 1)
   assert prompting.parse_method('self_consistency@5') == ('cot', 5)

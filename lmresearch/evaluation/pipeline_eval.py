@@ -126,9 +126,18 @@ def evaluate(config, workdir: str, stages) -> dict:
     if m not in runs:
       continue
     by_steps[m] = {}
-    for method in methods:
-      r = cache.get(f'{m}__prompting_{method}', lambda: tasks.run_task(
-          arith, runs[m], method=method, shots=ec.shots, temperature=ec.sc_temperature, **kw))
+    # Self-consistency samples the most paths once (first in this order); fewer paths are the
+    # vote of its first n.
+    most = max(ec.sc_samples)
+    for method in sorted(methods, key=lambda x: -prompting.parse_method(x)[1]):
+      n = prompting.parse_method(method)[1]
+      if 1 < n < most:
+        full = cache.get(f'{m}__prompting_self_consistency@{most}', None)
+        fn = lambda: tasks.fewer_paths(full['summary'], full['records'], n)
+      else:
+        fn = lambda: tasks.run_task(arith, runs[m], method=method, shots=ec.shots,
+                                    temperature=ec.sc_temperature, **kw)
+      r = cache.get(f'{m}__prompting_{method}', fn)
       s = r['summary']
       by_steps[m][method] = {'all': s['accuracy'], **s.get('accuracy_by_num_steps', {})}
 
