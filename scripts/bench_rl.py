@@ -1,6 +1,6 @@
 """PPO throughput: rollout tokens/s (KV-cache sampling + scoring) and update step time.
 
-  python scripts/bench_rl.py [--runs runs/demo] [--iters 5] [--batch 32] [--new 48]
+  python scripts/bench_rl.py [--runs runs/demo] [--iters 5] [--batch 32] [--new 48] [--ptx 0.3]
 
 Uses the SFT and reward runs of a pipeline workdir (default runs/demo, made by scripts/demo.sh);
 without them it first trains seconds-long stand-ins of the same shapes (speed only, not quality).
@@ -41,6 +41,8 @@ def main():
   ap.add_argument('--iters', type=int, default=5)
   ap.add_argument('--batch', type=int, default=32, help='prompts per rollout')
   ap.add_argument('--new', type=int, default=48, help='max new tokens per response')
+  ap.add_argument('--ptx', type=float, default=0.0,
+                  help='PPO-ptx coefficient (the pipeline runs 0.3): adds the pretraining rows')
   ap.add_argument('--json', default='')
   args = ap.parse_args()
 
@@ -56,7 +58,7 @@ def main():
   if not all(os.path.exists(os.path.join(runs, n, 'checkpoints')) for n in ('sft', 'reward')):
     print(f'{runs}: no sft/reward runs; training stand-ins (speed only)', file=sys.stderr)
     runs = stand_in_runs(tempfile.mkdtemp())
-  c = ppo_config.get_config()
+  c = ppo_config.get_config(f'ptx={args.ptx}')
   c.init_from, c.reward_from = os.path.join(runs, 'sft'), os.path.join(runs, 'reward')
   c.train.batch_size = args.batch
   c.rl.max_new_tokens = args.new
@@ -88,6 +90,7 @@ def main():
         gen_tokens.append(float(metrics['ppo/response_len']) * args.batch)
   out = {
       'devices': jax.device_count(), 'prompts_per_rollout': args.batch, 'max_new_tokens': args.new,
+      'ptx_coef': c.ppo.ptx_coef,
       'rollout_s_median': statistics.median(roll),
       'rollout_tokens_per_s': sum(gen_tokens) / sum(roll),
       'update_step_s_median': statistics.median(upd),

@@ -14,7 +14,8 @@ def test_smoke_pipeline_writes_a_report_with_every_section(tmp_path):
   out = run_pipeline(c, str(tmp_path))
   for stage in ('base', 'sft', 'rlhf', 'dpo', 'grpo'):
     assert stage in out['stages'], stage
-  for key in ('answer_accuracy', 'reward_mean', 'win_rate_vs_previous', 'kl_to_sft'):
+  for key in ('answer_accuracy', 'reward_mean', 'win_rate_vs_previous', 'kl_to_sft',
+              'sampled_win_rate_vs_previous', 'sampled_accuracy', 'sampled_padded_share'):
     assert key in out['stages']['rlhf'], key
   for model in ('base', 'sft'):
     assert set(out['prompting'][model]) >= {'direct', 'few_shot', 'cot', 'self_consistency@2',

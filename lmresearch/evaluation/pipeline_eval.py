@@ -102,6 +102,7 @@ def evaluate(config, workdir: str, stages) -> dict:
       wins = [0.5 if x['output'] == y['output'] or np.isclose(p, q) else float(p > q)
               for x, y, p, q in zip(ra, rb, sa, sb)]
       stages_out[m]['win_rate_vs_previous'] = float(np.mean(wins))
+  sampled = {}   # the reward model's scores of each model's samples, question by question
   if 'sft' in runs:
     examples = (arith.examples + facts.examples)[:ec.sample_prompts]
     questions = [ex['question'] for ex in examples]
@@ -119,6 +120,12 @@ def evaluate(config, workdir: str, stages) -> dict:
           r = cache.get(f'{m}__samples_rewards', lambda: ({}, tasks.reward_scores(
               judge, questions, [x['output'] for x in k['records']], ec.batch_size).tolist()))
           stages_out[m]['sampled_reward_mean'] = float(np.mean(r['records']))
+          sampled[m] = [(x['output'], y) for x, y in zip(k['records'], r['records'])]
+  for m, prev in PREVIOUS.items():   # the same judge on samples: what RL changed in the policy
+    if m in sampled and prev in sampled:
+      stages_out[m]['sampled_win_rate_vs_previous'] = float(np.mean(
+          [0.5 if x == y or np.isclose(p, q) else float(p > q)
+           for (x, p), (y, q) in zip(sampled[m], sampled[prev])]))
 
   methods = ['direct', 'instruction', 'few_shot', 'cot'] + [f'self_consistency@{n}' for n in ec.sc_samples]
   by_steps = {}
@@ -181,7 +188,8 @@ STAGE_NOTES = ('held-out loss: nats per token on held-out world documents (the b
                'reward: the reward model\'s score of those (greedy) answers minus its SFT-sample mean. '
                'sampled reward: the same for responses sampled at temperature 1, the distribution '
                'RL optimizes; sampled accuracy and padded share are those samples\' share of right '
-               'answers and of answers padded with filler. win rate: the reward model judges each pair of answers (ties 1/2); exact: '
+               'answers and of answers padded with filler. win rate: the reward model judges each pair of answers (ties 1/2; '
+               'sampled: pairs of those samples); exact: '
                'only the answer\'s correctness counts. labeler quality: the world\'s own noise-free '
                'labeler scores each answer on the rankings\' scale (4 correct and concise, 3.5 correct '
                'without steps, 3 padded, 2 rude, 1 wrong): the gold preference the reward model '

@@ -16,6 +16,7 @@ STAGE_COLUMNS = (('heldout_loss', 'held-out loss'), ('answer_accuracy', 'answer 
                  ('sampled_accuracy', 'sampled accuracy'), ('sampled_padded_share', 'sampled padded share'),
                  ('win_rate_vs_previous', 'win rate vs previous'),
                  ('exact_win_rate_vs_previous', 'win rate vs previous (exact)'),
+                 ('sampled_win_rate_vs_previous', 'sampled win rate vs previous'),
                  ('labeler_quality', 'labeler quality'),
                  ('sampled_labeler_quality', 'sampled labeler quality'), ('kl_to_sft', 'KL to SFT'))
 

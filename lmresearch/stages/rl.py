@@ -114,7 +114,7 @@ def make_minibatch_step(loss_fn, optimizer, schedule, epochs: int, minibatches: 
       (loss, metrics), grads = grad_fn(params, mb, jax.random.fold_in(rng, 1000 + i))
       updates, opt_state = optimizer.update(grads, opt_state, params)
       metrics = dict(metrics, **{'train/loss': loss, 'train/grad_norm': optax.tree.norm(grads)})
-      if isinstance(grads, dict) and len(grads) > 1:   # e.g. PPO: how the norm splits per model
+      if isinstance(grads, dict) and 'policy' in grads:   # PPO: how the norm splits per model
         metrics.update({f'train/grad_norm_{k}': optax.tree.norm(g) for k, g in grads.items()})
       return (optax.apply_updates(params, updates), opt_state), metrics
 
