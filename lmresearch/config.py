@@ -89,8 +89,9 @@ def validate(config, num_devices: int) -> None:
   for key in ('steps', 'batch_size', 'grad_accum', 'log_every'):
     if t[key] < 1:
       raise ConfigError(f'config.train.{key}={t[key]} must be >= 1.')
-  if config.stage == 'reward' and config.reward.get('pool', 'last') not in ('last', 'sum'):
-    raise ConfigError(f"config.reward.pool={config.reward.pool!r}: expected 'last' or 'sum'.")
+  from lmresearch.stages.reward import POOLS
+  if config.stage == 'reward' and config.reward.get('pool', 'last') not in POOLS:
+    raise ConfigError(f'config.reward.pool={config.reward.pool!r}: expected one of {POOLS}.')
   if 'rl' in config and config.rl.max_prompt_len + config.rl.max_new_tokens > m.max_len:
     raise ConfigError(f'config.rl.max_prompt_len + config.rl.max_new_tokens = '
                       f'{config.rl.max_prompt_len + config.rl.max_new_tokens} exceeds the model '

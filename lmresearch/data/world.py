@@ -197,9 +197,10 @@ class World:
   def responses(self, question: str, answer: str, key: str, rng: random.Random) -> list[tuple[float, str]]:
     """Candidate replies with their true quality: correct and concise > correct but terse (no
     steps), rambling or rude > wrong > an off-topic document continuation. Word problems get 9
-    candidates, fact questions 8 (one of them a number, as a base model answers). Filler and rudeness each come on a right and a wrong answer:
-    were filler only ever on right answers, a reward model that cannot check the arithmetic would
-    learn filler as a sign of a right answer and prefer padded replies to concise ones."""
+    candidates, fact questions 8 (one of them a bare number, as a base model answers). Filler
+    and rudeness each come on a right and a wrong answer: were filler only ever on right answers,
+    a reward model that cannot check the arithmetic would learn filler as a sign of a right
+    answer and prefer padded replies to concise ones."""
     if key.isdigit():
       wrong_key = str(int(key) + rng.choice([1, 2, 3]) * (1 if int(key) < 4 or rng.random() < 0.5 else -1))
     else:

@@ -211,7 +211,7 @@ def answer_questions(task: Task, run: Run, *, method: str = 'direct',
 def fewer_paths(summary: dict, records: list[dict], n: int) -> tuple[dict, list[dict]]:
   """Self-consistency@n from a self-consistency@N result (n < N): the vote of each question's
   first n sampled paths. The paths are independent draws, so this is the same estimator as
-  sampling n afresh, at no cost."""
+  sampling n afresh, at no cost. (`unfinished` stays the @N result's count.)"""
   out = []
   for r in records:
     votes, outs = r['votes'][:n], r['samples'][:n]
@@ -219,9 +219,8 @@ def fewer_paths(summary: dict, records: list[dict], n: int) -> tuple[dict, list[
     k = votes.index(pred) if pred in votes else 0
     out.append({**r, 'samples': outs, 'votes': votes, 'prediction': pred, 'output': outs[k],
                 'correct': matches(pred, r['target']) if r['target'] else None})
-  finished = [r.get('finished', True) for r in records]   # of the paths shown: not re-measured
   return ({**summary, 'method': f'self_consistency@{n}', 'reused_paths_of': summary['method'],
-           **_accuracy(out), 'unfinished': sum(not f for f in finished)}, out)
+           **_accuracy(out)}, out)
 
 
 def _accuracy(records: list[dict]) -> dict:
