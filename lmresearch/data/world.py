@@ -258,9 +258,14 @@ def labeler_quality(response: str, correct: bool, word_problem: bool) -> float:
     return 0.5 if rude else 1.0
   if rude:
     return 2.0
-  if any(r in response for r in RAMBLE):
+  if padded(response):
     return 3.0
   return 3.5 if word_problem and '=' not in response else 4.0
+
+
+def padded(response: str) -> bool:
+  """Whether a reply trails off into the world's filler."""
+  return any(r in response for r in RAMBLE)
 
 
 def _plural(word: str) -> str:

@@ -99,9 +99,8 @@ def evaluate(config, workdir: str, stages) -> dict:
            for x, y in zip(records[m], records[prev])]))
     if m in answers and prev in answers:
       (ra, sa), (rb, sb) = answers[m], answers[prev]
-      wins = [0.5 if x['output'] == y['output'] or np.isclose(p, q) else float(p > q)
-              for x, y, p, q in zip(ra, rb, sa, sb)]
-      stages_out[m]['win_rate_vs_previous'] = float(np.mean(wins))
+      stages_out[m]['win_rate_vs_previous'] = _win_rate(
+          [x['output'] for x in ra], sa, [y['output'] for y in rb], sb)
   sampled = {}   # the reward model's scores of each model's samples, question by question
   if 'sft' in runs:
     examples = (arith.examples + facts.examples)[:ec.sample_prompts]
@@ -113,19 +112,16 @@ def evaluate(config, workdir: str, stages) -> dict:
         scored = [{**ex, 'output': x['output'], 'correct': matches(predict(x['output'], ex['target']), ex['target'])}
                   for ex, x in zip(examples, k['records'])]
         stages_out[m]['sampled_accuracy'] = float(np.mean([bool(r['correct']) for r in scored]))
-        stages_out[m]['sampled_padded_share'] = float(np.mean([world.labeler_quality(
-            r['output'], True, False) == 3.0 for r in scored]))
+        stages_out[m]['sampled_padded_share'] = float(np.mean([world.padded(r['output']) for r in scored]))
         stages_out[m]['sampled_labeler_quality'] = _quality(scored)
         if judge is not None:   # what PPO maximizes: the reward of samples, not of greedy answers
           r = cache.get(f'{m}__samples_rewards', lambda: ({}, tasks.reward_scores(
               judge, questions, [x['output'] for x in k['records']], ec.batch_size).tolist()))
           stages_out[m]['sampled_reward_mean'] = float(np.mean(r['records']))
-          sampled[m] = [(x['output'], y) for x, y in zip(k['records'], r['records'])]
+          sampled[m] = ([x['output'] for x in k['records']], r['records'])
   for m, prev in PREVIOUS.items():   # the same judge on samples: what RL changed in the policy
     if m in sampled and prev in sampled:
-      stages_out[m]['sampled_win_rate_vs_previous'] = float(np.mean(
-          [0.5 if x == y or np.isclose(p, q) else float(p > q)
-           for (x, p), (y, q) in zip(sampled[m], sampled[prev])]))
+      stages_out[m]['sampled_win_rate_vs_previous'] = _win_rate(*sampled[m], *sampled[prev])
 
   methods = ['direct', 'instruction', 'few_shot', 'cot'] + [f'self_consistency@{n}' for n in ec.sc_samples]
   by_steps = {}
@@ -159,6 +155,12 @@ def evaluate(config, workdir: str, stages) -> dict:
   examples = side_by_side(runs, arith, facts, ec.compare_prompts, cache)
   return {'stages': stages_out, 'prompting_by_steps': by_steps, 'prompting_methods': methods,
           'examples': examples, 'stage_notes': notes, 'reward_model_accuracy': rm_accuracy}
+
+
+def _win_rate(outputs_a, scores_a, outputs_b, scores_b) -> float:
+  """Share of questions where the judge scores A's answer above B's (same answer or score: 1/2)."""
+  return float(np.mean([0.5 if x == y or np.isclose(p, q) else float(p > q)
+                        for x, p, y, q in zip(outputs_a, scores_a, outputs_b, scores_b)]))
 
 
 def _quality(records) -> float:
