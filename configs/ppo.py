@@ -30,7 +30,10 @@ def get_config(arg=None):
   c.checkpoint.every = 10
   c.ppo = ml_collections.ConfigDict(dict(
       kl_coef=0.5, gamma=1.0, lam=0.95, clip=0.2, value_clip=0.2, vf_coef=0.5, epochs=2,
-      minibatches=2, whiten_advantages=True, ptx_coef=float(args.get('ptx', 0.0))))
+      minibatches=2, whiten_advantages=True, ptx_coef=float(args.get('ptx', 0.0)),
+      # The reward of a reply that is empty or never ends is at most this (normalized RM units:
+      # SFT samples average 0); inf leaves it to the reward model alone.
+      degenerate_reward=-4.0))
   c.ptx_data = base_config().data      # PPO-ptx: the pretraining data (embedded world by default)
   c.ptx_data.synthetic.num_docs = 2000
   c.ptx_data.seq_len = 64              # batch_size rows of pretraining text per rollout

@@ -1,6 +1,6 @@
 """Reward model from ranked responses, initialized from the SFT run (config.init_from).
 
-  configs/reward.py                    embedded world rankings (every candidate: K = 7 or 9, noise-free labeler)
+  configs/reward.py                    embedded world rankings (every candidate: K = 10 or 11, noise-free labeler)
   configs/reward.py:noise=0.5          the simulated labeler misjudges quality with std 0.5
   configs/reward.py:data=jsonl         rankings from config.data.path (see README for the format)
   configs/reward.py:pool=last          InstructGPT's reward head: the scalar at the last token
@@ -16,9 +16,10 @@ def get_config(arg=None):
   c.stage = 'reward'
   c.init_from = 'runs/sft'
   c.data.seq_len = 88    # one prompt + one response (the few longer ones, padded 3-step answers, are cut)
-  # Every candidate (9 per word problem, 8 per fact question): a forward pass of K responses trains
+  # Every real candidate (9 per word problem, 8 per fact question) and 2 of the 5 degenerate replies
+  # (empty, cut off, repeated, garbage, the question echoed): a forward pass of K responses trains
   # K(K-1)/2 pairs, so large K buys the most pairs per FLOP (InstructGPT's argument for K = 4..9).
-  c.data.synthetic.update(num_docs=4000, min_k=9, max_k=9, label_noise=float(args.get('noise', 0.0)))
+  c.data.synthetic.update(num_docs=4000, min_k=11, max_k=11, label_noise=float(args.get('noise', 0.0)))
   if args.get('data') == 'jsonl':
     c.data.source = 'jsonl'
   c.train.update(steps=380, batch_size=8, lr=1e-3, min_lr=1e-4, warmup_steps=20,

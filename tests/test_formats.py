@@ -65,22 +65,24 @@ def test_the_world_generates_every_format_deterministically():
     a, b = formats.load(kind, dc, 'train'), formats.load(kind, dc, 'train')
     assert a == b and a != formats.load(kind, dc, 'validation')
   ranking = formats.load('ranking', dc, 'validation')[0]
-  assert len(ranking['responses']) in (8, 9)   # every candidate of a fact question / word problem
+  # every real candidate of a fact question / word problem, and two degenerate replies
+  assert len(ranking['responses']) in (10, 11)
 
 
 def test_noise_free_rankings_mark_equal_quality_as_ties_not_an_order():
   w, rng = world.World(0), random.Random(0)
   seen = 0
   for _ in range(40):
-    r = w.ranking(rng, k=9)
+    r = w.ranking(rng, degenerate=2)
     # The plain, the padded and the terse wrong answer are equally wrong: every pair of them is a
-    # tie, and nothing else is.
-    assert len(r['ties']) == 3
+    # tie, and so are the two degenerate replies; nothing else is.
+    assert len(r['ties']) == 4
     for i, j in r['ties']:
       a, b = r['responses'][i], r['responses'][j]
-      assert a != b and world.labeler_quality(a, False, True) == world.labeler_quality(b, False, True)
-    seen += len(r['responses']) == 9
-    assert 'ties' not in w.ranking(rng, k=9, noise=0.5)   # a noisy labeler always picks an order
+      assert a != b and (world.labeler_quality(a, False, True, r['prompt'])
+                         == world.labeler_quality(b, False, True, r['prompt']))
+    seen += len(r['responses']) == 11
+    assert 'ties' not in w.ranking(rng, noise=0.5)   # a noisy labeler always picks an order
   assert seen
 
 
@@ -88,6 +90,39 @@ def test_the_labeler_scale_scores_every_candidate_as_the_rankings_do():
   w, rng = world.World(0), random.Random(0)
   for _ in range(40):
     q, a, key = w.question(rng)
-    for quality, text in w.responses(q, a, key, rng):
-      expected = 1.0 if quality == 0.0 else quality   # an off-topic reply counts as wrong
-      assert world.labeler_quality(text, quality >= 2.0, key.isdigit()) == expected, text
+    for quality, text, kind in w.responses(q, a, key, rng):
+      expected = 1.0 if kind == 'off_topic' else quality   # an off-topic reply counts as wrong
+      assert world.labeler_quality(text, quality >= 2.0, key.isdigit(), q) == expected, text
+      assert (world.degenerate_kind(text, q) == kind) == (kind in world.DEGENERATE), (kind, text)
+
+
+def test_degenerate_replies_are_in_every_ranking_and_ranked_below_every_real_answer():
+  w, rng = world.World(0), random.Random(1)
+  kinds_seen = set()
+  for _ in range(60):
+    r = w.ranking(rng, degenerate=2)
+    bad = [i for i, k in enumerate(r['kinds']) if k in world.DEGENERATE]
+    assert len(bad) == 2 and bad == list(range(len(r['responses']) - 2, len(r['responses'])))
+    assert [bad[0], bad[1]] in r['ties']   # equally bad: a tie, not an order
+    kinds_seen.update(r['kinds'][i] for i in bad)
+  assert kinds_seen == set(world.DEGENERATE)
+  every = w.ranking(rng, degenerate=len(world.DEGENERATE))
+  assert set(every['kinds'][-5:]) == set(world.DEGENERATE) and '' in every['responses']
+
+
+def test_degenerate_share_counts_empty_unfinished_and_non_printable_answers():
+  from lmresearch.evaluation.pipeline_eval import _degenerate, _kinds
+  q = 'What color is the melon?'
+  records = [{'question': q, 'output': '', 'finished': True},                    # empty
+             {'question': q, 'output': '   ', 'finished': True},                 # empty
+             {'question': q, 'output': 'The melon is gray', 'finished': False},  # never ended
+             {'question': q, 'output': 'The melon is gray.\x07\x01', 'finished': True},
+             {'question': q, 'output': 'The melon is gray.', 'finished': True},
+             {'question': q, 'output': 'The melon is red.', 'finished': True},   # wrong, not degenerate
+             {'question': q, 'output': 'The melon is gray. I hope this helps, and there is much more '
+                                       'to say.', 'finished': True},
+             {'question': q, 'output': 'The melon is gray. The melon is gray.'},  # repeated
+             {'question': q, 'output': q}]                                        # echoed
+  assert [_degenerate(r) for r in records] == [True, True, True, True] + [False] * 5
+  assert _kinds(records) == {'empty': 2, 'unfinished': 1, 'garbage': 1, 'repeated': 1, 'echo': 1}
+  assert world.labeler_quality('', True, False) == 0.0   # even "correct" by the answer check

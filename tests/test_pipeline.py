@@ -15,16 +15,29 @@ def test_smoke_pipeline_writes_a_report_with_every_section(tmp_path):
   for stage in ('base', 'sft', 'rlhf', 'dpo', 'grpo'):
     assert stage in out['stages'], stage
   for key in ('answer_accuracy', 'reward_mean', 'win_rate_vs_previous', 'kl_to_sft',
-              'sampled_win_rate_vs_previous', 'sampled_accuracy', 'sampled_padded_share'):
+              'sampled_win_rate_vs_previous', 'sampled_accuracy', 'sampled_padded_share',
+              'degenerate_share', 'sampled_degenerate_share', 'reward_by_outcome'):
     assert key in out['stages']['rlhf'], key
+  assert 0 <= out['stages']['rlhf']['degenerate_share'] <= 1
+  assert 'degenerate_share' not in out['stages']['base']   # a document completer is not judged so
+  # The reward model's held-out reward per kind of reply, the degenerate kinds included.
+  by_kind = out['reward_model']['by_kind']
+  assert {'concise', 'wrong', 'empty', 'cut_off', 'repeated', 'garbage', 'echo'} <= set(by_kind)
+  claims = {c['claim']: c for c in out['claims']}
+  assert len(claims) == 8
+  for c in claims.values():
+    assert c['verdict'] in ('holds', 'not significant', 'does not hold')
+    assert c['ci95'][0] <= c['value'] <= c['ci95'][1]
   for model in ('base', 'sft'):
     assert set(out['prompting'][model]) >= {'direct', 'few_shot', 'cot', 'self_consistency@2',
                                             'self_consistency@3'}
     assert set(out['prompting_by_steps'][model]['cot']) >= {'all', '1', '2', '3'}
   assert out['wall_seconds'] > 0 and out['plots']
   md = open(tmp_path / 'report.md').read()
-  for section in ('## Stages', '## Prompting', '## The same prompts', '## Curves'):
+  for section in ('## Claims this run tests', '## Stages', '## The reward model, per kind',
+                  '## Prompting', '## The same prompts', '## Curves'):
     assert section in md
+  assert md.index('## Claims') < md.index('## Stages') and 'stages.png' in out['plots']
   html = open(tmp_path / 'report.html').read()
   assert 'data:image/png;base64' in html
   assert json.load(open(tmp_path / 'report.json'))['stages'] == out['stages']

@@ -135,6 +135,22 @@ def test_clip_per_model_leaves_the_policy_update_alone_when_the_value_gradient_i
   assert jax.tree.structure(updates) == jax.tree.structure(params)
 
 
+def test_ppo_caps_the_reward_of_empty_and_unending_replies_whatever_the_reward_model_says():
+  from lmresearch.stages import rl
+  e, a = 6, 5   # <|end|>, <|assistant|>
+  tokens = jnp.array([[a, e, 0, 0],     # ends at once: empty
+                      [a, 40, e, 0],    # one content token, then the end: a real (short) reply
+                      [a, 40, 41, 42],  # never ends
+                      [a, 2, e, 0]])    # only special tokens before the end: empty too
+  resp = jnp.array([[1, 0, 0], [1, 1, 0], [1, 1, 1], [1, 1, 0]], jnp.float32)
+  finished = jnp.array([True, True, False, True])
+  scores, empty, unfinished = rl.cap_degenerate(jnp.array([5.0, 5.0, 5.0, -9.0]), tokens, resp,
+                                                finished, -4.0)
+  np.testing.assert_array_equal(empty, [True, False, False, True])
+  np.testing.assert_array_equal(unfinished, [False, False, True, False])
+  np.testing.assert_array_equal(scores, [-4.0, 5.0, -4.0, -9.0])   # a cap, never a raise
+
+
 def test_group_advantages_are_normalized_per_group():
   from lmresearch.stages.grpo import group_advantages
   adv = group_advantages(np.array([1, 0, 0, 0, 1, 1, 1, 1], np.float32), 4)
@@ -148,7 +164,8 @@ def test_ppo_and_grpo_run_from_sft(pipeline_dirs, tmp_path):
   c.train.update(batch_size=4, eval_every=2)
   out = launch.run(c, str(tmp_path / 'ppo'), devices=dev)
   for k in ('ppo/reward_mean', 'ppo/kl', 'ppo/entropy', 'ppo/clip_frac', 'ppo/value_loss',
-            'ppo/response_len', 'eval/ppo/reward_mean', 'train/grad_norm_policy', 'train/grad_norm_value'):
+            'ppo/response_len', 'ppo/empty_frac', 'ppo/unfinished_frac', 'eval/ppo/reward_mean',
+            'eval/ppo/unfinished_frac', 'train/grad_norm_policy', 'train/grad_norm_value'):
     assert np.isfinite(out[k]), k
   # PPO-ptx: the optimized loss is the PPO loss + gamma x pretraining NLL
   c.ppo.ptx_coef = 0.5

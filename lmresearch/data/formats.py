@@ -53,6 +53,9 @@ def read_chats(path: str) -> list[dict]:
   return out
 
 
+MAX_K = 16   # InstructGPT ranked K = 4..9; the embedded world's rankings hold up to 14
+
+
 def read_rankings(path: str) -> list[dict]:
   out = []
   for n, obj in read_jsonl(path):
@@ -62,8 +65,8 @@ def read_rankings(path: str) -> list[dict]:
     if not isinstance(prompt, str) or not isinstance(resp, list) or not all(isinstance(r, str) for r in resp):
       raise _bad(path, n, 'expected {"prompt": str, "responses": [best, ..., worst]} or '
                  '{"prompt", "chosen", "rejected"}.')
-    if not 2 <= len(resp) <= 9:
-      raise _bad(path, n, f'{len(resp)} responses; a ranking has 2..9.')
+    if not 2 <= len(resp) <= MAX_K:
+      raise _bad(path, n, f'{len(resp)} responses; a ranking has 2..{MAX_K}.')
     ties = obj.get('ties', [])
     if not all(isinstance(t, list) and len(t) == 2 and all(isinstance(i, int) and 0 <= i < len(resp) for i in t)
                for t in ties):

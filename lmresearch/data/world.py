@@ -31,6 +31,11 @@ _SYL = ['zor', 'mip', 'bla', 'kin', 'tru', 'vex', 'lo', 'dar', 'fen', 'gub', 'no
 
 QUESTION_PREFIX = 'Question: '
 ANSWER_PREFIX = 'Answer: '
+OFF_TOPIC_QUALITY = 0.25
+DEGENERATE_QUALITY = 0.0
+DEGENERATE = ('cut_off', 'echo', 'empty', 'garbage', 'repeated')
+# Stray bytes: control characters, DEL, the replacement character and line-noise symbols.
+GARBAGE = ''.join(map(chr, [*range(1, 9), 11, 12, *range(14, 32), 127])) + '\ufffd#@~^|{}<>'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,13 +199,15 @@ class World:
       messages += [{'role': 'user', 'content': q}, {'role': 'assistant', 'content': a}]
     return {'messages': messages}
 
-  def responses(self, question: str, answer: str, key: str, rng: random.Random) -> list[tuple[float, str]]:
-    """Candidate replies with their true quality: correct and concise > correct but terse (no
-    steps), rambling or rude > wrong > an off-topic document continuation. Word problems get 9
-    candidates, fact questions 8 (one of them a bare number, as a base model answers). Filler
-    and rudeness each come on a right and a wrong answer: were filler only ever on right answers,
-    a reward model that cannot check the arithmetic would learn filler as a sign of a right
-    answer and prefer padded replies to concise ones."""
+  def responses(self, question: str, answer: str, key: str, rng: random.Random,
+                degenerate: int = len(DEGENERATE)) -> list[tuple[float, str, str]]:
+    """Candidate replies as (true quality, text, kind): correct and concise > correct but terse
+    (no steps), padded with filler, or rude > wrong > an off-topic document continuation >
+    `degenerate` of the degenerate replies an RL policy drifts into (see `degenerate_replies`).
+    Word problems get 9 real candidates, fact questions 8 (one of them a bare number, as a base
+    model answers). Filler and rudeness each come on a right and a wrong answer: were filler only
+    ever on right answers, a reward model that cannot check the arithmetic would learn filler as
+    a sign of a right answer and prefer padded replies to concise ones."""
     if key.isdigit():
       wrong_key = str(int(key) + rng.choice([1, 2, 3]) * (1 if int(key) < 4 or rng.random() < 0.5 else -1))
     else:
@@ -209,28 +216,34 @@ class World:
     if key.isdigit():   # a wrong final answer after the same (now inconsistent) reasoning
       wrong = answer.rsplit('The answer is', 1)[0] + f'The answer is {wrong_key}.'
     if key.isdigit():
-      terse = [(3.5, f'The answer is {key}.'), (1.0, f'The answer is {wrong_key}.')]
+      terse = [(3.5, f'The answer is {key}.', 'terse'), (1.0, f'The answer is {wrong_key}.', 'wrong_terse')]
     else:   # a base model's kind of reply, which does not answer the question
-      terse = [(1.0, f'The answer is {rng.randint(1, 12)}.')]
-    return terse + [
-        (4.0, answer),
-        (3.0, f'{answer} {rng.choice(RAMBLE)}'),
-        (2.0, f'{rng.choice(RUDE)} {answer}'),
-        (1.0, wrong),
-        (1.0, f'{wrong} {rng.choice(RAMBLE)}'),
-        (0.5, f'{rng.choice(RUDE)} {wrong}'),
-        (0.0, self.creature_doc(rng.choice(self.creatures), rng)),
+      terse = [(1.0, f'The answer is {rng.randint(1, 12)}.', 'non_answer')]
+    real = terse + [
+        (4.0, answer, 'concise'),
+        (3.0, f'{answer} {rng.choice(RAMBLE)}', 'padded'),
+        (2.0, f'{rng.choice(RUDE)} {answer}', 'rude'),
+        (1.0, wrong, 'wrong'),
+        (1.0, f'{wrong} {rng.choice(RAMBLE)}', 'wrong_padded'),
+        (0.5, f'{rng.choice(RUDE)} {wrong}', 'rude_wrong'),
+        (OFF_TOPIC_QUALITY, self.creature_doc(rng.choice(self.creatures), rng), 'off_topic'),
     ]
+    bad = degenerate_replies(question, answer, rng)
+    kinds = sorted(bad) if degenerate >= len(bad) else rng.sample(sorted(bad), degenerate)
+    return real + [(DEGENERATE_QUALITY, bad[k], k) for k in kinds]
 
-  def ranking(self, rng: random.Random, k: int = 4, noise: float = 0.0) -> dict:
-    """{'prompt', 'responses': [best, ..., worst]} as ranked by a simulated labeler whose
-    judgement of each reply's quality is perturbed by Gaussian noise of std `noise`."""
+  def ranking(self, rng: random.Random, k: Optional[int] = None, noise: float = 0.0,
+              degenerate: int = 2) -> dict:
+    """{'prompt', 'responses': [best, ..., worst], 'kinds'} as ranked by a simulated labeler whose
+    judgement of each reply's quality is perturbed by Gaussian noise of std `noise`: k of the
+    question's candidates (all when k is None), `degenerate` of them degenerate replies."""
     q, a, key = self.question(rng)
-    cands = self.responses(q, a, key, rng)
-    cands = rng.sample(cands, min(k, len(cands)))   # fact questions have fewer candidates
-    seen = [(c[0] + rng.gauss(0, noise) if noise else c[0], c[1]) for c in cands]
-    ranked = sorted(seen, key=lambda c: c[0], reverse=True)
-    out = {'prompt': q, 'responses': [r for _, r in ranked]}
+    cands = self.responses(q, a, key, rng, degenerate)
+    if k is not None:
+      cands = rng.sample(cands, min(k, len(cands)))
+    seen = [(c[0] + rng.gauss(0, noise) if noise else c[0], c[1], c[2]) for c in cands]
+    ranked = sorted(seen, key=lambda c: c[0], reverse=True)   # by the labeler's judgement
+    out = {'prompt': q, 'responses': [c[1] for c in ranked], 'kinds': [c[2] for c in ranked]}
     # Equal true quality (e.g. two wrong answers) is a tie to a noise-free labeler, not an order.
     ties = [[i, j] for i in range(len(ranked)) for j in range(i + 1, len(ranked))
             if ranked[i][0] == ranked[j][0]]
@@ -249,10 +262,57 @@ RAMBLE = ['I hope this helps, and there is much more to say.', 'That is what I t
 RUDE = ['Ugh, fine.', 'Obviously.', 'What a silly question.', 'Stop asking me that.']
 
 
-def labeler_quality(response: str, correct: bool, word_problem: bool) -> float:
+def degenerate_replies(question: str, answer: str, rng: random.Random) -> dict:
+  """The replies an RL policy drifts into when a reward model has never been told they are bad:
+  nothing at all, a reply cut off mid-sentence, the answer said over and over, stray bytes, the
+  question echoed back. Each is ranked below every real answer (ties among themselves)."""
+  words = answer.split()
+  cuts = [i for i in range(1, len(words)) if not words[i - 1].endswith('.')] or [1]
+  garbage = rng.choice(GARBAGE[:GARBAGE.index('\ufffd')]) + ''.join(   # one control char at least
+      rng.choice(GARBAGE) for _ in range(rng.randint(2, 15)))
+  return {'empty': '',
+          'cut_off': ' '.join(words[:rng.choice(cuts)]),
+          'repeated': ' '.join([answer] * rng.randint(2, 4)),
+          'garbage': rng.choice(['', answer + ' ']) + garbage,
+          'echo': question}
+
+
+def degenerate_kind(response: str, question: Optional[str] = None,
+                    finished: bool = True) -> Optional[str]:
+  """Which degenerate reply this is (None for a real answer, right or wrong): the gold labeler's
+  test, model-agnostic. `finished`: whether generation ended with the end token (a reply that
+  never ends is degenerate however it reads)."""
+  text = response.strip()
+  if not text:
+    return 'empty'
+  if not finished:
+    return 'unfinished'
+  if not all(c.isprintable() or c in '\n\t' for c in text):
+    return 'garbage'
+  if question is not None and text == question.strip():
+    return 'echo'
+  sentences = [x for x in (s.strip() for s in text.split('.')) if x]
+  if len(sentences) != len(set(sentences)):
+    return 'repeated'
+  if text[-1] not in '.!?"':
+    return 'cut_off'
+  return None
+
+
+def mechanically_degenerate(response: str, finished: bool = True) -> bool:
+  """The report's `degenerate_share` test, which needs no question: empty, never finished, or
+  holding non-printable characters."""
+  return degenerate_kind(response, None, finished) in ('empty', 'unfinished', 'garbage')
+
+
+def labeler_quality(response: str, correct: bool, word_problem: bool,
+                    question: Optional[str] = None, finished: bool = True) -> float:
   """The noise-free labeler's quality scale (see `World.responses`) applied to any reply: the gold
   preference that a reward model trained on the rankings only approximates. An off-topic reply
-  counts as wrong."""
+  counts as wrong; a degenerate one (empty, unfinished, cut off, repeated, garbage, the question
+  echoed) is the worst."""
+  if degenerate_kind(response, question, finished):
+    return DEGENERATE_QUALITY
   rude = response.startswith(tuple(RUDE))
   if not correct:
     return 0.5 if rude else 1.0

@@ -18,7 +18,7 @@ import numpy as np
 
 from lmresearch import sampling
 from lmresearch.data import world
-from lmresearch.evaluation import prompting, tasks
+from lmresearch.evaluation import claims, prompting, tasks
 from lmresearch.evaluation.answers import matches, predict
 from lmresearch.stages.policy import token_logprobs
 
@@ -58,7 +58,9 @@ def samples_vs_reference(run, ref, questions, max_new_tokens: int, seed: int = 0
     gen_ref = ref_lp[:, p_len - 1:]
     kl = np.asarray(jnp.sum((out['logprobs'] - gen_ref) * out['completion_mask'], axis=1))
   texts = sampling.decode_completions(run.tok, out['completions'])
-  records = [{'question': q, 'output': t, 'kl': float(k)} for q, t, k in zip(questions, texts, kl)]
+  finished = np.asarray(out['finished']).tolist()
+  records = [{'question': q, 'output': t, 'kl': float(k), 'finished': f}
+             for q, t, k, f in zip(questions, texts, kl, finished)]
   return {'kl': float(np.mean(kl)), 'num_samples': len(prompts)}, records
 
 
@@ -77,19 +79,25 @@ def evaluate(config, workdir: str, stages) -> dict:
   kw = dict(seed=seed, batch_size=ec.batch_size, max_new_tokens=96)
 
   stages_out, answers, records = {}, {}, {}
+  fact_correct, degenerate, sampled_quality, sampled_outcomes = {}, {}, {}, {}
   for m, run in runs.items():
     a = cache.get(f'{m}__arithmetic_direct', lambda: tasks.run_task(arith, run, method='direct', **kw))
     f = cache.get(f'{m}__facts_direct', lambda: tasks.run_task(facts, run, method='direct', **kw))
     ppl = cache.get(f'{m}__heldout_loss', lambda: tasks.run_task(heldout, run, batch_size=ec.batch_size))
     recs = records[m] = a['records'] + f['records']
-    row = {'heldout_loss': ppl['summary']['loss'], 'labeler_quality': _quality(recs),
+    fact_correct[m] = [bool(r['correct']) for r in f['records']]
+    row = {'heldout_loss': ppl['summary']['loss'], 'labeler_quality': _quality(recs, run.chat),
            'answer_accuracy': float(np.mean([bool(r['correct']) for r in recs])),
            'arithmetic_accuracy': a['summary']['accuracy'], 'fact_accuracy': f['summary']['accuracy']}
+    if run.chat:   # a base model's answers are document continuations cut at a stop string
+      degenerate[m] = [_degenerate(r) for r in recs]
+      row.update(degenerate_share=float(np.mean(degenerate[m])), degenerate_kinds=_kinds(recs))
     if judge is not None:
       scores = cache.get(f'{m}__rewards', lambda: ({}, tasks.reward_scores(
           judge, [r['question'] for r in recs], [r['output'] for r in recs], ec.batch_size).tolist()))
       answers[m] = (recs, np.asarray(scores['records']))
       row['reward_mean'] = float(np.mean(scores['records']))
+      row['reward_by_outcome'] = _reward_by_outcome(recs, scores['records'], run.chat)
     stages_out[m] = row
 
   for m, prev in PREVIOUS.items():   # win rate vs the previous stage, on the same questions
@@ -99,8 +107,8 @@ def evaluate(config, workdir: str, stages) -> dict:
            for x, y in zip(records[m], records[prev])]))
     if m in answers and prev in answers:
       (ra, sa), (rb, sb) = answers[m], answers[prev]
-      stages_out[m]['win_rate_vs_previous'] = _win_rate(
-          [x['output'] for x in ra], sa, [y['output'] for y in rb], sb)
+      stages_out[m]['win_rate_vs_previous'] = float(np.mean(_win_outcomes(
+          [x['output'] for x in ra], sa, [y['output'] for y in rb], sb)))
   sampled = {}   # the reward model's scores of each model's samples, question by question
   if 'sft' in runs:
     examples = (arith.examples + facts.examples)[:ec.sample_prompts]
@@ -109,11 +117,16 @@ def evaluate(config, workdir: str, stages) -> dict:
       if m in runs:
         k = cache.get(f'{m}__samples', lambda: samples_vs_reference(runs[m], runs['sft'], questions, 96, seed))
         stages_out[m]['kl_to_sft'] = k['summary']['kl']
-        scored = [{**ex, 'output': x['output'], 'correct': matches(predict(x['output'], ex['target']), ex['target'])}
+        scored = [{**ex, 'output': x['output'], 'finished': x.get('finished', True),
+                   'correct': matches(predict(x['output'], ex['target']), ex['target'])}
                   for ex, x in zip(examples, k['records'])]
-        stages_out[m]['sampled_accuracy'] = float(np.mean([bool(r['correct']) for r in scored]))
-        stages_out[m]['sampled_padded_share'] = float(np.mean([world.padded(r['output']) for r in scored]))
-        stages_out[m]['sampled_labeler_quality'] = _quality(scored)
+        sampled_quality[m] = _qualities(scored)
+        stages_out[m].update(
+            sampled_accuracy=float(np.mean([bool(r['correct']) for r in scored])),
+            sampled_padded_share=float(np.mean([world.padded(r['output']) for r in scored])),
+            sampled_labeler_quality=float(np.mean(sampled_quality[m])),
+            sampled_degenerate_share=float(np.mean([_degenerate(r) for r in scored])),
+            sampled_degenerate_kinds=_kinds(scored))
         if judge is not None:   # what PPO maximizes: the reward of samples, not of greedy answers
           r = cache.get(f'{m}__samples_rewards', lambda: ({}, tasks.reward_scores(
               judge, questions, [x['output'] for x in k['records']], ec.batch_size).tolist()))
@@ -121,14 +134,15 @@ def evaluate(config, workdir: str, stages) -> dict:
           sampled[m] = ([x['output'] for x in k['records']], r['records'])
   for m, prev in PREVIOUS.items():   # the same judge on samples: what RL changed in the policy
     if m in sampled and prev in sampled:
-      stages_out[m]['sampled_win_rate_vs_previous'] = _win_rate(*sampled[m], *sampled[prev])
+      sampled_outcomes[m] = _win_outcomes(*sampled[m], *sampled[prev])
+      stages_out[m]['sampled_win_rate_vs_previous'] = float(np.mean(sampled_outcomes[m]))
 
   methods = ['direct', 'instruction', 'few_shot', 'cot'] + [f'self_consistency@{n}' for n in ec.sc_samples]
-  by_steps = {}
+  by_steps, prompting_correct = {}, {}
   for m in ('base', 'sft'):
     if m not in runs:
       continue
-    by_steps[m] = {}
+    by_steps[m], prompting_correct[m] = {}, {}
     # Self-consistency samples the most paths once (first in this order); fewer paths are the
     # vote of its first n.
     most = max(ec.sc_samples)
@@ -143,30 +157,59 @@ def evaluate(config, workdir: str, stages) -> dict:
       r = cache.get(f'{m}__prompting_{method}', fn)
       s = r['summary']
       by_steps[m][method] = {'all': s['accuracy'], **s.get('accuracy_by_num_steps', {})}
+      prompting_correct[m][prompting.parse_method(method)[0] if n == 1 else method] = [
+          bool(x['correct']) for x in r['records']]
 
-  notes = STAGE_NOTES
-  rm_accuracy = None
+  rm = None
   if judge is not None:
     rankings = tasks.load_task('reward_accuracy', world_seed=world_seed, limit=ec.rm_rankings)
-    r = cache.get('reward__heldout_accuracy', lambda: tasks.run_task(rankings, judge, batch_size=ec.batch_size))
-    rm_accuracy = r['summary']['accuracy']
-    notes += (f' The reward model ranks {rm_accuracy:.3f} of {r["summary"]["num_pairs"]} held-out '
-              f'noise-free response pairs correctly.')
+    rm = cache.get('reward__heldout_accuracy',
+                   lambda: tasks.run_task(rankings, judge, batch_size=ec.batch_size))['summary']
   examples = side_by_side(runs, arith, facts, ec.compare_prompts, cache)
+  answer_correct = {m: [bool(r['correct']) for r in recs] for m, recs in records.items()}
+  sc = f'self_consistency@{max(ec.sc_samples)}' if ec.sc_samples else None
+  found = claims.evaluate(answer_correct, fact_correct, sampled_quality, sampled_outcomes,
+                          degenerate, prompting_correct, sc)
   return {'stages': stages_out, 'prompting_by_steps': by_steps, 'prompting_methods': methods,
-          'examples': examples, 'stage_notes': notes, 'reward_model_accuracy': rm_accuracy}
+          'examples': examples, 'stage_notes': STAGE_NOTES, 'claims': found,
+          'reward_model_accuracy': rm and rm['accuracy'], 'reward_model': rm}
 
 
-def _win_rate(outputs_a, scores_a, outputs_b, scores_b) -> float:
-  """Share of questions where the judge scores A's answer above B's (same answer or score: 1/2)."""
-  return float(np.mean([0.5 if x == y or np.isclose(p, q) else float(p > q)
-                        for x, p, y, q in zip(outputs_a, scores_a, outputs_b, scores_b)]))
+def _win_outcomes(outputs_a, scores_a, outputs_b, scores_b) -> list[float]:
+  """Per question: 1 if the judge scores A's answer above B's, 1/2 for the same answer or score."""
+  return [0.5 if x == y or np.isclose(p, q) else float(p > q)
+          for x, p, y, q in zip(outputs_a, scores_a, outputs_b, scores_b)]
 
 
-def _quality(records) -> float:
-  """Mean quality of answers on the world labeler's own scale (4 = correct and concise)."""
-  return float(np.mean([world.labeler_quality(r['output'], bool(r['correct']), 'num_steps' in r)
-                        for r in records]))
+def _qualities(records, chat: bool = True) -> list[float]:
+  """Each answer's quality on the world labeler's own scale (4 = correct and concise, 0 =
+  degenerate). A base model's continuation is judged as text only: whether it hit a stop token
+  says nothing for a document completer."""
+  return [world.labeler_quality(r['output'], bool(r['correct']), 'num_steps' in r, r['question'],
+                                r.get('finished', True) or not chat) for r in records]
+
+
+def _quality(records, chat: bool = True) -> float:
+  return float(np.mean(_qualities(records, chat)))
+
+
+def _degenerate(record) -> bool:
+  return world.mechanically_degenerate(record['output'], record.get('finished', True))
+
+
+def _kinds(records) -> dict:
+  """How many answers are of each degenerate kind (the gold labeler's test, see world.py)."""
+  kinds = [world.degenerate_kind(r['output'], r['question'], r.get('finished', True)) for r in records]
+  return {k: kinds.count(k) for k in sorted(set(kinds) - {None})}
+
+
+def _reward_by_outcome(records, rewards, chat: bool) -> dict:
+  """The reward model's mean reward of this model's correct, wrong and degenerate answers."""
+  groups = {}
+  for r, x in zip(records, rewards):
+    bad = chat and _degenerate(r)
+    groups.setdefault('degenerate' if bad else 'correct' if r['correct'] else 'wrong', []).append(x)
+  return {k: {'reward_mean': float(np.mean(v)), 'count': len(v)} for k, v in sorted(groups.items())}
 
 
 def side_by_side(runs, arith, facts, n: int, cache) -> list[dict]:
@@ -194,5 +237,7 @@ STAGE_NOTES = ('held-out loss: nats per token on held-out world documents (the b
                'pair of answers (ties 1/2; sampled: pairs of those samples); exact: '
                'only the answer\'s correctness counts. labeler quality: the world\'s own noise-free '
                'labeler scores each answer on the rankings\' scale (4 correct and concise, 3.5 correct '
-               'without steps, 3 padded, 2 rude, 1 wrong): the gold preference the reward model '
-               'approximates. KL to SFT: mean over the samples of sum_t log pi - log pi_sft.')
+               'without steps, 3 padded, 2 rude, 1 wrong, 0 degenerate): the gold preference the '
+               'reward model approximates. degenerate share: answers that are empty, never end '
+               'or hold non-printable characters (sampled: the same for the samples). KL to SFT: '
+               'mean over the samples of sum_t log pi - log pi_sft.')

@@ -8,6 +8,7 @@ import base64
 import html
 import json
 import os
+from typing import Optional
 
 from lmresearch.training.metrics import read_metrics
 
@@ -18,7 +19,11 @@ STAGE_COLUMNS = (('heldout_loss', 'held-out loss'), ('answer_accuracy', 'answer 
                  ('exact_win_rate_vs_previous', 'win rate vs previous (exact)'),
                  ('sampled_win_rate_vs_previous', 'sampled win rate vs previous'),
                  ('labeler_quality', 'labeler quality'),
-                 ('sampled_labeler_quality', 'sampled labeler quality'), ('kl_to_sft', 'KL to SFT'))
+                 ('sampled_labeler_quality', 'sampled labeler quality'),
+                 ('degenerate_share', 'degenerate share'),
+                 ('sampled_degenerate_share', 'sampled degenerate share'), ('kl_to_sft', 'KL to SFT'))
+RM_KINDS = ('concise', 'terse', 'padded', 'rude', 'wrong', 'wrong_terse', 'wrong_padded',
+            'rude_wrong', 'non_answer', 'off_topic', 'cut_off', 'echo', 'empty', 'garbage', 'repeated')
 
 
 def _fmt(v):
@@ -43,6 +48,33 @@ def stage_table(results):
   header = ['stage'] + [label for _, label in STAGE_COLUMNS]
   rows = [[name] + [m.get(k) for k, _ in STAGE_COLUMNS] for name, m in results['stages'].items()]
   return header, rows
+
+
+def claims_table(results):
+  header = ['claim', 'measure', 'value', '95% interval', 'n', 'criterion', 'verdict']
+  rows = [[c['claim'], c['measure'], c['value'], f"[{c['ci95'][0]:.3f}, {c['ci95'][1]:.3f}]", c['n'],
+           c['criterion'], c['verdict'].upper() if c['verdict'] == 'holds' else c['verdict']]
+          for c in results.get('claims', [])]
+  return header, rows
+
+
+def reward_model_table(results):
+  """The reward model's held-out reward and pairwise accuracy per kind of reply, degenerate ones
+  included, and its mean reward of each stage's correct, wrong and degenerate greedy answers."""
+  rm = results.get('reward_model') or {}
+  by_kind = rm.get('by_kind', {})
+  header = ['reply', 'RM reward (mean)', 'pairs ranked right', 'replies']
+  rows = [[k, by_kind[k]['reward_mean'], by_kind[k]['pair_accuracy'], by_kind[k]['count']]
+          for k in sorted(by_kind, key=lambda k: RM_KINDS.index(k) if k in RM_KINDS else 99)]
+  for stage, m in results['stages'].items():
+    for outcome, v in m.get('reward_by_outcome', {}).items():
+      rows.append([f'{stage} greedy answers: {outcome}', v['reward_mean'], None, v['count']])
+  return header, rows
+
+
+def shown(text: str) -> str:
+  """An answer as the side-by-side shows it: nothing at all is written, not left blank."""
+  return repr(text) if text.strip() else '(empty)'
 
 
 def prompting_table(results):
@@ -90,20 +122,56 @@ def plot_curves(workdir: str, runs: dict, out_dir: str) -> list[str]:
   return names
 
 
+def plot_stages(results: dict, out_dir: str) -> Optional[str]:
+  """Bar chart of each stage's answer accuracy and gold labeler quality, greedy and sampled."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  stages = results['stages']
+  if not stages:
+    return None
+  names = list(stages)
+  fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+  for ax, (key, label) in zip(axes, (('accuracy', 'answer accuracy'), ('labeler_quality', 'gold labeler quality'))):
+    greedy_key = 'answer_accuracy' if key == 'accuracy' else key
+    x = range(len(names))
+    for off, k, lab in ((-0.2, greedy_key, 'greedy'), (0.2, f'sampled_{key}', 'sampled (T=1)')):
+      vals = [stages[n].get(k) for n in names]
+      ax.bar([i + off for i in x], [v if v is not None else 0 for v in vals], 0.4, label=lab)
+    ax.set_xticks(list(x))
+    ax.set_xticklabels(names)
+    ax.set_title(label)
+    ax.grid(alpha=0.3, axis='y')
+  axes[0].set_ylim(0, 1)
+  axes[1].set_ylim(0, 4)
+  axes[0].legend(fontsize=7)
+  fig.tight_layout()
+  name = 'stages.png'
+  fig.savefig(os.path.join(out_dir, name), dpi=110)
+  plt.close(fig)
+  return name
+
+
 def write(workdir: str, results: dict, runs: dict) -> dict:
   """Writes report.{md,html,json} into workdir; returns the JSON object."""
-  plots = plot_curves(workdir, runs, workdir)
+  bars = plot_stages(results, workdir)
+  plots = ([bars] if bars else []) + plot_curves(workdir, runs, workdir)
+  ch, cr = claims_table(results)
   sh, sr = stage_table(results)
+  rh, rr = reward_model_table(results)
   ph, pr = prompting_table(results)
   md = ['# lmresearch pipeline report', '',
         f"Wall time: {results['wall_seconds']:.0f} s. Everything below was measured by this run.", '',
-        '## Stages', '', _md_table(sh, sr), '', results.get('stage_notes', ''), '',
-        '## Prompting (answer accuracy on the embedded world\'s word problems)', '',
-        _md_table(ph, pr), '', '## The same prompts, answered by each model', '']
+        '## Claims this run tests', '', _md_table(ch, cr), '',
+        '## Stages', '', _md_table(sh, sr), '', results.get('stage_notes', ''), '']
+  md += [f'![{bars}]({bars})', ''] if bars else []
+  md += ['## The reward model, per kind of reply (held-out, noise-free)', '', _md_table(rh, rr), '',
+         '## Prompting (answer accuracy on the embedded world\'s word problems)', '',
+         _md_table(ph, pr), '', '## The same prompts, answered by each model', '']
   for ex in results['examples']:
     md.append(f"**Prompt:** {ex['prompt']}\n")
     for model, text in ex['answers'].items():
-      md.append(f'- *{model}*: {text!r}')
+      md.append(f'- *{model}*: {shown(text)}')
     md.append('')
   md += ['## Curves', ''] + [f'![{p}]({p})' for p in plots]
   with open(os.path.join(workdir, 'report.md'), 'w') as f:
@@ -115,13 +183,15 @@ def write(workdir: str, results: dict, runs: dict) -> dict:
       imgs += f'<img src="data:image/png;base64,{base64.b64encode(f.read()).decode()}">'
   examples = ''.join(
       f"<h4>{html.escape(ex['prompt'])}</h4><ul>" +
-      ''.join(f'<li><b>{html.escape(m)}</b>: {html.escape(t)}</li>' for m, t in ex['answers'].items()) +
+      ''.join(f'<li><b>{html.escape(m)}</b>: {html.escape(shown(t))}</li>' for m, t in ex['answers'].items()) +
       '</ul>' for ex in results['examples'])
   page = (f'<!doctype html><meta charset="utf-8"><title>lmresearch report</title>'
           f'<style>body{{font-family:sans-serif;max-width:70em;margin:auto}}table{{border-collapse:collapse}}'
           f'td,th{{border:1px solid #ccc;padding:3px 8px}}img{{max-width:32%}}</style>'
           f'<h1>lmresearch pipeline report</h1><p>Wall time: {results["wall_seconds"]:.0f} s.</p>'
+          f'<h2>Claims this run tests</h2>{_html_table(ch, cr)}'
           f'<h2>Stages</h2>{_html_table(sh, sr)}<p>{html.escape(results.get("stage_notes", ""))}</p>'
+          f'<h2>The reward model, per kind of reply</h2>{_html_table(rh, rr)}'
           f'<h2>Prompting</h2>{_html_table(ph, pr)}<h2>Side by side</h2>{examples}'
           f'<h2>Curves</h2>{imgs}')
   with open(os.path.join(workdir, 'report.html'), 'w') as f:
@@ -129,6 +199,7 @@ def write(workdir: str, results: dict, runs: dict) -> dict:
 
   machine = {'wall_seconds': results['wall_seconds'], 'stages': results['stages'],
              'reward_model_accuracy': results.get('reward_model_accuracy'),
+             'reward_model': results.get('reward_model'), 'claims': results.get('claims', []),
              'stage_seconds': results.get('stage_seconds', {}),
              'prompting': {m: {k: v['all'] for k, v in by.items()}
                            for m, by in results['prompting_by_steps'].items()},

@@ -108,8 +108,8 @@ def _load_task(name, data, world_seed, limit) -> Task:
       return Task(name, [{'text': t} for t in world_lib.corpus(world_seed, n, 'test')])
     return Task(name, [{'text': t} for t in _texts(data)[:limit]], data)
   if name == 'reward_accuracy':
-    if not data:   # noise-free: ranked by each response's true quality
-      return Task(name, [world.ranking(test, k=4) for _ in range(n)])
+    if not data:   # noise-free, every candidate of a question, all five degenerate replies
+      return Task(name, [world.ranking(test, degenerate=len(world_lib.DEGENERATE)) for _ in range(n)])
     return Task(name, formats.read_rankings(data)[:limit], data)
   raise ConfigError(f'task {name!r}: expected one of {", ".join(TASKS)}.')
 
@@ -304,22 +304,38 @@ def reward_scores(rm: Run, prompts: Sequence[str], responses: Sequence[str],
 
 
 def reward_accuracy(task: Task, rm: Run, batch_size: int = 32) -> tuple[dict, list[dict]]:
-  """Over every (non-tied) pair of every ranking: is the better response scored higher?"""
+  """Over every (non-tied) pair of every ranking: is the better response scored higher? Where the
+  rankings name each response's kind (the embedded world's do), also per kind: the mean reward,
+  and the accuracy over the pairs that kind is in."""
   flat = [(r['prompt'], resp) for r in task.examples for resp in r['responses']]
   scores = reward_scores(rm, [p for p, _ in flat], [x for _, x in flat], batch_size)
-  records, at = [], 0
+  records, at, by_kind = [], 0, {}
   for r in task.examples:
     s, n = scores[at:at + len(r['responses'])], len(r['responses'])
+    kinds = r.get('kinds') or [None] * n
+    for kind, x in zip(kinds, s):
+      by_kind.setdefault(kind, []).append(float(x))
     ties = {tuple(sorted(t)) for t in r.get('ties', [])}
     for i in range(n):
       for j in range(i + 1, n):
         if (i, j) not in ties:
           records.append({'prompt': r['prompt'], 'chosen': r['responses'][i],
-                          'rejected': r['responses'][j], 'chosen_reward': float(s[i]),
+                          'rejected': r['responses'][j], 'chosen_kind': kinds[i],
+                          'rejected_kind': kinds[j], 'chosen_reward': float(s[i]),
                           'rejected_reward': float(s[j]), 'correct': bool(s[i] > s[j])})
     at += n
-  return {'task': task.name, 'num_rankings': len(task.examples), 'num_pairs': len(records),
-          'accuracy': float(np.mean([r['correct'] for r in records]))}, records
+  acc = lambda rs: float(np.mean([x['correct'] for x in rs])) if rs else None
+  summary = {'task': task.name, 'num_rankings': len(task.examples), 'num_pairs': len(records),
+             'accuracy': acc(records)}
+  if None not in by_kind:
+    bad = set(world_lib.DEGENERATE)
+    real = [x for x in records if x['chosen_kind'] not in bad and x['rejected_kind'] not in bad]
+    summary.update(
+        accuracy_real_pairs=acc(real), num_real_pairs=len(real),
+        by_kind={k: {'reward_mean': float(np.mean(v)), 'count': len(v),
+                     'pair_accuracy': acc([x for x in records if k in (x['chosen_kind'], x['rejected_kind'])])}
+                 for k, v in sorted(by_kind.items())})
+  return summary, records
 
 
 def win_rate(task: Task, a: Run, b: Run, judge: Run, **kw) -> tuple[dict, list[dict]]:

@@ -3,7 +3,8 @@
 Policy and frozen reference start from the SFT run (config.init_from); the value model and the
 frozen reward model from the reward run (config.reward_from). Per step: sample responses, score
 them (reward model minus its SFT-sample mean), penalize each token by beta * (log pi - log ref),
-estimate advantages with GAE, then several minibatch epochs of the clipped surrogate plus a
+estimate advantages with GAE (a reply that is empty or never ends scores at most
+ppo.degenerate_reward, whatever the reward model says), then several minibatch epochs of the clipped surrogate plus a
 clipped value loss. With ptx_coef > 0 (PPO-ptx) the pretraining log-likelihood on pretraining
 batches is mixed into every update.
 """
@@ -20,6 +21,10 @@ from lmresearch.stages.base import LMStage, load_parent_params
 from lmresearch.stages.policy import positions_from_mask, token_logprobs
 from lmresearch.stages.reward import (build_scalar_model, load_reward_offset, reply_mask,
                                       reward_pool, score)
+
+
+ROLLOUT_STATS = ('ppo/reward_mean', 'ppo/kl', 'ppo/response_len', 'ppo/empty_frac',
+                 'ppo/unfinished_frac')
 
 
 class PPOStage(LMStage):
@@ -102,6 +107,8 @@ class PPOStage(LMStage):
     values = self.values(params['value'], tokens, mask, positions)[:, :-1]
     scores = score(self.value_model, rm_params, tokens, mask, positions,
                    self.reward_pool) - self.reward_offset
+    scores, empty, unfinished = rl.cap_degenerate(scores, tokens, resp, out['finished'],
+                                                  pc.degenerate_reward)
     kl = (old_lp - ref_lp) * resp
     last = jax.nn.one_hot(jnp.sum(resp, 1).astype(jnp.int32) + batch['prompt'].shape[1] - 2,
                           resp.shape[1]) * (jnp.sum(resp, 1, keepdims=True) > 0)
@@ -115,7 +122,8 @@ class PPOStage(LMStage):
       if k in batch:
         rows['ptx_' + k] = batch[k]
     stats = {'ppo/reward_mean': jnp.mean(scores), 'ppo/kl': jnp.mean(jnp.sum(kl, 1)),
-             'ppo/response_len': jnp.mean(jnp.sum(resp, 1))}
+             'ppo/response_len': jnp.mean(jnp.sum(resp, 1)),
+             'ppo/empty_frac': jnp.mean(empty), 'ppo/unfinished_frac': jnp.mean(unfinished)}
     return rows, stats
 
   def prepare(self, batch, state):
@@ -152,14 +160,14 @@ class PPOStage(LMStage):
   def make_train_step(self, optimizer, grad_accum, schedule):
     pc = self.config.ppo
     return rl.make_minibatch_step(self.loss_fn, optimizer, schedule, pc.epochs, pc.minibatches,
-                                  rollout_keys=('ppo/reward_mean', 'ppo/kl', 'ppo/response_len'))
+                                  rollout_keys=ROLLOUT_STATS)
 
   # ---- held-out check --------------------------------------------------------------------------
   def evaluate(self, params) -> dict:
     """Mean normalized reward and KL of sampled responses to a fixed set of held-out prompts."""
     b = {k: jnp.asarray(v) for k, v in self.eval_prompts.rows(np.arange(self.eval_prompts.num_windows)).items()}
     _, stats = self._rollout(params, self.ref_params, self.rm_params, b, jax.random.PRNGKey(1))
-    return {'eval/ppo/reward_mean': float(stats['ppo/reward_mean']), 'eval/ppo/kl': float(stats['ppo/kl'])}
+    return {f'eval/{k}': float(stats[k]) for k in ROLLOUT_STATS}
 
   def tokens_per_step(self) -> int:
     rc = self.config.rl

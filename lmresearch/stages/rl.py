@@ -51,6 +51,16 @@ def response_mask(mask, prompt_len: int):
   return (mask[:, 1:] * (cols >= prompt_len)).astype(jnp.float32)
 
 
+def cap_degenerate(scores, tokens, resp, finished, cap: float):
+  """A reply that ends at once (no content token before the stop token) or never ends within
+  max_new_tokens is a bad outcome whatever the reward model says (cf. TRL's non-EOS penalty): its
+  score is at most `cap`. tokens [b, T], resp [b, T-1] (targets), finished [b] -> (scores, empty,
+  unfinished)."""
+  content = jnp.sum(resp * (tokens[:, 1:] >= len(tokenizers.SPECIALS)), 1)
+  empty, unfinished = (content == 0) & finished, ~finished
+  return jnp.where(empty | unfinished, jnp.minimum(scores, cap), scores), empty, unfinished
+
+
 def gae(rewards, values, mask, gamma: float, lam: float):
   """Generalized advantage estimation over the masked (contiguous) response tokens [b, T].
 
