@@ -18,9 +18,10 @@ def run(config, workdir: str, dry_run: bool = False, devices=None) -> dict:
   devices = list(jax.devices() if devices is None else devices)
   lmc.inherit_model(config)
   lmc.validate(config, len(devices))
-  if dry_run:
+  if dry_run:   # the LM step on the config's model and mesh (what every LM stage compiles)
+    from lmresearch.stages.pretrain import PretrainStage
     from lmresearch.training.dry_run import dry_run as do_dry_run
-    return do_dry_run(config, devices=devices)
+    return do_dry_run(config, PretrainStage.abstract(config), devices)
   os.makedirs(workdir, exist_ok=True)
   lmc.check_same_model(config, workdir)
   if jax.process_index() == 0:

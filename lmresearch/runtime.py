@@ -1,4 +1,5 @@
 """Process setup shared by every entry point (training, sampling, evaluation)."""
+import math
 import os
 import sys
 
@@ -13,6 +14,16 @@ def split_cpu(cpu_devices: int = -1) -> None:
     return
   n = cpu_devices if cpu_devices > 0 else len(os.sched_getaffinity(0))
   os.environ['XLA_FLAGS'] = f'{flags} --xla_force_host_platform_device_count={n}'.strip()
+
+
+def mesh_devices(mesh_cfg, available: int) -> int:
+  """How many devices config.mesh asks for: the product of its sizes; with one axis -1 (= the
+  rest), `available` rounded down to a multiple of the fixed axes (at least one multiple).
+  A bad size is left for `parallel.mesh_shape` to report."""
+  from lmresearch.parallel import MESH_AXES
+  sizes = [int(mesh_cfg.get(a, 1)) for a in MESH_AXES]
+  known = math.prod(s for s in sizes if s > 0)
+  return known * max(1, available // known) if -1 in sizes else known
 
 
 def setup_jax(cpu_devices: int = 1) -> None:

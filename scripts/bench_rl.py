@@ -70,10 +70,8 @@ def main():
   abstract, shardings = trainer.abstract_state()
   state = trainer.init_state(shardings)
   state = state.replace(params=stage.initial_params(state.params, shardings.params))
+  step_fn = trainer.compile_step(shardings)
   with parallel.activate(mesh, rules):
-    step_fn = jax.jit(stage.make_train_step(trainer.optimizer, 1, trainer.schedule),
-                      in_shardings=(shardings, None), out_shardings=(shardings, None),
-                      donate_argnums=(0,))
     it = stage.train_iterator()
     roll, upd, gen_tokens = [], [], []
     for i in range(args.iters + 1):   # the first iteration compiles

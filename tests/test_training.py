@@ -92,6 +92,43 @@ def test_gpt2_124m_preset_validates_and_lowers_on_8_devices():
   from lmresearch.config import validate
   from lmresearch.training.dry_run import dry_run
   validate(c, 8)
-  out = dry_run(c, compile=False, devices=jax.devices()[:8])
+  from lmresearch.stages.pretrain import PretrainStage
+  out = dry_run(c, PretrainStage.abstract(c), jax.devices()[:8], compile=False)
   assert 120e6 < out['params'] < 130e6, out
   assert out['mesh'] == {'data': 1, 'fsdp': 8, 'tensor': 1}
+
+
+def test_mesh_devices_is_what_the_mesh_asks_for():
+  from lmresearch.runtime import mesh_devices
+  assert mesh_devices({'data': 1, 'fsdp': 8, 'tensor': 1}, available=2) == 8
+  assert mesh_devices({'data': -1, 'fsdp': 1, 'tensor': 2}, available=5) == 4   # the rest: 2 x 2
+  assert mesh_devices({'data': -1, 'fsdp': 4, 'tensor': 1}, available=2) == 4   # at least 1 x 4
+
+
+def _dry_run_cli(*args, xla_flags=None):
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  if xla_flags:
+    env['XLA_FLAGS'] = xla_flags
+  tiny = ['--config.model.num_layers=1', '--config.model.embed_dim=32', '--config.model.mlp_dim=64',
+          '--config.model.max_len=32', '--config.data.seq_len=32']
+  return subprocess.run([sys.executable, '-m', 'lmresearch.main', f'--config={ROOT}/configs/pretrain.py',
+                         '--dry_run', *tiny, *args], cwd=ROOT, env=dict(env, PYTHONPATH=ROOT),
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_dry_run_simulates_the_cpu_devices_the_mesh_asks_for():
+  n = 1 << len(os.sched_getaffinity(0)).bit_length()   # more devices than this host has cores
+  out = _dry_run_cli('--config.mesh.data=1', f'--config.mesh.fsdp={n}',
+                     f'--config.train.batch_size={n}')
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert f"mesh={{'data': 1, 'fsdp': {n}, 'tensor': 1}}" in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize('args,xla_flags,needle', [
+    (['--config.mesh.data=3'], None, 'config.train.batch_size=16 does not divide'),
+    (['--config.mesh.fsdp=0'], None, 'config.mesh.fsdp=0: must be a positive size'),
+    (['--config.mesh.data=4'], '--xla_force_host_platform_device_count=2', 'needs 4 devices but 2'),
+])
+def test_dry_run_keeps_the_one_line_error_for_an_impossible_mesh(args, xla_flags, needle):
+  out = _dry_run_cli(*args, xla_flags=xla_flags)
+  assert out.returncode == 2 and needle in out.stderr, out.stderr[-2000:]

@@ -117,6 +117,17 @@ class Trainer:
     with parallel.activate(self.mesh, self.rules):
       return jax.jit(lambda: nn.unbox(self._init_fn()), out_shardings=shardings)()
 
+  def compile_step(self, shardings):
+    """The stage's train step jitted as run() runs it: the state keeps its `shardings` in and out
+    and is donated (updated in place); the batch keeps the sharding `parallel.put_batch` gave it.
+    --dry_run and the benchmarks use it too, so that they compile this step and no copy of it."""
+    with parallel.activate(self.mesh, self.rules):
+      make_step = getattr(self.stage, 'make_train_step', None) or functools.partial(
+          make_train_step, self.stage.loss_fn)
+      return jax.jit(make_step(self.optimizer, self.train_cfg.grad_accum, self.schedule),
+                     in_shardings=(shardings, None), out_shardings=(shardings, None),
+                     donate_argnums=(0,))
+
   # ---- the loop --------------------------------------------------------------------------
   def run(self) -> dict:
     cfg, tc, stage = self.config, self.train_cfg, self.stage
@@ -136,12 +147,8 @@ class Trainer:
       print(f'resumed from {self.workdir}/checkpoints step {start}', flush=True)
 
     batch_sharding = lambda ndim: parallel.batch_sharding(self.mesh, self.rules, ndim)
+    step_fn = self.compile_step(shardings)
     with parallel.activate(self.mesh, self.rules):
-      make_step = getattr(stage, 'make_train_step', None) or functools.partial(
-          make_train_step, stage.loss_fn)
-      step_fn = jax.jit(make_step(self.optimizer, tc.grad_accum, self.schedule),
-                        in_shardings=(shardings, None), out_shardings=(shardings, None),
-                        donate_argnums=(0,))
       eval_fn = jax.jit(make_eval_step(stage.loss_fn), in_shardings=(shardings.params, None))
     eval_batches = [parallel.put_batch(b, batch_sharding) for b in stage.eval_batches()] \
         if tc.eval_every > 0 and not hasattr(stage, 'evaluate') else []
