@@ -17,7 +17,9 @@ setup(
         'tqdm', 'matplotlib',
     ],
     extras_require={
-        'test': ['pytest>=8'],
+        # torch: the PyTorch reference the benchmark compares with, checked against our model
+        # by tests/test_torch_reference.py (pinned: 2.13.0 is the CPU wheel; unpinned is GBs).
+        'test': ['pytest>=8', 'torch==2.13.0'],
         'bench': ['torch==2.13.0'],
     },
 )

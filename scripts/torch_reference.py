@@ -1,10 +1,14 @@
 """PyTorch eager reference for the shakespeare_char speed benchmark (nanoGPT's model and step).
 
 A nanoGPT-equivalent GPT: learned positions, pre-LayerNorm with bias, causal self-attention through
-F.scaled_dot_product_attention(is_causal=True), GELU MLP, tied input/output embeddings, AdamW
+F.scaled_dot_product_attention(is_causal=True), GELU MLP (tanh approximation, as our model and
+GPT-2; nanoGPT uses the exact erf form), tied input/output embeddings, AdamW
 (decay on >=2-d weights only) with linear warmup + cosine decay and global-norm clipping, fp32,
 torch.set_num_threads(<cores>). Batches are nanoGPT's `get_batch`: random windows of the char-
 encoded first 90% of the text (random tokens when the file is missing).
+
+tests/test_torch_reference.py loads our model's weights into this GPT and checks that logits and
+loss agree (fp32, 1e-4): the benchmark compares equal work.
 
 Prints ONE JSON line: tokens/s, median ms/iter, peak RSS (this process only), losses, settings.
 `scripts/bench_pretrain.py` runs it in a subprocess so each framework's memory is its own.
@@ -57,7 +61,7 @@ class MLP(nn.Module):
     self.c_proj = nn.Linear(hidden, d, bias=bias)
 
   def forward(self, x):
-    return self.c_proj(F.gelu(self.c_fc(x)))
+    return self.c_proj(F.gelu(self.c_fc(x), approximate='tanh'))   # as ours (flax nn.gelu)
 
 
 class Block(nn.Module):
@@ -96,14 +100,17 @@ class GPT(nn.Module):
     elif isinstance(m, nn.Embedding):
       torch.nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
-  def forward(self, idx, targets):
+  def forward(self, idx, targets=None):
+    """(logits, mean cross-entropy or None), as nanoGPT's GPT.forward."""
     t = idx.shape[1]
     pos = torch.arange(t, dtype=torch.long, device=idx.device)
     x = self.wte(idx) + self.wpe(pos)
     for block in self.h:
       x = block(x)
     logits = self.lm_head(self.ln_f(x))
-    return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+    if targets is None:
+      return logits, None
+    return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
 
 def cpu_snapshot():
@@ -202,7 +209,7 @@ def main():
     t0, c0 = time.perf_counter(), time.process_time()
     for g in opt.param_groups:
       g['lr'] = lr_at(it, sched)
-    loss = model(x, y)
+    _, loss = model(x, y)
     loss.backward()
     if a.clip > 0:
       torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip)
