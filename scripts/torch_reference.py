@@ -21,8 +21,6 @@ import argparse
 import json
 import math
 import os
-import resource
-import statistics
 import sys
 import time
 
@@ -31,12 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-def cores() -> int:
-  try:
-    return len(os.sched_getaffinity(0))
-  except AttributeError:
-    return os.cpu_count() or 1
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_common import OthersShare, cores, summarize  # noqa: E402
 
 
 class CausalSelfAttention(nn.Module):
@@ -113,26 +107,6 @@ class GPT(nn.Module):
     return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
 
-def cpu_snapshot():
-  """(wall, machine busy CPU seconds from /proc/stat, this process's CPU seconds), or None."""
-  try:
-    with open('/proc/stat') as f:
-      fields = [int(x) for x in f.readline().split()[1:9]]
-  except (OSError, ValueError):
-    return None
-  busy = sum(v for i, v in enumerate(fields) if i not in (3, 4, 7))   # not idle/iowait/steal
-  r = resource.getrusage(resource.RUSAGE_SELF)
-  return time.perf_counter(), busy / os.sysconf('SC_CLK_TCK'), r.ru_utime + r.ru_stime
-
-
-def others_share(s0, s1):
-  """Fraction of the machine's CPU used by OTHER processes between two snapshots."""
-  if s0 is None or s1 is None:
-    return None
-  (w0, b0, o0), (w1, b1, o1) = s0, s1
-  return max(0.0, ((b1 - b0) - (o1 - o0)) / ((w1 - w0) * (os.cpu_count() or 1)))
-
-
 def lr_at(it, a):
   """nanoGPT's get_lr: linear warmup, cosine decay to min_lr at decay_steps."""
   if it < a.warmup:
@@ -205,7 +179,7 @@ def main():
   x, y = get_batch()
   for it in range(a.warmup + a.iters):
     if it == a.warmup:
-      snap0 = cpu_snapshot()
+      others = OthersShare().start()
     t0, c0 = time.perf_counter(), time.process_time()
     for g in opt.param_groups:
       g['lr'] = lr_at(it, sched)
@@ -223,22 +197,10 @@ def main():
       times.append(dt)
       cpu_times.append(dc)
 
-  others = others_share(snap0, cpu_snapshot())
-  tokens = a.batch * a.context
-  med = statistics.median(times)
-  out = {
-      'framework': 'torch', 'torch_version': torch.__version__, 'threads': threads,
-      'data': data_kind, 'iters': a.iters, 'warmup': a.warmup,
-      'params': sum(p_.numel() for p_ in params),
-      'ms_per_iter_median': med * 1e3,
-      'ms_per_iter_mean': statistics.fmean(times) * 1e3,
-      'ms_per_iter_min': min(times) * 1e3,
-      'cpu_ms_per_iter_median': statistics.median(cpu_times) * 1e3,
-      'tokens_per_sec': tokens / med,
-      'others_cpu_frac': others,
-      'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-      'first_loss': losses[0], 'last_loss': losses[-1],
-  }
+  out = {'framework': 'torch', 'torch_version': torch.__version__, 'threads': threads,
+         'data': data_kind, 'iters': a.iters, 'warmup': a.warmup,
+         'params': sum(p_.numel() for p_ in params), 'first_loss': losses[0], 'last_loss': losses[-1],
+         **summarize(times, cpu_times, a.batch * a.context, others.stop())}
   print(json.dumps(out), flush=True)
 
 

@@ -7,7 +7,6 @@ off 1) so that every parameter's mapping matters.
 """
 import importlib.util
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +21,6 @@ torch = pytest.importorskip(
 
 
 def _torch_reference():
-  sys.path.insert(0, os.path.join(ROOT, 'scripts'))
   spec = importlib.util.spec_from_file_location('torch_reference',
                                                 os.path.join(ROOT, 'scripts', 'torch_reference.py'))
   mod = importlib.util.module_from_spec(spec)
