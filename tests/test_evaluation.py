@@ -226,10 +226,18 @@ def test_reward_accuracy_and_win_rate(pipeline_dirs):
   assert sft.chat and not tasks.load(str(pipeline_dirs / 'base')).chat
   task = tasks.load_task('reward_accuracy', limit=3)
   ties = sum(len(r.get('ties', [])) for r in task.examples)
+  pairs = sum(len(r['responses']) * (len(r['responses']) - 1) // 2 for r in task.examples)
   summary, records = tasks.run_task(task, rm)
-  assert summary['num_pairs'] == len(records) == 3 * 6 - ties   # 4 ranked responses: 6 pairs each
+  assert summary['num_pairs'] == len(records) == pairs - ties   # every untied pair, once
   assert summary['accuracy'] == np.mean([r['chosen_reward'] > r['rejected_reward']
                                          for r in records])
+  # Every candidate, all five degenerate replies among them, and each kind's share of the pairs.
+  assert all(set(world.DEGENERATE) <= set(r['kinds']) for r in task.examples)
+  by_kind = summary['by_kind']
+  assert by_kind['empty']['count'] == 3 and by_kind['concise']['count'] == 3
+  empty_pairs = [r for r in records if 'empty' in (r['chosen_kind'], r['rejected_kind'])]
+  assert by_kind['empty']['pair_accuracy'] == np.mean([r['correct'] for r in empty_pairs])
+  assert summary['num_real_pairs'] < summary['num_pairs']
   # A model against itself ties every prompt, by the reward model and by the exact answer.
   summary, records = tasks.run_task('win_rate', sft, limit=4, other=sft, judge=rm,
                                     max_new_tokens=8)
