@@ -18,7 +18,7 @@ from absl import app, flags
 
 from lmresearch import config as lmc
 from lmresearch.evaluation import prompting, tasks
-from lmresearch.parallel import ConfigError
+from lmresearch.errors import ConfigError
 from lmresearch.runtime import setup_jax
 
 flags.DEFINE_string('workdir', None, 'Run to evaluate (for reward_accuracy: a reward model run).')

@@ -88,7 +88,7 @@ def run_pipeline(config, workdir: str, devices=None) -> dict:
 
 def main(argv):
   del argv
-  from lmresearch.parallel import ConfigError
+  from lmresearch.errors import ConfigError
   setup_jax(cpu_devices=FLAGS.cpu_devices)
   try:
     run_pipeline(FLAGS.config, FLAGS.workdir)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from lmresearch import config as lmc
 from lmresearch import parallel, tokenizers
-from lmresearch.parallel import ConfigError
+from lmresearch.errors import ConfigError
 from lmresearch.stages.base import build_model
 from lmresearch.stages.reward import build_scalar_model, load_reward_offset, reward_pool
 from lmresearch.training import checkpoint

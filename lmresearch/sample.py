@@ -60,7 +60,7 @@ def sample(workdir: str, prompts, *, max_new_tokens: int, temperature: float, to
 
 
 def main(argv):
-  from lmresearch.parallel import ConfigError
+  from lmresearch.errors import ConfigError
   if len(argv) > 1:
     print(f'error: unexpected arguments {argv[1:]} (pass prompts with --prompt).', file=sys.stderr)
     sys.exit(2)

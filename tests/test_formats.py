@@ -7,7 +7,7 @@ import pytest
 
 from conftest import ROOT
 from lmresearch.data import formats, world
-from lmresearch.parallel import ConfigError
+from lmresearch.config import ConfigError
 
 GSM8K_LINE = {'question': 'Ann has 3 apples and buys 1,200 more. How many now?',
               'answer': 'She has 3 + 1200 = <<3+1200=1203>>1203 apples.\n#### 1,203'}

@@ -19,7 +19,7 @@ import numpy as np
 from lmresearch import sampling
 from lmresearch.data import world
 from lmresearch.evaluation import claims, prompting, tasks
-from lmresearch.evaluation.answers import matches, predict
+from lmresearch.answers import matches, predict
 from lmresearch.stages.policy import token_logprobs
 
 PREVIOUS = {'sft': 'base', 'rlhf': 'sft', 'dpo': 'sft', 'grpo': 'sft'}

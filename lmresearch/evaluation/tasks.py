@@ -33,8 +33,8 @@ from lmresearch.data import formats, packing
 from lmresearch.data import world as world_lib
 from lmresearch.data.sources import read_jsonl
 from lmresearch.evaluation import prompting
-from lmresearch.evaluation.answers import matches, predict
-from lmresearch.parallel import ConfigError
+from lmresearch.answers import matches, predict
+from lmresearch.errors import ConfigError
 from lmresearch.runs import Run, load  # noqa: F401  (re-exported: every task takes a Run)
 from lmresearch.stages.reward import render_response, score
 

@@ -87,6 +87,10 @@ class LMStage:
     self.tokenizer = get_tokenizer(config, workdir, texts_fn)
     self.model = build_model(config, self.tokenizer)
 
+  @classmethod
+  def validate(cls, config) -> None:
+    """Checks this stage's own config keys (raises ConfigError naming the key); none here."""
+
   def init_params(self, rng):
     tokens = jnp.zeros((1, self.config.data.seq_len), jnp.int32)
     return self.model.init(rng, tokens)['params']

@@ -13,7 +13,7 @@ import numpy as np
 
 from lmresearch import sampling
 from lmresearch.data import formats
-from lmresearch.evaluation.answers import is_correct
+from lmresearch.answers import is_correct
 from lmresearch.stages import rl
 from lmresearch.stages.base import LMStage
 from lmresearch.stages.policy import token_logprobs
@@ -28,6 +28,10 @@ def group_advantages(rewards, group: int, eps: float = 1e-4):
 
 class GRPOStage(LMStage):
   name = 'grpo'
+
+  @classmethod
+  def validate(cls, config) -> None:
+    rl.validate(config)
 
   def __init__(self, config, workdir: str):
     super().__init__(config, workdir)

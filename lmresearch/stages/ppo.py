@@ -30,6 +30,10 @@ ROLLOUT_STATS = ('ppo/reward_mean', 'ppo/kl', 'ppo/response_len', 'ppo/empty_fra
 class PPOStage(LMStage):
   name = 'ppo'
 
+  @classmethod
+  def validate(cls, config) -> None:
+    rl.validate(config)
+
   def __init__(self, config, workdir: str):
     super().__init__(config, workdir)
     self.value_model = build_scalar_model(config, self.tokenizer)

@@ -18,6 +18,7 @@ import numpy as np
 
 from lmresearch import sampling, tokenizers
 from lmresearch.data import formats
+from lmresearch.errors import ConfigError
 from lmresearch.models.heads import ScalarHeadModel, last_token_index
 from lmresearch.models.transformer import ModelConfig
 from lmresearch.stages.base import LMStage, load_parent_params, padded_vocab
@@ -129,6 +130,11 @@ def load_reward_offset(workdir: str) -> float:
 
 class RewardStage(LMStage):
   name = 'reward'
+
+  @classmethod
+  def validate(cls, config) -> None:
+    if config.reward.get('pool', 'last') not in POOLS:
+      raise ConfigError(f'config.reward.pool={config.reward.pool!r}: expected one of {POOLS}.')
 
   def __init__(self, config, workdir: str):
     super().__init__(config, workdir)

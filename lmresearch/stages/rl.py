@@ -14,7 +14,17 @@ import numpy as np
 import optax
 
 from lmresearch import tokenizers
+from lmresearch.errors import ConfigError
 from lmresearch.training.trainer import TrainState
+
+
+def validate(config) -> None:
+  """An RL stage's own keys: prompt and reply must fit in the model's context."""
+  rc, max_len = config.rl, config.model.max_len
+  if rc.max_prompt_len + rc.max_new_tokens > max_len:
+    raise ConfigError(f'config.rl.max_prompt_len + config.rl.max_new_tokens = '
+                      f'{rc.max_prompt_len + rc.max_new_tokens} exceeds the model '
+                      f'context config.model.max_len={max_len}.')
 
 
 class PromptDataset:
