@@ -48,8 +48,7 @@ def sample(workdir: str, prompts, *, max_new_tokens: int, temperature: float, to
   tok, model, params = run.tok, run.model, run.params
   print(f'{workdir}: checkpoint step {run.step}', file=sys.stderr)
   if chat:
-    ids = [tokenizers.render_chat(tok, [{'role': 'user', 'content': p}],
-                                  add_generation_prompt=True)[0] for p in prompts]
+    ids = [tokenizers.generation_prompt(tok, p) for p in prompts]
   else:
     ids = [sampling.encode_prompt(tok, p) for p in prompts]
   with run.active():

@@ -158,3 +158,19 @@ def render_chat(tok, messages: Sequence[dict], add_generation_prompt: bool = Fal
     ids.append(tok.special_id(ASSISTANT))
     mask.append(0)
   return ids, mask
+
+
+def generation_prompt(tok, conversation) -> list[int]:
+  """A conversation as the ids a model continues with its reply: the chat template ending in
+  <|assistant|>. `conversation` is a list of messages, or one user message as a string. (The one
+  place a prompt for a chat model is rendered: RL prompts, reward normalization, sampling and
+  evaluation prompts all come through here.)"""
+  if isinstance(conversation, str):
+    conversation = [{'role': 'user', 'content': conversation}]
+  return render_chat(tok, conversation, add_generation_prompt=True)[0]
+
+
+def render_reply(tok, prompt: str, reply: str):
+  """One user turn and the assistant's reply -> (ids, assistant_mask), as a reward model or DPO
+  reads a response."""
+  return render_chat(tok, [{'role': 'user', 'content': prompt}, {'role': 'assistant', 'content': reply}])

@@ -85,3 +85,11 @@ def test_resuming_a_workdir_with_another_model_is_refused(tiny_pretrain_config, 
   c.model.embed_dim = 64
   with pytest.raises(ConfigError, match='config.model.embed_dim'):
     launch.run(c, str(tmp_path), devices=jax.devices()[:1])
+
+
+@pytest.mark.parametrize('stage', ['ppo', 'grpo'])
+def test_rl_stages_refuse_gradient_accumulation_naming_the_key(stage):
+  c = load_config(stage)
+  c.train.grad_accum = 2
+  with pytest.raises(ConfigError, match=re.escape('config.train.grad_accum=2')):
+    validate(c, 1, REGISTRY)

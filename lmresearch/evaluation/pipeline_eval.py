@@ -20,7 +20,7 @@ from lmresearch import sampling
 from lmresearch.data import world
 from lmresearch.evaluation import claims, prompting, tasks
 from lmresearch.answers import matches, predict
-from lmresearch.stages.policy import token_logprobs
+from lmresearch.models.logprobs import token_logprobs
 
 PREVIOUS = {'sft': 'base', 'rlhf': 'sft', 'dpo': 'sft', 'grpo': 'sft'}
 

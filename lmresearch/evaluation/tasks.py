@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmresearch import config as lmc
-from lmresearch import sampling
+from lmresearch import sampling, tokenizers
 from lmresearch.data import formats, packing
 from lmresearch.data import world as world_lib
 from lmresearch.data.sources import read_jsonl
@@ -36,7 +36,7 @@ from lmresearch.evaluation import prompting
 from lmresearch.answers import matches, predict
 from lmresearch.errors import ConfigError
 from lmresearch.runs import Run, load  # noqa: F401  (re-exported: every task takes a Run)
-from lmresearch.stages.reward import render_response, score
+from lmresearch.stages.reward import score
 
 TASKS = ('world_arithmetic', 'world_facts', 'gsm8k', 'perplexity', 'reward_accuracy', 'win_rate')
 EVAL_SALT = 5         # the world's evaluation rng streams, apart from every training stream
@@ -287,7 +287,7 @@ def reward_scores(rm: Run, prompts: Sequence[str], responses: Sequence[str],
   """The reward model's score of each (prompt, response) chat, minus the run's offset. Chats
   longer than the model context are cut to it."""
   max_len = rm.model.cfg.max_len
-  ids = [render_response(rm.tok, p, r)[:max_len] for p, r in zip(prompts, responses)]
+  ids = [tokenizers.render_reply(rm.tok, p, r)[0][:max_len] for p, r in zip(prompts, responses)]
   length = min(max_len, -(-max(map(len, ids)) // 64) * 64)   # one shape for every batch
   rows = rm.rows(batch_size)
   fn = jax.jit(lambda params, tokens, mask: score(rm.model, params, tokens, mask, pool=rm.pool))
