@@ -11,7 +11,7 @@ import os
 import jax.numpy as jnp
 import ml_collections
 
-from lmresearch import parallel
+from lmresearch import fileio, parallel
 from lmresearch.errors import ConfigError
 
 DATA_DIR = os.environ.get('LMR_DATA_DIR', os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data'))
@@ -108,10 +108,7 @@ def validate(config, num_devices: int, stages=None) -> None:
 
 
 def save(config, workdir: str) -> None:
-  path = os.path.join(workdir, 'config.json')
-  with open(path + '.tmp', 'w') as f:
-    f.write(config.to_json_best_effort(indent=2))
-  os.replace(path + '.tmp', path)
+  fileio.write_text(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))
 
 
 def load(workdir: str) -> ml_collections.ConfigDict:

@@ -17,6 +17,7 @@ import sys
 from absl import app, flags
 
 from lmresearch import config as lmc
+from lmresearch import fileio
 from lmresearch.evaluation import prompting, tasks
 from lmresearch.errors import ConfigError
 from lmresearch.runtime import setup_jax
@@ -70,9 +71,7 @@ def evaluate() -> dict:
 
 def _write(path: str, text: str) -> None:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path + '.tmp', 'w') as f:
-    f.write(text)
-  os.replace(path + '.tmp', path)
+  fileio.write_text(path, text)
 
 
 def main(argv):

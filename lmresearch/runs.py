@@ -39,7 +39,7 @@ class Run:
       return contextlib.nullcontext()
     return parallel.activate(self.mesh, self.rules)
 
-  def rows(self, n: int) -> int:
+  def batch_rows(self, n: int) -> int:
     """n rounded up so that a batch splits evenly over the mesh's batch shards."""
     m = 1 if self.mesh is None else parallel.num_batch_shards(self.mesh, self.rules)
     return -(-n // m) * m

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmresearch import sampling
+from lmresearch import fileio, sampling
 from lmresearch.data import world
 from lmresearch.evaluation import claims, prompting, tasks
 from lmresearch.answers import matches, predict
@@ -40,9 +40,7 @@ class Cache:
       for r in records:
         f.write(json.dumps(r, default=str) + '\n')
     out = {'summary': summary, 'records': records}
-    with open(path + '.tmp', 'w') as f:
-      json.dump(out, f, default=str)
-    os.replace(path + '.tmp', path)
+    fileio.write_json(path, out, default=str)
     return out
 
 

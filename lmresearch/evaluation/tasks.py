@@ -260,7 +260,7 @@ def perplexity(task: Task, run: Run, batch_size: int = 32) -> tuple[dict, list[d
     target = jnp.take_along_axis(logits, batch['targets'][..., None], -1)[..., 0]
     return (jax.nn.logsumexp(logits, -1) - target) * batch['weights']
 
-  rows, n_ids = run.rows(batch_size), len(docs) + pad
+  rows, n_ids = run.batch_rows(batch_size), len(docs) + pad
   nats, counts = np.zeros(n_ids), np.zeros(n_ids)   # per document
   with run.active():
     for start in range(0, ds.num_windows, rows):
@@ -289,7 +289,7 @@ def reward_scores(rm: Run, prompts: Sequence[str], responses: Sequence[str],
   max_len = rm.model.cfg.max_len
   ids = [tokenizers.render_reply(rm.tok, p, r)[0][:max_len] for p, r in zip(prompts, responses)]
   length = min(max_len, -(-max(map(len, ids)) // 64) * 64)   # one shape for every batch
-  rows = rm.rows(batch_size)
+  rows = rm.batch_rows(batch_size)
   fn = jax.jit(lambda params, tokens, mask: score(rm.model, params, tokens, mask, pool=rm.pool))
   out = []
   with rm.active():

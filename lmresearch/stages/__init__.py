@@ -15,6 +15,8 @@ _STAGES = {
     'grpo': 'lmresearch.stages.grpo:GRPOStage',
 }
 STAGES = tuple(_STAGES)
+# The run each stage starts from (config.init_from) in the pipeline.
+PARENT = {'sft': 'pretrain', 'reward': 'sft', 'ppo': 'sft', 'dpo': 'sft', 'grpo': 'sft'}
 
 
 def get_stage(name: str):
