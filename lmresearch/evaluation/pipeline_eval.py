@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmresearch import fileio, sampling
-from lmresearch.data import world
+from lmresearch.data import labeler
 from lmresearch.answers import matches, predict
 from lmresearch.evaluation import claims, prompting, scoring, tasks
 from lmresearch.models.logprobs import token_logprobs
@@ -164,7 +164,7 @@ def _sampled_answers(runs, judge, arith, facts, ec, seed, cache) -> dict:
     quality = _qualities(scored)
     row = {'kl_to_sft': samples['summary']['kl'],
            'sampled_accuracy': float(np.mean([bool(r['correct']) for r in scored])),
-           'sampled_padded_share': float(np.mean([world.padded(r['output']) for r in scored])),
+           'sampled_padded_share': float(np.mean([labeler.padded(r['output']) for r in scored])),
            'sampled_labeler_quality': float(np.mean(quality)),
            'sampled_degenerate_share': float(np.mean([_degenerate(r) for r in scored])),
            'sampled_degenerate_kinds': _kinds(scored)}
@@ -218,7 +218,7 @@ def _qualities(records, chat: bool = True) -> list[float]:
   """Each answer's quality on the world labeler's own scale (4 = correct and concise, 0 =
   degenerate). A base model's continuation is judged as text only: whether it hit a stop token
   says nothing for a document completer."""
-  return [world.labeler_quality(r['output'], bool(r['correct']), 'num_steps' in r, r['question'],
+  return [labeler.labeler_quality(r['output'], bool(r['correct']), 'num_steps' in r, r['question'],
                                 r.get('finished', True) or not chat) for r in records]
 
 
@@ -227,12 +227,12 @@ def _quality(records, chat: bool = True) -> float:
 
 
 def _degenerate(record) -> bool:
-  return world.mechanically_degenerate(record['output'], record.get('finished', True))
+  return labeler.mechanically_degenerate(record['output'], record.get('finished', True))
 
 
 def _kinds(records) -> dict:
-  """How many answers are of each degenerate kind (the gold labeler's test, see world.py)."""
-  kinds = [world.degenerate_kind(r['output'], r['question'], r.get('finished', True)) for r in records]
+  """How many answers are of each degenerate kind (the gold labeler's test, see data/labeler.py)."""
+  kinds = [labeler.degenerate_kind(r['output'], r['question'], r.get('finished', True)) for r in records]
   return {k: kinds.count(k) for k in sorted(set(kinds) - {None})}
 
 
