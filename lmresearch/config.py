@@ -29,11 +29,11 @@ def parse_arg(arg) -> dict:
   return out
 
 
-def base_config() -> ml_collections.ConfigDict:
+def base_config(stage: str = 'pretrain', init_from: str = '') -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.stage = 'pretrain'
+  c.stage = stage
   c.seed = 0
-  c.init_from = ''          # parent stage's workdir (post-training stages)
+  c.init_from = init_from   # parent stage's workdir (post-training stages)
 
   c.model = ml_collections.ConfigDict(dict(
       style='llama', num_layers=4, num_heads=4, num_kv_heads=0, embed_dim=128, mlp_dim=512,

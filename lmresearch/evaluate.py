@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 from absl import app, flags
 
@@ -20,7 +19,7 @@ from lmresearch import config as lmc
 from lmresearch import fileio
 from lmresearch.evaluation import prompting, tasks
 from lmresearch.errors import ConfigError
-from lmresearch.runtime import setup_jax
+from lmresearch.runtime import check_args, fail, setup_jax
 
 flags.DEFINE_string('workdir', None, 'Run to evaluate (for reward_accuracy: a reward model run).')
 flags.DEFINE_enum('task', 'world_arithmetic', tasks.TASKS, 'What to measure.')
@@ -75,18 +74,12 @@ def _write(path: str, text: str) -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    print(f'error: unexpected arguments {argv[1:]}.', file=sys.stderr)
-    sys.exit(2)
-  if not FLAGS.workdir:
-    print('error: --workdir is required (the run directory to evaluate).', file=sys.stderr)
-    sys.exit(2)
+  check_args(argv, FLAGS.workdir, 'to evaluate')
   setup_jax()
   try:
     summary = evaluate()
   except (ConfigError, FileNotFoundError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+    fail(e)
   print(json.dumps(summary, indent=2))
 
 
