@@ -10,9 +10,7 @@ from lmresearch.config import base_config, parse_arg
 
 def get_config(arg=None):
   args = parse_arg(arg)
-  c = base_config()
-  c.stage = 'dpo'
-  c.init_from = 'runs/sft'
+  c = base_config('dpo', init_from='runs/sft')
   c.data.seq_len = 128   # one prompt + one response per sequence
   c.data.synthetic.update(num_docs=1500, min_k=2, max_k=4)
   c.train.update(steps=150, batch_size=16, lr=3e-5, min_lr=3e-6, warmup_steps=10,

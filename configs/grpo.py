@@ -12,9 +12,7 @@ from lmresearch.config import DATA_DIR, base_config, parse_arg
 
 def get_config(arg=None):
   args = parse_arg(arg)
-  c = base_config()
-  c.stage = 'grpo'
-  c.init_from = 'runs/sft'
+  c = base_config('grpo', init_from='runs/sft')
   c.rl = ml_collections.ConfigDict(dict(max_prompt_len=64, max_new_tokens=48, temperature=1.0,
                                         eval_prompts=64))
   c.data.synthetic.num_docs = 2000

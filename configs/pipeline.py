@@ -17,7 +17,6 @@ from lmresearch.config import parse_arg
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ORDER = ('pretrain', 'sft', 'reward', 'ppo', 'dpo', 'grpo')
-PARENT = {'sft': 'pretrain', 'reward': 'sft', 'ppo': 'sft', 'dpo': 'sft', 'grpo': 'sft'}
 
 
 def _stage_config(name):

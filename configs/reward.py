@@ -12,9 +12,7 @@ from lmresearch.config import base_config, parse_arg
 
 def get_config(arg=None):
   args = parse_arg(arg)
-  c = base_config()
-  c.stage = 'reward'
-  c.init_from = 'runs/sft'
+  c = base_config('reward', init_from='runs/sft')
   c.data.seq_len = 88    # one prompt + one response (the few longer ones, padded 3-step answers, are cut)
   # Every real candidate (9 per word problem, 8 per fact question) and 2 of the 5 degenerate replies
   # (empty, cut off, repeated, garbage, the question echoed): a forward pass of K responses trains

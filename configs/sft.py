@@ -10,9 +10,7 @@ from lmresearch.config import DATA_DIR, base_config, parse_arg
 
 def get_config(arg=None):
   args = parse_arg(arg)
-  c = base_config()
-  c.stage = 'sft'
-  c.init_from = 'runs/base'
+  c = base_config('sft', init_from='runs/base')
   c.data.synthetic.num_docs = 4000
   c.train.update(steps=300, batch_size=16, lr=1e-3, min_lr=1e-4, warmup_steps=20,
                  weight_decay=0.0, log_every=25, eval_every=100, eval_batches=10)

@@ -11,8 +11,8 @@ import os
 import jax.numpy as jnp
 import ml_collections
 
-from lmresearch import parallel
-from lmresearch.parallel import ConfigError
+from lmresearch import fileio, parallel
+from lmresearch.errors import ConfigError
 
 DATA_DIR = os.environ.get('LMR_DATA_DIR', os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data'))
 
@@ -29,11 +29,11 @@ def parse_arg(arg) -> dict:
   return out
 
 
-def base_config() -> ml_collections.ConfigDict:
+def base_config(stage: str = 'pretrain', init_from: str = '') -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.stage = 'pretrain'
+  c.stage = stage
   c.seed = 0
-  c.init_from = ''          # parent stage's workdir (post-training stages)
+  c.init_from = init_from   # parent stage's workdir (post-training stages)
 
   c.model = ml_collections.ConfigDict(dict(
       style='llama', num_layers=4, num_heads=4, num_kv_heads=0, embed_dim=128, mlp_dim=512,
@@ -62,11 +62,13 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def validate(config, num_devices: int) -> None:
-  from lmresearch.stages import STAGES
+def validate(config, num_devices: int, stages=None) -> None:
+  """Checks the keys every stage shares. `stages` is the stage registry (name -> stage class, e.g.
+  `lmresearch.stages.REGISTRY`): when given, config.stage must name one, and that stage checks its
+  own keys (`Stage.validate(config)`). This module imports nothing from stages/."""
   from lmresearch.models.transformer import REMAT_POLICIES
-  if config.stage not in STAGES:
-    raise ConfigError(f'config.stage={config.stage!r}: expected one of {list(STAGES)}.')
+  if stages is not None and config.stage not in stages:
+    raise ConfigError(f'config.stage={config.stage!r}: expected one of {list(stages)}.')
   shape = parallel.mesh_shape(config.mesh, num_devices)
   m, t, d = config.model, config.train, config.data
   if m.style not in ('gpt2', 'llama'):
@@ -89,13 +91,8 @@ def validate(config, num_devices: int) -> None:
   for key in ('steps', 'batch_size', 'grad_accum', 'log_every'):
     if t[key] < 1:
       raise ConfigError(f'config.train.{key}={t[key]} must be >= 1.')
-  from lmresearch.stages.reward import POOLS
-  if config.stage == 'reward' and config.reward.get('pool', 'last') not in POOLS:
-    raise ConfigError(f'config.reward.pool={config.reward.pool!r}: expected one of {POOLS}.')
-  if 'rl' in config and config.rl.max_prompt_len + config.rl.max_new_tokens > m.max_len:
-    raise ConfigError(f'config.rl.max_prompt_len + config.rl.max_new_tokens = '
-                      f'{config.rl.max_prompt_len + config.rl.max_new_tokens} exceeds the model '
-                      f'context config.model.max_len={m.max_len}.')
+  if stages is not None:
+    stages[config.stage].validate(config)
   mesh_axes = dict(zip(parallel.MESH_AXES, shape))
   rules = dict((name, ax) for name, ax in config.rules)
   axes = rules.get('batch') or ()
@@ -111,10 +108,7 @@ def validate(config, num_devices: int) -> None:
 
 
 def save(config, workdir: str) -> None:
-  path = os.path.join(workdir, 'config.json')
-  with open(path + '.tmp', 'w') as f:
-    f.write(config.to_json_best_effort(indent=2))
-  os.replace(path + '.tmp', path)
+  fileio.write_text(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))
 
 
 def load(workdir: str) -> ml_collections.ConfigDict:

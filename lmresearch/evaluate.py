@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 from absl import app, flags
 
 from lmresearch import config as lmc
+from lmresearch import fileio
 from lmresearch.evaluation import prompting, tasks
-from lmresearch.parallel import ConfigError
-from lmresearch.runtime import setup_jax
+from lmresearch.errors import ConfigError
+from lmresearch.runtime import check_args, fail, setup_jax
 
 flags.DEFINE_string('workdir', None, 'Run to evaluate (for reward_accuracy: a reward model run).')
 flags.DEFINE_enum('task', 'world_arithmetic', tasks.TASKS, 'What to measure.')
@@ -70,24 +70,16 @@ def evaluate() -> dict:
 
 def _write(path: str, text: str) -> None:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path + '.tmp', 'w') as f:
-    f.write(text)
-  os.replace(path + '.tmp', path)
+  fileio.write_text(path, text)
 
 
 def main(argv):
-  if len(argv) > 1:
-    print(f'error: unexpected arguments {argv[1:]}.', file=sys.stderr)
-    sys.exit(2)
-  if not FLAGS.workdir:
-    print('error: --workdir is required (the run directory to evaluate).', file=sys.stderr)
-    sys.exit(2)
+  check_args(argv, FLAGS.workdir, 'to evaluate')
   setup_jax()
   try:
     summary = evaluate()
   except (ConfigError, FileNotFoundError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+    fail(e)
   print(json.dumps(summary, indent=2))
 
 

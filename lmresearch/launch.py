@@ -12,12 +12,12 @@ def run(config, workdir: str, dry_run: bool = False, devices=None) -> dict:
   import jax
   from lmresearch import config as lmc
   from lmresearch import parallel
-  from lmresearch.stages import get_stage
+  from lmresearch.stages import REGISTRY
   from lmresearch.training.trainer import Trainer
 
   devices = list(jax.devices() if devices is None else devices)
   lmc.inherit_model(config)
-  lmc.validate(config, len(devices))
+  lmc.validate(config, len(devices), REGISTRY)
   if dry_run:   # the LM step on the config's model and mesh (what every LM stage compiles)
     from lmresearch.stages.pretrain import PretrainStage
     from lmresearch.training.dry_run import dry_run as do_dry_run
@@ -28,5 +28,5 @@ def run(config, workdir: str, dry_run: bool = False, devices=None) -> dict:
     lmc.save(config, workdir)
   rules = parallel.rules_from_config(config)
   mesh = parallel.make_mesh(config.mesh, devices)
-  stage = get_stage(config.stage)(config, workdir)
+  stage = REGISTRY[config.stage](config, workdir)
   return Trainer(config, workdir, stage, mesh, rules).run()

@@ -28,7 +28,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  from lmresearch.parallel import ConfigError
+  from lmresearch.errors import ConfigError
   if not FLAGS.workdir and not FLAGS.dry_run:
     print('error: --workdir is required (the run directory).', file=sys.stderr)
     sys.exit(2)

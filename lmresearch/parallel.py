@@ -15,6 +15,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from lmresearch.errors import ConfigError
+
 MESH_AXES = ('data', 'fsdp', 'tensor')
 
 # MaxText-style defaults: batch over data+fsdp, weights' embed dim over fsdp (ZeRO-3 style), heads
@@ -31,10 +33,6 @@ DEFAULT_RULES = (
     ('vocab', 'tensor'),
     ('layers', None),
 )
-
-
-class ConfigError(ValueError):
-  """A config or input problem, reported as one line naming the key before anything compiles."""
 
 
 def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, int, int]:

@@ -17,7 +17,9 @@ import time
 from absl import app, flags
 from ml_collections import config_flags
 
+from lmresearch import fileio
 from lmresearch.runtime import parse_flags, setup_jax
+from lmresearch.stages import PARENT
 
 config_flags.DEFINE_config_file('config', os.path.join(os.path.dirname(__file__), '..', 'configs',
                                                        'pipeline.py'),
@@ -26,8 +28,6 @@ flags.DEFINE_string('workdir', 'runs/demo', 'Where every stage and the report go
 flags.DEFINE_integer('cpu_devices', -1, 'See lmresearch.main --cpu_devices.')
 FLAGS = flags.FLAGS
 
-PARENT = {'sft': 'pretrain', 'reward': 'sft', 'ppo': 'sft', 'dpo': 'sft', 'grpo': 'sft'}
-MODEL_NAMES = {'pretrain': 'base', 'sft': 'sft', 'ppo': 'rlhf', 'dpo': 'dpo', 'grpo': 'grpo'}
 
 
 def _load_json(path, default=None):
@@ -35,12 +35,6 @@ def _load_json(path, default=None):
     return default
   with open(path) as f:
     return json.load(f)
-
-
-def _save_json(path, obj):
-  with open(path + '.tmp', 'w') as f:
-    json.dump(obj, f, indent=2)
-  os.replace(path + '.tmp', path)
 
 
 def run_stages(config, workdir: str, devices=None) -> dict:
@@ -65,7 +59,7 @@ def run_stages(config, workdir: str, devices=None) -> dict:
     t = time.time()
     summary = launch.run(sc, stage_dir, devices=devices)
     done[name] = {'seconds': time.time() - t, 'summary': summary}
-    _save_json(marker, done[name])
+    fileio.write_json(marker, done[name], indent=2)
   return done
 
 
@@ -76,7 +70,7 @@ def run_pipeline(config, workdir: str, devices=None) -> dict:
   t = time.time()
   results = pipeline_eval.evaluate(config, workdir, [n for n in config.run.split(',')])
   eval_seconds = _load_json(os.path.join(workdir, 'eval', 'seconds.json'), 0.0) + time.time() - t
-  _save_json(os.path.join(workdir, 'eval', 'seconds.json'), eval_seconds)
+  fileio.write_json(os.path.join(workdir, 'eval', 'seconds.json'), eval_seconds, indent=2)
   results['wall_seconds'] = sum(d['seconds'] for d in done.values()) + eval_seconds
   results['stage_seconds'] = {n: d['seconds'] for n, d in done.items()}
   runs = {n: os.path.join(workdir, n) for n in done}
@@ -88,7 +82,7 @@ def run_pipeline(config, workdir: str, devices=None) -> dict:
 
 def main(argv):
   del argv
-  from lmresearch.parallel import ConfigError
+  from lmresearch.errors import ConfigError
   setup_jax(cpu_devices=FLAGS.cpu_devices)
   try:
     run_pipeline(FLAGS.config, FLAGS.workdir)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from lmresearch import config as lmc
 from lmresearch import parallel, tokenizers
-from lmresearch.parallel import ConfigError
+from lmresearch.errors import ConfigError
 from lmresearch.stages.base import build_model
 from lmresearch.stages.reward import build_scalar_model, load_reward_offset, reward_pool
 from lmresearch.training import checkpoint
@@ -39,7 +39,7 @@ class Run:
       return contextlib.nullcontext()
     return parallel.activate(self.mesh, self.rules)
 
-  def rows(self, n: int) -> int:
+  def batch_rows(self, n: int) -> int:
     """n rounded up so that a batch splits evenly over the mesh's batch shards."""
     m = 1 if self.mesh is None else parallel.num_batch_shards(self.mesh, self.rules)
     return -(-n // m) * m

@@ -40,6 +40,20 @@ def setup_jax(cpu_devices: int = 1) -> None:
     jax.distributed.initialize()
 
 
+def fail(message) -> None:
+  """A command-line error: one line on stderr, exit code 2."""
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+def check_args(argv, workdir, what: str, hint: str = '') -> None:
+  """No positional arguments, and a --workdir (`what`: the run directory's role)."""
+  if len(argv) > 1:
+    fail(f'unexpected arguments {argv[1:]}{hint}.')
+  if not workdir:
+    fail(f'--workdir is required (the run directory {what}).')
+
+
 def parse_flags(argv):
   """absl flag parsing, but a bad --config override is one line naming it, and exit code 2."""
   try:

@@ -14,7 +14,7 @@ import warnings
 
 from absl import app, flags
 
-from lmresearch.runtime import setup_jax
+from lmresearch.runtime import check_args, fail, setup_jax
 
 flags.DEFINE_string('workdir', None, 'Run directory to sample from (its config.json, '
                     'tokenizer.json and checkpoints/).')
@@ -48,8 +48,7 @@ def sample(workdir: str, prompts, *, max_new_tokens: int, temperature: float, to
   tok, model, params = run.tok, run.model, run.params
   print(f'{workdir}: checkpoint step {run.step}', file=sys.stderr)
   if chat:
-    ids = [tokenizers.render_chat(tok, [{'role': 'user', 'content': p}],
-                                  add_generation_prompt=True)[0] for p in prompts]
+    ids = [tokenizers.generation_prompt(tok, p) for p in prompts]
   else:
     ids = [sampling.encode_prompt(tok, p) for p in prompts]
   with run.active():
@@ -60,16 +59,10 @@ def sample(workdir: str, prompts, *, max_new_tokens: int, temperature: float, to
 
 
 def main(argv):
-  from lmresearch.parallel import ConfigError
-  if len(argv) > 1:
-    print(f'error: unexpected arguments {argv[1:]} (pass prompts with --prompt).', file=sys.stderr)
-    sys.exit(2)
-  if not FLAGS.workdir:
-    print('error: --workdir is required (the run directory to sample from).', file=sys.stderr)
-    sys.exit(2)
+  from lmresearch.errors import ConfigError
+  check_args(argv, FLAGS.workdir, 'to sample from', ' (pass prompts with --prompt)')
   if not FLAGS.prompt:
-    print('error: give at least one --prompt.', file=sys.stderr)
-    sys.exit(2)
+    fail('give at least one --prompt.')
   setup_jax()
   warnings.simplefilter('default')
   warnings.formatwarning = lambda msg, cat, *a, **k: f'warning: {msg}\n'
@@ -78,8 +71,7 @@ def main(argv):
                    temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p,
                    stop_strings=FLAGS.stop, seed=FLAGS.seed, step=FLAGS.step, chat=FLAGS.chat)
   except (ConfigError, FileNotFoundError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+    fail(e)
   for i, (prompt, text) in enumerate(zip(FLAGS.prompt, texts), 1):
     print(f'=== [{i}] prompt ===\n{prompt}\n=== [{i}] completion ===\n{text}', flush=True)
 

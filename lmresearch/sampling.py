@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmresearch import tokenizers
+from lmresearch.models.logprobs import positions_from_mask
 
 DEFAULT_STOP_IDS = (tokenizers._Base.eos_id, tokenizers._Base.end_id)
 PROMPT_MULTIPLE = 8   # prompt block lengths are rounded up to this, to limit recompiles
@@ -85,7 +86,7 @@ def _generate_core(model, params, prompt, prompt_mask, rng, *, max_new_tokens: i
   params = nn.unbox(params)   # inside jit: boxes' sharding constraints apply to tracers
   prompt_mask = prompt_mask.astype(jnp.int32)
   prompt_lengths = jnp.sum(prompt_mask, axis=-1)                            # [b]
-  positions = jnp.maximum(jnp.cumsum(prompt_mask, axis=-1) - 1, 0)
+  positions = positions_from_mask(prompt_mask)
   # Pad slots of the prompt block are never attended; slots after it fill one per step (the
   # cache's causal mask keeps queries from seeing slots not yet written).
   kv_mask = jnp.concatenate([prompt_mask.astype(jnp.bool_), jnp.ones((b, n), jnp.bool_)], axis=-1)
@@ -144,8 +145,7 @@ def _generate_core(model, params, prompt, prompt_mask, rng, *, max_new_tokens: i
 
   tokens = jnp.concatenate([prompt, out], axis=-1)
   mask = jnp.concatenate([prompt_mask, valid.astype(jnp.int32)], axis=-1)
-  all_positions = jnp.maximum(jnp.cumsum(mask, axis=-1) - 1, 0)
-  return dict(tokens=tokens, mask=mask, positions=all_positions, logprobs=logps,
+  return dict(tokens=tokens, mask=mask, positions=positions_from_mask(mask), logprobs=logps,
               completion_mask=valid, lengths=jnp.sum(valid, axis=-1), finished=done)
 
 

@@ -10,6 +10,8 @@ import json
 import os
 from typing import Iterable, Sequence
 
+from lmresearch import fileio
+
 PAD, BOS, EOS, SYSTEM, USER, ASSISTANT, END = (
     '<|pad|>', '<|bos|>', '<|eos|>', '<|system|>', '<|user|>', '<|assistant|>', '<|end|>')
 SPECIALS = (PAD, BOS, EOS, SYSTEM, USER, ASSISTANT, END)
@@ -65,7 +67,7 @@ class CharTokenizer(_Base):
     return ''.join(out)
 
   def save(self, directory: str) -> None:
-    _write_json(os.path.join(directory, FILENAME), {'type': 'char', 'chars': self.chars})
+    fileio.write_json(os.path.join(directory, FILENAME), {'type': 'char', 'chars': self.chars})
 
 
 class BPETokenizer(_Base):
@@ -106,15 +108,8 @@ class BPETokenizer(_Base):
     return self.hf.decode([int(i) for i in ids], skip_special_tokens=skip_special)
 
   def save(self, directory: str) -> None:
-    path = os.path.join(directory, FILENAME)
-    self.hf.save(path + '.tmp')
-    os.replace(path + '.tmp', path)
-
-
-def _write_json(path: str, obj) -> None:
-  with open(path + '.tmp', 'w') as f:
-    json.dump(obj, f)
-  os.replace(path + '.tmp', path)
+    with fileio.replacing(os.path.join(directory, FILENAME)) as tmp:
+      self.hf.save(tmp)
 
 
 def train_tokenizer(kind: str, texts: Sequence[str], vocab_size: int = 0):
@@ -158,3 +153,19 @@ def render_chat(tok, messages: Sequence[dict], add_generation_prompt: bool = Fal
     ids.append(tok.special_id(ASSISTANT))
     mask.append(0)
   return ids, mask
+
+
+def generation_prompt(tok, conversation) -> list[int]:
+  """A conversation as the ids a model continues with its reply: the chat template ending in
+  <|assistant|>. `conversation` is a list of messages, or one user message as a string. (The one
+  place a prompt for a chat model is rendered: RL prompts, reward normalization, sampling and
+  evaluation prompts all come through here.)"""
+  if isinstance(conversation, str):
+    conversation = [{'role': 'user', 'content': conversation}]
+  return render_chat(tok, conversation, add_generation_prompt=True)[0]
+
+
+def render_reply(tok, prompt: str, reply: str):
+  """One user turn and the assistant's reply -> (ids, assistant_mask), as a reward model or DPO
+  reads a response."""
+  return render_chat(tok, [{'role': 'user', 'content': prompt}, {'role': 'assistant', 'content': reply}])

@@ -9,8 +9,8 @@ import pytest
 
 from conftest import ROOT, load_config
 from lmresearch import launch
-from lmresearch.config import validate
-from lmresearch.parallel import ConfigError
+from lmresearch.config import ConfigError, validate
+from lmresearch.stages import REGISTRY
 
 
 def _cli(*args):
@@ -52,14 +52,14 @@ def test_invalid_configs_name_the_key(override, needle):
     if not isinstance(v, dict):
       c[k] = v
   with pytest.raises(ConfigError, match=re.escape(needle)):
-    validate(c, 8)
+    validate(c, 8, REGISTRY)
 
 
 def test_an_unknown_reward_pooling_names_the_key():
   c = load_config('reward')
   c.reward.pool = 'mean'
   with pytest.raises(ConfigError, match=re.escape("config.reward.pool='mean'")):
-    validate(c, 1)
+    validate(c, 1, REGISTRY)
 
 
 def test_missing_file_and_malformed_jsonl_name_file_and_line(tiny_pretrain_config, tmp_path):
@@ -85,3 +85,11 @@ def test_resuming_a_workdir_with_another_model_is_refused(tiny_pretrain_config, 
   c.model.embed_dim = 64
   with pytest.raises(ConfigError, match='config.model.embed_dim'):
     launch.run(c, str(tmp_path), devices=jax.devices()[:1])
+
+
+@pytest.mark.parametrize('stage', ['ppo', 'grpo'])
+def test_rl_stages_refuse_gradient_accumulation_naming_the_key(stage):
+  c = load_config(stage)
+  c.train.grad_accum = 2
+  with pytest.raises(ConfigError, match=re.escape('config.train.grad_accum=2')):
+    validate(c, 1, REGISTRY)

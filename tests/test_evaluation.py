@@ -13,7 +13,7 @@ from conftest import ROOT, load_config, tiny
 from lmresearch import tokenizers
 from lmresearch.data import world
 from lmresearch.evaluation import prompting, tasks
-from lmresearch.evaluation.answers import extract_answer, matches, predict
+from lmresearch.answers import extract_answer, matches, predict
 from lmresearch.models.transformer import ModelConfig, Transformer
 
 

@@ -6,8 +6,8 @@ import random
 import pytest
 
 from conftest import ROOT
-from lmresearch.data import formats, world
-from lmresearch.parallel import ConfigError
+from lmresearch.data import formats, labeler, world
+from lmresearch.config import ConfigError
 
 GSM8K_LINE = {'question': 'Ann has 3 apples and buys 1,200 more. How many now?',
               'answer': 'She has 3 + 1200 = <<3+1200=1203>>1203 apples.\n#### 1,203'}
@@ -79,8 +79,8 @@ def test_noise_free_rankings_mark_equal_quality_as_ties_not_an_order():
     assert len(r['ties']) == 4
     for i, j in r['ties']:
       a, b = r['responses'][i], r['responses'][j]
-      assert a != b and (world.labeler_quality(a, False, True, r['prompt'])
-                         == world.labeler_quality(b, False, True, r['prompt']))
+      assert a != b and (labeler.labeler_quality(a, False, True, r['prompt'])
+                         == labeler.labeler_quality(b, False, True, r['prompt']))
     seen += len(r['responses']) == 11
     assert 'ties' not in w.ranking(rng, noise=0.5)   # a noisy labeler always picks an order
   assert seen
@@ -92,8 +92,8 @@ def test_the_labeler_scale_scores_every_candidate_as_the_rankings_do():
     q, a, key = w.question(rng)
     for quality, text, kind in w.responses(q, a, key, rng):
       expected = 1.0 if kind == 'off_topic' else quality   # an off-topic reply counts as wrong
-      assert world.labeler_quality(text, quality >= 2.0, key.isdigit(), q) == expected, text
-      assert (world.degenerate_kind(text, q) == kind) == (kind in world.DEGENERATE), (kind, text)
+      assert labeler.labeler_quality(text, quality >= 2.0, key.isdigit(), q) == expected, text
+      assert (labeler.degenerate_kind(text, q) == kind) == (kind in world.DEGENERATE), (kind, text)
 
 
 def test_degenerate_replies_are_in_every_ranking_and_ranked_below_every_real_answer():
@@ -125,4 +125,4 @@ def test_degenerate_share_counts_empty_unfinished_and_non_printable_answers():
              {'question': q, 'output': q}]                                        # echoed
   assert [_degenerate(r) for r in records] == [True, True, True, True] + [False] * 5
   assert _kinds(records) == {'empty': 2, 'unfinished': 1, 'garbage': 1, 'repeated': 1, 'echo': 1}
-  assert world.labeler_quality('', True, False) == 0.0   # even "correct" by the answer check
+  assert labeler.labeler_quality('', True, False) == 0.0   # even "correct" by the answer check

@@ -90,8 +90,9 @@ def test_tfds_source_under_mock_data(tiny_pretrain_config, tmp_path):
 def test_gpt2_124m_preset_validates_and_lowers_on_8_devices():
   c = load_config('pretrain', 'preset=gpt2_124m')
   from lmresearch.config import validate
+  from lmresearch.stages import REGISTRY
   from lmresearch.training.dry_run import dry_run
-  validate(c, 8)
+  validate(c, 8, REGISTRY)
   from lmresearch.stages.pretrain import PretrainStage
   out = dry_run(c, PretrainStage.abstract(c), jax.devices()[:8], compile=False)
   assert 120e6 < out['params'] < 130e6, out

@@ -27,6 +27,9 @@ class PackedDataset:
       raise ValueError(f'only {len(tokens)} tokens: fewer than one sequence of length '
                        f'{seq_len} + 1; add data or lower config.data.seq_len.')
 
+  def __len__(self) -> int:
+    return self.num_windows
+
   @classmethod
   def from_token_lists(cls, docs: Sequence[Sequence[int]], seq_len: int, bos: int, eos: int,
                        loss_masks: Sequence[Sequence[int]] | None = None, add_bos: bool = True):
@@ -106,7 +109,10 @@ class PackedExamples:
         self.tokens[r, sl], self.mask[r, sl], self.seg[r, sl] = ids, mask, k
         self.pos[r, sl] = np.arange(len(ids))
         at += len(ids)
-    self.seq_len, self.num_windows = seq_len, n
+    self.seq_len, self.num_rows = seq_len, n
+
+  def __len__(self) -> int:
+    return self.num_rows
 
   def rows(self, indices: np.ndarray) -> dict:
     i = np.asarray(indices)
@@ -120,11 +126,11 @@ class PackedExamples:
 
 
 def train_iterator(ds, global_batch: int, seed: int):
-  """An endless, checkpointable iterator over this process's share of each global batch."""
+  """`ds`: anything with len() (rows) and rows(indices) -> a batch dict. An endless, checkpointable iterator over this process's share of each global batch."""
   pc, pi = jax.process_count(), jax.process_index()
   if global_batch % pc:
     raise ValueError(f'config.train.batch_size={global_batch} does not split over {pc} processes.')
-  order = grain.MapDataset.range(ds.num_windows).shuffle(seed=seed).repeat()
+  order = grain.MapDataset.range(len(ds)).shuffle(seed=seed).repeat()
   local = order.batch(global_batch, drop_remainder=True).map(lambda ix: ix[pi::pc])
   rows = local.map(ds.rows)
   return rows.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)).__iter__()
@@ -133,8 +139,8 @@ def train_iterator(ds, global_batch: int, seed: int):
 def eval_batches(ds, global_batch: int, max_batches: int) -> list[dict]:
   """The first windows of the held-out split in order: the same eval set every time."""
   pc, pi = jax.process_count(), jax.process_index()
-  n = min(max_batches, ds.num_windows // global_batch)
+  n = min(max_batches, len(ds) // global_batch)
   if n < 1:
-    raise ValueError(f'held-out split has {ds.num_windows} sequences, fewer than one batch of '
+    raise ValueError(f'held-out split has {len(ds)} sequences, fewer than one batch of '
                      f'{global_batch}; lower config.train.batch_size or add held-out data.')
   return [ds.rows(np.arange(b * global_batch, (b + 1) * global_batch)[pi::pc]) for b in range(n)]

@@ -11,7 +11,7 @@ import os
 from typing import Iterator
 
 from lmresearch.data import world
-from lmresearch.parallel import ConfigError
+from lmresearch.errors import ConfigError
 
 
 def read_jsonl(path: str) -> Iterator[tuple[int, dict]]:

@@ -16,11 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmresearch import sampling
-from lmresearch.data import world
-from lmresearch.evaluation import claims, prompting, tasks
-from lmresearch.evaluation.answers import matches, predict
-from lmresearch.stages.policy import token_logprobs
+from lmresearch import fileio, sampling
+from lmresearch.data import labeler
+from lmresearch.answers import matches, predict
+from lmresearch.evaluation import claims, prompting, scoring, tasks
+from lmresearch.models.logprobs import token_logprobs
 
 PREVIOUS = {'sft': 'base', 'rlhf': 'sft', 'dpo': 'sft', 'grpo': 'sft'}
 
@@ -40,9 +40,7 @@ class Cache:
       for r in records:
         f.write(json.dumps(r, default=str) + '\n')
     out = {'summary': summary, 'records': records}
-    with open(path + '.tmp', 'w') as f:
-      json.dump(out, f, default=str)
-    os.replace(path + '.tmp', path)
+    fileio.write_json(path, out, default=str)
     return out
 
 
@@ -64,101 +62,30 @@ def samples_vs_reference(run, ref, questions, max_new_tokens: int, seed: int = 0
   return {'kl': float(np.mean(kl)), 'num_samples': len(prompts)}, records
 
 
+MODELS = (('pretrain', 'base'), ('sft', 'sft'), ('ppo', 'rlhf'), ('dpo', 'dpo'), ('grpo', 'grpo'))
+
+
 def evaluate(config, workdir: str, stages) -> dict:
   ec = config.eval
   cache = Cache(workdir)
-  models = [(m, s) for s, m in (('pretrain', 'base'), ('sft', 'sft'), ('ppo', 'rlhf'), ('dpo', 'dpo'),
-                                ('grpo', 'grpo')) if s in stages]
-  runs = {m: tasks.load(os.path.join(workdir, s)) for m, s in models}
+  runs = {model: tasks.load(os.path.join(workdir, stage)) for stage, model in MODELS if stage in stages}
   judge = tasks.load(os.path.join(workdir, 'reward'), reward=True) if 'reward' in stages else None
-  seed = config.seed
   world_seed = config.stages.pretrain.data.synthetic.world_seed
   arith = tasks.load_task('world_arithmetic', world_seed=world_seed, limit=3 * ec.per_step)
   facts = tasks.load_task('world_facts', world_seed=world_seed, limit=ec.facts)
   heldout = tasks.load_task('perplexity', world_seed=world_seed, limit=200)
-  kw = dict(seed=seed, batch_size=ec.batch_size, max_new_tokens=96)
+  kw = dict(seed=config.seed, batch_size=ec.batch_size, max_new_tokens=96)
 
-  stages_out, answers, records = {}, {}, {}
-  fact_correct, degenerate, sampled_quality, sampled_outcomes = {}, {}, {}, {}
-  for m, run in runs.items():
-    a = cache.get(f'{m}__arithmetic_direct', lambda: tasks.run_task(arith, run, method='direct', **kw))
-    f = cache.get(f'{m}__facts_direct', lambda: tasks.run_task(facts, run, method='direct', **kw))
-    ppl = cache.get(f'{m}__heldout_loss', lambda: tasks.run_task(heldout, run, batch_size=ec.batch_size))
-    recs = records[m] = a['records'] + f['records']
-    fact_correct[m] = [bool(r['correct']) for r in f['records']]
-    row = {'heldout_loss': ppl['summary']['loss'], 'labeler_quality': _quality(recs, run.chat),
-           'answer_accuracy': float(np.mean([bool(r['correct']) for r in recs])),
-           'arithmetic_accuracy': a['summary']['accuracy'], 'fact_accuracy': f['summary']['accuracy']}
-    if run.chat:   # a base model's answers are document continuations cut at a stop string
-      degenerate[m] = [_degenerate(r) for r in recs]
-      row.update(degenerate_share=float(np.mean(degenerate[m])), degenerate_kinds=_kinds(recs))
-    if judge is not None:
-      scores = cache.get(f'{m}__rewards', lambda: ({}, tasks.reward_scores(
-          judge, [r['question'] for r in recs], [r['output'] for r in recs], ec.batch_size).tolist()))
-      answers[m] = (recs, np.asarray(scores['records']))
-      row['reward_mean'] = float(np.mean(scores['records']))
-      row['reward_by_outcome'] = _reward_by_outcome(recs, scores['records'], run.chat)
-    stages_out[m] = row
-
-  for m, prev in PREVIOUS.items():   # win rate vs the previous stage, on the same questions
-    if m in records and prev in records:   # the exact-answer judge: only correctness counts
-      stages_out[m]['exact_win_rate_vs_previous'] = float(np.mean(
-          [0.5 if x['correct'] == y['correct'] else float(bool(x['correct']))
-           for x, y in zip(records[m], records[prev])]))
-    if m in answers and prev in answers:
-      (ra, sa), (rb, sb) = answers[m], answers[prev]
-      stages_out[m]['win_rate_vs_previous'] = float(np.mean(_win_outcomes(
-          [x['output'] for x in ra], sa, [y['output'] for y in rb], sb)))
-  sampled = {}   # the reward model's scores of each model's samples, question by question
-  if 'sft' in runs:
-    examples = (arith.examples + facts.examples)[:ec.sample_prompts]
-    questions = [ex['question'] for ex in examples]
-    for m in ('sft', 'rlhf', 'dpo', 'grpo'):
-      if m in runs:
-        k = cache.get(f'{m}__samples', lambda: samples_vs_reference(runs[m], runs['sft'], questions, 96, seed))
-        stages_out[m]['kl_to_sft'] = k['summary']['kl']
-        scored = [{**ex, 'output': x['output'], 'finished': x.get('finished', True),
-                   'correct': matches(predict(x['output'], ex['target']), ex['target'])}
-                  for ex, x in zip(examples, k['records'])]
-        sampled_quality[m] = _qualities(scored)
-        stages_out[m].update(
-            sampled_accuracy=float(np.mean([bool(r['correct']) for r in scored])),
-            sampled_padded_share=float(np.mean([world.padded(r['output']) for r in scored])),
-            sampled_labeler_quality=float(np.mean(sampled_quality[m])),
-            sampled_degenerate_share=float(np.mean([_degenerate(r) for r in scored])),
-            sampled_degenerate_kinds=_kinds(scored))
-        if judge is not None:   # what PPO maximizes: the reward of samples, not of greedy answers
-          r = cache.get(f'{m}__samples_rewards', lambda: ({}, tasks.reward_scores(
-              judge, questions, [x['output'] for x in k['records']], ec.batch_size).tolist()))
-          stages_out[m]['sampled_reward_mean'] = float(np.mean(r['records']))
-          sampled[m] = ([x['output'] for x in k['records']], r['records'])
-  for m, prev in PREVIOUS.items():   # the same judge on samples: what RL changed in the policy
-    if m in sampled and prev in sampled:
-      sampled_outcomes[m] = _win_outcomes(*sampled[m], *sampled[prev])
-      stages_out[m]['sampled_win_rate_vs_previous'] = float(np.mean(sampled_outcomes[m]))
-
+  greedy = {model: _greedy_answers(model, run, judge, arith, facts, heldout, ec, kw, cache)
+            for model, run in runs.items()}
+  stages_out = {model: g['row'] for model, g in greedy.items()}
+  _greedy_win_rates(stages_out, greedy)
+  sampled = _sampled_answers(runs, judge, arith, facts, ec, config.seed, cache)
+  for model, result in sampled.items():
+    stages_out[model].update(result['row'])
+  sampled_outcomes = _sampled_win_rates(stages_out, sampled)
   methods = ['direct', 'instruction', 'few_shot', 'cot'] + [f'self_consistency@{n}' for n in ec.sc_samples]
-  by_steps, prompting_correct = {}, {}
-  for m in ('base', 'sft'):
-    if m not in runs:
-      continue
-    by_steps[m], prompting_correct[m] = {}, {}
-    # Self-consistency samples the most paths once (first in this order); fewer paths are the
-    # vote of its first n.
-    most = max(ec.sc_samples)
-    for method in sorted(methods, key=lambda x: -prompting.parse_method(x)[1]):
-      n = prompting.parse_method(method)[1]
-      if 1 < n < most:
-        full = cache.get(f'{m}__prompting_self_consistency@{most}', None)
-        fn = lambda: tasks.fewer_paths(full['summary'], full['records'], n)
-      else:
-        fn = lambda: tasks.run_task(arith, runs[m], method=method, shots=ec.shots,
-                                    temperature=ec.sc_temperature, **kw)
-      r = cache.get(f'{m}__prompting_{method}', fn)
-      s = r['summary']
-      by_steps[m][method] = {'all': s['accuracy'], **s.get('accuracy_by_num_steps', {})}
-      prompting_correct[m][prompting.parse_method(method)[0] if n == 1 else method] = [
-          bool(x['correct']) for x in r['records']]
+  by_steps, prompting_correct = _prompting(runs, arith, methods, ec, kw, cache)
 
   rm = None
   if judge is not None:
@@ -166,26 +93,132 @@ def evaluate(config, workdir: str, stages) -> dict:
     rm = cache.get('reward__heldout_accuracy',
                    lambda: tasks.run_task(rankings, judge, batch_size=ec.batch_size))['summary']
   examples = side_by_side(runs, arith, facts, ec.compare_prompts, cache)
-  answer_correct = {m: [bool(r['correct']) for r in recs] for m, recs in records.items()}
+  answer_correct = {model: [bool(r['correct']) for r in g['records']] for model, g in greedy.items()}
   sc = f'self_consistency@{max(ec.sc_samples)}' if ec.sc_samples else None
-  found = claims.evaluate(answer_correct, fact_correct, sampled_quality, sampled_outcomes,
-                          degenerate, prompting_correct, sc)
+  found = claims.evaluate(answer_correct, {model: g['fact_correct'] for model, g in greedy.items()},
+                          {model: r['quality'] for model, r in sampled.items()}, sampled_outcomes,
+                          {model: g['degenerate'] for model, g in greedy.items() if 'degenerate' in g},
+                          prompting_correct, sc)
   return {'stages': stages_out, 'prompting_by_steps': by_steps, 'prompting_methods': methods,
           'examples': examples, 'stage_notes': STAGE_NOTES, 'claims': found,
           'reward_model_accuracy': rm and rm['accuracy'], 'reward_model': rm}
 
 
-def _win_outcomes(outputs_a, scores_a, outputs_b, scores_b) -> list[float]:
-  """Per question: 1 if the judge scores A's answer above B's, 1/2 for the same answer or score."""
-  return [0.5 if x == y or np.isclose(p, q) else float(p > q)
-          for x, p, y, q in zip(outputs_a, scores_a, outputs_b, scores_b)]
+def _greedy_answers(model, run, judge, arith, facts, heldout, ec, kw, cache) -> dict:
+  """One model's zero-shot greedy answers (word problems, then facts), held-out loss, and the
+  reward model's scores of those answers -> its stage row and what the claims read."""
+  arithmetic = cache.get(f'{model}__arithmetic_direct', lambda: tasks.run_task(arith, run, method='direct', **kw))
+  fact = cache.get(f'{model}__facts_direct', lambda: tasks.run_task(facts, run, method='direct', **kw))
+  loss = cache.get(f'{model}__heldout_loss', lambda: tasks.run_task(heldout, run, batch_size=ec.batch_size))
+  records = arithmetic['records'] + fact['records']
+  out = {'records': records, 'fact_correct': [bool(r['correct']) for r in fact['records']]}
+  row = {'heldout_loss': loss['summary']['loss'], 'labeler_quality': _quality(records, run.chat),
+         'answer_accuracy': float(np.mean([bool(r['correct']) for r in records])),
+         'arithmetic_accuracy': arithmetic['summary']['accuracy'],
+         'fact_accuracy': fact['summary']['accuracy']}
+  if run.chat:   # a base model's answers are document continuations cut at a stop string
+    out['degenerate'] = [_degenerate(r) for r in records]
+    row.update(degenerate_share=float(np.mean(out['degenerate'])), degenerate_kinds=_kinds(records))
+  if judge is not None:
+    scores = cache.get(f'{model}__rewards', lambda: ({}, tasks.reward_scores(
+        judge, [r['question'] for r in records], [r['output'] for r in records], ec.batch_size).tolist()))
+    out['rewards'] = np.asarray(scores['records'])
+    row['reward_mean'] = float(np.mean(scores['records']))
+    row['reward_by_outcome'] = _reward_by_outcome(records, scores['records'], run.chat)
+  out['row'] = row
+  return out
+
+
+def _greedy_win_rates(stages_out, greedy) -> None:
+  """Win rate vs the previous stage on the same questions: by the exact answer (only correctness
+  counts) and by the reward model."""
+  for model, prev in PREVIOUS.items():
+    if model not in greedy or prev not in greedy:
+      continue
+    ours, theirs = greedy[model], greedy[prev]
+    stages_out[model]['exact_win_rate_vs_previous'] = float(np.mean(scoring.exact_outcomes(
+        [r['correct'] for r in ours['records']], [r['correct'] for r in theirs['records']])))
+    if 'rewards' in ours and 'rewards' in theirs:
+      stages_out[model]['win_rate_vs_previous'] = float(np.mean(scoring.win_outcomes(
+          [r['output'] for r in ours['records']], ours['rewards'],
+          [r['output'] for r in theirs['records']], theirs['rewards'])))
+
+
+def _sampled_answers(runs, judge, arith, facts, ec, seed, cache) -> dict:
+  """Each chat model's answers sampled at temperature 1 (with their KL to SFT): accuracy, padding,
+  labeler quality, degenerate share and (with a reward model) their rewards."""
+  if 'sft' not in runs:
+    return {}
+  examples = (arith.examples + facts.examples)[:ec.sample_prompts]
+  questions = [ex['question'] for ex in examples]
+  out = {}
+  for model in ('sft', 'rlhf', 'dpo', 'grpo'):
+    if model not in runs:
+      continue
+    samples = cache.get(f'{model}__samples', lambda: samples_vs_reference(
+        runs[model], runs['sft'], questions, 96, seed))
+    outputs = [x['output'] for x in samples['records']]
+    scored = [{**ex, 'output': x['output'], 'finished': x.get('finished', True),
+               'correct': matches(predict(x['output'], ex['target']), ex['target'])}
+              for ex, x in zip(examples, samples['records'])]
+    quality = _qualities(scored)
+    row = {'kl_to_sft': samples['summary']['kl'],
+           'sampled_accuracy': float(np.mean([bool(r['correct']) for r in scored])),
+           'sampled_padded_share': float(np.mean([labeler.padded(r['output']) for r in scored])),
+           'sampled_labeler_quality': float(np.mean(quality)),
+           'sampled_degenerate_share': float(np.mean([_degenerate(r) for r in scored])),
+           'sampled_degenerate_kinds': _kinds(scored)}
+    out[model] = {'row': row, 'quality': quality}
+    if judge is not None:   # what PPO maximizes: the reward of samples, not of greedy answers
+      rewards = cache.get(f'{model}__samples_rewards', lambda: ({}, tasks.reward_scores(
+          judge, questions, outputs, ec.batch_size).tolist()))
+      row['sampled_reward_mean'] = float(np.mean(rewards['records']))
+      out[model]['judged'] = (outputs, rewards['records'])
+  return out
+
+
+def _sampled_win_rates(stages_out, sampled) -> dict:
+  """The reward model judging pairs of samples vs the previous stage: what RL changed in the policy."""
+  outcomes = {}
+  for model, prev in PREVIOUS.items():
+    if 'judged' in sampled.get(model, {}) and 'judged' in sampled.get(prev, {}):
+      outcomes[model] = scoring.win_outcomes(*sampled[model]['judged'], *sampled[prev]['judged'])
+      stages_out[model]['sampled_win_rate_vs_previous'] = float(np.mean(outcomes[model]))
+  return outcomes
+
+
+def _prompting(runs, arith, methods, ec, kw, cache):
+  """Base and SFT models x prompting methods on the word problems -> (accuracy by step count,
+  per-question correctness). Self-consistency samples the most paths once; fewer paths are the
+  vote of its first n."""
+  by_steps, correct = {}, {}
+  for model in ('base', 'sft'):
+    if model not in runs:
+      continue
+    by_steps[model], correct[model] = {}, {}
+    most = max(ec.sc_samples)
+    run_method = lambda method: cache.get(f'{model}__prompting_{method}', lambda: tasks.run_task(
+        arith, runs[model], method=method, shots=ec.shots, temperature=ec.sc_temperature, **kw))
+    for method in sorted(methods, key=lambda m: -prompting.parse_method(m)[1]):   # most paths first
+      paths = prompting.parse_method(method)[1]
+      if 1 < paths < most:
+        full = run_method(f'self_consistency@{most}')
+        result = cache.get(f'{model}__prompting_{method}',
+                           lambda: tasks.fewer_paths(full['summary'], full['records'], paths))
+      else:
+        result = run_method(method)
+      summary = result['summary']
+      by_steps[model][method] = {'all': summary['accuracy'], **summary.get('accuracy_by_num_steps', {})}
+      correct[model][prompting.parse_method(method)[0] if paths == 1 else method] = [
+          bool(x['correct']) for x in result['records']]
+  return by_steps, correct
 
 
 def _qualities(records, chat: bool = True) -> list[float]:
   """Each answer's quality on the world labeler's own scale (4 = correct and concise, 0 =
   degenerate). A base model's continuation is judged as text only: whether it hit a stop token
   says nothing for a document completer."""
-  return [world.labeler_quality(r['output'], bool(r['correct']), 'num_steps' in r, r['question'],
+  return [labeler.labeler_quality(r['output'], bool(r['correct']), 'num_steps' in r, r['question'],
                                 r.get('finished', True) or not chat) for r in records]
 
 
@@ -194,12 +227,12 @@ def _quality(records, chat: bool = True) -> float:
 
 
 def _degenerate(record) -> bool:
-  return world.mechanically_degenerate(record['output'], record.get('finished', True))
+  return labeler.mechanically_degenerate(record['output'], record.get('finished', True))
 
 
 def _kinds(records) -> dict:
-  """How many answers are of each degenerate kind (the gold labeler's test, see world.py)."""
-  kinds = [world.degenerate_kind(r['output'], r['question'], r.get('finished', True)) for r in records]
+  """How many answers are of each degenerate kind (the gold labeler's test, see data/labeler.py)."""
+  kinds = [labeler.degenerate_kind(r['output'], r['question'], r.get('finished', True)) for r in records]
   return {k: kinds.count(k) for k in sorted(set(kinds) - {None})}
 
 

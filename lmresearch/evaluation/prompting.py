@@ -134,7 +134,7 @@ def build_prompt(tok, question: str, style: str, exemplars: Sequence[Exemplar] =
   """Token ids to generate from: [BOS] + the document, or the chat ending in <|assistant|>."""
   if chat:
     messages = prompt_messages(question, style, exemplars, instruction)
-    return tokenizers.render_chat(tok, messages, add_generation_prompt=True)[0]
+    return tokenizers.generation_prompt(tok, messages)
   return sampling.encode_prompt(tok, prompt_text(question, style, exemplars, instruction))
 
 

@@ -1,13 +1,28 @@
-"""What every stage shares: the tokenizer, the language model, loading the parent stage's params.
+"""The stage contract, and what every stage here shares (tokenizer, language model, parent params).
 
-A stage gives the one trainer:
-  init_params(rng)               fresh (boxed) params, traced under eval_shape/jit
+A stage is a small class the one trainer runs. The trainer calls exactly these methods of
+`Stage` (no probing with getattr/hasattr); each has a default, so a stage overrides only what
+differs:
+
+  validate(config)               classmethod: check the stage's own config keys (ConfigError naming
+                                 the key); reached through stages.REGISTRY before anything builds
+  init_params(rng)               fresh (boxed) params, traced under eval_shape/jit       [required]
   initial_params(params, shard)  what to start from (the parent stage's checkpoint, if any)
-  train_iterator() / eval_batches()   checkpointable host batches / a fixed held-out set
-  loss_fn(params, batch, rng)    -> (loss_sum, metric_sums with 'count'); rng None = eval
-  prepare(batch, state)          optional device-side step before the update (rollouts, reference
-                                 log-probs); identity here
-  evaluate(params) (optional)    held-out metrics when a loss on fixed batches is not the measure
+  bind(mesh, rules)              the trainer's mesh, before any step: place frozen models here
+  train_iterator()               checkpointable host batches (get_state/set_state)      [required]
+  eval_batches()                 a fixed held-out set for loss_fn; [] = none
+  loss_fn(params, batch, rng)    -> (loss_sum, metric_sums with 'count'); rng None = eval  [required]
+  prepare(batch, state)          device-side work before the update (rollouts, reference log-probs)
+  make_train_step(opt, accum, schedule)   the pure step the trainer jits; default: exact gradient
+                                 accumulation of loss_fn over `accum` micro-batches
+  evaluate(params)               held-out metrics when a loss on fixed batches is not the measure;
+                                 None (default) = the trainer evaluates loss_fn on eval_batches()
+  finalize(params)               after the last step, a dict of extra metrics (e.g. reward offset)
+  tokens_per_step(), flops_per_step()   throughput and MFU
+
+`LMStage` implements it for a stage whose trainable model is the language model built from the
+config and tokenizer (every stage subclasses it); stages/rl.py's `RLStage` adds what PPO and GRPO
+share.
 """
 from __future__ import annotations
 
@@ -18,7 +33,9 @@ import jax.numpy as jnp
 
 from lmresearch import parallel, tokenizers
 from lmresearch.data import packing
+from lmresearch.models.logprobs import token_nll
 from lmresearch.models.transformer import ModelConfig, Transformer, count_params, flops_per_token
+from lmresearch.training import trainer as trainer_lib
 from lmresearch.training.checkpoint import abstract_with_shardings, restore_params
 
 
@@ -60,8 +77,7 @@ def get_tokenizer(config, workdir: str, texts_fn=None):
 def token_loss(logits, targets, weights, z_loss: float = 0.0, prefix: str = 'train'):
   """Summed weighted cross-entropy (fp32) and its metric sums."""
   logits = logits.astype(jnp.float32)
-  lse = jax.nn.logsumexp(logits, axis=-1)
-  nll = lse - jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+  nll, lse = token_nll(logits, targets)
   loss = jnp.sum(nll * weights)
   total = loss + z_loss * jnp.sum(jnp.square(lse) * weights)
   correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
@@ -78,8 +94,56 @@ def load_parent_params(workdir: str, abstract_params, shardings):
   return params
 
 
-class LMStage:
-  """A stage whose trainable params are one language model (pretrain, SFT, DPO)."""
+class Stage:
+  """The contract the trainer calls (see the module docstring), with no-op defaults."""
+  name = 'stage'
+
+  @classmethod
+  def validate(cls, config) -> None:
+    """Checks this stage's own config keys (raises ConfigError naming the key); none here."""
+
+  def init_params(self, rng):
+    raise NotImplementedError
+
+  def initial_params(self, params, shardings):
+    return params
+
+  def bind(self, mesh, rules):
+    """The trainer hands over its mesh, so a stage can place frozen models (reference, reward)."""
+    self.mesh, self.rules = mesh, rules
+
+  def train_iterator(self):
+    raise NotImplementedError
+
+  def eval_batches(self) -> list:
+    return []
+
+  def loss_fn(self, params, batch, rng):
+    raise NotImplementedError
+
+  def prepare(self, batch, state):
+    """Device-side work before the update, given the current TrainState; identity here."""
+    return batch
+
+  def make_train_step(self, optimizer, grad_accum: int, schedule):
+    return trainer_lib.make_train_step(self.loss_fn, optimizer, grad_accum, schedule)
+
+  def evaluate(self, params):
+    """Held-out metrics; None: the trainer evaluates loss_fn on eval_batches()."""
+    return None
+
+  def finalize(self, params) -> dict:
+    return {}
+
+  def tokens_per_step(self) -> int:
+    return 0
+
+  def flops_per_step(self) -> float:
+    return 0.0
+
+
+class LMStage(Stage):
+  """A stage built around the language model of its config and tokenizer (every stage here)."""
   name = 'lm'
 
   def __init__(self, config, workdir: str, texts_fn=None):
@@ -96,21 +160,13 @@ class LMStage:
       return params
     return load_parent_params(self.config.init_from, params, shardings)
 
-  # A stage with self.train_ds / self.eval_ds (anything with num_windows and rows(indices)):
+  # A stage with self.train_ds / self.eval_ds (anything with len() and rows(indices)):
   def train_iterator(self):
     return packing.train_iterator(self.train_ds, self.config.train.batch_size, self.config.seed)
 
   def eval_batches(self):
     return packing.eval_batches(self.eval_ds, self.config.train.batch_size,
                                 self.config.train.eval_batches)
-
-  def prepare(self, batch, state):
-    """Device-side work before the update, given the current TrainState; identity here."""
-    return batch
-
-  def bind(self, mesh, rules):
-    """The trainer hands over its mesh, so a stage can place frozen models (reference, reward)."""
-    self.mesh, self.rules = mesh, rules
 
   def load_lm_params(self, workdir: str):
     """A run's language-model params, restored straight into this mesh's shardings."""

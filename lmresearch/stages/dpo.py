@@ -17,7 +17,7 @@ import numpy as np
 from lmresearch import parallel, tokenizers
 from lmresearch.data import formats, packing
 from lmresearch.stages.base import LMStage
-from lmresearch.stages.policy import token_logprobs
+from lmresearch.models.logprobs import token_logprobs
 
 
 def ranking_pairs(rankings) -> list[tuple[str, str, str]]:
@@ -40,13 +40,14 @@ class PairDataset:
     self.response = np.zeros((n, 2, seq_len), np.float32)
     for i, (prompt, *responses) in enumerate(pairs):
       for j, resp in enumerate(responses):
-        ids, m = tokenizers.render_chat(tok, [{'role': 'user', 'content': prompt},
-                                              {'role': 'assistant', 'content': resp}])
+        ids, m = tokenizers.render_reply(tok, prompt, resp)
         ids, m = ids[:seq_len], m[:seq_len]
         self.tokens[i, j, :len(ids)] = ids
         self.mask[i, j, :len(ids)] = 1
         self.response[i, j, :len(m)] = m
-    self.num_windows = n
+
+  def __len__(self) -> int:
+    return len(self.tokens)
 
   def rows(self, indices) -> dict:
     i = np.asarray(indices)

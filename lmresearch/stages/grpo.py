@@ -13,10 +13,9 @@ import numpy as np
 
 from lmresearch import sampling
 from lmresearch.data import formats
-from lmresearch.evaluation.answers import is_correct
+from lmresearch.answers import is_correct
+from lmresearch.models.logprobs import token_logprobs
 from lmresearch.stages import rl
-from lmresearch.stages.base import LMStage
-from lmresearch.stages.policy import token_logprobs
 
 
 def group_advantages(rewards, group: int, eps: float = 1e-4):
@@ -26,23 +25,20 @@ def group_advantages(rewards, group: int, eps: float = 1e-4):
   return adv.reshape(-1)
 
 
-class GRPOStage(LMStage):
+class GRPOStage(rl.RLStage):
   name = 'grpo'
+  rollout_keys = ('grpo/accuracy', 'grpo/response_len')
 
   def __init__(self, config, workdir: str):
     super().__init__(config, workdir)
-    rc = config.rl
     train = formats.load('prompts', config.data, 'train')
     if any(not p['answer'] for p in train):
       raise ValueError('GRPO needs an "answer" for every prompt (verifiable reward).')
-    self.train_ds = rl.PromptDataset(self.tokenizer, train, rc.max_prompt_len)
-    self.eval_prompts = rl.PromptDataset(
-        self.tokenizer, formats.load('prompts', config.data, 'validation')[:rc.eval_prompts],
-        rc.max_prompt_len)
+    self.train_ds = self.prompt_dataset(train)
+    self.eval_prompts = self.load_eval_prompts('prompts')
 
   def bind(self, mesh, rules):
     super().bind(mesh, rules)
-    self.ref_params = self.load_lm_params(self.config.init_from)
     self._sample = jax.jit(self._sample_fn, static_argnames=('group', 'temperature'))
     self._logprobs = jax.jit(lambda p, t, m: token_logprobs(self.model, p, t, m))
 
@@ -81,27 +77,20 @@ class GRPOStage(LMStage):
     lp = token_logprobs(self.model, params, mb['tokens'], mb['mask'], rng, self.config.model.dropout)
     resp = mb['resp']
     # GRPO averages over each response's tokens, then over responses.
-    ratio = jnp.exp(lp - mb['old_lp'])
-    surrogate = -jnp.minimum(ratio * mb['adv'], jnp.clip(ratio, 1 - gc.clip, 1 + gc.clip) * mb['adv'])
-    per_seq = lambda x: jnp.sum(x * resp, 1) / jnp.maximum(jnp.sum(resp, 1), 1)
-    loss = jnp.mean(per_seq(surrogate))
-    metrics = {'grpo/clip_frac': rl.masked_mean((jnp.abs(ratio - 1) > gc.clip).astype(jnp.float32), resp)}
+    loss, clip_frac = rl.clipped_surrogate(lp, mb['old_lp'], mb['adv'], resp, gc.clip,
+                                           per_sequence=True)
+    metrics = {'grpo/clip_frac': clip_frac}
     if 'ref_lp' in mb:
       d = mb['ref_lp'] - lp
       kl = jnp.exp(d) - d - 1   # k3: unbiased, always >= 0
-      loss = loss + gc.kl_coef * jnp.mean(per_seq(kl))
+      loss = loss + gc.kl_coef * rl.sequence_mean(kl, resp)
       metrics['grpo/kl'] = rl.masked_mean(kl, resp)
     return loss, metrics
-
-  def make_train_step(self, optimizer, grad_accum, schedule):
-    gc = self.config.grpo
-    return rl.make_minibatch_step(self.loss_fn, optimizer, schedule, gc.epochs, gc.minibatches,
-                                  rollout_keys=('grpo/accuracy', 'grpo/response_len'))
 
   def evaluate(self, params) -> dict:
     """On a fixed set of held-out prompts: greedy accuracy, and the accuracy of G samples at the
     training temperature (what the objective optimizes; fixed key, so steps compare)."""
-    rows = self.eval_prompts.rows(np.arange(self.eval_prompts.num_windows))
+    rows = self.eval_rows()
     prompt, mask = jnp.asarray(rows['prompt']), jnp.asarray(rows['prompt_mask'])
     greedy = self._sample(params, prompt, mask, jax.random.PRNGKey(0), group=1, temperature=0.0)
     g = self.config.grpo.group_size

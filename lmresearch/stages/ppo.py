@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from lmresearch import sampling
+from lmresearch import parallel, sampling
 from lmresearch.data import formats, packing, sources
+from lmresearch.models.logprobs import positions_from_mask, target_logprobs, token_logprobs
 from lmresearch.stages import rl
-from lmresearch.stages.base import LMStage, load_parent_params
-from lmresearch.stages.policy import positions_from_mask, token_logprobs
+from lmresearch.stages.base import load_parent_params
 from lmresearch.stages.reward import (build_scalar_model, load_reward_offset, reply_mask,
                                       reward_pool, score)
 
@@ -27,18 +26,15 @@ ROLLOUT_STATS = ('ppo/reward_mean', 'ppo/kl', 'ppo/response_len', 'ppo/empty_fra
                  'ppo/unfinished_frac')
 
 
-class PPOStage(LMStage):
+class PPOStage(rl.RLStage):
   name = 'ppo'
+  rollout_keys = ROLLOUT_STATS
 
   def __init__(self, config, workdir: str):
     super().__init__(config, workdir)
     self.value_model = build_scalar_model(config, self.tokenizer)
-    rc = config.rl
-    self.prompts = rl.PromptDataset(self.tokenizer, formats.load('questions', config.data, 'train'),
-                                    rc.max_prompt_len)
-    self.eval_prompts = rl.PromptDataset(
-        self.tokenizer, formats.load('questions', config.data, 'validation')[:rc.eval_prompts],
-        rc.max_prompt_len)
+    self.prompts = self.prompt_dataset(formats.load('questions', config.data, 'train'))
+    self.eval_prompts = self.load_eval_prompts('questions')
     self.ptx_ds = None
     if config.ppo.ptx_coef > 0:
       docs = sources.documents(config.ptx_data, 'train')
@@ -77,8 +73,6 @@ class PPOStage(LMStage):
 
   def bind(self, mesh, rules):
     super().bind(mesh, rules)
-    self.ref_params = self.load_lm_params(self.config.init_from)
-    from lmresearch import parallel
     abstract, shardings = parallel.abstract_and_shardings(
         lambda: self.value_model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))['params'],
         mesh, rules)
@@ -150,28 +144,17 @@ class PPOStage(LMStage):
     if 'ptx_inputs' in mb:
       logits = self.model.apply({'params': params['policy']}, mb['ptx_inputs'], mb['ptx_positions'],
                                 mb['ptx_segment_ids'])
-      ptx = -jnp.take_along_axis(jax.nn.log_softmax(logits.astype(jnp.float32)),
-                                 mb['ptx_targets'][..., None], -1)[..., 0]
-      ptx = rl.masked_mean(ptx, mb['ptx_weights'])
+      ptx = rl.masked_mean(-target_logprobs(logits, mb['ptx_targets'])[0], mb['ptx_weights'])
       loss = loss + pc.ptx_coef * ptx
       metrics['ppo/ptx_loss'] = ptx
     return loss, metrics
 
-  def make_train_step(self, optimizer, grad_accum, schedule):
-    pc = self.config.ppo
-    return rl.make_minibatch_step(self.loss_fn, optimizer, schedule, pc.epochs, pc.minibatches,
-                                  rollout_keys=ROLLOUT_STATS)
-
   # ---- held-out check --------------------------------------------------------------------------
   def evaluate(self, params) -> dict:
     """Mean normalized reward and KL of sampled responses to a fixed set of held-out prompts."""
-    b = {k: jnp.asarray(v) for k, v in self.eval_prompts.rows(np.arange(self.eval_prompts.num_windows)).items()}
+    b = {k: jnp.asarray(v) for k, v in self.eval_rows().items()}
     _, stats = self._rollout(params, self.ref_params, self.rm_params, b, jax.random.PRNGKey(1))
     return {f'eval/{k}': float(stats[k]) for k in ROLLOUT_STATS}
-
-  def tokens_per_step(self) -> int:
-    rc = self.config.rl
-    return self.config.train.batch_size * (rc.max_prompt_len + rc.max_new_tokens)
 
 
 class _Zip:

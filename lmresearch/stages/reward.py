@@ -18,17 +18,13 @@ import numpy as np
 
 from lmresearch import sampling, tokenizers
 from lmresearch.data import formats
+from lmresearch.errors import ConfigError
 from lmresearch.models.heads import ScalarHeadModel, last_token_index
+from lmresearch.models.logprobs import positions_from_mask
 from lmresearch.models.transformer import ModelConfig
 from lmresearch.stages.base import LMStage, load_parent_params, padded_vocab
 
 NORM_FILE = 'reward_norm.json'
-
-
-def render_response(tok, prompt: str, response: str) -> list[int]:
-  ids, _ = tokenizers.render_chat(tok, [{'role': 'user', 'content': prompt},
-                                        {'role': 'assistant', 'content': response}])
-  return ids
 
 
 class RankingDataset:
@@ -44,7 +40,7 @@ class RankingDataset:
     self.truncated = 0
     for i, r in enumerate(rankings):
       for j, resp in enumerate(r['responses']):
-        ids = render_response(tok, r['prompt'], resp)
+        ids, _ = tokenizers.render_reply(tok, r['prompt'], resp)
         if len(ids) > seq_len:
           ids = ids[:seq_len]
           self.truncated += 1
@@ -53,7 +49,10 @@ class RankingDataset:
         self.valid[i, j] = 1
       for a, b in r.get('ties', []):
         self.tie[i, a, b] = self.tie[i, b, a] = 1
-    self.num_windows, self.seq_len = n, seq_len
+    self.seq_len = seq_len
+
+  def __len__(self) -> int:
+    return len(self.tokens)
 
   def rows(self, indices) -> dict:
     i = np.asarray(indices)
@@ -114,7 +113,7 @@ def build_scalar_model(config, tok) -> ScalarHeadModel:
 def score(model, params, tokens, mask, positions=None, pool: str = 'last'):
   """Reward of each sequence (left or right padded), pooled as `pool_rewards` says."""
   if positions is None:
-    positions = jnp.maximum(jnp.cumsum(mask, -1) - 1, 0)
+    positions = positions_from_mask(mask)
   values = model.apply({'params': params}, tokens, positions, mask)
   return pool_rewards(values, tokens, mask, pool)
 
@@ -129,6 +128,11 @@ def load_reward_offset(workdir: str) -> float:
 
 class RewardStage(LMStage):
   name = 'reward'
+
+  @classmethod
+  def validate(cls, config) -> None:
+    if config.reward.get('pool', 'last') not in POOLS:
+      raise ConfigError(f'config.reward.pool={config.reward.pool!r}: expected one of {POOLS}.')
 
   def __init__(self, config, workdir: str):
     super().__init__(config, workdir)
@@ -169,7 +173,7 @@ class RewardStage(LMStage):
       return {}
     lm, lm_params = self.model, self.load_lm_params(self.config.init_from)
     prompts = [r['prompt'] for r in self.eval_rankings[:n]]
-    ids = [render_chat_prompt(self.tokenizer, p) for p in prompts]
+    ids = [tokenizers.generation_prompt(self.tokenizer, p) for p in prompts]
     out = sampling.generate(lm, lm_params, ids, max_new_tokens=self.config.reward.norm_max_new_tokens,
                             rng=jax.random.PRNGKey(self.config.seed), temperature=1.0)
     r = score(self.rm, params, out['tokens'], out['mask'], out['positions'], self.config.reward.pool)
@@ -178,8 +182,3 @@ class RewardStage(LMStage):
       with open(os.path.join(self.workdir, NORM_FILE), 'w') as f:
         json.dump({'offset': offset, 'num_samples': len(prompts)}, f)
     return {'reward/sft_sample_mean_before_norm': offset}
-
-
-def render_chat_prompt(tok, prompt: str) -> list[int]:
-  ids, _ = tokenizers.render_chat(tok, [{'role': 'user', 'content': prompt}], add_generation_prompt=True)
-  return ids

@@ -1,4 +1,5 @@
-"""What PPO and GRPO share: prompt batches, rollouts, GAE, and several minibatch updates per step.
+"""What PPO and GRPO share (`RLStage`): prompt batches, the frozen reference, rollouts, the clipped
+surrogate, GAE, and several minibatch updates per step.
 
 An RL stage's trainer step is one iteration: `prepare()` samples responses with the current
 policy (the KV-cache sampler) and scores them; the jitted step then runs `epochs` passes of
@@ -14,6 +15,9 @@ import numpy as np
 import optax
 
 from lmresearch import tokenizers
+from lmresearch.errors import ConfigError
+from lmresearch.data import formats
+from lmresearch.stages.base import LMStage
 from lmresearch.training.trainer import TrainState
 
 
@@ -26,14 +30,15 @@ class PromptDataset:
     self.prompt_mask = np.zeros((n, max_prompt_len), np.int32)
     self.examples = prompts
     for i, p in enumerate(prompts):
-      ids, _ = tokenizers.render_chat(tok, [{'role': 'user', 'content': p['prompt']}],
-                                      add_generation_prompt=True)
+      ids = tokenizers.generation_prompt(tok, p['prompt'])
       if len(ids) > max_prompt_len:
         raise ValueError(f'prompt {i} has {len(ids)} tokens > config.rl.max_prompt_len='
                          f'{max_prompt_len}: raise it or shorten the prompt.')
       self.prompt[i, max_prompt_len - len(ids):] = ids
       self.prompt_mask[i, max_prompt_len - len(ids):] = 1
-    self.num_windows = n
+
+  def __len__(self) -> int:
+    return len(self.prompt)
 
   def rows(self, indices) -> dict:
     i = np.asarray(indices)
@@ -91,12 +96,18 @@ def whiten(x, mask):
   return (x - mean) * jax.lax.rsqrt(var + 1e-8) * mask
 
 
-def clipped_surrogate(logp, old_logp, adv, mask, clip: float):
-  """PPO's clipped objective as a loss (token mean), and the fraction of tokens clipped."""
+def sequence_mean(x, mask):
+  """The mean over rows of each row's masked token mean (GRPO weighs every response alike)."""
+  return jnp.mean(jnp.sum(x * mask, 1) / jnp.maximum(jnp.sum(mask, 1), 1))
+
+
+def clipped_surrogate(logp, old_logp, adv, mask, clip: float, per_sequence: bool = False):
+  """PPO's clipped objective as a loss, and the fraction of tokens clipped (a token mean). The loss
+  is a token mean, or with per_sequence a mean over responses of their token means (GRPO)."""
   ratio = jnp.exp(logp - old_logp)
   loss = -jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - clip, 1 + clip) * adv)
   clipped = (jnp.abs(ratio - 1) > clip).astype(jnp.float32)
-  return masked_mean(loss, mask), masked_mean(clipped, mask)
+  return (sequence_mean if per_sequence else masked_mean)(loss, mask), masked_mean(clipped, mask)
 
 
 def make_minibatch_step(loss_fn, optimizer, schedule, epochs: int, minibatches: int,
@@ -136,3 +147,52 @@ def make_minibatch_step(loss_fn, optimizer, schedule, epochs: int, minibatches: 
     return TrainState(state.step + 1, params, opt_state, state.rng), metrics
 
   return train_step
+
+
+class RLStage(LMStage):
+  """An RL stage: prompts in, rollouts sampled by the policy, `epochs` x `minibatches` updates of
+  config.<name> per trainer step. Subclasses supply loss_fn, prepare (the rollout and its
+  scores) and evaluate; `rollout_keys` name the rollout's scalars passed through to the logs."""
+  rollout_keys: tuple = ()
+
+  @classmethod
+  def validate(cls, config) -> None:
+    """Prompt and reply must fit in the model's context; no gradient accumulation (each step
+    already splits its rollout into config.<name>.minibatches updates)."""
+    rc, max_len = config.rl, config.model.max_len
+    if config.train.grad_accum > 1:
+      raise ConfigError(f'config.train.grad_accum={config.train.grad_accum}: {cls.name} cannot '
+                        f'accumulate gradients; set it to 1 (config.{cls.name}.minibatches splits '
+                        'each rollout).')
+    if rc.max_prompt_len + rc.max_new_tokens > max_len:
+      raise ConfigError(f'config.rl.max_prompt_len + config.rl.max_new_tokens = '
+                        f'{rc.max_prompt_len + rc.max_new_tokens} exceeds the model '
+                        f'context config.model.max_len={max_len}.')
+
+  def prompt_dataset(self, examples) -> PromptDataset:
+    return PromptDataset(self.tokenizer, examples, self.config.rl.max_prompt_len)
+
+  def load_eval_prompts(self, kind: str) -> PromptDataset:
+    """The first config.rl.eval_prompts held-out prompts, a fixed set for `evaluate`."""
+    return self.prompt_dataset(
+        formats.load(kind, self.config.data, 'validation')[:self.config.rl.eval_prompts])
+
+  def eval_batches(self) -> list:
+    return []   # held-out rollouts instead: `evaluate`
+
+  def eval_rows(self) -> dict:
+    """Every held-out prompt as one batch (host arrays)."""
+    return self.eval_prompts.rows(np.arange(len(self.eval_prompts)))
+
+  def bind(self, mesh, rules):
+    super().bind(mesh, rules)
+    self.ref_params = self.load_lm_params(self.config.init_from)   # the frozen SFT reference
+
+  def make_train_step(self, optimizer, grad_accum, schedule):
+    c = self.config[self.name]
+    return make_minibatch_step(self.loss_fn, optimizer, schedule, c.epochs, c.minibatches,
+                               rollout_keys=self.rollout_keys)
+
+  def tokens_per_step(self) -> int:
+    rc = self.config.rl
+    return self.config.train.batch_size * (rc.max_prompt_len + rc.max_new_tokens)

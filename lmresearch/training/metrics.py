@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmresearch import fileio
+
 # Dense bf16 peak FLOP/s per chip, from vendor specs, for MFU. CPUs are measured instead.
 PEAK_FLOPS = {
     'tpu v4': 275e12, 'tpu v5 lite': 197e12, 'tpu v5e': 197e12, 'tpu v5p': 459e12,
@@ -75,9 +77,7 @@ class MetricWriter:
       return
     with open(self.path) as f:
       rows = [l for l in f if l.strip() and json.loads(l).get('step', 0) <= step]
-    with open(self.path + '.tmp', 'w') as f:
-      f.writelines(rows)
-    os.replace(self.path + '.tmp', self.path)
+    fileio.write_text(self.path, ''.join(rows))
 
   def close(self) -> None:
     if self.tb is not None:

@@ -11,7 +11,6 @@ async Orbax checkpoint holding params, optimizer state, RNG and the data iterato
 """
 from __future__ import annotations
 
-import functools
 import math
 import signal
 import sys
@@ -122,9 +121,8 @@ class Trainer:
     and is donated (updated in place); the batch keeps the sharding `parallel.put_batch` gave it.
     --dry_run and the benchmarks use it too, so that they compile this step and no copy of it."""
     with parallel.activate(self.mesh, self.rules):
-      make_step = getattr(self.stage, 'make_train_step', None) or functools.partial(
-          make_train_step, self.stage.loss_fn)
-      return jax.jit(make_step(self.optimizer, self.train_cfg.grad_accum, self.schedule),
+      return jax.jit(self.stage.make_train_step(self.optimizer, self.train_cfg.grad_accum,
+                                                self.schedule),
                      in_shardings=(shardings, None), out_shardings=(shardings, None),
                      donate_argnums=(0,))
 
@@ -151,7 +149,7 @@ class Trainer:
     with parallel.activate(self.mesh, self.rules):
       eval_fn = jax.jit(make_eval_step(stage.loss_fn), in_shardings=(shardings.params, None))
     eval_batches = [parallel.put_batch(b, batch_sharding) for b in stage.eval_batches()] \
-        if tc.eval_every > 0 and not hasattr(stage, 'evaluate') else []
+        if tc.eval_every > 0 else []
 
     peak = peak_flops(tc.peak_flops)
     tokens_per_step = stage.tokens_per_step()
@@ -165,9 +163,7 @@ class Trainer:
       with parallel.activate(self.mesh, self.rules):
         if start == 0 and tc.eval_every > 0 and tc.eval_at_start:
           # The starting point (e.g. the SFT policy), so that a stage's gain is read off its own log.
-          row = (stage.evaluate(state.params) if hasattr(stage, 'evaluate')
-                 else self._evaluate(eval_fn, state.params, eval_batches))
-          writer.write(0, row)
+          writer.write(0, self._evaluate(eval_fn, state.params, eval_batches))
         for step in range(start, tc.steps):
           batch = parallel.put_batch(next(data_iter), batch_sharding)
           batch = stage.prepare(batch, state)
@@ -197,10 +193,7 @@ class Trainer:
             row['perf/tokens_per_sec'] = tokens_per_step / dt
             row['perf/mfu'] = flops_per_step / dt / peak if peak else 0.0
           if eval_now:
-            if hasattr(stage, 'evaluate'):   # RL stages: held-out rollouts, not a loss
-              row.update(stage.evaluate(state.params))
-            else:
-              row.update(self._evaluate(eval_fn, state.params, eval_batches))
+            row.update(self._evaluate(eval_fn, state.params, eval_batches))
           if log_now or eval_now:
             writer.write(done, row)
             last = row
@@ -213,7 +206,7 @@ class Trainer:
           if stopping:
             print(f'SIGTERM: saved step {done} to {ckpt.directory}; exiting.', flush=True)
             break
-        if not self._stop and hasattr(stage, 'finalize'):   # e.g. reward normalization
+        if not self._stop:   # e.g. reward normalization
           extra = stage.finalize(state.params)
           if extra:
             writer.write(tc.steps, extra)
@@ -250,6 +243,10 @@ class Trainer:
     return rows
 
   def _evaluate(self, eval_fn, params, batches) -> dict:
+    """The stage's own held-out metrics (RL stages: rollouts), else loss_fn over `batches`."""
+    row = self.stage.evaluate(params)
+    if row is not None:
+      return row
     total = None
     for b in batches:
       _, sums = jax.block_until_ready(eval_fn(params, b))   # see the in-flight note in run()
