@@ -30,7 +30,8 @@ flags.DEFINE_string('data', None, 'Data file: GSM8K or {"prompt", "answer"} JSON
 flags.DEFINE_string('prompting', 'direct', 'direct | instruction | few_shot | cot | '
                     'self_consistency@N (N sampled cot answers, majority vote).')
 flags.DEFINE_integer('shots', None, 'Exemplars per prompt for few_shot / cot (default 4; cot on '
-                     'gsm8k: the 8 published chain-of-thought exemplars).')
+                     'gsm8k: the 8 published chain-of-thought exemplars; fewer where they would '
+                     'not fit the model context).')
 flags.DEFINE_float('temperature', 0.7, 'Sampling temperature of self-consistency (every other '
                    'method decodes greedily).')
 flags.DEFINE_integer('limit', None, 'Evaluate at most this many examples.')

@@ -244,3 +244,13 @@ def test_reward_accuracy_and_win_rate(pipeline_dirs):
   assert summary['win_rate'] == 0.5 and summary['exact_win_rate'] == 0.5
   assert all({'output', 'other_output', 'reward', 'other_reward', 'win', 'exact_win'} <= set(r)
              for r in records)
+
+
+def test_default_shots_shrink_to_fit_the_context_but_explicit_shots_do_not(pipeline_dirs, capsys):
+  base = tasks.load(str(pipeline_dirs / 'base'))   # a tiny model: a 160-token context
+  summary, records = tasks.run_task('world_arithmetic', base, method='few_shot', limit=2,
+                                    max_new_tokens=4)
+  assert summary['shots'] < 4 and 'exemplars per prompt' in capsys.readouterr().err
+  assert all(len(base.tok.encode(r['prompt'])) <= base.model.cfg.max_len - 48 for r in records)
+  with pytest.raises(ValueError, match='lower --shots'):
+    tasks.run_task('world_arithmetic', base, method='few_shot', shots=8, limit=2, max_new_tokens=4)

@@ -2,6 +2,7 @@
 sampling and majority vote, and their accuracy (overall and per step count)."""
 from __future__ import annotations
 
+import sys
 from typing import Optional, Sequence
 
 import jax
@@ -13,6 +14,7 @@ from lmresearch.data import world as world_lib
 from lmresearch.evaluation import prompting
 from lmresearch.runs import Run
 
+MIN_ANSWER_ROOM = 48   # tokens a default number of exemplars must leave for the answer
 BASE_STOPS = ('\n\n', '\n' + world_lib.QUESTION_PREFIX)   # a base model moving on to a new question
 
 
@@ -53,15 +55,24 @@ def answer_questions(task, run: Run, *, method: str = 'direct',
   """A question task: prompt, generate (several samples and a vote for self-consistency), judge."""
   style, samples = prompting.parse_method(method)
   pool = task.cot_pool if style == 'cot' and task.cot_pool else task.pool
+  def build(k):   # exemplars drawn per question, never the question itself
+    return [prompting.build_prompt(
+        run.tok, ex['question'], style,
+        prompting.select_exemplars(pool, k, seed * 1_000_003 + i, [ex['question']]),
+        task.instruction, run.chat) for i, ex in enumerate(task.examples)]
+
   if style in ('direct', 'instruction'):
     shots = 0
-  elif shots is None:   # a task's own CoT exemplar set (GSM8K's published 8) is used whole
-    shots = len(pool) if style == 'cot' and task.cot_pool else 4
-  prompts = []
-  for i, ex in enumerate(task.examples):   # exemplars drawn per question, never the question itself
-    exemplars = prompting.select_exemplars(pool, shots, seed * 1_000_003 + i, [ex['question']])
-    prompts.append(prompting.build_prompt(run.tok, ex['question'], style, exemplars,
-                                          task.instruction, run.chat))
+  elif shots is None:   # a task's own CoT exemplar set (GSM8K's published 8) is used whole...
+    default = len(pool) if style == 'cot' and task.cot_pool else 4
+    shots = default   # ...or as many exemplars as leave room to answer in the model's context
+    while shots > 0 and max(map(len, build(shots))) > run.model.cfg.max_len - MIN_ANSWER_ROOM:
+      shots -= 1
+    if shots < default:
+      print(f'[evaluate] {shots} exemplars per prompt: {default} would not leave '
+            f'{MIN_ANSWER_ROOM} tokens to answer in the model context of {run.model.cfg.max_len} '
+            'tokens (--shots sets the number).', file=sys.stderr, flush=True)
+  prompts = build(shots)
   outputs, finished = generate(run, prompts, samples=samples,
                                temperature=temperature if samples > 1 else 0.0, seed=seed,
                                batch_size=batch_size, max_new_tokens=max_new_tokens)
