@@ -1,7 +1,7 @@
 """The main job: tokenizer -> pretrain -> SFT -> reward model -> PPO (-> DPO, GRPO) -> evaluation
 -> report, each stage in its own sub-workdir of --workdir.
 
-  configs/pipeline.py               the default on the embedded world (~15 min on 2 CPU cores)
+  configs/pipeline.py               the default on the embedded world (~18 min on 2 CPU cores; README)
   configs/pipeline.py:size=smoke    seconds-sized stages, for the smoke test
   configs/pipeline.py:all=1         also DPO and GRPO
 
