@@ -158,27 +158,33 @@ def test_group_advantages_are_normalized_per_group():
   assert adv[0] > 0 > adv[1] and np.allclose(adv[4:], 0)
 
 
-def test_ppo_and_grpo_run_from_sft(pipeline_dirs, tmp_path):
-  dev = jax.devices()[:1]
+def test_ppo_runs_from_sft_and_logs_its_rollout_and_update(pipeline_dirs, tmp_path):
   c = stage_config('ppo', pipeline_dirs)
   c.train.update(batch_size=4, eval_every=2)
-  out = launch.run(c, str(tmp_path / 'ppo'), devices=dev)
+  out = launch.run(c, str(tmp_path / 'ppo'), devices=jax.devices()[:1])
   for k in ('ppo/reward_mean', 'ppo/kl', 'ppo/entropy', 'ppo/clip_frac', 'ppo/value_loss',
             'ppo/response_len', 'ppo/empty_frac', 'ppo/unfinished_frac', 'eval/ppo/reward_mean',
             'eval/ppo/unfinished_frac', 'train/grad_norm_policy', 'train/grad_norm_value'):
     assert np.isfinite(out[k]), k
-  # PPO-ptx: the optimized loss is the PPO loss + gamma x pretraining NLL
+
+
+def test_ppo_ptx_optimizes_the_ppo_loss_plus_gamma_times_the_pretraining_nll(pipeline_dirs, tmp_path):
+  c = stage_config('ppo', pipeline_dirs)
+  c.train.update(batch_size=4, eval_every=2)
   c.ppo.ptx_coef = 0.5
   c.ptx_data.update(seq_len=32, vocab_size=300)
   c.ptx_data.synthetic.num_docs = 50
-  out = launch.run(c, str(tmp_path / 'ppo_ptx'), devices=dev)
+  out = launch.run(c, str(tmp_path / 'ppo_ptx'), devices=jax.devices()[:1])
   assert out['ppo/ptx_loss'] > 0
   np.testing.assert_allclose(out['train/loss'], out['ppo/policy_loss'] + 0.5 * out['ppo/value_loss']
                              + 0.5 * out['ppo/ptx_loss'], rtol=1e-4, atol=1e-5)
+
+
+def test_grpo_runs_from_sft(pipeline_dirs, tmp_path):
   c = stage_config('grpo', pipeline_dirs)
   c.grpo.group_size = 4
   c.train.update(batch_size=2, eval_every=2)
-  out = launch.run(c, str(tmp_path / 'grpo'), devices=dev)
+  out = launch.run(c, str(tmp_path / 'grpo'), devices=jax.devices()[:1])
   for k in ('grpo/accuracy', 'grpo/kl', 'eval/grpo/accuracy'):
     assert np.isfinite(out[k]), k
 
