@@ -173,14 +173,16 @@ def write(workdir: str, results: dict, runs: dict) -> dict:
     for model, text in ex['answers'].items():
       md.append(f'- *{model}*: {shown(text)}')
     md.append('')
-  md += ['## Curves', ''] + [f'![{p}]({p})' for p in plots]
+  curves = [p for p in plots if p != bars]   # the bar chart already sits beside the stage table
+  md += ['## Curves', ''] + [f'![{p}]({p})' for p in curves]
   with open(os.path.join(workdir, 'report.md'), 'w') as f:
     f.write('\n'.join(md) + '\n')
 
-  imgs = ''
-  for p in plots:
-    with open(os.path.join(workdir, p), 'rb') as f:
-      imgs += f'<img src="data:image/png;base64,{base64.b64encode(f.read()).decode()}">'
+  def img(name):
+    with open(os.path.join(workdir, name), 'rb') as f:
+      return f'<img src="data:image/png;base64,{base64.b64encode(f.read()).decode()}">'
+
+  imgs = ''.join(img(p) for p in curves)
   examples = ''.join(
       f"<h4>{html.escape(ex['prompt'])}</h4><ul>" +
       ''.join(f'<li><b>{html.escape(m)}</b>: {html.escape(shown(t))}</li>' for m, t in ex['answers'].items()) +
@@ -191,6 +193,7 @@ def write(workdir: str, results: dict, runs: dict) -> dict:
           f'<h1>lmresearch pipeline report</h1><p>Wall time: {results["wall_seconds"]:.0f} s.</p>'
           f'<h2>Claims this run tests</h2>{_html_table(ch, cr)}'
           f'<h2>Stages</h2>{_html_table(sh, sr)}<p>{html.escape(results.get("stage_notes", ""))}</p>'
+          f'{img(bars) if bars else ""}'
           f'<h2>The reward model, per kind of reply</h2>{_html_table(rh, rr)}'
           f'<h2>Prompting</h2>{_html_table(ph, pr)}<h2>Side by side</h2>{examples}'
           f'<h2>Curves</h2>{imgs}')
