@@ -2,6 +2,7 @@
 sampling and majority vote, and their accuracy (overall and per step count)."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Optional, Sequence
 
@@ -61,12 +62,28 @@ def answer_questions(task, run: Run, *, method: str = 'direct',
         prompting.select_exemplars(pool, k, seed * 1_000_003 + i, [ex['question']]),
         task.instruction, run.chat) for i, ex in enumerate(task.examples)]
 
+  room = run.model.cfg.max_len - MIN_ANSWER_ROOM
+  skipped = []
+  if shots is None and style not in ('direct', 'instruction'):
+    # A question that leaves no room to answer even without exemplars is skipped and counted
+    # (GSM8K's longest questions on a small model), rather than stopping the whole evaluation.
+    fits = [len(p) <= room for p in build(0)]
+    skipped = [ex for ex, ok in zip(task.examples, fits) if not ok]
+    if skipped:
+      task = dataclasses.replace(task, examples=[ex for ex, ok in zip(task.examples, fits) if ok])
+      print(f'[evaluate] {len(skipped)} of {len(skipped) + len(task.examples)} questions skipped: '
+            f'alone they leave under {MIN_ANSWER_ROOM} tokens to answer in the model context of '
+            f'{run.model.cfg.max_len} tokens (accuracy is over the rest).', file=sys.stderr,
+            flush=True)
+      if not task.examples:
+        raise ValueError(f'task {task.name}: no question fits the model context of '
+                         f'{run.model.cfg.max_len} tokens.')
   if style in ('direct', 'instruction'):
     shots = 0
   elif shots is None:   # a task's own CoT exemplar set (GSM8K's published 8) is used whole...
     default = len(pool) if style == 'cot' and task.cot_pool else 4
     shots = default   # ...or as many exemplars as leave room to answer in the model's context
-    while shots > 0 and max(map(len, build(shots))) > run.model.cfg.max_len - MIN_ANSWER_ROOM:
+    while shots > 0 and max(map(len, build(shots))) > room:
       shots -= 1
     if shots < default:
       print(f'[evaluate] {shots} exemplars per prompt: {default} would not leave '
@@ -89,6 +106,8 @@ def answer_questions(task, run: Run, *, method: str = 'direct',
     records.append(rec)
   summary = {'task': task.name, 'method': method, 'shots': shots, **accuracy(records),
              'unfinished': sum(not r['finished'] for r in records)}
+  if skipped:
+    summary['skipped_too_long'] = len(skipped)
   if samples > 1:
     summary['temperature'] = temperature
   return summary, records
