@@ -4,6 +4,8 @@
   configs/pipeline.py               the default on the embedded world (~18 min on 2 CPU cores; README)
   configs/pipeline.py:size=smoke    seconds-sized stages, for the smoke test
   configs/pipeline.py:all=1         also DPO and GRPO
+  --config.upstream=runs/demo --config.run=pretrain,sft,reward,ppo
+                                    reuse runs/demo's finished pretrain, SFT and reward stages
 
 Every stage's full config lives under config.stages.<name>; override any key as usual, e.g.
 --config.stages.pretrain.train.steps=1000 or --config.stages.pretrain.data.source=text.
@@ -31,6 +33,10 @@ def get_config(arg=None):
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.run = 'pretrain,sft,reward,ppo,dpo,grpo' if args.get('all') else 'pretrain,sft,reward,ppo'
+  # Stages in `reuse` are taken, finished, from the pipeline run in `upstream` (a symlink), not
+  # trained: a sweep over PPO's settings trains its base, SFT and reward model once.
+  c.upstream = ''
+  c.reuse = 'pretrain,sft,reward'
   c.stages = ml_collections.ConfigDict({name: _stage_config(name) for name in ORDER})
   s = c.stages
   s.pretrain.train.update(steps=500, batch_size=16, eval_every=250, log_every=25)
@@ -52,7 +58,10 @@ def get_config(arg=None):
       compare_prompts=4,      # prompts shown side by side in the report
       sample_prompts=150,     # questions answered by sampling (T=1): KL to SFT, sampled reward
       rm_rankings=200,        # held-out rankings for the reward model's pairwise accuracy
-      batch_size=64))
+      batch_size=64,
+      models='',              # which models to evaluate ('rlhf': it and SFT, the KL reference); '' = all
+      prompting=True,         # the prompting methods on the base and SFT models
+      best_of=0))             # > 0: best-of-n of SFT's samples by the reward model, n = 1, 2, 4, ...
   if args.get('size') == 'smoke':
     for name in ORDER:
       st = s[name]

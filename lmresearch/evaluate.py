@@ -17,7 +17,7 @@ from absl import app, flags
 
 from lmresearch import config as lmc
 from lmresearch import fileio
-from lmresearch.evaluation import prompting, tasks
+from lmresearch.evaluation import best_of_n, prompting, tasks
 from lmresearch.errors import ConfigError
 from lmresearch.runtime import check_args, fail, setup_jax
 
@@ -32,8 +32,12 @@ flags.DEFINE_string('prompting', 'direct', 'direct | instruction | few_shot | co
 flags.DEFINE_integer('shots', None, 'Exemplars per prompt for few_shot / cot (default 4; cot on '
                      'gsm8k: the 8 published chain-of-thought exemplars; fewer where they would '
                      'not fit the model context).')
-flags.DEFINE_float('temperature', 0.7, 'Sampling temperature of self-consistency (every other '
-                   'method decodes greedily).')
+flags.DEFINE_float('temperature', None, 'Sampling temperature of self-consistency (default 0.7) '
+                   'and best-of-n (default 1.0); every other method decodes greedily.')
+flags.DEFINE_integer('best_of', 0, 'Best-of-n: sample N answers per question and keep the one the '
+                     '--reward_from model scores highest; reports accuracy, proxy reward, gold '
+                     'labeler quality and KL_bon for n = 1, 2, 4, ..., N (question tasks).')
+flags.DEFINE_string('reward_from', None, 'best_of: the reward model run that picks.')
 flags.DEFINE_integer('limit', None, 'Evaluate at most this many examples.')
 flags.DEFINE_string('out', None, 'Write per-example results here (JSONL).')
 flags.DEFINE_bool('chat', None, 'Prompt with the chat template (default: unless the run is a '
@@ -53,15 +57,31 @@ def evaluate() -> dict:
   prompting.parse_method(FLAGS.prompting)
   run = tasks.load(FLAGS.workdir, reward=FLAGS.task == 'reward_accuracy', chat=FLAGS.chat)
   other = judge = None
+  if FLAGS.best_of:
+    if not FLAGS.reward_from:
+      raise ValueError('--best_of needs --reward_from (the reward model run that picks).')
+    if task.name not in ('world_arithmetic', 'world_facts', 'gsm8k'):
+      raise ValueError(f'--best_of works on question tasks, not --task={task.name}.')
+    judge = tasks.load(FLAGS.reward_from, reward=True, mesh=run.mesh, rules=run.rules)
+    summary, records = best_of_n.best_of_n(
+        task, run, judge, n=FLAGS.best_of, seed=FLAGS.seed, batch_size=FLAGS.batch_size,
+        temperature=1.0 if FLAGS.temperature is None else FLAGS.temperature,
+        max_new_tokens=FLAGS.max_new_tokens)
+    return _finish({**summary, 'reward_from': FLAGS.reward_from}, records, run)
   if FLAGS.task == 'win_rate':
     if not FLAGS.other_workdir or not FLAGS.reward_workdir:
       raise ValueError('--task=win_rate needs --other_workdir and --reward_workdir.')
     other = tasks.load(FLAGS.other_workdir, chat=FLAGS.chat, mesh=run.mesh, rules=run.rules)
     judge = tasks.load(FLAGS.reward_workdir, reward=True, mesh=run.mesh, rules=run.rules)
   summary, records = tasks.run_task(
-      task, run, method=FLAGS.prompting, shots=FLAGS.shots, temperature=FLAGS.temperature,
+      task, run, method=FLAGS.prompting, shots=FLAGS.shots,
+      temperature=0.7 if FLAGS.temperature is None else FLAGS.temperature,
       seed=FLAGS.seed, batch_size=FLAGS.batch_size, max_new_tokens=FLAGS.max_new_tokens,
       other=other, judge=judge)
+  return _finish(summary, records, run)
+
+
+def _finish(summary: dict, records: list, run) -> dict:
   summary.update(workdir=FLAGS.workdir, step=run.step, chat=run.chat, seed=FLAGS.seed)
   if FLAGS.out:
     _write(FLAGS.out, ''.join(json.dumps(r) + '\n' for r in records))

@@ -41,11 +41,14 @@ def run_stages(config, workdir: str, devices=None) -> dict:
   """Trains each stage of config.run unless its DONE.json says it finished; returns timings."""
   from lmresearch import launch
   done = {}
+  reuse = [n for n in config.get('reuse', '').split(',') if n] if config.get('upstream') else []
   for name in config.run.split(','):
     stage_dir = os.path.join(workdir, name)
     marker = os.path.join(stage_dir, 'DONE.json')
+    if name in reuse and not os.path.exists(stage_dir):
+      link_upstream(config.upstream, name, stage_dir)
     if os.path.exists(marker):
-      done[name] = _load_json(marker)
+      done[name] = {**_load_json(marker), 'reused': os.path.islink(stage_dir)}
       print(f'[pipeline] {name}: finished earlier, skipped', flush=True)
       continue
     sc = config.stages[name]
@@ -63,6 +66,19 @@ def run_stages(config, workdir: str, devices=None) -> dict:
   return done
 
 
+def link_upstream(upstream: str, name: str, stage_dir: str) -> None:
+  """A finished stage of another pipeline run, used as this run's own (a symlink): sweeps of a
+  later stage's settings train their common parents once (config.upstream, config.reuse)."""
+  from lmresearch.errors import ConfigError
+  source = os.path.abspath(os.path.join(upstream, name))
+  if not os.path.exists(os.path.join(source, 'DONE.json')):
+    raise ConfigError(f'config.upstream={upstream!r}: {source} holds no finished {name} stage '
+                      f'(DONE.json); run that pipeline first, or drop {name} from config.reuse.')
+  os.makedirs(os.path.dirname(os.path.abspath(stage_dir)), exist_ok=True)
+  os.symlink(source, stage_dir)
+  print(f'[pipeline] {name}: reused from {source}', flush=True)
+
+
 def run_pipeline(config, workdir: str, devices=None) -> dict:
   from lmresearch.evaluation import pipeline_eval, report
   os.makedirs(workdir, exist_ok=True)
@@ -71,8 +87,9 @@ def run_pipeline(config, workdir: str, devices=None) -> dict:
   results = pipeline_eval.evaluate(config, workdir, [n for n in config.run.split(',')])
   eval_seconds = _load_json(os.path.join(workdir, 'eval', 'seconds.json'), 0.0) + time.time() - t
   fileio.write_json(os.path.join(workdir, 'eval', 'seconds.json'), eval_seconds, indent=2)
-  results['wall_seconds'] = sum(d['seconds'] for d in done.values()) + eval_seconds
-  results['stage_seconds'] = {n: d['seconds'] for n, d in done.items()}
+  # A reused stage's time was spent by the upstream run, not by this one.
+  results['wall_seconds'] = sum(d['seconds'] for d in done.values() if not d.get('reused')) + eval_seconds
+  results['stage_seconds'] = {n: d['seconds'] for n, d in done.items() if not d.get('reused')}
   runs = {n: os.path.join(workdir, n) for n in done}
   out = report.write(workdir, results, runs)
   print(f'[pipeline] report: {workdir}/report.md, report.html, report.json '

@@ -34,12 +34,17 @@ flags.DEFINE_integer('seed', 0, 'PRNG seed (same seed, same samples).')
 flags.DEFINE_integer('step', None, 'Checkpoint step to load (default: the latest).')
 flags.DEFINE_bool('chat', False, 'Wrap each prompt as a user chat message and generate the '
                   "assistant's reply (the chat template of lmresearch.tokenizers.render_chat).")
+flags.DEFINE_integer('best_of', 1, 'Sample N completions per prompt and print the one the '
+                     '--reward_from reward model scores highest (best-of-n), with every score.')
+flags.DEFINE_string('reward_from', None, 'best_of: the reward model run that picks.')
 FLAGS = flags.FLAGS
 
 
 def sample(workdir: str, prompts, *, max_new_tokens: int, temperature: float, top_k: int = 0,
-           top_p: float = 1.0, stop_strings=(), seed: int = 0, step=None, chat: bool = False):
-  """Completions (strings) of `prompts` from the run in `workdir`."""
+           top_p: float = 1.0, stop_strings=(), seed: int = 0, step=None, chat: bool = False,
+           best_of: int = 1, reward_from: str | None = None):
+  """Completions (strings) of `prompts` from the run in `workdir`; with best_of > 1, each the best
+  of that many samples by the reward model in `reward_from`, and (completions, scores per prompt)."""
   import jax
 
   from lmresearch import runs, sampling, tokenizers
@@ -51,11 +56,22 @@ def sample(workdir: str, prompts, *, max_new_tokens: int, temperature: float, to
     ids = [tokenizers.generation_prompt(tok, p) for p in prompts]
   else:
     ids = [sampling.encode_prompt(tok, p) for p in prompts]
+  if best_of > 1 and not reward_from:
+    raise ValueError('--best_of needs --reward_from (the reward model run that picks).')
+  ids = [x for x in ids for _ in range(best_of)]
   with run.active():
     out = sampling.generate(model, params, ids, max_new_tokens=max_new_tokens,
                             rng=jax.random.PRNGKey(seed), temperature=temperature, top_k=top_k,
                             top_p=top_p, stop_ids=(tok.eos_id, tok.end_id), pad_id=tok.pad_id)
-  return sampling.decode_completions(tok, out['completions'], stop_strings)
+  texts = sampling.decode_completions(tok, out['completions'], stop_strings)
+  if best_of == 1:
+    return texts
+  from lmresearch.evaluation.scoring import reward_scores
+  rm = runs.load(reward_from, reward=True, mesh=run.mesh, rules=run.rules)
+  scores = reward_scores(rm, [p for p in prompts for _ in range(best_of)], texts).reshape(
+      len(prompts), best_of)
+  best = [texts[i * best_of + int(scores[i].argmax())] for i in range(len(prompts))]
+  return best, scores
 
 
 def main(argv):
@@ -69,11 +85,18 @@ def main(argv):
   try:
     texts = sample(FLAGS.workdir, FLAGS.prompt, max_new_tokens=FLAGS.max_new_tokens,
                    temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p,
-                   stop_strings=FLAGS.stop, seed=FLAGS.seed, step=FLAGS.step, chat=FLAGS.chat)
+                   stop_strings=FLAGS.stop, seed=FLAGS.seed, step=FLAGS.step, chat=FLAGS.chat,
+                   best_of=FLAGS.best_of, reward_from=FLAGS.reward_from)
   except (ConfigError, FileNotFoundError, ValueError) as e:
     fail(e)
+  scores = None
+  if FLAGS.best_of > 1:
+    texts, scores = texts
   for i, (prompt, text) in enumerate(zip(FLAGS.prompt, texts), 1):
-    print(f'=== [{i}] prompt ===\n{prompt}\n=== [{i}] completion ===\n{text}', flush=True)
+    what = (f'best of {FLAGS.best_of}, reward {scores[i - 1].max():+.3f} (all: '
+            + ' '.join(f'{x:+.2f}' for x in sorted(scores[i - 1], reverse=True)) + ')'
+            if scores is not None else 'completion')
+    print(f'=== [{i}] prompt ===\n{prompt}\n=== [{i}] {what} ===\n{text}', flush=True)
 
 
 if __name__ == '__main__':

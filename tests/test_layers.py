@@ -19,7 +19,8 @@ LAYERS = (
     ('stages',),                                      # what each stage optimizes
     ('runs',),                                        # a trained run loaded for use (builds a stage's model)
     ('evaluation',),                                  # tasks, prompting, the pipeline's measurements
-    ('launch', 'runtime', 'main', 'pipeline', 'sample', 'evaluate'),   # CLIs and their glue
+    ('launch', 'runtime', 'main', 'pipeline', 'sample', 'evaluate',   # CLIs and their glue
+     'sweeps', 'sweep'),
 )
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 

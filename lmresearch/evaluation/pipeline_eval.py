@@ -19,7 +19,7 @@ import numpy as np
 from lmresearch import fileio, sampling
 from lmresearch.data import labeler
 from lmresearch.answers import matches, predict
-from lmresearch.evaluation import claims, prompting, scoring, tasks
+from lmresearch.evaluation import best_of_n, claims, prompting, scoring, tasks
 from lmresearch.models.logprobs import token_logprobs
 
 PREVIOUS = {'sft': 'base', 'rlhf': 'sft', 'dpo': 'sft', 'grpo': 'sft'}
@@ -68,7 +68,9 @@ MODELS = (('pretrain', 'base'), ('sft', 'sft'), ('ppo', 'rlhf'), ('dpo', 'dpo'),
 def evaluate(config, workdir: str, stages) -> dict:
   ec = config.eval
   cache = Cache(workdir)
-  runs = {model: tasks.load(os.path.join(workdir, stage)) for stage, model in MODELS if stage in stages}
+  wanted = [m for m in ec.get('models', '').split(',') if m]
+  runs = {model: tasks.load(os.path.join(workdir, stage)) for stage, model in MODELS
+          if stage in stages and (not wanted or model in wanted or model == 'sft')}
   judge = tasks.load(os.path.join(workdir, 'reward'), reward=True) if 'reward' in stages else None
   world_seed = config.stages.pretrain.data.synthetic.world_seed
   arith = tasks.load_task('world_arithmetic', world_seed=world_seed, limit=3 * ec.per_step)
@@ -84,14 +86,21 @@ def evaluate(config, workdir: str, stages) -> dict:
   for model, result in sampled.items():
     stages_out[model].update(result['row'])
   sampled_outcomes = _sampled_win_rates(stages_out, sampled)
-  methods = ['direct', 'instruction', 'few_shot', 'cot'] + [f'self_consistency@{n}' for n in ec.sc_samples]
+  methods = (['direct', 'instruction', 'few_shot', 'cot'] + [f'self_consistency@{n}' for n in ec.sc_samples]
+             if ec.get('prompting', True) else [])
   by_steps, prompting_correct = _prompting(runs, arith, methods, ec, kw, cache)
 
   rm = None
-  if judge is not None:
+  if judge is not None and ec.rm_rankings:
     rankings = tasks.load_task('reward_accuracy', world_seed=world_seed, limit=ec.rm_rankings)
     rm = cache.get('reward__heldout_accuracy',
                    lambda: tasks.run_task(rankings, judge, batch_size=ec.batch_size))['summary']
+  bon = None
+  if ec.get('best_of', 0) and judge is not None and 'sft' in runs:   # SFT's samples, picked by the RM
+    questions = tasks.Task('best_of_n', (arith.examples + facts.examples)[:ec.sample_prompts])
+    bon = cache.get(f'sft__best_of_{ec.best_of}', lambda: best_of_n.best_of_n(
+        questions, runs['sft'], judge, n=ec.best_of, seed=config.seed, batch_size=ec.batch_size,
+        max_new_tokens=96))['summary']['by_n']
   examples = side_by_side(runs, arith, facts, ec.compare_prompts, cache)
   answer_correct = {model: [bool(r['correct']) for r in g['records']] for model, g in greedy.items()}
   sc = f'self_consistency@{max(ec.sc_samples)}' if ec.sc_samples else None
@@ -101,7 +110,7 @@ def evaluate(config, workdir: str, stages) -> dict:
                           prompting_correct, sc)
   return {'stages': stages_out, 'prompting_by_steps': by_steps, 'prompting_methods': methods,
           'examples': examples, 'stage_notes': STAGE_NOTES, 'claims': found,
-          'reward_model_accuracy': rm and rm['accuracy'], 'reward_model': rm}
+          'reward_model_accuracy': rm and rm['accuracy'], 'reward_model': rm, 'best_of_n': bon}
 
 
 def _greedy_answers(model, run, judge, arith, facts, heldout, ec, kw, cache) -> dict:
@@ -196,12 +205,13 @@ def _prompting(runs, arith, methods, ec, kw, cache):
     if model not in runs:
       continue
     by_steps[model], correct[model] = {}, {}
-    most = max(ec.sc_samples)
+    most = max(ec.sc_samples, default=1)
     run_method = lambda method: cache.get(f'{model}__prompting_{method}', lambda: tasks.run_task(
         arith, runs[model], method=method, shots=ec.shots, temperature=ec.sc_temperature, **kw))
     for method in sorted(methods, key=lambda m: -prompting.parse_method(m)[1]):   # most paths first
       paths = prompting.parse_method(method)[1]
-      if 1 < paths < most:
+      sc = method.startswith('self_consistency')
+      if sc and paths < most:   # @1 too: one sampled path, not the greedy one
         full = run_method(f'self_consistency@{most}')
         result = cache.get(f'{model}__prompting_{method}',
                            lambda: tasks.fewer_paths(full['summary'], full['records'], paths))
@@ -209,7 +219,7 @@ def _prompting(runs, arith, methods, ec, kw, cache):
         result = run_method(method)
       summary = result['summary']
       by_steps[model][method] = {'all': summary['accuracy'], **summary.get('accuracy_by_num_steps', {})}
-      correct[model][prompting.parse_method(method)[0] if paths == 1 else method] = [
+      correct[model][method if sc else prompting.parse_method(method)[0]] = [
           bool(x['correct']) for x in result['records']]
   return by_steps, correct
 

@@ -10,6 +10,7 @@ import json
 import os
 from typing import Optional
 
+from lmresearch import fileio
 from lmresearch.training.metrics import read_metrics
 
 STAGE_COLUMNS = (('heldout_loss', 'held-out loss'), ('answer_accuracy', 'answer accuracy'),
@@ -197,8 +198,7 @@ def write(workdir: str, results: dict, runs: dict) -> dict:
           f'<h2>The reward model, per kind of reply</h2>{_html_table(rh, rr)}'
           f'<h2>Prompting</h2>{_html_table(ph, pr)}<h2>Side by side</h2>{examples}'
           f'<h2>Curves</h2>{imgs}')
-  with open(os.path.join(workdir, 'report.html'), 'w') as f:
-    f.write(page)
+  fileio.write_text(os.path.join(workdir, 'report.html'), page)
 
   machine = {'wall_seconds': results['wall_seconds'], 'stages': results['stages'],
              'reward_model_accuracy': results.get('reward_model_accuracy'),
@@ -207,6 +207,7 @@ def write(workdir: str, results: dict, runs: dict) -> dict:
              'prompting': {m: {k: v['all'] for k, v in by.items()}
                            for m, by in results['prompting_by_steps'].items()},
              'prompting_by_steps': results['prompting_by_steps'], 'plots': plots}
-  with open(os.path.join(workdir, 'report.json'), 'w') as f:
-    json.dump(machine, f, indent=2)
+  if results.get('best_of_n'):
+    machine['best_of_n'] = results['best_of_n']
+  fileio.write_json(os.path.join(workdir, 'report.json'), machine, indent=2)
   return machine

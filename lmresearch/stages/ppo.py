@@ -111,7 +111,7 @@ class PPOStage(rl.RLStage):
     if pc.whiten_advantages:
       adv = rl.whiten(adv, resp)
     rows = dict(tokens=tokens, mask=mask, resp=resp, old_lp=old_lp, old_values=values * resp,
-                adv=adv, returns=returns)
+                adv=adv, returns=returns, finished=out['finished'])
     for k in ('inputs', 'targets', 'positions', 'segment_ids', 'weights'):   # PPO-ptx rows
       if k in batch:
         rows['ptx_' + k] = batch[k]
@@ -153,8 +153,11 @@ class PPOStage(rl.RLStage):
   def evaluate(self, params) -> dict:
     """Mean normalized reward and KL of sampled responses to a fixed set of held-out prompts."""
     b = {k: jnp.asarray(v) for k, v in self.eval_rows().items()}
-    _, stats = self._rollout(params, self.ref_params, self.rm_params, b, jax.random.PRNGKey(1))
-    return {f'eval/{k}': float(stats[k]) for k in ROLLOUT_STATS}
+    rows, stats = self._rollout(params, self.ref_params, self.rm_params, b, jax.random.PRNGKey(1))
+    out = {f'eval/{k}': float(stats[k]) for k in ROLLOUT_STATS}
+    if self.config.data.source == 'synthetic':   # the world's gold labeler knows its questions
+      out.update(self.gold_scores(rows['tokens'], rows['mask'], rows['finished']))
+    return out
 
 
 class _Zip:

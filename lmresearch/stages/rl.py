@@ -16,7 +16,8 @@ import optax
 
 from lmresearch import tokenizers
 from lmresearch.errors import ConfigError
-from lmresearch.data import formats
+from lmresearch.answers import matches, predict
+from lmresearch.data import formats, labeler
 from lmresearch.stages.base import LMStage
 from lmresearch.training.trainer import TrainState
 
@@ -176,6 +177,21 @@ class RLStage(LMStage):
     """The first config.rl.eval_prompts held-out prompts, a fixed set for `evaluate`."""
     return self.prompt_dataset(
         formats.load(kind, self.config.data, 'validation')[:self.config.rl.eval_prompts])
+
+  def gold_scores(self, tokens, mask, finished) -> dict:
+    """The held-out replies judged by the embedded world's noise-free labeler (the gold reward a
+    reward model only approximates) and by their answer: what over-optimization is measured by."""
+    width = self.config.rl.max_prompt_len
+    tokens, mask = np.asarray(tokens)[:, width:], np.asarray(mask)[:, width:].astype(bool)
+    gold, right = [], []
+    for ex, t, m, f in zip(self.eval_prompts.examples, tokens, mask, np.asarray(finished)):
+      text, target = self.tokenizer.decode(t[m].tolist(), skip_special=True), ex.get('answer', '')
+      correct = bool(target) and matches(predict(text, target), target)
+      gold.append(labeler.labeler_quality(text, correct, target.lstrip('-').isdigit(),
+                                          ex['prompt'], bool(f)))
+      right.append(correct)
+    return {f'eval/{self.name}/gold_quality': float(np.mean(gold)),
+            f'eval/{self.name}/accuracy': float(np.mean(right))}
 
   def eval_batches(self) -> list:
     return []   # held-out rollouts instead: `evaluate`

@@ -1,0 +1,29 @@
+"""nanoGPT's train_shakespeare_char CPU recipe ("I only have a macbook"), 2000 iterations, 3 seeds.
+
+  python -m lmresearch.sweep --config=experiments/nanogpt_shakespeare/config.py \
+      --workdir=runs/exp/nanogpt_shakespeare
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+from _common import load_config  # noqa: E402
+
+
+def get_config(arg=None):
+  c = load_config('pretrain', 'preset=shakespeare_char')
+  c.train.eval_batches = 200   # nanoGPT's estimate_loss: 200 batches
+  return c
+
+
+def get_sweep(h):
+  return h.sweep('seed', [0, 1, 2])
+
+
+def get_report():
+  return {
+      'metrics': {'eval/loss': 'validation loss at iteration 2000 (200 batches of 12 x 64 '
+                               'characters; nanoGPT reports ~1.88)',
+                  'train/loss': 'training loss of the last logged step',
+                  'perf/step_time_s': 'seconds per iteration (last logged)'},
+  }

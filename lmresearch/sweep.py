@@ -1,0 +1,93 @@
+"""Run an experiment's trials and tabulate them:
+
+  python -m lmresearch.sweep --config=experiments/instructgpt_ptx/config.py --workdir=runs/ptx \
+      [--parallel=2] [--dry_run] [--only=REGEX] [--launcher=local|slurm|tpu_vm]
+
+The experiment file defines get_config (any configs/ family), get_sweep(h) (the trials) and
+get_report() (the table and plots): lmresearch/sweeps/. Each trial is an ordinary run in
+<workdir>/<trial name>/. Rerunning skips finished trials, resumes interrupted ones from their
+checkpoints and retries failed ones; the exit code is 1 if any trial failed. Afterwards
+<workdir>/results.{csv,jsonl} hold a row per trial and report.{md,html} the aggregate over seeds.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+
+from absl import app, flags
+
+from lmresearch.errors import ConfigError
+from lmresearch.runtime import fail
+
+flags.DEFINE_string('config', None, 'Experiment file[:arg] (get_config, get_sweep, get_report).')
+flags.DEFINE_string('workdir', None, 'Where each trial runs (<workdir>/<trial>/) and the results go.')
+flags.DEFINE_integer('parallel', 1, 'local: trials at once, this host\'s CPU cores (or GPUs) split '
+                     'among them. slurm: array tasks at once (0 = as many as SLURM allows).')
+flags.DEFINE_bool('dry_run', False, 'List the trials and the exact command of each; run nothing.')
+flags.DEFINE_string('only', None, 'Run only the trials whose name matches this regex.')
+flags.DEFINE_enum('launcher', 'local', ['local', 'slurm', 'tpu_vm'], 'Where the trials run.')
+flags.DEFINE_integer('slurm_nodes', 1, 'slurm: nodes per trial (>1: srun, one process per node, '
+                     'joined by jax.distributed).')
+flags.DEFINE_multi_string('slurm_arg', [], 'slurm: an extra #SBATCH line, e.g. '
+                          '--slurm_arg=--partition=gpu --slurm_arg=--gres=gpu:8 (repeatable).')
+flags.DEFINE_string('tpu_name', os.environ.get('TPU_NAME', 'my-tpu'), 'tpu_vm: the TPU VM name.')
+flags.DEFINE_string('tpu_zone', os.environ.get('TPU_ZONE', 'us-central2-b'), 'tpu_vm: its zone.')
+flags.DEFINE_string('tpu_project', '', 'tpu_vm: the GCP project (default: gcloud\'s).')
+flags.DEFINE_string('repo_dir', '~/lmresearch', 'tpu_vm: this repository\'s path on the workers.')
+flags.DEFINE_bool('report_only', False, 'Only (re)write results and the report from what ran.')
+FLAGS = flags.FLAGS
+
+
+def sweep() -> int:
+  from lmresearch.sweeps import launchers, results, trials as trials_lib
+  exp = trials_lib.load_experiment(FLAGS.config)
+  per_trial = max(1, len(os.sched_getaffinity(0)) // max(1, FLAGS.parallel))
+  trials = trials_lib.expand(exp, FLAGS.workdir, FLAGS.only,
+                             per_trial if FLAGS.launcher == 'local' else 1)
+  command = 'python -m lmresearch.sweep ' + ' '.join(shlex.quote(a) for a in sys.argv[1:])
+  if FLAGS.dry_run:
+    for t in trials:
+      state = t.status().get('status', 'pending')
+      print(f'{t.name}  [{state}]\n  ' + ' '.join(shlex.quote(a) for a in t.command))
+    print(f'{len(trials)} trials; checked against {exp.spec}.')
+    return 0
+  if FLAGS.launcher == 'tpu_vm':
+    for line in launchers.tpu_vm_commands(trials, tpu_name=FLAGS.tpu_name, zone=FLAGS.tpu_zone,
+                                          repo_dir=FLAGS.repo_dir, project=FLAGS.tpu_project):
+      print(line)
+    return 0
+  os.makedirs(FLAGS.workdir, exist_ok=True)
+  if not FLAGS.report_only:
+    if FLAGS.launcher == 'slurm':
+      launchers.run_slurm(trials, FLAGS.workdir, nodes=FLAGS.slurm_nodes,
+                          parallel=FLAGS.parallel if FLAGS.parallel > 1 else 0,
+                          extra=FLAGS.slurm_arg,
+                          job_name='lmr-' + os.path.basename(os.path.dirname(exp.path)))
+    else:
+      launchers.run_local(trials, FLAGS.parallel)
+  out = results.write_report(FLAGS.workdir, exp.spec, trials, exp.report_spec(), command)
+  failed = [r['trial'] for r in out['rows'] if r['status'] == 'failed']
+  print(f'[sweep] {FLAGS.workdir}/results.csv, report.md: {len(out["rows"])} trials'
+        + (f'; failed: {", ".join(failed)} (rerun the sweep to retry them)' if failed else ''),
+        flush=True)
+  return 1 if failed else 0
+
+
+def main(argv):
+  if len(argv) > 1:
+    fail(f'unexpected arguments {argv[1:]}.')
+  if not FLAGS.config or not FLAGS.workdir:
+    fail('--config (an experiment file) and --workdir are required.')
+  try:
+    rc = sweep()
+  except (ConfigError, FileNotFoundError, ValueError) as e:
+    fail(e)
+  except KeyboardInterrupt as e:
+    print(f'[sweep] {e}', file=sys.stderr)
+    sys.exit(130)
+  sys.exit(rc)
+
+
+if __name__ == '__main__':
+  app.run(main)

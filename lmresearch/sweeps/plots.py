@@ -1,0 +1,125 @@
+"""The sweep report's figures: a metric against a swept value or along a declared axis (one line
+per group, with standard-error bars and optional curve fits), and logged values along training.
+The spec format is in lmresearch/sweeps/results.py."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Callable, Sequence
+
+import numpy as np
+
+# Curve families for plots: name -> (formula, feature fn of x; the fit is linear in its params).
+FITS: dict[str, tuple[str, Callable]] = {
+    'linear': ('a + b·x', lambda x: [np.ones_like(x), x]),
+    'bon': ('x·(α − β·x)', lambda x: [x, -x * x]),   # Gao et al. 2022, best-of-n, x = sqrt KL
+    'rl': ('x·(α − β·log x)', lambda x: [x, -x * np.log(np.maximum(x, 1e-9))]),   # ... and RL
+}
+
+
+def fit(name: str, x, y) -> dict:
+  formula, features = FITS[name]
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  A = np.stack(features(x), axis=1)
+  params, *_ = np.linalg.lstsq(A, y, rcond=None)
+  return {'formula': formula, 'params': [float(p) for p in params]}
+
+
+def plot(spec: dict, agg: list[dict], path: str) -> list[dict]:
+  """One PNG: spec['y'] against spec['x'], a line (and fit) per group; returns the fits."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  x, y = spec.get('x', spec.get('xlabel', '')), spec.get('y', spec.get('ylabel', ''))
+  fig, ax = plt.subplots(figsize=(5.5, 3.8))
+  fits = []
+  for label, xs, ys, ses in _lines(spec, agg):
+    line = ax.errorbar(xs, ys, yerr=np.nan_to_num(ses), marker='o', capsize=3, label=label)
+    if spec.get('fit') and len(xs) >= 2:
+      f = fit(spec['fit'], xs, ys)
+      grid = np.linspace(xs.min(), xs.max(), 100)
+      ax.plot(grid, np.stack(FITS[spec['fit']][1](grid), 1) @ np.asarray(f['params']), '--',
+              color=line[0].get_color(), alpha=0.7)
+      fits.append({'plot': os.path.basename(path), 'group': label, **f})
+  for i, (label, col) in enumerate(spec.get('hlines', {}).items()):   # reference levels
+    for r in agg:
+      if col in r and np.isfinite(r[col][0]):
+        ax.axhline(r[col][0], ls=':', color=f'C{7 + i}', label=label)
+        label = None   # once in the legend
+  if spec.get('logx'):
+    ax.set_xscale('log')
+  ax.set_xlabel(x)
+  ax.set_ylabel(y)
+  ax.set_title(spec.get('title', f'{y} vs {x}'), fontsize=10)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return fits
+
+
+def _lines(spec: dict, agg: list[dict]):
+  """(label, xs, ys, standard errors) per line of a plot spec, points sorted by x."""
+  group = spec.get('group')
+  for g in sorted({r.get(group) for r in agg} if group else [None], key=str):
+    rows = [r for r in agg if not group or r.get(group) == g]
+    prefix = f'{group}={g}' if group else ''
+    if 'series' in spec:
+      lines = [(f'{prefix} {name}'.strip(), [(xv, r[col]) for xv, col in cols.items() for r in rows])
+               for name, cols in spec['series'].items()]
+    else:
+      lines = [(prefix or spec['y'], [(_val(r.get(spec['x'])), r[spec['y']]) for r in rows])]
+    for label, pts in lines:
+      pts = sorted((xv, m[0], m[1]) for xv, m in pts if xv is not None and np.isfinite(m[0]))
+      if pts:
+        xs, ys, ses = map(np.asarray, zip(*pts))
+        yield label, xs, ys, ses
+
+
+def curve(spec: dict, trials: Sequence, table: list[dict], path: str) -> list[dict]:
+  """One PNG of logged points along training: spec['y'] against spec['x'] at every step that
+  logged both, per group (pooled over seeds), each group with its fit."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  group, by_trial = spec.get('group'), {r['trial']: r for r in table}
+  points: dict = {}
+  for t in trials:
+    row = by_trial.get(t.name, {})
+    log = os.path.join(t.workdir, spec.get('run', ''), 'metrics.jsonl')
+    if row.get('status') != 'done' or not os.path.exists(log):
+      continue
+    for line in open(log):
+      m = json.loads(line) if line.strip() else {}
+      if spec['x'] in m and spec['y'] in m:
+        x = math.sqrt(max(m[spec['x']], 0.0)) if spec.get('sqrt_x') else m[spec['x']]
+        points.setdefault(row.get(group) if group else None, []).append((x, m[spec['y']]))
+  fig, ax = plt.subplots(figsize=(5.5, 3.8))
+  fits = []
+  for i, (g, pts) in enumerate(sorted(points.items(), key=lambda kv: str(kv[0]))):
+    xs, ys = map(np.asarray, zip(*sorted(pts)))
+    label = f'{group}={g}' if group else spec['y']
+    ax.scatter(xs, ys, s=12, color=f'C{i}', label=label)
+    if spec.get('fit') and len(xs) >= 2:
+      f = fit(spec['fit'], xs, ys)
+      grid = np.linspace(max(xs.min(), 1e-3), xs.max(), 100)
+      ax.plot(grid, np.stack(FITS[spec['fit']][1](grid), 1) @ np.asarray(f['params']), '--',
+              color=f'C{i}')
+      fits.append({'plot': os.path.basename(path), 'group': label, **f})
+  ax.set_xlabel(('√' if spec.get('sqrt_x') else '') + spec['x'])
+  ax.set_ylabel(spec['y'])
+  ax.set_title(spec.get('title', f'{spec["y"]} along training'), fontsize=10)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return fits
+
+
+def _val(v):
+  if isinstance(v, tuple):   # an aggregated metric used as x: its mean
+    return v[0] if np.isfinite(v[0]) else None
+  return v
