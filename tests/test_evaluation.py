@@ -1,4 +1,5 @@
 """Evaluation: answer checking, the vote, exemplars and prompts, tasks end to end, the CLI."""
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 from conftest import ROOT, load_config, tiny
 from lmresearch import tokenizers
 from lmresearch.data import world
-from lmresearch.evaluation import prompting, tasks
+from lmresearch.evaluation import best_of_n, prompting, tasks
 from lmresearch.answers import extract_answer, matches, predict
 from lmresearch.models.transformer import ModelConfig, Transformer
 
@@ -254,3 +255,30 @@ def test_default_shots_shrink_to_fit_the_context_but_explicit_shots_do_not(pipel
   assert all(len(base.tok.encode(r['prompt'])) <= base.model.cfg.max_len - 48 for r in records)
   with pytest.raises(ValueError, match='lower --shots'):
     tasks.run_task('world_arithmetic', base, method='few_shot', shots=8, limit=2, max_new_tokens=4)
+
+
+def test_questions_that_overflow_the_context_alone_are_skipped_and_counted(pipeline_dirs, capsys):
+  base = tasks.load(str(pipeline_dirs / 'base'))   # 160 tokens: room for a question, not a long one
+  task = tasks.load_task('world_arithmetic', limit=3)
+  long_q = dict(task.examples[0], question='How many apples? ' * 40)
+  task = dataclasses.replace(task, examples=[long_q] + task.examples)
+  summary, records = tasks.run_task(task, base, method='few_shot', max_new_tokens=4)
+  assert summary['skipped_too_long'] == 1 and summary['num_examples'] == len(records) == 3
+  assert '1 of 4 questions skipped' in capsys.readouterr().err
+
+
+def test_best_of_n_keeps_the_reward_models_favourite(pipeline_dirs):
+  sft = tasks.load(str(pipeline_dirs / 'sft'))
+  rm = tasks.load(str(pipeline_dirs / 'reward'), reward=True, mesh=sft.mesh, rules=sft.rules)
+  task = tasks.load_task('world_arithmetic', limit=3)
+  summary, records = best_of_n.best_of_n(task, sft, rm, n=4, max_new_tokens=8)
+  assert list(summary['by_n']) == ['1', '2', '4'] and summary['n'] == 4
+  for r in records:
+    assert len(r['samples']) == 4 and r['reward'] == max(r['rewards'])
+    assert r['output'] == r['samples'][int(np.argmax(r['rewards']))]
+  by_n = summary['by_n']
+  assert by_n['1']['proxy_reward'] == pytest.approx(np.mean([r['rewards'][0] for r in records]))
+  assert by_n['1']['proxy_reward'] <= by_n['2']['proxy_reward'] <= by_n['4']['proxy_reward']
+  assert by_n['4']['kl_bon'] == pytest.approx(np.log(4) - 3 / 4) and by_n['1']['kl_bon'] == 0
+  assert summary['gold_quality'] == pytest.approx(np.mean([r['gold'] for r in records]))
+  assert best_of_n.powers_of_two(48) == [1, 2, 4, 8, 16, 32, 48]

@@ -47,3 +47,25 @@ def test_smoke_pipeline_writes_a_report_with_every_section(tmp_path):
   assert again['stages'] == out['stages']
   assert all(os.path.getmtime(tmp_path / 'eval' / p) == t for p, t in mtimes.items()
              if p != 'seconds.json')
+
+
+@pytest.mark.slow
+def test_a_pipeline_reuses_upstream_stages_and_trains_only_the_rest(tmp_path):
+  up = load_config('pipeline', 'size=smoke')
+  up.run = 'pretrain,sft,reward'
+  up.eval.update(prompting=False, rm_rankings=0)
+  run_pipeline(up, str(tmp_path / 'up'))
+  c = load_config('pipeline', 'size=smoke')
+  c.upstream, c.reuse = str(tmp_path / 'up'), 'pretrain,sft,reward'
+  c.eval.update(models='rlhf', prompting=False, rm_rankings=0, best_of=4)
+  out = run_pipeline(c, str(tmp_path / 'down'))
+  for name in ('pretrain', 'sft', 'reward'):
+    assert os.path.islink(tmp_path / 'down' / name)
+    assert os.path.realpath(tmp_path / 'down' / name) == str(tmp_path / 'up' / name)
+  assert not os.path.islink(tmp_path / 'down' / 'ppo')
+  assert set(out['stage_seconds']) == {'ppo'}            # only what this run trained
+  assert set(out['stages']) == {'sft', 'rlhf'} and out['prompting'] == {}
+  assert list(out['best_of_n']) == ['1', '2', '4']
+  c.upstream = str(tmp_path / 'nowhere')
+  with pytest.raises(Exception, match='holds no finished pretrain stage'):
+    run_pipeline(c, str(tmp_path / 'other'))

@@ -202,7 +202,7 @@ def _prompting(runs, arith, methods, ec, kw, cache):
   vote of its first n."""
   by_steps, correct = {}, {}
   for model in ('base', 'sft'):
-    if model not in runs:
+    if model not in runs or not methods:
       continue
     by_steps[model], correct[model] = {}, {}
     most = max(ec.sc_samples, default=1)

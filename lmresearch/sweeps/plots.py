@@ -31,7 +31,8 @@ def plot(spec: dict, agg: list[dict], path: str) -> list[dict]:
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
-  x, y = spec.get('x', spec.get('xlabel', '')), spec.get('y', spec.get('ylabel', ''))
+  x = spec.get('xlabel', spec.get('x', ''))
+  y = spec.get('ylabel', spec['y'] if isinstance(spec.get('y'), str) else 'value')
   fig, ax = plt.subplots(figsize=(5.5, 3.8))
   fits = []
   for label, xs, ys, ses in _lines(spec, agg):
@@ -66,11 +67,13 @@ def _lines(spec: dict, agg: list[dict]):
   for g in sorted({r.get(group) for r in agg} if group else [None], key=str):
     rows = [r for r in agg if not group or r.get(group) == g]
     prefix = f'{group}={g}' if group else ''
-    if 'series' in spec:
-      lines = [(f'{prefix} {name}'.strip(), [(xv, r[col]) for xv, col in cols.items() for r in rows])
-               for name, cols in spec['series'].items()]
-    else:
-      lines = [(prefix or spec['y'], [(_val(r.get(spec['x'])), r[spec['y']]) for r in rows])]
+    none = (math.nan, math.nan, 0)
+    lines = [(f'{prefix} {name}'.strip(), [(xv, r.get(col, none)) for xv, col in cols.items()
+                                           for r in rows])
+             for name, cols in spec.get('series', {}).items()]
+    for y in ([spec['y']] if isinstance(spec.get('y'), str) else spec.get('y', [])):
+      lines.append((f'{prefix} {y}'.strip() if len(spec.get('y')) > 1 or not prefix else prefix,
+                    [(_val(r.get(spec['x'])), r.get(y, none)) for r in rows]))
     for label, pts in lines:
       pts = sorted((xv, m[0], m[1]) for xv, m in pts if xv is not None and np.isfinite(m[0]))
       if pts:

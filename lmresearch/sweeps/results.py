@@ -4,7 +4,7 @@ aggregates over seeds (mean ± standard error, n) with the experiment's plots an
 An experiment declares its report with `get_report()` -> dict:
   metrics: {column: description}   the columns of the table, in order (default: every metric)
   derived: {column: fn(row) -> value}   columns computed from a row (e.g. sqrt of a KL)
-  plots:   [{'x': column, 'y': column, 'group': column or None, 'logx': bool,
+  plots:   [{'x': column, 'y': column (or a list), 'group': column or None, 'logx': bool,
              'fit': one of FITS or None, 'title': str}]
            or, for several metrics of one trial along a declared axis (e.g. accuracy vs the
            number of sampled paths), {'series': {label: {x value: column}}, 'xlabel', 'ylabel',
@@ -137,13 +137,14 @@ def write_report(workdir: str, exp_spec: str, trials: Sequence[Trial], spec: dic
                  isinstance(r.get(k), (int, float)) for r in table)]
   metrics = list(spec.get('metrics') or numeric)
   for p in spec.get('plots', []):
-    cols = ([c for cols in p['series'].values() for c in cols.values()] if 'series' in p
-            else [p['x'], p['y']]) + list(p.get('hlines', {}).values())
+    cols = ([c for cols in p.get('series', {}).values() for c in cols.values()]
+            + ([p['x']] if 'x' in p else []) + list(p.get('hlines', {}).values())
+            + ([p['y']] if isinstance(p.get('y'), str) else list(p.get('y', []))))
     metrics += [c for c in cols if c not in swept and c not in metrics]
   agg = aggregate(table, swept, metrics + ['wall_seconds'])
   fits = []
   for i, p in enumerate(spec.get('plots', [])):
-    name = p.get('name') or p.get('y', 'series').replace('/', '_')
+    name = p.get('name') or str(p.get('y', 'series')).replace('/', '_')
     fits += plot(p, agg, os.path.join(workdir, f'plot_{i}_{name}.png'))
   for i, c in enumerate(spec.get('curves', [])):
     fits += curve(c, trials, table, os.path.join(workdir, f'curve_{i}_{c.get("name", "")}.png'))
