@@ -37,12 +37,7 @@ def plot(spec: dict, agg: list[dict], path: str) -> list[dict]:
   fits = []
   for label, xs, ys, ses in _lines(spec, agg):
     line = ax.errorbar(xs, ys, yerr=np.nan_to_num(ses), marker='o', capsize=3, label=label)
-    if spec.get('fit') and len(xs) >= 2:
-      f = fit(spec['fit'], xs, ys)
-      grid = np.linspace(xs.min(), xs.max(), 100)
-      ax.plot(grid, np.stack(FITS[spec['fit']][1](grid), 1) @ np.asarray(f['params']), '--',
-              color=line[0].get_color(), alpha=0.7)
-      fits.append({'plot': os.path.basename(path), 'group': label, **f})
+    fits += _fit_line(ax, spec, xs, ys, line[0].get_color(), label, path)
   for i, (label, col) in enumerate(spec.get('hlines', {}).items()):   # reference levels
     for r in agg:
       if col in r and np.isfinite(r[col][0]):
@@ -50,15 +45,32 @@ def plot(spec: dict, agg: list[dict], path: str) -> list[dict]:
         label = None   # once in the legend
   if spec.get('logx'):
     ax.set_xscale('log')
-  ax.set_xlabel(x)
-  ax.set_ylabel(y)
-  ax.set_title(spec.get('title', f'{y} vs {x}'), fontsize=10)
+  _finish(fig, ax, x, y, spec.get('title', f'{y} vs {x}'), path)
+  return fits
+
+
+def _fit_line(ax, spec, xs, ys, color, label, path) -> list[dict]:
+  """The spec's curve fitted to the points and drawn dashed over them; [] without a fit."""
+  if not spec.get('fit') or len(xs) < 2:
+    return []
+  f = fit(spec['fit'], xs, ys)
+  grid = np.linspace(max(xs.min(), 1e-3) if spec['fit'] == 'rl' else xs.min(), xs.max(), 100)
+  ax.plot(grid, np.stack(FITS[spec['fit']][1](grid), 1) @ np.asarray(f['params']), '--',
+          color=color, alpha=0.7)
+  return [{'plot': os.path.basename(path), 'group': label, **f}]
+
+
+def _finish(fig, ax, xlabel, ylabel, title, path) -> None:
+  import matplotlib.pyplot as plt
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, fontsize=10)
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
-  return fits
 
 
 def _lines(spec: dict, agg: list[dict]):
@@ -105,20 +117,9 @@ def curve(spec: dict, trials: Sequence, table: list[dict], path: str) -> list[di
     xs, ys = map(np.asarray, zip(*sorted(pts)))
     label = f'{group}={g}' if group else spec['y']
     ax.scatter(xs, ys, s=12, color=f'C{i}', label=label)
-    if spec.get('fit') and len(xs) >= 2:
-      f = fit(spec['fit'], xs, ys)
-      grid = np.linspace(max(xs.min(), 1e-3), xs.max(), 100)
-      ax.plot(grid, np.stack(FITS[spec['fit']][1](grid), 1) @ np.asarray(f['params']), '--',
-              color=f'C{i}')
-      fits.append({'plot': os.path.basename(path), 'group': label, **f})
-  ax.set_xlabel(('√' if spec.get('sqrt_x') else '') + spec['x'])
-  ax.set_ylabel(spec['y'])
-  ax.set_title(spec.get('title', f'{spec["y"]} along training'), fontsize=10)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+    fits += _fit_line(ax, spec, xs, ys, f'C{i}', label, path)
+  _finish(fig, ax, ('√' if spec.get('sqrt_x') else '') + spec['x'], spec['y'],
+          spec.get('title', f'{spec["y"]} along training'), path)
   return fits
 
 

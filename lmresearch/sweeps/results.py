@@ -144,7 +144,7 @@ def write_report(workdir: str, exp_spec: str, trials: Sequence[Trial], spec: dic
   agg = aggregate(table, swept, metrics + ['wall_seconds'])
   fits = []
   for i, p in enumerate(spec.get('plots', [])):
-    name = p.get('name') or str(p.get('y', 'series')).replace('/', '_')
+    name = p.get('name') or (p['y'] if isinstance(p.get('y'), str) else 'series').replace('/', '_')
     fits += plot(p, agg, os.path.join(workdir, f'plot_{i}_{name}.png'))
   for i, c in enumerate(spec.get('curves', [])):
     fits += curve(c, trials, table, os.path.join(workdir, f'curve_{i}_{c.get("name", "")}.png'))
