@@ -42,8 +42,7 @@ def get_config(arg=None):
   s.pretrain.train.update(steps=500, batch_size=16, eval_every=250, log_every=25)
   s.sft.data.seq_len = 192
   s.sft.train.steps = 200
-  # RLHF is InstructGPT's PPO-ptx (gamma 0.3: it keeps the arithmetic accuracy that plain PPO loses;
-  # measured in the README).
+  # RLHF is InstructGPT's PPO-ptx with gamma 0.3 (the sweep: experiments/instructgpt_ptx/README.md).
   s.ppo.ppo.ptx_coef = 0.3
   # KL 2.0, not the stage's 0.5: with a reward model that cannot check a terse answer's arithmetic,
   # kl 0.5 drifts into terse wrong answers (README, "RLHF across seeds").

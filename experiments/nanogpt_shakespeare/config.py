@@ -26,4 +26,6 @@ def get_report():
                                'characters; nanoGPT reports ~1.88)',
                   'train/loss': 'training loss of the last logged step',
                   'perf/step_time_s': 'seconds per iteration (last logged)'},
+      'curves': [{'name': 'val_loss', 'x': 'step', 'y': 'eval/loss', 'group': 'seed',
+                  'connect': True, 'title': 'validation loss along training (evaluated every 500 iterations)'}],
   }

@@ -113,7 +113,8 @@ def run_local(trials: Sequence[Trial], parallel: int = 1) -> None:
       if running and time.time() - last_progress > PROGRESS_SECONDS:
         last_progress = time.time()
         for name, (_, t, _) in running.items():
-          print(f'[sweep]   {name}: {_progress(t)}', flush=True)
+          since = time.time() - t.status().get('started', time.time())
+          print(f'[sweep]   {name} ({since:.0f} s): {_progress(t)}', flush=True)
   finally:
     for s, h in old.items():
       signal.signal(s, h)

@@ -117,6 +117,8 @@ def curve(spec: dict, trials: Sequence, table: list[dict], path: str) -> list[di
     xs, ys = map(np.asarray, zip(*sorted(pts)))
     label = f'{group}={g}' if group else spec['y']
     ax.scatter(xs, ys, s=12, color=f'C{i}', label=label)
+    if spec.get('connect'):   # one trial per group: its points in order along training
+      ax.plot(xs, ys, '-', color=f'C{i}', alpha=0.5)
     fits += _fit_line(ax, spec, xs, ys, f'C{i}', label, path)
   _finish(fig, ax, ('√' if spec.get('sqrt_x') else '') + spec['x'], spec['y'],
           spec.get('title', f'{spec["y"]} along training'), path)
