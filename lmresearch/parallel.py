@@ -58,11 +58,18 @@ def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, int, int]:
 def make_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
   devices = list(jax.devices() if devices is None else devices)
   shape = mesh_shape(mesh_cfg, len(devices))
-  if len(devices) == len(jax.devices()) and jax.process_count() > 1:
-    from jax.experimental import mesh_utils  # topology-aware order across hosts
+  slices = sorted({getattr(d, 'slice_index', 0) for d in devices})
+  if len(slices) > 1:   # multi-slice TPU: the data axis spans slices (DCN), the rest stays inside
+    from jax.experimental import mesh_utils
+    if shape[0] % len(slices):
+      raise ConfigError(f'config.mesh.data={shape[0]} must be a multiple of the {len(slices)} '
+                        'slices (data parallelism crosses slices; fsdp and tensor stay inside one).')
     grid = mesh_utils.create_hybrid_device_mesh(
-        (1, shape[1], shape[2]), (shape[0], 1, 1), devices=devices)
-  else:
+        (shape[0] // len(slices), shape[1], shape[2]), (len(slices), 1, 1), devices=devices)
+  elif devices[0].platform == 'tpu':   # the ICI topology's order
+    from jax.experimental import mesh_utils
+    grid = mesh_utils.create_device_mesh(shape, devices)
+  else:   # process-major: each process's devices are one contiguous block of the batch
     grid = np.asarray(devices).reshape(shape)
   # Mesh(...) gives Auto axes, which flax's logical constraints need (jax.make_mesh is Explicit).
   return Mesh(grid, MESH_AXES)

@@ -35,9 +35,30 @@ def setup_jax(cpu_devices: int = 1) -> None:
   if cache:
     jax.config.update('jax_compilation_cache_dir', cache)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
-  # Multi-process jobs (TPU pods, SLURM, or an explicit coordinator) initialize the runtime first.
-  if os.environ.get('JAX_COORDINATOR_ADDRESS') or os.environ.get('LMR_DISTRIBUTED'):
-    jax.distributed.initialize()
+  init_distributed()
+
+
+def init_distributed() -> None:
+  """Joins a multi-process job before JAX starts its backends: explicitly with
+  JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and JAX_PROCESS_ID, or with
+  LMR_DISTRIBUTED=1 through jax.distributed's own detection (Cloud TPU, SLURM). CPU processes
+  exchange collectives over gloo."""
+  import jax
+  env = os.environ
+  if not (env.get('JAX_COORDINATOR_ADDRESS') or env.get('LMR_DISTRIBUTED')):
+    return
+  kwargs = {}
+  if env.get('JAX_COORDINATOR_ADDRESS'):
+    missing = [k for k in ('JAX_NUM_PROCESSES', 'JAX_PROCESS_ID') if not env.get(k)]
+    if missing and not env.get('LMR_DISTRIBUTED'):
+      fail(f'JAX_COORDINATOR_ADDRESS is set but {" and ".join(missing)} not: set all three (or '
+           'LMR_DISTRIBUTED=1 to let jax.distributed detect the cluster).')
+    if not missing:
+      kwargs = dict(coordinator_address=env['JAX_COORDINATOR_ADDRESS'],
+                    num_processes=int(env['JAX_NUM_PROCESSES']),
+                    process_id=int(env['JAX_PROCESS_ID']))
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  jax.distributed.initialize(**kwargs)
 
 
 def fail(message) -> None:
