@@ -4,15 +4,25 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
 
 
 @contextlib.contextmanager
 def replacing(path: str):
   """Yields a temporary path beside `path`; once the block has written it, it replaces `path` in
   one step (os.replace). If the block fails, `path` is left as it was."""
-  tmp = path + '.tmp'
-  yield tmp
-  os.replace(tmp, path)
+  fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + '.', suffix='.tmp',
+                             dir=os.path.dirname(os.path.abspath(path)))
+  os.close(fd)   # unique: two writers of one file never share a temporary
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(tmp, 0o666 & ~umask)   # mkstemp's 0600 would make results unreadable to the group
+  try:
+    yield tmp
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
 
 
 def write_text(path: str, text: str) -> None:

@@ -41,11 +41,13 @@ def run_stages(config, workdir: str, devices=None) -> dict:
   """Trains each stage of config.run unless its DONE.json says it finished; returns timings."""
   from lmresearch import launch
   done = {}
-  reuse = [n for n in config.get('reuse', '').split(',') if n] if config.get('upstream') else []
+  reuse = check_reuse(config)
   for name in config.run.split(','):
     stage_dir = os.path.join(workdir, name)
     marker = os.path.join(stage_dir, 'DONE.json')
-    if name in reuse and not os.path.exists(stage_dir):
+    if name in reuse and not os.path.exists(marker):
+      if os.path.islink(stage_dir):   # a link whose target has gone: point it again
+        os.remove(stage_dir)
       link_upstream(config.upstream, name, stage_dir)
     if os.path.exists(marker):
       done[name] = {**_load_json(marker), 'reused': os.path.islink(stage_dir)}
@@ -61,9 +63,28 @@ def run_stages(config, workdir: str, devices=None) -> dict:
     print(f'[pipeline] {name}: training in {stage_dir}', flush=True)
     t = time.time()
     summary = launch.run(sc, stage_dir, devices=devices)
+    if summary.get('step', sc.train.steps) < sc.train.steps:   # SIGTERM: saved, not finished
+      raise StageInterrupted(f'{name} stopped at step {summary["step"]} of {sc.train.steps}; '
+                             'run the pipeline again to resume it.')
     done[name] = {'seconds': time.time() - t, 'summary': summary}
     fileio.write_json(marker, done[name], indent=2)
   return done
+
+
+class StageInterrupted(Exception):
+  """A stage checkpointed and stopped early (SIGTERM): later stages and the evaluation wait."""
+
+
+def check_reuse(config) -> list[str]:
+  """The stages taken from config.upstream: each one's parent must be reused too (one lineage)."""
+  from lmresearch.errors import ConfigError
+  reuse = [n for n in config.get('reuse', '').split(',') if n] if config.get('upstream') else []
+  for name in reuse:
+    parent = PARENT.get(name)
+    if parent and parent in config.run.split(',') and parent not in reuse:
+      raise ConfigError(f'config.reuse={config.reuse!r} takes {name} from {config.upstream} but '
+                        f'trains its parent {parent} anew; reuse {parent} too, or train both.')
+  return reuse
 
 
 def link_upstream(upstream: str, name: str, stage_dir: str) -> None:
@@ -74,6 +95,9 @@ def link_upstream(upstream: str, name: str, stage_dir: str) -> None:
   if not os.path.exists(os.path.join(source, 'DONE.json')):
     raise ConfigError(f'config.upstream={upstream!r}: {source} holds no finished {name} stage '
                       f'(DONE.json); run that pipeline first, or drop {name} from config.reuse.')
+  if os.path.lexists(stage_dir):
+    raise ConfigError(f'{stage_dir} holds an unfinished {name} stage of its own, and '
+                      f'config.reuse asks for {source}: remove it, or drop {name} from config.reuse.')
   os.makedirs(os.path.dirname(os.path.abspath(stage_dir)), exist_ok=True)
   os.symlink(source, stage_dir)
   print(f'[pipeline] {name}: reused from {source}', flush=True)
@@ -103,6 +127,8 @@ def main(argv):
   setup_jax(cpu_devices=FLAGS.cpu_devices)
   try:
     run_pipeline(FLAGS.config, FLAGS.workdir)
+  except StageInterrupted as e:   # like a stage run alone: saved on SIGTERM, exit 0
+    print(f'[pipeline] {e}', flush=True)
   except (ConfigError, FileNotFoundError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

@@ -22,8 +22,9 @@ from lmresearch.runtime import fail
 
 flags.DEFINE_string('config', None, 'Experiment file[:arg] (get_config, get_sweep, get_report).')
 flags.DEFINE_string('workdir', None, 'Where each trial runs (<workdir>/<trial>/) and the results go.')
-flags.DEFINE_integer('parallel', 1, 'local: trials at once, this host\'s CPU cores (or GPUs) split '
-                     'among them. slurm: array tasks at once (0 = as many as SLURM allows).')
+flags.DEFINE_integer('parallel', None, 'Trials at once. local (default 1): this host\'s CPU cores '
+                     '(or GPUs) split among them. slurm: array tasks at once (default: as many as '
+                     'SLURM allows).', lower_bound=1)
 flags.DEFINE_bool('dry_run', False, 'List the trials and the exact command of each; run nothing.')
 flags.DEFINE_string('only', None, 'Run only the trials whose name matches this regex.')
 flags.DEFINE_enum('launcher', 'local', ['local', 'slurm', 'tpu_vm'], 'Where the trials run.')
@@ -42,9 +43,9 @@ FLAGS = flags.FLAGS
 def sweep() -> int:
   from lmresearch.sweeps import launchers, results, trials as trials_lib
   exp = trials_lib.load_experiment(FLAGS.config)
-  per_trial = max(1, len(os.sched_getaffinity(0)) // max(1, FLAGS.parallel))
-  trials = trials_lib.expand(exp, FLAGS.workdir, FLAGS.only,
-                             per_trial if FLAGS.launcher == 'local' else 1)
+  parallel = FLAGS.parallel or 1
+  per_trial = launchers.devices_per_trial(parallel) if FLAGS.launcher == 'local' else 1
+  trials = trials_lib.expand(exp, FLAGS.workdir, FLAGS.only, per_trial)
   command = 'python -m lmresearch.sweep ' + ' '.join(shlex.quote(a) for a in sys.argv[1:])
   if FLAGS.dry_run:
     for t in trials:
@@ -61,17 +62,20 @@ def sweep() -> int:
   if not FLAGS.report_only:
     if FLAGS.launcher == 'slurm':
       launchers.run_slurm(trials, FLAGS.workdir, nodes=FLAGS.slurm_nodes,
-                          parallel=FLAGS.parallel if FLAGS.parallel > 1 else 0,
+                          parallel=FLAGS.parallel or 0,
                           extra=FLAGS.slurm_arg,
                           job_name='lmr-' + os.path.basename(os.path.dirname(exp.path)))
     else:
-      launchers.run_local(trials, FLAGS.parallel)
+      launchers.run_local(trials, parallel)
   out = results.write_report(FLAGS.workdir, exp.spec, trials, exp.report_spec(), command)
   failed = [r['trial'] for r in out['rows'] if r['status'] == 'failed']
+  unfinished = [r['trial'] for r in out['rows'] if r['status'] not in ('done', 'failed')]
   print(f'[sweep] {FLAGS.workdir}/results.csv, report.md: {len(out["rows"])} trials'
-        + (f'; failed: {", ".join(failed)} (rerun the sweep to retry them)' if failed else ''),
+        + (f'; failed: {", ".join(failed)}' if failed else '')
+        + (f'; not finished: {", ".join(unfinished)}' if unfinished else '')
+        + ('; rerun the sweep to retry or resume them' if failed or unfinished else ''),
         flush=True)
-  return 1 if failed else 0
+  return 1 if failed or (unfinished and not FLAGS.report_only) else 0
 
 
 def main(argv):

@@ -12,6 +12,9 @@ import subprocess
 import time
 
 
+NODE = 'lmrnode'
+
+
 class Unavailable(RuntimeError):
   pass
 
@@ -33,6 +36,7 @@ def start(tmp) -> dict:
                         'scripts/test.sh does this when run as root)')
   if os.geteuid() != 0:
     raise Unavailable('the test cluster runs its daemons as root; this user is not root')
+  started_munge = False
   if _run(['pgrep', '-x', 'munged']).returncode:
     if not os.path.exists('/etc/munge/munge.key'):
       _run(['mungekey', '--create'])
@@ -40,10 +44,11 @@ def start(tmp) -> dict:
     out = _run(['munged', '--force'])
     if out.returncode:
       raise Unavailable(f'munged would not start: {out.stderr.strip()[-300:]}')
+    started_munge = True
   root = os.path.join(str(tmp), 'slurm')
   for d in ('state', 'spool', 'log'):
     os.makedirs(os.path.join(root, d), exist_ok=True)
-  host = socket.gethostname()
+  host = socket.gethostname().split('.')[0]
   conf = os.path.join(root, 'slurm.conf')
   with open(conf, 'w') as f:
     f.write('\n'.join([
@@ -57,15 +62,16 @@ def start(tmp) -> dict:
         'JobAcctGatherType=jobacct_gather/none', 'SelectType=select/cons_tres',
         'SelectTypeParameters=CR_CPU', 'SchedulerType=sched/builtin', 'ReturnToService=2',
         'MpiDefault=none',
-        f'NodeName={host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} State=UNKNOWN',
+        # A fixed node name (slurmd -N), so a host name with dots does not matter.
+        f'NodeName={NODE} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} State=UNKNOWN',
         'PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES',
     ]) + '\n')
-  env = {**os.environ, 'SLURM_CONF': conf}
-  for daemon in ('slurmctld', 'slurmd'):
-    out = _run([daemon, '-f', conf], env)
+  env = {**os.environ, 'SLURM_CONF': conf, 'LMR_TEST_MUNGE': '1' if started_munge else ''}
+  for daemon in (['slurmctld'], ['slurmd', '-N', NODE]):
+    out = _run(daemon + ['-f', conf], env)
     if out.returncode:
       stop(env)
-      raise Unavailable(f'{daemon} would not start: {out.stderr.strip()[-300:]}')
+      raise Unavailable(f'{daemon[0]} would not start: {out.stderr.strip()[-300:]}')
   deadline = time.time() + 30
   while time.time() < deadline:
     out = _run(['sinfo', '-h', '-o', '%T'], env)
@@ -86,3 +92,5 @@ def stop(env) -> None:
       os.kill(int(open(os.path.join(root, pid_file)).read()), 15)
     except (OSError, ValueError):
       pass
+  if env.get('LMR_TEST_MUNGE'):   # the munged this cluster started
+    _run(['pkill', '-x', 'munged'])

@@ -69,3 +69,17 @@ def test_a_pipeline_reuses_upstream_stages_and_trains_only_the_rest(tmp_path):
   c.upstream = str(tmp_path / 'nowhere')
   with pytest.raises(Exception, match='holds no finished pretrain stage'):
     run_pipeline(c, str(tmp_path / 'other'))
+
+
+def test_a_stage_stopped_by_sigterm_is_not_marked_done_and_nothing_after_it_runs(tmp_path,
+                                                                                 monkeypatch):
+  from lmresearch import launch, pipeline
+  calls = []
+  def stopped_early(config, workdir, devices=None):   # what the trainer returns after SIGTERM
+    calls.append(config.stage)
+    return {'step': config.train.steps - 1}
+  monkeypatch.setattr(launch, 'run', stopped_early)
+  c = load_config('pipeline', 'size=smoke')
+  with pytest.raises(pipeline.StageInterrupted, match='pretrain stopped at step 3 of 4'):
+    pipeline.run_stages(c, str(tmp_path))
+  assert calls == ['pretrain'] and not os.path.exists(tmp_path / 'pretrain' / 'DONE.json')

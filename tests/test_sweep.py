@@ -234,3 +234,47 @@ def test_sbatch_script_carries_nodes_array_throttle_and_extra_lines(tmp_path):
                                  extra=['--partition=gpu'])
   assert '#SBATCH --nodes=4' in text and '#SBATCH --array=0-0%2' in text
   assert '#SBATCH --partition=gpu' in text
+
+
+def test_sigterm_records_a_trial_as_interrupted_not_done(tmp_path):
+  # A stand-in run that, like the trainer, saves and exits 0 on SIGTERM.
+  script = ('import signal, sys, time\n'
+            'signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n'
+            'print("started", flush=True)\n'
+            'time.sleep(60)\n')
+  t = trials_lib.Trial('x', {}, str(tmp_path / 'x'), [sys.executable, '-c', script])
+  t.record(status='queued', cwd=str(tmp_path))
+  runner = subprocess.Popen([sys.executable, '-m', 'lmresearch.sweeps.runner', t.workdir],
+                            cwd=ROOT, env={**os.environ, 'PYTHONPATH': ROOT})
+  log, deadline = tmp_path / 'x' / 'trial.log', time.time() + 30
+  while not (log.exists() and 'started' in log.read_text()) and time.time() < deadline:
+    time.sleep(0.1)
+  runner.send_signal(signal.SIGTERM)
+  assert runner.wait(timeout=30) == 0
+  st = t.status()
+  assert st['status'] == 'interrupted' and st['returncode'] == 0 and st['wall_seconds'] > 0
+
+
+def test_override_columns_keep_their_disambiguated_names(tmp_path):
+  t = [trials_lib.Trial(n, ov, str(tmp_path / n), []) for n, ov in
+       (('a', {'stages.ppo.train.lr': 1, 'stages.sft.train.lr': 2, 'seed': 0}),
+        ('b', {'stages.ppo.train.lr': 3, 'stages.sft.train.lr': 2, 'seed': 0}))]
+  table = results.rows(t)
+  assert [(r['ppo.train.lr'], r['sft.train.lr']) for r in table] == [(1, 2), (3, 2)]
+
+
+def test_overrides_that_config_flags_cannot_set_or_that_hit_reused_stages_are_rejected(tmp_path):
+  from conftest import load_config
+  c = load_config('pipeline')
+  with pytest.raises(ConfigError, match='--config flags, which set'):
+    trials_lib.apply(c, {'stages.pretrain.rules': [['batch', 'data']]}, 'here')
+  path = tmp_path / 'reuse.py'
+  path.write_text(f'import importlib.util, os\n'
+                  f'spec = importlib.util.spec_from_file_location("p", {os.path.join(ROOT, "configs", "pipeline.py")!r})\n'
+                  'mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n'
+                  'def get_config(arg=None):\n'
+                  '  c = mod.get_config(); c.upstream = "runs/up"; return c\n'
+                  'def get_sweep(h):\n'
+                  '  return h.sweep("stages.sft.train.lr", [0.1, 0.2])\n')
+  with pytest.raises(ConfigError, match='config.reuse takes finished'):
+    trials_lib.expand(trials_lib.load_experiment(str(path)), str(tmp_path / 'w'))

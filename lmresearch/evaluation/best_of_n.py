@@ -57,7 +57,7 @@ def best_of_n(task, run: Run, reward_model: Run, *, n: int, ns: Optional[Sequenc
       correct[i, j] = bool(target) and matches(predict(o, target), target)
       gold[i, j] = labeler.labeler_quality(o, bool(correct[i, j]), 'num_steps' in ex,
                                            ex['question'], f)
-    best = int(np.argmax(rewards[i]))
+    best = int(np.argmax(rewards[i, :ns[-1]]))
     records.append({**ex, 'output': outs[best], 'reward': float(rewards[i, best]),
                     'gold': float(gold[i, best]), 'correct': bool(correct[i, best]),
                     'samples': outs, 'rewards': rewards[i].tolist(), 'golds': gold[i].tolist()})
@@ -69,6 +69,6 @@ def best_of_n(task, run: Run, reward_model: Run, *, n: int, ns: Optional[Sequenc
                     'proxy_reward': float(rewards[rows, pick].mean()),
                     'gold_quality': float(gold[rows, pick].mean()),
                     'kl_bon': kl_bon(k)}
-  summary = {'task': task.name, 'method': f'best_of_{n}', 'n': n, 'temperature': temperature,
+  summary = {'task': task.name, 'method': f'best_of_{ns[-1]}', 'n': ns[-1], 'temperature': temperature,
              'num_examples': len(questions), **by_n[str(ns[-1])], 'by_n': by_n}
   return summary, records

@@ -56,23 +56,36 @@ def _short(value) -> str:
   return ''.join(c if c.isalnum() or c in '.-_+' else '_' for c in text)
 
 
-def names(trials: Sequence[Overrides]) -> list[str]:
-  """Readable, stable trial names: `ptx_coef=0.1,seed=2` (each key's last component, lengthened
-  where two keys of the sweep would share it). The trial without overrides is `base`."""
-  keys = list(dict.fromkeys(k for t in trials for k in t))   # in the order the sweep declares
+def short_names(trials: Sequence[Overrides]) -> dict[str, str]:
+  """Each swept key -> its column name: the last component, lengthened where two keys of the
+  sweep would share it (`ppo.train.lr`, `sft.train.lr`). Keys in the order the sweep declares."""
+  keys = list(dict.fromkeys(k for t in trials for k in t))
   parts = {k: 1 for k in keys}
   while True:
     short = {k: '.'.join(k.split('.')[-parts[k]:]) for k in keys}
     clash = [k for k in keys if list(short.values()).count(short[k]) > 1]
     if not clash:
-      break
+      return short
     for k in clash:
       parts[k] += 1
+
+
+def names(trials: Sequence[Overrides]) -> list[str]:
+  """Readable, stable trial names: `ptx_coef=0.1,seed=2` (short_names). The trial without
+  overrides is `base`."""
+  short = short_names(trials)
+  keys = list(short)
   out = [','.join(f'{short[k]}={_short(t[k])}' for k in keys if k in t) or 'base' for t in trials]
   seen: dict[str, int] = {}
   for i, name in enumerate(out):
     if name in seen:
-      raise ValueError(f'trials {seen[name]} and {i} are the same ({name}): a sweep lists each '
-                       'trial once.')
+      same = trials[seen[name]] == trials[i]
+      raise ValueError(f'trials {seen[name]} and {i} ' + (
+          f'are the same ({name}): a sweep lists each trial once.' if same else
+          f'get the same name {name!r} (their values differ only in characters a directory name '
+          'cannot hold); use plainer values.'))
+    if len(name.encode()) > 200:
+      raise ValueError(f'trial {i}: its name {name[:80]}... is over 200 bytes (a directory '
+                       'name); sweep fewer keys at once or use shorter values.')
     seen[name] = i
   return out

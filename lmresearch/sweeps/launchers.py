@@ -18,7 +18,7 @@ from typing import Sequence
 
 from lmresearch import fileio
 from lmresearch.errors import ConfigError
-from lmresearch.sweeps.runner import BUSY, LOG
+from lmresearch.sweeps.runner import BUSY, LOG, is_running
 from lmresearch.sweeps.trials import Trial
 
 POLL_SECONDS = 2.0
@@ -27,30 +27,41 @@ PROGRESS_SECONDS = 60.0
 
 def device_groups(parallel: int) -> list[dict]:
   """This host's devices split into `parallel` groups, as environment settings per trial: GPUs by
-  CUDA_VISIBLE_DEVICES, else CPU cores (pinned, and as many JAX CPU devices as cores)."""
-  gpus = _gpu_count()
+  CUDA_VISIBLE_DEVICES, else CPU cores (pinned, and as many JAX CPU devices as cores). With more
+  trials than devices, groups share them round-robin."""
+  gpus = _gpus()
   if gpus:
-    per = max(1, gpus // parallel)
-    return [{'CUDA_VISIBLE_DEVICES': ','.join(map(str, range(i * per, (i + 1) * per)))}
-            for i in range(min(parallel, gpus))]
+    per = max(1, len(gpus) // parallel)
+    return [{'CUDA_VISIBLE_DEVICES': ','.join(gpus[(i * per + j) % len(gpus)] for j in range(per))}
+            for i in range(parallel)]
   cores = sorted(os.sched_getaffinity(0))
   per = max(1, len(cores) // parallel)
-  return [{'cpus': cores[i * per:(i + 1) * per] or cores[-per:],
+  return [{'cpus': [cores[(i * per + j) % len(cores)] for j in range(per)],
            'XLA_FLAGS': f'--xla_force_host_platform_device_count={per}'} for i in range(parallel)]
 
 
-def _gpu_count() -> int:
+def devices_per_trial(parallel: int) -> int:
+  g = device_groups(parallel)[0]
+  return len(g['cpus']) if 'cpus' in g else len(g['CUDA_VISIBLE_DEVICES'].split(','))
+
+
+def _gpus() -> list[str]:
+  """The GPU ids this process may use (CUDA_VISIBLE_DEVICES if set, else nvidia-smi's list)."""
+  visible = os.environ.get('CUDA_VISIBLE_DEVICES')
+  if visible is not None:
+    return [g for g in visible.split(',') if g.strip()]
   if not shutil.which('nvidia-smi'):
-    return 0
+    return []
   out = subprocess.run(['nvidia-smi', '-L'], capture_output=True, text=True)
-  return sum(line.startswith('GPU ') for line in out.stdout.splitlines())
+  return [str(i) for i, line in enumerate(l for l in out.stdout.splitlines() if l.startswith('GPU '))]
 
 
-def prepare(trials: Sequence[Trial]) -> list[Trial]:
-  """Writes each unfinished trial's trial.json (command, cwd) and returns those to run."""
+def prepare(trials: Sequence[Trial], skip_running: bool = False) -> list[Trial]:
+  """Writes each unfinished trial's trial.json (command, cwd) and returns those to run (without
+  the ones a runner holds now, with skip_running)."""
   todo = []
   for t in trials:
-    if t.status().get('status') == 'done':
+    if t.status().get('status') == 'done' or (skip_running and is_running(t.workdir)):
       continue
     t.record(status='queued', cwd=os.getcwd())
     todo.append(t)
@@ -87,8 +98,10 @@ def run_local(trials: Sequence[Trial], parallel: int = 1) -> None:
           env['XLA_FLAGS'] = re.sub(r'--xla_force_host_platform_device_count=\d+', '',
                                     env.get('XLA_FLAGS', '')) + ' ' + g.pop('XLA_FLAGS')
         env.update(g)
+        # Its own session: Ctrl-C reaches only this driver, which asks each trial to stop cleanly.
         proc = subprocess.Popen(
             [sys.executable, '-m', 'lmresearch.sweeps.runner', t.workdir], env=env,
+            start_new_session=True,
             preexec_fn=(lambda c=cpus: os.sched_setaffinity(0, c)) if cpus else None)
         running[t.name] = (proc, t, slot)
         where = f'cpus {cpus[0]}-{cpus[-1]}' if cpus else g.get('CUDA_VISIBLE_DEVICES', '')
@@ -107,6 +120,10 @@ def run_local(trials: Sequence[Trial], parallel: int = 1) -> None:
           continue
         finished += 1
         st = t.status()
+        if rc and st.get('status') not in ('failed', 'interrupted'):   # the runner itself died
+          t.record(status='failed', returncode=rc, error_tail=f'the trial runner exited with '
+                   f'{rc} before recording a result; see {t.workdir}/{LOG}')
+          st = t.status()
         print(f'[sweep] {st.get("status", "?")} {name} ({st.get("wall_seconds", 0):.0f} s, '
               f'{finished}/{total})' + (f': {st.get("error_tail", "").strip().splitlines()[-1:]}'
                                         if rc else ''), flush=True)
@@ -144,7 +161,7 @@ def run_slurm(trials: Sequence[Trial], workdir: str, *, nodes: int = 1, parallel
   if not shutil.which('sbatch'):
     raise ConfigError('--launcher=slurm: sbatch is not on PATH (run the sweep on a SLURM login '
                       'node, or use --launcher=local).')
-  todo = prepare(trials)
+  todo = prepare(trials, skip_running=True)   # an earlier array job's tasks are left to it
   if not todo:
     return ''
   if nodes > 1:   # every node runs the trial's command; jax.distributed finds its peers
@@ -165,13 +182,14 @@ def run_slurm(trials: Sequence[Trial], workdir: str, *, nodes: int = 1, parallel
     q = subprocess.run(['squeue', '-h', '-j', job, '-o', '%i %T'], capture_output=True, text=True)
     states = [l for l in q.stdout.splitlines() if l.strip()]
     done = sum(t.status().get('status') in ('done', 'failed') for t in todo)
-    if q.returncode == 0 and not states:
+    # Finished jobs leave squeue; one purged already is an "Invalid job id".
+    if (q.returncode == 0 and not states) or 'Invalid job id' in q.stderr:
       break
     print(f'[sweep] job {job}: {done}/{len(todo)} trials ended, {len(states)} tasks in the queue',
           flush=True)
     time.sleep(max(POLL_SECONDS, 5.0))
   for t in todo:   # a task SLURM killed before the runner could record it
-    if t.status().get('status') not in ('done', 'failed'):
+    if t.status().get('status') not in ('done', 'failed', 'interrupted'):
       t.record(status='failed', error_tail=f'SLURM job {job} ended without a result; see '
                f'{workdir}/slurm/{job}_*.out')
   return job

@@ -83,8 +83,9 @@ def _lines(spec: dict, agg: list[dict]):
     lines = [(f'{prefix} {name}'.strip(), [(xv, r.get(col, none)) for xv, col in cols.items()
                                            for r in rows])
              for name, cols in spec.get('series', {}).items()]
-    for y in ([spec['y']] if isinstance(spec.get('y'), str) else spec.get('y', [])):
-      lines.append((f'{prefix} {y}'.strip() if len(spec.get('y')) > 1 or not prefix else prefix,
+    ys = [spec['y']] if isinstance(spec.get('y'), str) else list(spec.get('y', []))
+    for y in ys:
+      lines.append((f'{prefix} {y}'.strip() if len(ys) > 1 or not prefix else prefix,
                     [(_val(r.get(spec['x'])), r.get(y, none)) for r in rows]))
     for label, pts in lines:
       pts = sorted((xv, m[0], m[1]) for xv, m in pts if xv is not None and np.isfinite(m[0]))
@@ -126,6 +127,6 @@ def curve(spec: dict, trials: Sequence, table: list[dict], path: str) -> list[di
 
 
 def _val(v):
-  if isinstance(v, tuple):   # an aggregated metric used as x: its mean
+  if hasattr(v, 'mean') and hasattr(v, 'se'):   # an aggregated metric used as x: its mean
     return v[0] if np.isfinite(v[0]) else None
   return v

@@ -24,18 +24,15 @@ import io
 import json
 import math
 import os
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
 from lmresearch import fileio
+from lmresearch.sweeps import hyper
 from lmresearch.sweeps.plots import curve, plot
 from lmresearch.sweeps.trials import Trial
 
-
-
-def short(key: str) -> str:
-  return key.split('.')[-1]
 
 
 def flatten(obj, prefix: str = '') -> dict:
@@ -66,21 +63,31 @@ def final_metrics(run_dir: str) -> dict:
   return out
 
 
+class Agg(NamedTuple):
+  """A metric over the seeds of a group."""
+  mean: float
+  se: float
+  n: int
+
+
 def rows(trials: Sequence[Trial], derived: Optional[dict] = None) -> list[dict]:
+  """One row per trial: its swept values (by short_names), status, the runner's wall seconds,
+  and its final metrics (a pipeline's own `wall_seconds` is left to the runner's)."""
+  short = hyper.short_names([t.overrides for t in trials])
   out = []
   for t in trials:
     st = t.status()
-    row = {'trial': t.name, **{short(k): v for k, v in t.overrides.items()},
-           'status': st.get('status', 'pending'), 'wall_seconds': st.get('wall_seconds')}
+    metrics = final_metrics(t.workdir) if st.get('status') == 'done' else {}
+    metrics.pop('wall_seconds', None)
+    row = {'trial': t.name, **{short[k]: v for k, v in t.overrides.items()},
+           'status': st.get('status', 'pending'), 'wall_seconds': st.get('wall_seconds'), **metrics}
     if row['status'] == 'failed':
-      row['error'] = (st.get('error_tail') or '').strip().splitlines()[-1:] or ['']
-      row['error'] = row['error'][0][-300:]
+      row['error'] = ((st.get('error_tail') or '').strip().splitlines() or [''])[-1][-300:]
     if row['status'] == 'done':
-      row.update(final_metrics(t.workdir))
       for name, fn in (derived or {}).items():
         try:
           row[name] = fn(row)
-        except (KeyError, TypeError, ValueError):
+        except Exception:   # a derived column of a trial that lacks what it needs
           row[name] = None
     out.append(row)
   return out
@@ -97,13 +104,14 @@ def write_rows(workdir: str, table: list[dict]) -> None:
   fileio.write_text(os.path.join(workdir, 'results.csv'), buf.getvalue())
 
 
-def mean_se(values: Sequence[float]) -> tuple[float, float, int]:
+def mean_se(values: Sequence[float]) -> Agg:
   """Mean, standard error (sample std with n−1, over √n; nan for n = 1) and n, of the finite values."""
-  v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
+  v = np.asarray([x for x in values if isinstance(x, (int, float)) and np.isfinite(x)],
+                 dtype=np.float64)
   if not len(v):
-    return math.nan, math.nan, 0
+    return Agg(math.nan, math.nan, 0)
   se = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else math.nan
-  return float(v.mean()), se, len(v)
+  return Agg(float(v.mean()), se, len(v))
 
 
 def aggregate(table: list[dict], swept: Sequence[str], metrics: Sequence[str]) -> list[dict]:
@@ -119,7 +127,7 @@ def aggregate(table: list[dict], swept: Sequence[str], metrics: Sequence[str]) -
 
 
 def _cell(v) -> str:
-  if isinstance(v, tuple):
+  if isinstance(v, Agg):
     m, se, n = v
     if not n:
       return '—'
@@ -131,9 +139,9 @@ def write_report(workdir: str, exp_spec: str, trials: Sequence[Trial], spec: dic
                  command: str) -> dict:
   table = rows(trials, spec.get('derived'))
   write_rows(workdir, table)
-  swept = list(dict.fromkeys(short(k) for t in trials for k in t.overrides))
+  swept = list(hyper.short_names([t.overrides for t in trials]).values())
   numeric = [k for k in dict.fromkeys(k for r in table for k in r)
-             if k not in swept + ['trial', 'status', 'error'] and any(
+             if k not in swept + ['trial', 'status', 'error', 'wall_seconds'] and any(
                  isinstance(r.get(k), (int, float)) for r in table)]
   metrics = list(spec.get('metrics') or numeric)
   for p in spec.get('plots', []):

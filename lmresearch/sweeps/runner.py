@@ -1,9 +1,11 @@
 """Runs one trial and records how it ended: `python -m lmresearch.sweeps.runner TRIAL_DIR`.
 
 Every launcher runs a trial through this (locally as a child process, on SLURM as an array task),
-so status is recorded the same way everywhere: `trial.json` gets status running -> done | failed,
-the return code, wall seconds and, on failure, the last lines of `trial.log`. A lock on the trial
-directory keeps two runners (say, a sweep rerun while an orphaned trial still runs) off one trial.
+so status is recorded the same way everywhere: `trial.json` gets status running -> done | failed |
+interrupted (SIGTERM or Ctrl-C: the run checkpointed and stopped; a rerun resumes it), the return
+code, wall seconds and, on failure, the last lines of `trial.log`. A lock on the trial directory,
+held by the runner and inherited by the run itself, keeps two runs of one trial from overlapping
+(say, a sweep rerun while a trial of a killed sweep still runs).
 """
 from __future__ import annotations
 
@@ -33,9 +35,7 @@ def run_trial(trial_dir: str, env: dict | None = None) -> int:
   from lmresearch import fileio
   status_path = os.path.join(trial_dir, 'trial.json')
   lock = open(os.path.join(trial_dir, '.lock'), 'w')
-  try:
-    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-  except BlockingIOError:
+  if not try_lock(lock):
     print(f'{trial_dir}: another runner holds this trial', file=sys.stderr)
     return BUSY
   with open(status_path) as f:
@@ -51,22 +51,54 @@ def run_trial(trial_dir: str, env: dict | None = None) -> int:
     log.write(f'\n=== {time.strftime("%Y-%m-%d %H:%M:%S")} {" ".join(status["command"])}\n')
     log.flush()
     proc = subprocess.Popen(status['command'], cwd=status.get('cwd'), stdout=log,
-                            stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-    forward = lambda sig, _: proc.send_signal(sig)   # SIGTERM: the run checkpoints and stops
-    old = signal.signal(signal.SIGTERM, forward)
+                            stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                            start_new_session=True, pass_fds=(lock.fileno(),))
+    stopped = []
+    def forward(sig, _):   # SIGTERM or Ctrl-C: the run checkpoints and stops; it is not done
+      stopped.append(sig)
+      proc.send_signal(signal.SIGTERM)
+    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
       rc = proc.wait()
     finally:
-      signal.signal(signal.SIGTERM, old)
+      while proc.poll() is None:   # never leave the trial running without its runner (and lock)
+        proc.wait()
+      for s, h in old.items():
+        signal.signal(s, h)
   # Wall time adds up over reruns of an interrupted trial: the compute the result cost.
-  status.update(status='done' if rc == 0 else 'failed', returncode=rc, finished=time.time(),
+  state = 'interrupted' if stopped else 'done' if rc == 0 else 'failed'
+  status.update(status=state, returncode=rc, finished=time.time(),
                 wall_seconds=prior + time.time() - start)
-  if rc:
+  if state == 'failed':
     status['error_tail'] = tail(log_path)
   else:
     status.pop('error_tail', None)
   fileio.write_json(status_path, status, indent=2)
-  return rc
+  return BUSY + 1 if rc == BUSY else rc   # BUSY means only "another runner holds it"
+
+
+def try_lock(f) -> bool:
+  """An exclusive lock on an open file, without waiting (False if another process holds it; a
+  filesystem without locks counts as unlocked)."""
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return True
+  except BlockingIOError:
+    return False
+  except OSError:
+    return True
+
+
+def is_running(trial_dir: str) -> bool:
+  """Whether a runner holds this trial now."""
+  path = os.path.join(trial_dir, '.lock')
+  if not os.path.exists(path):
+    return False
+  with open(path, 'a') as f:
+    held = not try_lock(f)
+    if not held:
+      fcntl.flock(f, fcntl.LOCK_UN)
+    return held
 
 
 if __name__ == '__main__':

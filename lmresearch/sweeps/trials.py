@@ -8,10 +8,12 @@ config file passed to `lmresearch.main` or `lmresearch.pipeline`, with its overr
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
 import json
 import os
+import re
 import sys
 from typing import Any, Optional
 
@@ -96,9 +98,13 @@ def flag_value(value) -> str:
   return repr(value) if isinstance(value, (tuple, list)) else str(value)
 
 
+FLAG_TYPES = (bool, int, float, str, tuple)   # what config_flags can set from a command line
+
+
 def apply(config, overrides: dict, where: str):
-  """The config with `overrides` set, each key checked to exist and take the value's type."""
-  config = config.copy_and_resolve_references()
+  """The config with `overrides` set, each key checked to exist, to be settable from the command
+  line, and to take the value's type (linked fields follow, as with config_flags)."""
+  config = copy.deepcopy(config)
   for key, value in overrides.items():
     parent, leaf = config, key.split('.')
     for part in leaf[:-1]:
@@ -107,6 +113,11 @@ def apply(config, overrides: dict, where: str):
       parent = parent[part]
     if not hasattr(parent, 'keys') or leaf[-1] not in parent:
       raise ConfigError(f'{where}: override {key!r}: the config has no such key.')
+    old = parent[leaf[-1]]
+    if not isinstance(old, FLAG_TYPES) or not isinstance(value, FLAG_TYPES):
+      raise ConfigError(f'{where}: override {key}={value!r}: a trial passes overrides as '
+                        f'--config flags, which set {", ".join(t.__name__ for t in FLAG_TYPES)} '
+                        f'values only (the config holds {type(old).__name__}).')
     try:
       with parent.unlocked():
         parent[leaf[-1]] = value
@@ -115,11 +126,19 @@ def apply(config, overrides: dict, where: str):
   return config
 
 
+def reused(config) -> list[str]:
+  """A pipeline's stages taken from config.upstream rather than trained."""
+  if not is_pipeline(config) or not config.get('upstream'):
+    return []
+  return [n for n in config.get('reuse', '').split(',') if n]
+
+
 def validate(config, num_devices: int, where: str) -> None:
   """The checks `lmresearch.main` runs before training, for every stage the trial would train."""
   from lmresearch.runtime import mesh_devices
   from lmresearch.stages import REGISTRY
-  stages = ([config.stages[n] for n in config.run.split(',')] if is_pipeline(config) else [config])
+  stages = ([config.stages[n] for n in config.run.split(',') if n not in reused(config)]
+            if is_pipeline(config) else [config])
   for sc in stages:
     try:
       lmc.validate(sc, mesh_devices(sc.mesh, num_devices), REGISTRY)
@@ -130,16 +149,25 @@ def validate(config, num_devices: int, where: str) -> None:
 def expand(exp: Experiment, workdir: str, only: Optional[str] = None,
            num_devices: int = 1) -> list[Trial]:
   """Every trial of the experiment, each override checked against the config before any runs."""
-  import re
   overrides = exp.sweep()
   names = hyper.names(overrides)
+  try:
+    pattern = re.compile(only or '')
+  except re.error as e:
+    raise ConfigError(f'--only={only!r} is not a regular expression: {e}.') from None
   base = exp.config()
   module = 'lmresearch.pipeline' if is_pipeline(base) else 'lmresearch.main'
   trials = []
   for name, ov in zip(names, overrides):
     where = f'{exp.path}, trial {name}'
-    validate(apply(base, ov, where), num_devices, where)
-    if only and not re.search(only, name):
+    config = apply(base, ov, where)
+    for key in ov:   # a reused stage is not trained: sweeping its settings would change nothing
+      if key.split('.')[:1] == ['stages'] and key.split('.')[1] in reused(config):
+        raise ConfigError(f'{where}: override {key!r} sets a stage that config.reuse takes '
+                          f'finished from {config.upstream}; train it (drop it from reuse) '
+                          'or sweep another key.')
+    validate(config, num_devices, where)
+    if not pattern.search(name):
       continue
     tdir = os.path.join(workdir, name)
     cmd = [sys.executable, '-m', module, f'--config={os.path.relpath(exp.path)}'
