@@ -278,3 +278,19 @@ def test_overrides_that_config_flags_cannot_set_or_that_hit_reused_stages_are_re
                   '  return h.sweep("stages.sft.train.lr", [0.1, 0.2])\n')
   with pytest.raises(ConfigError, match='config.reuse takes finished'):
     trials_lib.expand(trials_lib.load_experiment(str(path)), str(tmp_path / 'w'))
+
+
+@pytest.mark.parametrize('name', sorted(
+    d for d in os.listdir(os.path.join(ROOT, 'experiments')) if not d.startswith('_')))
+def test_every_shipped_experiment_expands_and_validates(name):
+  exp = trials_lib.load_experiment(os.path.join(ROOT, 'experiments', name, 'config.py'))
+  trials = trials_lib.expand(exp, f'runs/exp/{name}')
+  seeds = {t.overrides.get('seed') for t in trials}
+  assert trials and exp.report_spec().get('metrics'), name
+  assert os.path.exists(os.path.join(ROOT, 'experiments', name, 'README.md')), name
+  assert len(seeds) >= 3 or name in SINGLE_SEED, f'{name}: {len(seeds)} seeds'
+
+
+# Experiments whose trials are too long for three seeds in an hour on 2 CPU cores (their READMEs
+# say so); every other experiment runs >= 3 seeds.
+SINGLE_SEED = {'rm_overoptimization', 'cot_vs_scale', 'dpo_vs_ppo_frontier'}
