@@ -69,3 +69,41 @@ def test_kill_9_then_resume_a_post_training_stage(tmp_path, pipeline_dirs):
          '--config.data.seq_len=96', '--config.data.synthetic.num_docs=100', '--config.mesh.data=1',
          f'--config.init_from={pipeline_dirs / "base"}']
   kill_and_resume(tmp_path, 120, 5, config='sft', extra=sft)
+
+
+def _damage(run, step):
+  """100 random bytes over one data file of a checkpoint's params (as a bad disk would)."""
+  d = os.path.join(run, 'checkpoints', str(step), 'params', 'd')
+  with open(os.path.join(d, sorted(os.listdir(d))[0]), 'r+b') as f:
+    f.write(os.urandom(100))
+
+
+def test_a_damaged_latest_checkpoint_is_named_and_the_run_falls_back_to_an_intact_one(
+    tmp_path, capsys):
+  import jax
+  from conftest import load_config, tiny
+  from lmresearch import launch, runs
+  from lmresearch.training.checkpoint import CheckpointError
+  def config(steps):
+    c = tiny(load_config('pretrain'))
+    c.train.steps = steps
+    c.checkpoint.update(every=2, max_to_keep=3)
+    return c
+  dev = jax.devices()[:1]
+  launch.run(config(6), str(tmp_path / 'whole'), devices=dev)
+  run = str(tmp_path / 'run')
+  launch.run(config(4), run, devices=dev)
+  _damage(run, 4)
+  launch.run(config(6), run, devices=dev)
+  err = capsys.readouterr().err
+  assert "checkpoint step 4 is damaged (item 'params'" in err
+  assert sorted(os.listdir(os.path.join(run, 'checkpoints'))) == ['2', '4', '4.damaged', '6']
+  loss = lambda w: [m['train/loss'] for m in read_metrics(w) if 'train/loss' in m]
+  assert loss(run) == loss(str(tmp_path / 'whole'))      # resumed from step 2, exactly
+  # Sampling and evaluation load the newest intact params the same way.
+  _damage(run, 6)
+  assert runs.load(run).step == 4
+  for step in ('2', '4'):
+    _damage(run, int(step))
+  with pytest.raises(CheckpointError, match='no intact checkpoint: step 6 .*step 4 .*step 2'):
+    runs.load(run)

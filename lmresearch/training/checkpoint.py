@@ -5,7 +5,10 @@ so a run killed mid-save leaves the previous checkpoint as the latest one.
 """
 from __future__ import annotations
 
+import logging
 import os
+import sys
+import threading
 from typing import Any, Optional
 
 import jax
@@ -36,11 +39,22 @@ class Checkpointer:
         params=ocp.args.StandardSave(params), train=ocp.args.StandardSave(train),
         data=ocp.args.JsonSave(data_state)))
 
-  def restore(self, step: int, abstract_params, abstract_train) -> tuple[Any, dict, dict]:
-    out = self.manager.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(abstract_params),
-        train=ocp.args.StandardRestore(abstract_train), data=ocp.args.JsonRestore()))
-    return out['params'], out['train'], out['data']
+  def restore_latest_intact(self, abstract_params, abstract_train):
+    """(step, params, train, data) of the newest checkpoint that restores whole, or None if
+    there is none. A damaged newer one is named in one line and set aside as `<step>.damaged`
+    (so the run can save that step again); if every checkpoint is damaged, CheckpointError."""
+    args = {'params': lambda: ocp.args.StandardRestore(abstract_params),
+            'train': lambda: ocp.args.StandardRestore(abstract_train),
+            'data': ocp.args.JsonRestore}
+    step, items = newest_intact(self.manager, self.directory, args)
+    damaged = [s for s in self.manager.all_steps() if step is None or s > step]
+    for s in damaged:
+      if jax.process_index() == 0:
+        os.replace(os.path.join(self.directory, str(s)),
+                   os.path.join(self.directory, f'{s}.damaged'))
+    if damaged:
+      self.manager.reload()
+    return None if step is None else (step, items['params'], items['train'], items['data'])
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
@@ -50,20 +64,80 @@ class Checkpointer:
     self.manager.close()
 
 
+class CheckpointError(FileNotFoundError):
+  """No checkpoint of a run can be restored (each one named, with its damaged item). A kind of
+  "not found", so every command line reports it as one line, exit 2."""
+
+
+def newest_intact(manager, directory: str, args: dict, steps=None):
+  """The newest of `steps` (default: all) whose items in `args` (name -> restore args factory)
+  all restore -> (step, {name: value}), or (None, {}) when there are no steps. A damaged one is
+  named in one line and skipped; when all are damaged, CheckpointError names each."""
+  steps = sorted(manager.all_steps() if steps is None else steps, reverse=True)
+  problems = []
+  _quiet_leftovers()
+  for step in steps:
+    items = {}
+    try:
+      for name, make in args.items():
+        items[name] = manager.restore(step, args=ocp.args.Composite(**{name: make()}))[name]
+      return step, items
+    except Exception as e:   # a shape mismatch is a config error; anything else, damage
+      why = _first_line(e)
+      if isinstance(e, ValueError) and 'shape' in why.lower() and 'OUT_OF_RANGE' not in why:
+        raise ValueError(f'{directory} step {step} does not fit this model ({why}); check that '
+                         'config.model matches the run that wrote it.') from None
+    problems.append(f'step {step} ({name}: {why})')
+    print(f'warning: {directory}: checkpoint step {step} is damaged (item {name!r}: {why}); '
+          'trying an older one.', file=sys.stderr, flush=True)
+  if problems:
+    raise CheckpointError(f'{directory}: no intact checkpoint: {"; ".join(problems)}. Delete the '
+                          'damaged steps to start over.')
+  return None, {}
+
+
+def _quiet_leftovers() -> None:
+  """If a restore fails, Orbax's other reads of the item still finish on their threads and
+  report into a closed event loop ("Event loop is closed", "Task exception was never retrieved"):
+  a 30-line echo of the one error already named. Those two messages alone are dropped."""
+  def hook(unraisable, previous=sys.unraisablehook):
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and 'Event loop is closed' in str(unraisable.exc_value)):
+      previous(unraisable)
+  if not getattr(sys.unraisablehook, 'lmr_quiet', False):
+    hook.lmr_quiet = True
+    sys.unraisablehook = hook
+    logging.getLogger('asyncio').addFilter(
+        lambda record: 'exception was never retrieved' not in record.getMessage())
+    threading.excepthook = _thread_hook(threading.excepthook)
+
+
+def _thread_hook(previous):
+  def hook(args):
+    if not (args.exc_type is RuntimeError and 'Event loop is closed' in str(args.exc_value)):
+      previous(args)
+  return hook
+
+
+def _first_line(e: Exception) -> str:
+  lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+  return (f'{type(e).__name__}: ' + (lines[-1] if lines else ''))[:200]
+
+
 def restore_params(workdir: str, abstract_params, step: Optional[int] = None):
-  """Only the params of a run's checkpoint (for sampling, evaluation, or a later stage)."""
+  """Only the params of a run's checkpoint (for sampling, evaluation, or a later stage): the
+  given step, or the newest intact one."""
   directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
   if not os.path.isdir(directory):
     raise FileNotFoundError(f'{workdir}: no checkpoints/ directory; train in that workdir first.')
   manager = ocp.CheckpointManager(directory, item_names=ITEMS)
-  step = manager.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f'{directory}: no finished checkpoint.')
-  try:
-    out = manager.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(abstract_params)))
-  except (ValueError, KeyError) as e:
-    raise ValueError(f'{directory} step {step} does not fit this model ({str(e)[:300]}); check '
-                     'that config.model matches the run that wrote it.') from None
+  if step is not None and step not in manager.all_steps():
+    raise FileNotFoundError(f'{directory}: no checkpoint of step {step} '
+                            f'(there are {manager.all_steps()}).')
+  found, items = newest_intact(manager, directory,
+                               {'params': lambda: ocp.args.StandardRestore(abstract_params)},
+                               None if step is None else [step])
   manager.close()
-  return out['params'], step
+  if found is None:
+    raise FileNotFoundError(f'{directory}: no finished checkpoint.')
+  return items['params'], found

@@ -134,13 +134,14 @@ class Trainer:
                         cfg.checkpoint.use_async)
     writer = MetricWriter(self.workdir)
     data_iter = stage.train_iterator()
-    start = ckpt.latest_step()
-    if start is None:
+    found = self._restore(ckpt, abstract, shardings, data_iter) if ckpt.latest_step() is not None \
+        else None
+    if found is None:
       state = self.init_state(shardings)
       state = state.replace(params=stage.initial_params(state.params, shardings.params))
       start = 0
     else:
-      state = self._restore(ckpt, start, abstract, shardings, data_iter)
+      start, state = found
       writer.truncate_after(start)
       print(f'resumed from {self.workdir}/checkpoints step {start}', flush=True)
 
@@ -222,14 +223,18 @@ class Trainer:
     self.state = state
     return summary
 
-  def _restore(self, ckpt, step, abstract, shardings, data_iter):
+  def _restore(self, ckpt, abstract, shardings, data_iter):
+    """(step, state) from the newest intact checkpoint (a damaged newer one is set aside)."""
     a_params = abstract_with_shardings(abstract.params, shardings.params)
     a_train = abstract_with_shardings(
         {'step': abstract.step, 'opt_state': abstract.opt_state, 'rng': abstract.rng},
         {'step': shardings.step, 'opt_state': shardings.opt_state, 'rng': shardings.rng})
-    params, train, data_state = ckpt.restore(step, a_params, a_train)
+    found = ckpt.restore_latest_intact(a_params, a_train)
+    if found is None:
+      return None
+    step, params, train, data_state = found
     data_iter.set_state(data_state)
-    return TrainState(train['step'], params, train['opt_state'], train['rng'])
+    return step, TrainState(train['step'], params, train['opt_state'], train['rng'])
 
   def _drain(self, pending):
     """Fetches the metrics of every step since the last drain; stops on a non-finite loss."""
