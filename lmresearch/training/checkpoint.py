@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
 from typing import Any, Optional
@@ -120,7 +121,14 @@ def _thread_hook(previous):
 
 
 def _first_line(e: Exception) -> str:
-  lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+  """The error in a few words: a TensorStore read error as its status and the array it read."""
+  text = str(e)
+  status = re.search(r'\b(DATA_LOSS|OUT_OF_RANGE|NOT_FOUND|FAILED_PRECONDITION|INVALID_ARGUMENT)\b',
+                     text)
+  read = re.search(r'Error reading "([^"]+)"', text)
+  if status and read:
+    return f'{status.group(1)} reading {read.group(1)}'
+  lines = [l.strip() for l in text.splitlines() if l.strip()]
   return (f'{type(e).__name__}: ' + (lines[-1] if lines else ''))[:200]
 
 
