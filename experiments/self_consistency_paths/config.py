@@ -41,8 +41,11 @@ def get_report():
     metrics[_col(model, 'cot')] = f'{model}: greedy chain-of-thought accuracy (60 word problems)'
     for n in PATHS:
       metrics[_col(model, f'self_consistency@{n}')] = f'{model}: majority vote of {n} sampled paths'
+  labels = {c: c.split('.')[1] + ' ' + c.split('.')[2].replace('self_consistency', 'SC')
+            for c in metrics}
   return {
       'metrics': metrics,
+      'labels': labels,
       'plots': [{'name': f'{model}_paths', 'group': 'sc_temperature', 'logx': True,
                  'series': {model: {n: _col(model, f'self_consistency@{n}') for n in PATHS}},
                  'hlines': {'greedy CoT': _col(model, 'cot')},

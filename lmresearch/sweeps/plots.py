@@ -45,6 +45,10 @@ def plot(spec: dict, agg: list[dict], path: str) -> list[dict]:
         label = None   # once in the legend
   if spec.get('logx'):
     ax.set_xscale('log')
+  if 'series' in spec:   # the declared x values as ticks (e.g. 1, 3, 5, 10 paths)
+    ticks = sorted({xv for cols in spec['series'].values() for xv in cols})
+    ax.set_xticks(ticks, [f'{t:g}' for t in ticks])
+    ax.minorticks_off()
   _finish(fig, ax, x, y, spec.get('title', f'{y} vs {x}'), path)
   return fits
 

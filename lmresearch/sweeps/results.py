@@ -3,6 +3,7 @@ aggregates over seeds (mean ± standard error, n) with the experiment's plots an
 
 An experiment declares its report with `get_report()` -> dict:
   metrics: {column: description}   the columns of the table, in order (default: every metric)
+  labels:  {column: short header}   optional table headers for long column names
   derived: {column: fn(row) -> value}   columns computed from a row (e.g. sqrt of a KL)
   plots:   [{'x': column, 'y': column (or a list), 'group': column or None, 'logx': bool,
              'fit': one of FITS or None, 'title': str}]
@@ -159,6 +160,7 @@ def write_report(workdir: str, exp_spec: str, trials: Sequence[Trial], spec: dic
   done = sum(r['status'] == 'done' for r in table)
   failed = [r for r in table if r['status'] == 'failed']
   head = [k for k in swept if k != 'seed']
+  labels = spec.get('labels', {})   # short table headers for long metric names
   lines = [f'# Sweep: {exp_spec}', '',
            f'`{command}` — {len(table)} trials: {done} done, {len(failed)} failed, '
            f'{len(table) - done - len(failed)} not run.', '',
@@ -168,9 +170,10 @@ def write_report(workdir: str, exp_spec: str, trials: Sequence[Trial], spec: dic
            "metrics.jsonl (a stage run) or its report.json's value (a pipeline run). Per-trial "
            'values: results.csv.', '']
   if spec.get('metrics'):
-    lines += [f'- `{m}`: {d}' for m, d in spec['metrics'].items()] + ['']
+    lines += [f'- `{labels.get(m, m)}`' + (f' (`{m}`)' if m in labels else '') + f': {d}'
+              for m, d in spec['metrics'].items()] + ['']
   cols = head + metrics + ['wall_seconds']
-  lines += ['| ' + ' | '.join(cols) + ' |', '|' + ' --- |' * len(cols)]
+  lines += ['| ' + ' | '.join(labels.get(c, c) for c in cols) + ' |', '|' + ' --- |' * len(cols)]
   lines += ['| ' + ' | '.join(_cell(a.get(c)) for c in cols) + ' |' for a in agg]
   if fits:
     lines += ['', '| plot | group | fit | parameters |', '| --- | --- | --- | --- |']
