@@ -240,14 +240,14 @@ def test_sigterm_records_a_trial_as_interrupted_not_done(tmp_path):
   # A stand-in run that, like the trainer, saves and exits 0 on SIGTERM.
   script = ('import signal, sys, time\n'
             'signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n'
-            'print("started", flush=True)\n'
+            'print("rea" + "dy", flush=True)\n'   # not a word of the logged command line
             'time.sleep(60)\n')
   t = trials_lib.Trial('x', {}, str(tmp_path / 'x'), [sys.executable, '-c', script])
   t.record(status='queued', cwd=str(tmp_path))
   runner = subprocess.Popen([sys.executable, '-m', 'lmresearch.sweeps.runner', t.workdir],
                             cwd=ROOT, env={**os.environ, 'PYTHONPATH': ROOT})
   log, deadline = tmp_path / 'x' / 'trial.log', time.time() + 30
-  while not (log.exists() and 'started' in log.read_text()) and time.time() < deadline:
+  while not (log.exists() and 'ready' in log.read_text()) and time.time() < deadline:
     time.sleep(0.1)
   runner.send_signal(signal.SIGTERM)
   assert runner.wait(timeout=30) == 0
