@@ -65,6 +65,9 @@ def get_report():
                   'gold': lambda r: _pick(r, 'sampled_labeler_quality'),
                   'proxy': lambda r: _pick(r, 'sampled_reward_mean')},
       'plots': [{'x': 'kl', 'y': 'gold', 'group': 'run', 'name': 'frontier',
-                 'series': {'best-of-n': bon}, 'hlines': {'SFT': 'stages.sft.sampled_labeler_quality'},
-                 'title': 'gold reward vs KL to SFT (Rafailov et al. Fig. 2)'}],
+                 'series': {'best-of-n (n = 1 … 32)': bon},
+                 'group_labels': {UPSTREAM + ',dpo': 'DPO (β sweep)', UPSTREAM + ',ppo':
+                                  'PPO (KL coefficient sweep)', UPSTREAM: 'SFT samples:'},
+                 'xlabel': 'KL to SFT (nats per reply)', 'ylabel': 'gold quality (0-4)', 'hlines': {'SFT': 'stages.sft.sampled_labeler_quality'},
+                 'title': 'gold reward vs KL to SFT, 90 word problems (cf. Rafailov et al. Fig. 2)'}],
   }

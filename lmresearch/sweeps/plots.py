@@ -45,7 +45,7 @@ def plot(spec: dict, agg: list[dict], path: str) -> list[dict]:
         label = None   # once in the legend
   if spec.get('logx'):
     ax.set_xscale('log')
-  if 'series' in spec:   # the declared x values as ticks (e.g. 1, 3, 5, 10 paths)
+  if 'series' in spec and 'x' not in spec:   # the declared x values as ticks (1, 3, 5, 10 paths)
     ticks = sorted({xv for cols in spec['series'].values() for xv in cols})
     ax.set_xticks(ticks, [f'{t:g}' for t in ticks])
     ax.minorticks_off()
@@ -82,7 +82,7 @@ def _lines(spec: dict, agg: list[dict]):
   group = spec.get('group')
   for g in sorted({r.get(group) for r in agg} if group else [None], key=str):
     rows = [r for r in agg if not group or r.get(group) == g]
-    prefix = f'{group}={g}' if group else ''
+    prefix = spec.get('group_labels', {}).get(g, f'{group}={g}') if group else ''
     none = (math.nan, math.nan, 0)
     lines = [(f'{prefix} {name}'.strip(), [(xv, r.get(col, none)) for xv, col in cols.items()
                                            for r in rows])

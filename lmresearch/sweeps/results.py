@@ -9,7 +9,8 @@ An experiment declares its report with `get_report()` -> dict:
              'fit': one of FITS or None, 'title': str}]
            or, for several metrics of one trial along a declared axis (e.g. accuracy vs the
            number of sampled paths), {'series': {label: {x value: column}}, 'xlabel', 'ylabel',
-           'group': column or None}: a line per label (and group); 'hlines': {label: column}
+           'group': column or None}: a line per label (and group); 'group_labels': {value:
+           legend label}; 'hlines': {label: column}
            draws a reference level (e.g. greedy CoT) in either kind
   curves:  [{'run': sub-run, 'x': key, 'y': key, 'group': column or None, 'sqrt_x': bool,
              'fit': ..., 'connect': bool, 'title': str}]: every logged step of <trial>/<run>/metrics.jsonl as a
