@@ -49,7 +49,11 @@ def get_report():
                   col.format('few_shot'): 'few-shot direct answers (2 exemplars)',
                   'stages.base.heldout_loss': 'held-out loss (nats/token)'},
       'derived': {'params': _params},
+      'labels': {col.format(m): m for m in ('direct', 'cot', 'few_shot')},
       'plots': [{'name': 'cot_vs_scale', 'logx': True, 'x': 'params', 'xlabel': 'parameters',
+                 'labels': {col.format('direct'): 'direct (zero-shot)',
+                            col.format('few_shot'): 'few-shot direct (2 exemplars)',
+                            col.format('cot'): 'chain of thought (2 exemplars)'},
                  'ylabel': 'accuracy', 'y': [col.format(m) for m in ('direct', 'few_shot', 'cot')],
                  'title': 'CoT vs direct across scale (Wei et al. Fig. 4)'}],
   }

@@ -89,7 +89,8 @@ def _lines(spec: dict, agg: list[dict]):
              for name, cols in spec.get('series', {}).items()]
     ys = [spec['y']] if isinstance(spec.get('y'), str) else list(spec.get('y', []))
     for y in ys:
-      lines.append((f'{prefix} {y}'.strip() if len(ys) > 1 or not prefix else prefix,
+      name = spec.get('labels', {}).get(y, y)
+      lines.append((f'{prefix} {name}'.strip() if len(ys) > 1 or not prefix else prefix,
                     [(_val(r.get(spec['x'])), r.get(y, none)) for r in rows]))
     for label, pts in lines:
       pts = sorted((xv, m[0], m[1]) for xv, m in pts if xv is not None and np.isfinite(m[0]))
