@@ -52,24 +52,28 @@ def _sqrt(x):
 
 def get_report():
   d = {n: _sqrt(kl_bon(n)) for n in BON}
+  # Gao et al. fit the gain over the initial policy (R(0) = 0): gold and proxy minus best-of-1's.
+  gains = {f'{kind}_gain_{n}': (lambda r, n=n, k=key: r[f'best_of_n.{n}.{k}'] - r[f'best_of_n.1.{k}'])
+           for n in BON for kind, key in (('gold', 'gold_quality'), ('proxy', 'proxy_reward'))}
   return {
+      'derived': gains,
       'metrics': {'reward_model.accuracy': 'proxy RM: held-out pairwise accuracy (noise-free rankings)',
                   **{f'best_of_n.{n}.gold_quality': f'best-of-{n}: gold quality' for n in BON},
                   **{f'best_of_n.{n}.proxy_reward': f'best-of-{n}: proxy reward' for n in BON},
                   'stages.rlhf.sampled_labeler_quality': 'PPO, end: gold quality of samples',
                   'stages.rlhf.kl_to_sft': 'PPO, end: KL to SFT'},
       'plots': [{'name': 'bon_gold', 'group': 'num_docs', 'fit': 'bon', 'xlabel': 'd = sqrt(KL_bon)',
-                 'ylabel': 'gold quality', 'series': {'gold': {d[n]: f'best_of_n.{n}.gold_quality'
-                                                               for n in BON}},
+                 'ylabel': 'gold quality − best-of-1', 'series': {'gold': {d[n]: f'gold_gain_{n}'
+                                                                             for n in BON}},
                  'title': 'best-of-n: gold reward vs d'},
                 {'name': 'bon_proxy', 'group': 'num_docs', 'xlabel': 'd = sqrt(KL_bon)',
-                 'ylabel': 'proxy reward', 'series': {'proxy': {d[n]: f'best_of_n.{n}.proxy_reward'
-                                                                for n in BON}},
+                 'ylabel': 'proxy reward − best-of-1', 'series': {'proxy': {d[n]: f'proxy_gain_{n}'
+                                                                              for n in BON}},
                  'title': 'best-of-n: proxy reward vs d'}],
       'curves': [{'name': 'ppo_gold', 'run': 'ppo', 'x': 'eval/ppo/kl', 'sqrt_x': True,
-                  'y': 'eval/ppo/gold_quality', 'group': 'num_docs', 'fit': 'rl',
+                  'y': 'eval/ppo/gold_quality', 'group': 'num_docs', 'fit': 'rl', 'relative': True,
                   'title': 'PPO: gold reward vs d along training'},
                  {'name': 'ppo_proxy', 'run': 'ppo', 'x': 'eval/ppo/kl', 'sqrt_x': True,
-                  'y': 'eval/ppo/reward_mean', 'group': 'num_docs',
+                  'y': 'eval/ppo/reward_mean', 'group': 'num_docs', 'relative': True,
                   'title': 'PPO: proxy reward vs d along training'}],
   }

@@ -47,7 +47,7 @@ def plot(spec: dict, agg: list[dict], path: str) -> list[dict]:
     ax.set_xscale('log')
   if 'series' in spec and 'x' not in spec:   # the declared x values as ticks (1, 3, 5, 10 paths)
     ticks = sorted({xv for cols in spec['series'].values() for xv in cols})
-    ax.set_xticks(ticks, [f'{t:g}' for t in ticks])
+    ax.set_xticks(ticks, [f'{t:.2g}' for t in ticks])
     ax.minorticks_off()
   _finish(fig, ax, x, y, spec.get('title', f'{y} vs {x}'), path)
   return fits
@@ -112,11 +112,15 @@ def curve(spec: dict, trials: Sequence, table: list[dict], path: str) -> list[di
     log = os.path.join(t.workdir, spec.get('run', ''), 'metrics.jsonl')
     if row.get('status') != 'done' or not os.path.exists(log):
       continue
+    mine = []
     for line in open(log):
       m = json.loads(line) if line.strip() else {}
       if spec['x'] in m and spec['y'] in m:
         x = math.sqrt(max(m[spec['x']], 0.0)) if spec.get('sqrt_x') else m[spec['x']]
-        points.setdefault(row.get(group) if group else None, []).append((x, m[spec['y']]))
+        mine.append((x, m[spec['y']]))
+    if spec.get('relative') and mine:   # the gain over the trial's first logged point (step 0)
+      mine = [(x, y - mine[0][1]) for x, y in mine]
+    points.setdefault(row.get(group) if group else None, []).extend(mine)
   fig, ax = plt.subplots(figsize=(5.5, 3.8))
   fits = []
   for i, (g, pts) in enumerate(sorted(points.items(), key=lambda kv: str(kv[0]))):

@@ -13,7 +13,8 @@ An experiment declares its report with `get_report()` -> dict:
            legend label}; 'hlines': {label: column}
            draws a reference level (e.g. greedy CoT) in either kind
   curves:  [{'run': sub-run, 'x': key, 'y': key, 'group': column or None, 'sqrt_x': bool,
-             'fit': ..., 'connect': bool, 'title': str}]: every logged step of <trial>/<run>/metrics.jsonl as a
+             'fit': ..., 'connect': bool, 'relative': bool (y minus the trial's first point),
+             'title': str}]: every logged step of <trial>/<run>/metrics.jsonl as a
            point (e.g. gold reward vs √KL along PPO), pooled over seeds, one colour per group
 A column is an override key (its last component, as in trial names), `seed`, or a metric: the
 last value of each metrics.jsonl key of a stage run, or the flattened report.json of a pipeline.
