@@ -119,6 +119,13 @@ def load(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
+def reused_stages(config) -> list[str]:
+  """A pipeline config's stages taken finished from config.upstream (config.reuse), not trained."""
+  if not config.get('upstream'):
+    return []
+  return [n for n in config.get('reuse', '').split(',') if n]
+
+
 # Model keys a later stage may choose itself; everything else must match the parent checkpoint.
 RUNTIME_MODEL_KEYS = ('dropout', 'remat', 'scan_layers', 'attention_impl', 'dtype')
 

@@ -77,8 +77,9 @@ class StageInterrupted(Exception):
 
 def check_reuse(config) -> list[str]:
   """The stages taken from config.upstream: each one's parent must be reused too (one lineage)."""
+  from lmresearch.config import reused_stages
   from lmresearch.errors import ConfigError
-  reuse = [n for n in config.get('reuse', '').split(',') if n] if config.get('upstream') else []
+  reuse = reused_stages(config)
   for name in reuse:
     parent = PARENT.get(name)
     if parent and parent in config.run.split(',') and parent not in reuse:

@@ -43,8 +43,9 @@ FLAGS = flags.FLAGS
 def sample(workdir: str, prompts, *, max_new_tokens: int, temperature: float, top_k: int = 0,
            top_p: float = 1.0, stop_strings=(), seed: int = 0, step=None, chat: bool = False,
            best_of: int = 1, reward_from: str | None = None):
-  """Completions (strings) of `prompts` from the run in `workdir`; with best_of > 1, each the best
-  of that many samples by the reward model in `reward_from`, and (completions, scores per prompt)."""
+  """(completions, scores) of `prompts` from the run in `workdir`: with best_of > 1 each completion
+  is the best of that many samples by the reward model in `reward_from`, and scores [prompts,
+  best_of] holds every sample's reward; otherwise scores is None."""
   import jax
 
   from lmresearch import runs, sampling, tokenizers
@@ -65,13 +66,11 @@ def sample(workdir: str, prompts, *, max_new_tokens: int, temperature: float, to
                             top_p=top_p, stop_ids=(tok.eos_id, tok.end_id), pad_id=tok.pad_id)
   texts = sampling.decode_completions(tok, out['completions'], stop_strings)
   if best_of == 1:
-    return texts
-  from lmresearch.evaluation.scoring import reward_scores
+    return texts, None
+  from lmresearch.evaluation.best_of_n import score_samples
   rm = runs.load(reward_from, reward=True, mesh=run.mesh, rules=run.rules)
-  scores = reward_scores(rm, [p for p in prompts for _ in range(best_of)], texts).reshape(
-      len(prompts), best_of)
-  best = [texts[i * best_of + int(scores[i].argmax())] for i in range(len(prompts))]
-  return best, scores
+  scores = score_samples(rm, prompts, texts, best_of)
+  return [texts[i * best_of + int(s.argmax())] for i, s in enumerate(scores)], scores
 
 
 def main(argv):
@@ -83,15 +82,12 @@ def main(argv):
   warnings.simplefilter('default')
   warnings.formatwarning = lambda msg, cat, *a, **k: f'warning: {msg}\n'
   try:
-    texts = sample(FLAGS.workdir, FLAGS.prompt, max_new_tokens=FLAGS.max_new_tokens,
+    texts, scores = sample(FLAGS.workdir, FLAGS.prompt, max_new_tokens=FLAGS.max_new_tokens,
                    temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p,
                    stop_strings=FLAGS.stop, seed=FLAGS.seed, step=FLAGS.step, chat=FLAGS.chat,
                    best_of=FLAGS.best_of, reward_from=FLAGS.reward_from)
   except (ConfigError, FileNotFoundError, ValueError) as e:
     fail(e)
-  scores = None
-  if FLAGS.best_of > 1:
-    texts, scores = texts
   for i, (prompt, text) in enumerate(zip(FLAGS.prompt, texts), 1):
     what = (f'best of {FLAGS.best_of}, reward {scores[i - 1].max():+.3f} (all: '
             + ' '.join(f'{x:+.2f}' for x in sorted(scores[i - 1], reverse=True)) + ')'

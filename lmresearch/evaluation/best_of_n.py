@@ -32,6 +32,13 @@ def powers_of_two(n: int) -> list[int]:
   return out + ([n] if out[-1] != n else [])
 
 
+def score_samples(reward_model: Run, prompts: Sequence[str], samples: Sequence[str], n: int,
+                  batch_size: int = 32) -> np.ndarray:
+  """The reward model's score of each prompt's n samples (`samples` prompt-major) -> [prompts, n]."""
+  return scoring.reward_scores(reward_model, [p for p in prompts for _ in range(n)], samples,
+                               batch_size).reshape(len(prompts), n)
+
+
 def best_of_n(task, run: Run, reward_model: Run, *, n: int, ns: Optional[Sequence[int]] = None,
               temperature: float = 1.0, seed: int = 0, batch_size: int = 32,
               max_new_tokens: int = 96) -> tuple[dict, list[dict]]:
@@ -47,9 +54,8 @@ def best_of_n(task, run: Run, reward_model: Run, *, n: int, ns: Optional[Sequenc
   prompts = [prompting.build_prompt(run.tok, q, 'direct', chat=run.chat) for q in questions]
   outputs, finished = generate(run, prompts, samples=n, temperature=temperature, seed=seed,
                                batch_size=batch_size, max_new_tokens=max_new_tokens)
-  flat = [o for outs in outputs for o in outs]
-  rewards = scoring.reward_scores(reward_model, [q for q in questions for _ in range(n)], flat,
-                                  batch_size).reshape(len(questions), n)
+  rewards = score_samples(reward_model, questions, [o for outs in outputs for o in outs], n,
+                          batch_size)
   records, gold, correct = [], np.zeros((len(questions), n)), np.zeros((len(questions), n))
   for i, (ex, outs, done) in enumerate(zip(task.examples, outputs, finished)):
     target = ex.get('target', '')

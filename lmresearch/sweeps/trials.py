@@ -128,9 +128,7 @@ def apply(config, overrides: dict, where: str):
 
 def reused(config) -> list[str]:
   """A pipeline's stages taken from config.upstream rather than trained."""
-  if not is_pipeline(config) or not config.get('upstream'):
-    return []
-  return [n for n in config.get('reuse', '').split(',') if n]
+  return lmc.reused_stages(config) if is_pipeline(config) else []
 
 
 def validate(config, num_devices: int, where: str) -> None:

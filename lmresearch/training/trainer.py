@@ -134,8 +134,7 @@ class Trainer:
                         cfg.checkpoint.use_async)
     writer = MetricWriter(self.workdir)
     data_iter = stage.train_iterator()
-    found = self._restore(ckpt, abstract, shardings, data_iter) if ckpt.latest_step() is not None \
-        else None
+    found = self._restore(ckpt, abstract, shardings, data_iter)
     if found is None:
       state = self.init_state(shardings)
       state = state.replace(params=stage.initial_params(state.params, shardings.params))
