@@ -3,10 +3,26 @@
   configs/pretrain.py                          size=tiny on the embedded world (the default)
   configs/pretrain.py:preset=shakespeare_char  nanoGPT's CPU recipe on tinyshakespeare
   configs/pretrain.py:preset=gpt2_124m         GPT-2 small shape on TFDS lm1b, 8-chip mesh
+  configs/pretrain.py:preset=llama_1b          Llama-3.2-1B shape, FSDP over a 32-chip slice
+  configs/pretrain.py:preset=llama3_8b         Llama-3-8B shape, FSDP over a 64-chip slice
+
+The pod presets read a prepared corpus (`python -m lmresearch.data.prepare`); their memory and
+FLOPs per device, from `--dry_run`, are in the README ("Scaling to pods").
 """
 import os
 
 from lmresearch.config import DATA_DIR, base_config, parse_arg
+
+
+# name: (model shape, mesh, global batch in sequences, context, remat, gradient accumulation). The shapes are the
+# published ones (Llama 3.2 1B, Llama 3 8B; untied head here); the mesh is plain FSDP over the
+# slice, batch ~0.5M / 1M tokens.
+LLAMA = {
+    'llama_1b': (dict(num_layers=16, embed_dim=2048, num_heads=32, num_kv_heads=8, mlp_dim=8192),
+                 dict(data=1, fsdp=32, tensor=1), 256, 2048, 'dots_no_batch', 4),
+    'llama3_8b': (dict(num_layers=32, embed_dim=4096, num_heads=32, num_kv_heads=8, mlp_dim=14336),
+                  dict(data=1, fsdp=64, tensor=1), 256, 4096, 'full', 4),
+}
 
 
 def get_config(arg=None):
@@ -31,12 +47,23 @@ def get_config(arg=None):
     c.data.update(source='tfds', tfds_name='lm1b', tokenizer='bpe', vocab_size=50257,
                   seq_len=1024, tfds_eval_split='test')
     c.train.update(steps=100_000, batch_size=512, grad_accum=4, lr=6e-4, min_lr=6e-5,
-                   warmup_steps=2000, b2=0.95, log_every=100, eval_every=2000)
+                   warmup_steps=2000, b2=0.95, log_every=100, eval_every=2000,
+                   loss_chunk=256)   # 50k-vocab logits 256 positions at a time (README, pods)
     c.checkpoint.every = 2000
     c.mesh.update(data=1, fsdp=8, tensor=1)
+  elif preset in LLAMA:
+    shape, mesh, batch, seq_len, remat, accum = LLAMA[preset]
+    c.model.update(style='llama', max_len=seq_len, vocab_size=128256, dtype='bfloat16',
+                   rope_theta=500000.0, scan_layers=True, remat=remat, **shape)
+    c.data.update(source='prepared', path=args.get('data', 'gs://YOUR_BUCKET/prepared'),
+                  tokenizer_path=args.get('tokenizer', ''), seq_len=seq_len)
+    c.train.update(steps=100_000, batch_size=batch, grad_accum=accum, lr=3e-4, min_lr=3e-5, warmup_steps=2000,
+                   b2=0.95, weight_decay=0.1, log_every=100, eval_every=2000, loss_chunk=512)
+    c.checkpoint.update(every=1000, max_to_keep=3)
+    c.mesh.update(**mesh)
   elif preset:
     raise ValueError(f'configs/pretrain.py: unknown preset={preset!r} '
-                     '(expected shakespeare_char or gpt2_124m).')
+                     f'(expected shakespeare_char, gpt2_124m or one of {sorted(LLAMA)}).')
   elif size == 'tiny':
     # base_config()'s Llama-style 4 x 128 model on the embedded world, context 256.
     c.train.update(steps=600, batch_size=16, eval_every=200, log_every=25)

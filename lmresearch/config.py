@@ -53,7 +53,7 @@ def base_config(stage: str = 'pretrain', init_from: str = '') -> ml_collections.
   c.train = ml_collections.ConfigDict(dict(
       steps=500, batch_size=32, grad_accum=1, lr=3e-3, min_lr=3e-4, warmup_steps=50,
       decay_steps=0, weight_decay=0.1, b1=0.9, b2=0.99, clip_norm=1.0, clip_per_model=False,
-      z_loss=0.0,
+      z_loss=0.0, loss_chunk=0,   # loss_chunk: positions per piece of logits (0 = all at once)
       log_every=25, eval_every=250, eval_batches=20, eval_at_start=True, peak_flops=0.0))
 
   c.checkpoint = ml_collections.ConfigDict(dict(every=250, max_to_keep=2, use_async=True))
@@ -91,6 +91,10 @@ def validate(config, num_devices: int, stages=None) -> None:
   for key in ('steps', 'batch_size', 'grad_accum', 'log_every'):
     if t[key] < 1:
       raise ConfigError(f'config.train.{key}={t[key]} must be >= 1.')
+  chunk = t.get('loss_chunk', 0)
+  if chunk < 0 or (0 < chunk < d.seq_len and d.seq_len % chunk):
+    raise ConfigError(f'config.train.loss_chunk={chunk} must be 0 (off) or divide '
+                      f'config.data.seq_len={d.seq_len}.')
   if stages is not None:
     stages[config.stage].validate(config)
   mesh_axes = dict(zip(parallel.MESH_AXES, shape))

@@ -42,6 +42,7 @@ def test_command_line_typos_are_one_line_errors(arg, needle):
     (dict(data=dict(seq_len=4096)), 'config.data.seq_len=4096'),
     (dict(stage='nope'), 'config.stage'),
     (dict(model=dict(dtype='float33')), 'config.model.dtype'),
+    (dict(train=dict(loss_chunk=100)), 'config.train.loss_chunk=100 must be 0 (off) or divide'),
 ])
 def test_invalid_configs_name_the_key(override, needle):
   c = load_config('pretrain')

@@ -67,3 +67,28 @@ def test_parameters_carry_logical_axis_names():
   assert names["['layers']['attn']['query']['kernel']"] == ('layers', 'embed', 'heads', 'kv')
   assert names["['layers']['mlp']['down']['kernel']"] == ('layers', 'mlp', 'embed')
   assert all(len(s) > 0 for s in names.values())
+
+
+@pytest.mark.parametrize('kw', STYLES)
+def test_a_loss_made_in_chunks_of_positions_equals_the_whole_loss_and_its_gradient(kw):
+  from lmresearch.models.logprobs import chunked_nll_sums, nll_sums
+  from lmresearch.models.transformer import unembed
+  model, params = make(**kw)
+  tokens = jax.random.randint(jax.random.PRNGKey(3), (2, 17), 0, 64)
+  x, y = tokens[:, :-1], tokens[:, 1:]
+  w = (jax.random.uniform(jax.random.PRNGKey(4), (2, 16)) > 0.3).astype(jnp.float32)
+
+  def whole(p):
+    return nll_sums(model.apply({'params': p}, x), y, w)
+
+  def chunked(p, chunk):
+    hidden = model.apply({'params': p}, x, return_hidden=True)
+    return chunked_nll_sums(hidden, lambda h: unembed(model.cfg, p, h), y, w, chunk)
+
+  ref = whole(params)
+  assert ref[0] > 0 and ref[2] >= 0
+  for chunk in (4, 8, 16):
+    np.testing.assert_allclose(chunked(params, chunk), ref, rtol=1e-5)
+  g_ref = jax.grad(lambda p: whole(p)[0])(params)
+  g = jax.grad(lambda p: chunked(p, 4)[0])(params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g, g_ref)

@@ -38,3 +38,30 @@ def token_logprobs(model, params, tokens, mask, rng=None, dropout: float = 0.0, 
   if not with_entropy:
     return lp
   return lp, -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+
+
+def nll_sums(logits, targets, weights):
+  """[sum(nll·w), sum(logsumexp²·w), sum(correct·w)] over all positions (fp32): a token loss,
+  its z-loss and accuracy, as sums so chunks of positions add up."""
+  nll, lse = token_nll(logits, targets)
+  correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+  return jnp.stack([jnp.sum(nll * weights), jnp.sum(jnp.square(lse) * weights),
+                    jnp.sum(correct * weights)])
+
+
+def chunked_nll_sums(hidden, unembed, targets, weights, chunk: int):
+  """`nll_sums` of unembed(hidden) made `chunk` positions at a time under a rematerialized scan, so
+  neither pass holds more than [batch, chunk, vocab] logits (the full [batch, length, vocab] fp32
+  logits dominate a large-vocabulary model's memory). chunk 0 or >= length: one piece."""
+  b, t = targets.shape
+  if not chunk or chunk >= t:
+    return nll_sums(unembed(hidden), targets, weights)
+  split = lambda a: jnp.moveaxis(a.reshape(b, t // chunk, chunk, *a.shape[2:]), 1, 0)
+
+  def body(total, xs):
+    h, tg, w = xs
+    return total + nll_sums(unembed(h), tg, w), None
+
+  total, _ = jax.lax.scan(jax.checkpoint(body), jnp.zeros(3, jnp.float32),
+                          (split(hidden), split(targets), split(weights)))
+  return total

@@ -269,6 +269,18 @@ class Transformer(nn.Module):
     return nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
 
 
+def unembed(cfg: ModelConfig, params, x):
+  """Final hidden states -> logits, the same computation as the end of Transformer.__call__ (tied
+  embedding for gpt2, the head for llama), for losses that make logits a chunk at a time."""
+  dt = jnp.dtype(cfg.dtype)
+  if cfg.gpt2:
+    w = params['embed']['embedding'].astype(dt).T
+  else:
+    w = params['head']['kernel'].astype(dt)
+  logits = jnp.dot(x.astype(dt), w)
+  return nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
+
+
 def count_params(params: Any) -> int:
   return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
 

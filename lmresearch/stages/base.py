@@ -26,6 +26,7 @@ share.
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -33,8 +34,9 @@ import jax.numpy as jnp
 
 from lmresearch import parallel, tokenizers
 from lmresearch.data import packing
-from lmresearch.models.logprobs import token_nll
-from lmresearch.models.transformer import ModelConfig, Transformer, count_params, flops_per_token
+from lmresearch.models.logprobs import chunked_nll_sums, nll_sums
+from lmresearch.models.transformer import (ModelConfig, Transformer, count_params, flops_per_token,
+                                           unembed)
 from lmresearch.training import trainer as trainer_lib
 from lmresearch.training.checkpoint import abstract_with_shardings, restore_params
 
@@ -72,20 +74,6 @@ def get_tokenizer(config, workdir: str, texts_fn=None):
     os.makedirs(workdir, exist_ok=True)
     tok.save(workdir)
   return tok
-
-
-def token_loss(logits, targets, weights, z_loss: float = 0.0, prefix: str = 'train'):
-  """Summed weighted cross-entropy (fp32) and its metric sums."""
-  logits = logits.astype(jnp.float32)
-  nll, lse = token_nll(logits, targets)
-  loss = jnp.sum(nll * weights)
-  total = loss + z_loss * jnp.sum(jnp.square(lse) * weights)
-  correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
-  metrics = {'train/loss': loss, f'{prefix}/accuracy': jnp.sum(correct * weights),
-             'count': jnp.sum(weights)}
-  if prefix != 'train':
-    metrics[f'{prefix}/loss'] = loss
-  return total, metrics
 
 
 def load_parent_params(workdir: str, abstract_params, shardings):
@@ -174,11 +162,28 @@ class LMStage(Stage):
         lambda: LMStage.init_params(self, jax.random.PRNGKey(0)), self.mesh, self.rules)
     return load_parent_params(workdir, abstract, shardings)
 
-  def lm_logits(self, params, batch, rng, inputs='inputs'):
+  def lm_logits(self, params, batch, rng, inputs='inputs', return_hidden=False):
     deterministic = rng is None or self.config.model.dropout == 0
     return self.model.apply({'params': params}, batch[inputs], batch['positions'],
                             batch['segment_ids'], deterministic=deterministic,
-                            rngs=None if deterministic else {'dropout': rng})
+                            rngs=None if deterministic else {'dropout': rng},
+                            return_hidden=return_hidden)
+
+  def lm_loss(self, params, batch, rng, prefix: str = 'train'):
+    """Weighted next-token cross-entropy of the batch (pretraining, SFT); config.train.loss_chunk
+    makes the logits that many positions at a time (see logprobs.chunked_nll_sums)."""
+    chunk = self.config.train.get('loss_chunk', 0)
+    if not chunk:
+      sums = nll_sums(self.lm_logits(params, batch, rng), batch['targets'], batch['weights'])
+    else:
+      hidden = self.lm_logits(params, batch, rng, return_hidden=True)
+      sums = chunked_nll_sums(hidden, functools.partial(unembed, self.model.cfg, params),
+                              batch['targets'], batch['weights'], chunk)
+    metrics = {'train/loss': sums[0], f'{prefix}/accuracy': sums[2],
+               'count': jnp.sum(batch['weights'])}
+    if prefix != 'train':
+      metrics[f'{prefix}/loss'] = sums[0]
+    return sums[0] + self.config.train.z_loss * sums[1], metrics
 
   def tokens_per_step(self) -> int:
     return self.config.train.batch_size * self.config.data.seq_len

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from lmresearch.data import packing, sources
 from lmresearch.models.transformer import ModelConfig, Transformer
-from lmresearch.stages.base import LMStage, padded_vocab, token_loss
+from lmresearch.stages.base import LMStage, padded_vocab
 
 
 class PretrainStage(LMStage):
@@ -34,5 +34,4 @@ class PretrainStage(LMStage):
     return self
 
   def loss_fn(self, params, batch, rng):
-    logits = self.lm_logits(params, batch, rng)
-    return token_loss(logits, batch['targets'], batch['weights'], self.config.train.z_loss)
+    return self.lm_loss(params, batch, rng)

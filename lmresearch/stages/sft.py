@@ -10,7 +10,7 @@ import warnings
 
 from lmresearch import tokenizers
 from lmresearch.data import formats, packing
-from lmresearch.stages.base import LMStage, token_loss
+from lmresearch.stages.base import LMStage
 
 
 def chat_examples(tok, chats):
@@ -36,6 +36,4 @@ class SFTStage(LMStage):
     return ds
 
   def loss_fn(self, params, batch, rng):
-    logits = self.lm_logits(params, batch, rng)
-    return token_loss(logits, batch['targets'], batch['weights'], self.config.train.z_loss,
-                      prefix='sft')
+    return self.lm_loss(params, batch, rng, prefix='sft')
