@@ -57,24 +57,28 @@ class PackedDataset:
     """Windows -> the model's batch: inputs, targets, segment_ids, positions, weights."""
     t = self.seq_len
     idx = np.asarray(indices)[:, None] * t + np.arange(t + 1)[None, :]
-    toks, docs = self.tokens[idx], self.doc_ids[idx]
-    weights = (docs[:, :-1] == docs[:, 1:]).astype(np.float32)
-    if self.loss_mask is not None:
-      weights *= self.loss_mask[idx][:, 1:]
-    inputs, targets = toks[:, :-1], toks[:, 1:]
-    seg_in = docs[:, :-1]
-    # Positions restart where the document changes (and at the window start).
-    ar = np.arange(t)[None, :]
-    new_doc = np.concatenate([np.ones((len(idx), 1), bool), seg_in[:, 1:] != seg_in[:, :-1]], 1)
-    starts = np.maximum.accumulate(np.where(new_doc, ar, 0), axis=1)
-    segment_ids = np.cumsum(new_doc, axis=1).astype(np.int32)
-    return {
-        'inputs': inputs.astype(np.int32),
-        'targets': targets.astype(np.int32),
-        'segment_ids': segment_ids,
-        'positions': (ar - starts).astype(np.int32),
-        'weights': weights,
-    }
+    mask = self.loss_mask[idx] if self.loss_mask is not None else None
+    return window_batch(self.tokens[idx], self.doc_ids[idx], mask)
+
+
+def window_batch(toks: np.ndarray, docs: np.ndarray, loss_mask: np.ndarray | None = None) -> dict:
+  """[rows, seq_len + 1] tokens and their document ids -> the model's batch."""
+  t = toks.shape[1] - 1
+  weights = (docs[:, :-1] == docs[:, 1:]).astype(np.float32)
+  if loss_mask is not None:
+    weights *= loss_mask[:, 1:]
+  seg_in = docs[:, :-1]
+  # Positions restart where the document changes (and at the window start).
+  ar = np.arange(t)[None, :]
+  new_doc = np.concatenate([np.ones((len(toks), 1), bool), seg_in[:, 1:] != seg_in[:, :-1]], 1)
+  starts = np.maximum.accumulate(np.where(new_doc, ar, 0), axis=1)
+  return {
+      'inputs': toks[:, :-1].astype(np.int32),
+      'targets': toks[:, 1:].astype(np.int32),
+      'segment_ids': np.cumsum(new_doc, axis=1, dtype=np.int32),
+      'positions': (ar - starts).astype(np.int32),
+      'weights': weights,
+  }
 
 
 class PackedExamples:

@@ -31,7 +31,7 @@ def read_jsonl(path: str) -> Iterator[tuple[int, dict]]:
       yield n, obj
 
 
-def _paths(pattern: str) -> list[str]:
+def paths(pattern: str) -> list[str]:
   if not pattern:
     raise ConfigError('config.data.path is empty: name a file (or glob) for this data source.')
   paths = sorted(glob.glob(os.path.expanduser(pattern)))
@@ -40,48 +40,59 @@ def _paths(pattern: str) -> list[str]:
   return paths
 
 
-def _split(docs: list, split: str, val_fraction: float) -> list:
+def split_docs(docs: list, split: str, val_fraction: float) -> list:
   cut = len(docs) - max(1, int(round(len(docs) * val_fraction))) if len(docs) > 1 else len(docs)
   return docs[:cut] if split == 'train' else docs[cut:]
 
 
-def text_documents(data_cfg, split: str) -> list[str]:
-  """Plain text: each file is one document; the last val_fraction of characters is held out
-  (nanoGPT's 90/10 split of tinyshakespeare)."""
+def text_file(path: str, split: str, val_fraction: float) -> str:
+  """One text file as one document: its first or last part (nanoGPT's 90/10 split)."""
+  with open(path, encoding='utf-8') as f:
+    text = f.read()
+  cut = int(len(text) * (1 - val_fraction))
+  return text[:cut] if split == 'train' else text[cut:]
+
+
+def jsonl_file(path: str, key: str) -> list[str]:
   docs = []
-  for p in _paths(data_cfg.path):
-    with open(p, encoding='utf-8') as f:
-      text = f.read()
-    cut = int(len(text) * (1 - data_cfg.val_fraction))
-    docs.append(text[:cut] if split == 'train' else text[cut:])
+  for n, obj in read_jsonl(path):
+    if key not in obj or not isinstance(obj[key], str):
+      raise ConfigError(f'{path}:{n}: no string field {key!r} (set config.data.text_key).')
+    docs.append(obj[key])
+  return docs
+
+
+def text_documents(data_cfg, split: str) -> list[str]:
+  """Plain text: each file is one document; the last val_fraction of characters is held out."""
+  docs = [text_file(p, split, data_cfg.val_fraction) for p in paths(data_cfg.path)]
   return [d for d in docs if d]
 
 
 def jsonl_documents(data_cfg, split: str) -> list[str]:
-  key = data_cfg.text_key
-  docs = []
-  for p in _paths(data_cfg.path):
-    for n, obj in read_jsonl(p):
-      if key not in obj or not isinstance(obj[key], str):
-        raise ConfigError(f'{p}:{n}: no string field {key!r} (set config.data.text_key).')
-      docs.append(obj[key])
-  return _split(docs, split, data_cfg.val_fraction)
+  docs = [d for p in paths(data_cfg.path) for d in jsonl_file(p, data_cfg.text_key)]
+  return split_docs(docs, split, data_cfg.val_fraction)
+
+
+def tfds_source(data_cfg, split: str):
+  """A TFDS split through `tfds.data_source` (array_record, no TensorFlow needed) and how many of
+  its documents to read."""
+  import tensorflow_datasets as tfds
+  if not data_cfg.tfds_name:
+    raise ConfigError("config.data.tfds_name is empty: name a TFDS dataset, e.g. 'lm1b'.")
+  tfds_split = data_cfg.tfds_train_split if split == 'train' else data_cfg.tfds_eval_split
+  source = tfds.data_source(data_cfg.tfds_name, split=tfds_split,
+                            data_dir=data_cfg.tfds_data_dir or None)
+  return source, len(source) if not data_cfg.max_docs else min(len(source), data_cfg.max_docs)
+
+
+def tfds_text(source, i: int, key: str) -> str:
+  value = source[i][key]
+  return value.decode('utf-8') if isinstance(value, bytes) else str(value)
 
 
 def tfds_documents(data_cfg, split: str) -> list[str]:
-  """A TFDS dataset through `tfds.data_source` (array_record, no TensorFlow needed)."""
-  import tensorflow_datasets as tfds
-  name = data_cfg.tfds_name
-  if not name:
-    raise ConfigError("config.data.tfds_name is empty: name a TFDS dataset, e.g. 'lm1b'.")
-  tfds_split = data_cfg.tfds_train_split if split == 'train' else data_cfg.tfds_eval_split
-  source = tfds.data_source(name, split=tfds_split, data_dir=data_cfg.tfds_data_dir or None)
-  n = len(source) if not data_cfg.max_docs else min(len(source), data_cfg.max_docs)
-  docs = []
-  for i in range(n):
-    value = source[i][data_cfg.text_key]
-    docs.append(value.decode('utf-8') if isinstance(value, bytes) else str(value))
-  return docs
+  source, n = tfds_source(data_cfg, split)
+  return [tfds_text(source, i, data_cfg.text_key) for i in range(n)]
 
 
 def synthetic_documents(data_cfg, split: str) -> list[str]:
@@ -97,6 +108,9 @@ SOURCES = {'synthetic': synthetic_documents, 'text': text_documents, 'jsonl': js
 
 
 def documents(data_cfg, split: str) -> list[str]:
+  if data_cfg.source == 'prepared':
+    raise ConfigError("config.data.source='prepared' is read by pretraining only (a corpus "
+                      'tokenized by lmresearch.data.prepare); this stage reads documents.')
   if data_cfg.source not in SOURCES:
     raise ConfigError(f'config.data.source={data_cfg.source!r}: expected one of {sorted(SOURCES)}.')
   docs = SOURCES[data_cfg.source](data_cfg, split)

@@ -63,6 +63,8 @@ def get_tokenizer(config, workdir: str, texts_fn=None):
     return tokenizers.load_tokenizer(own)
   source = config.data.tokenizer_path or (
       os.path.join(config.init_from, tokenizers.FILENAME) if config.get('init_from') else '')
+  if not source and config.data.source == 'prepared':   # the corpus's own (data.prepare)
+    source = os.path.join(config.data.path, tokenizers.FILENAME)
   if source:
     tok = tokenizers.load_tokenizer(source)
   elif texts_fn is not None:

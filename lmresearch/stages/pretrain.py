@@ -4,7 +4,7 @@ The template every stage follows: build the data, give the trainer batches and a
 """
 from __future__ import annotations
 
-from lmresearch.data import packing, sources
+from lmresearch.data import packing, prepared, sources
 from lmresearch.models.transformer import ModelConfig, Transformer
 from lmresearch.stages.base import LMStage, padded_vocab
 
@@ -14,15 +14,20 @@ class PretrainStage(LMStage):
 
   def __init__(self, config, workdir: str):
     dc = config.data
-    train_docs = sources.documents(dc, 'train')
-    super().__init__(config, workdir, texts_fn=lambda: train_docs)
-    tok = self.tokenizer
-    self.train_ds = packing.PackedDataset.from_token_lists(
-        tok.encode_batch(train_docs), dc.seq_len, tok.bos_id, tok.eos_id)
-    self.eval_ds = None
-    if config.train.eval_every > 0:
-      self.eval_ds = packing.PackedDataset.from_token_lists(
-          tok.encode_batch(sources.documents(dc, 'validation')), dc.seq_len, tok.bos_id, tok.eos_id)
+    if dc.source == 'prepared':   # tokenized once by lmresearch.data.prepare, read by row
+      super().__init__(config, workdir)
+      prepared.check_tokenizer(dc.path, self.tokenizer, dc.tokenizer_path)
+      make = lambda split: prepared.PreparedDataset(dc.path, split, dc.seq_len,
+                                                    self.tokenizer.bos_id)
+    else:
+      train_docs = sources.documents(dc, 'train')
+      super().__init__(config, workdir, texts_fn=lambda: train_docs)
+      tok = self.tokenizer
+      make = lambda split: packing.PackedDataset.from_token_lists(
+          tok.encode_batch(train_docs if split == 'train' else sources.documents(dc, split)),
+          dc.seq_len, tok.bos_id, tok.eos_id)
+    self.train_ds = make('train')
+    self.eval_ds = make('validation') if config.train.eval_every > 0 else None
 
   @classmethod
   def abstract(cls, config):
