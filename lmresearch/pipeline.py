@@ -18,7 +18,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from lmresearch import fileio
-from lmresearch.runtime import parse_flags, setup_jax
+from lmresearch.runtime import exit_lost_process, parse_flags, setup_jax
 from lmresearch.stages import PARENT
 
 config_flags.DEFINE_config_file('config', os.path.join(os.path.dirname(__file__), '..', 'configs',
@@ -124,6 +124,7 @@ def run_pipeline(config, workdir: str, devices=None) -> dict:
 
 def main(argv):
   del argv
+  import jax
   from lmresearch.errors import ConfigError
   setup_jax(cpu_devices=FLAGS.cpu_devices)
   try:
@@ -133,6 +134,10 @@ def main(argv):
   except (ConfigError, FileNotFoundError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+  except jax.errors.JaxRuntimeError as e:
+    if jax.process_count() > 1:
+      exit_lost_process(e)
+    raise
 
 
 if __name__ == '__main__':

@@ -58,7 +58,30 @@ def init_distributed() -> None:
                     num_processes=int(env['JAX_NUM_PROCESSES']),
                     process_id=int(env['JAX_PROCESS_ID']))
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-  jax.distributed.initialize(**kwargs)
+  # SIGTERM goes to the trainer's handler (saves, then every process stops at one agreed step),
+  # not to JAX's preemption service, which would take the signal and never tell the trainer.
+  jax.config.update('jax_enable_preemption_service', False)
+  # A process that stops sending heartbeats for this long is declared lost (JAX's default: 100 s).
+  jax.distributed.initialize(heartbeat_timeout_seconds=int(env.get('LMR_HEARTBEAT_TIMEOUT', 30)),
+                             **kwargs)
+
+
+def exit_lost_process(error) -> None:
+  """A collective of a multi-process job failed: name the lost processes (the coordination
+  service's view, once their heartbeats time out) in one line and exit now, skipping the shutdown
+  barrier, which would wait for the lost ones and then abort."""
+  import jax
+  from jax._src import distributed
+  n, me = jax.process_count(), jax.process_index()
+  try:
+    live = distributed.global_state.client.get_live_nodes(list(range(n)))
+    lost = 'process ' + ', '.join(str(i) for i in range(n) if i not in live)
+  except Exception as e:   # the service may itself be gone (process 0 was lost)
+    lost = f'a process (the coordinator, process 0, is unreachable: {str(e).splitlines()[0]})'
+  detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+  print(f'error: process {me} of {n}: lost {lost} of this job ({detail}). Rerun the job: it '
+        'resumes from the last complete checkpoint.', file=sys.stderr, flush=True)
+  os._exit(3)
 
 
 def fail(message) -> None:

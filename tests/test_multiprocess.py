@@ -70,3 +70,65 @@ def test_each_process_reads_only_its_rows_of_a_prepared_corpus(tmp_path):
   for step in range(3):
     want = next(it)['inputs'].tolist()
     assert res[0]['batches'][step] + res[1]['batches'][step] == want[0::2] + want[1::2]
+
+
+LONG = [a for a in TINY if not a.startswith(('--config.train.steps', '--config.checkpoint.every'))]
+
+
+def _wait_for_steps(workdir, n: int, procs, timeout: float = 240):
+  import time
+  t = time.time()
+  while len(read_metrics(workdir)) < n:
+    assert time.time() - t < timeout and all(p.poll() is None for p in procs), 'no progress'
+    time.sleep(0.3)
+
+
+@pytest.mark.slow
+def test_sigterm_to_every_process_saves_one_step_exits_zero_and_the_rerun_resumes(tmp_path):
+  import re
+  import signal
+  import time
+  args = ['-m', 'lmresearch.main', f'--workdir={tmp_path}'] + LONG
+  procs = multiprocess.start(args + ['--config.train.steps=2000', '--config.checkpoint.every=0'],
+                             2, 2)
+  _wait_for_steps(tmp_path, 5, procs)
+  procs[0].send_signal(signal.SIGTERM)
+  time.sleep(0.5)   # the processes hear it at different steps; they must still agree on one
+  procs[1].send_signal(signal.SIGTERM)
+  out = multiprocess.collect(procs, 120)
+  saved = []
+  for r in out:
+    assert r.returncode == 0, r.output[-3000:]
+    saved += [int(s) for s in re.findall(r'SIGTERM: saved step (\d+)', r.output)]
+  assert len(saved) == 2 and saved[0] == saved[1], saved
+  again = multiprocess.run(args + [f'--config.train.steps={saved[0] + 2}'], 2, 2)
+  for r in again:
+    assert r.returncode == 0, r.output[-3000:]
+    assert f'resumed from {tmp_path}/checkpoints step {saved[0]}' in r.output
+  assert read_metrics(tmp_path)[-1]['step'] == saved[0] + 2
+
+
+@pytest.mark.slow
+def test_kill_9_of_one_process_ends_the_other_naming_it_and_the_rerun_resumes(tmp_path):
+  import time
+  args = ['-m', 'lmresearch.main', f'--workdir={tmp_path}'] + LONG
+  procs = multiprocess.start(args + ['--config.train.steps=2000', '--config.checkpoint.every=3'],
+                             2, 2)
+  _wait_for_steps(tmp_path, 8, procs)
+  procs[1].kill()
+  t = time.time()
+  out = multiprocess.collect(procs, 90)
+  assert time.time() - t < 60
+  assert out[0].returncode not in (0, -9), out[0].output[-3000:]
+  assert 'error: process 0 of 2: lost process 1 of this job' in out[0].output
+  import os
+  import re
+  steps = sorted(int(d) for d in os.listdir(tmp_path / 'checkpoints') if d.isdigit())
+  assert steps and steps[-1] >= 3
+  again = multiprocess.run(args + [f'--config.train.steps={steps[-1] + 2}',
+                                   '--config.checkpoint.every=3'], 2, 2)
+  for r in again:
+    assert r.returncode == 0, r.output[-3000:]
+  resumed = int(re.search(r'resumed from \S+ step (\d+)', again[0].output).group(1))
+  assert resumed in steps and resumed % 3 == 0   # the newest complete checkpoint
+  assert read_metrics(tmp_path)[-1]['step'] == steps[-1] + 2

@@ -21,6 +21,7 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from tqdm import tqdm
 
@@ -92,7 +93,7 @@ class Trainer:
     self.train_cfg = config.train
     self.optimizer = make_optimizer(config.train)
     self.schedule = learning_rate_schedule(config.train)
-    self._stop = False
+    self._stop = self._signaled = False
     stage.bind(mesh, rules)
 
   # ---- state ---------------------------------------------------------------------------
@@ -177,7 +178,7 @@ class Trainer:
             t_last, steps_timed = time.perf_counter(), 0
           else:
             steps_timed += 1
-          stopping = self._stop     # one snapshot: the signal may land mid-iteration
+          stopping = self._stopping()   # one snapshot: the signal may land mid-iteration
           is_last = done == tc.steps or stopping
           log_now = done % tc.log_every == 0 or is_last
           ckpt_now = (cfg.checkpoint.every > 0 and done % cfg.checkpoint.every == 0) or is_last
@@ -269,7 +270,20 @@ class Trainer:
                        mfu=f'{row.get("perf/mfu", 0):.2%}', refresh=False)
 
   def _on_sigterm(self, *_):
-    self._stop = True
+    self._signaled = True
+
+  def _stopping(self) -> bool:
+    """Every process of a job stops at the same step (the checkpoint and the steps are
+    collective) as soon as any of them got SIGTERM: a host-level all-gather of one flag a step
+    (runtime.init_distributed turns off JAX's own preemption service, whose C++ handler would
+    otherwise take SIGTERM from ours). The handler's flag is only read here, never overwritten:
+    a signal landing during the all-gather counts at the next step."""
+    signaled = self._signaled
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      signaled = bool(np.any(multihost_utils.process_allgather(np.int32(signaled))))
+    self._stop = self._stop or signaled
+    return self._stop
 
 
 def _fmt(v):
