@@ -33,7 +33,7 @@ def get_sweep(h):
                              h.sweep(key + 'embed_dim', [s[1] for s in SIZES]),
                              h.sweep(key + 'mlp_dim', [4 * s[1] for s in SIZES]),
                              h.sweep(key + 'num_heads', [s[2] for s in SIZES])]),
-                    h.sweep('seed', [0])])
+                    h.sweep('seed', [0, 1, 2])])
 
 
 def _params(row):
