@@ -86,3 +86,17 @@ def stage_config(stage: str, root):
   if stage == 'grpo':
     c.grpo.update(group_size=2, kl_coef=0.1)
   return c
+
+
+@pytest.fixture(scope='session')
+def slurm(tmp_path_factory):
+  """A one-node SLURM cluster on localhost (tests/slurm_cluster.py), shared by the session; where
+  it cannot start, the test is skipped and the reason printed."""
+  import slurm_cluster
+  try:
+    env = slurm_cluster.start(tmp_path_factory.mktemp('slurm'))
+  except slurm_cluster.Unavailable as e:
+    print(f'\nSLURM test cluster unavailable: {e}')
+    pytest.skip(f'SLURM test cluster unavailable: {e}')
+  yield env
+  slurm_cluster.stop(env)

@@ -13,16 +13,25 @@ TINY = ['--config=configs/pretrain.py', '--config.train.steps=3', '--config.trai
         '--config.data.seq_len=64', '--config.data.vocab_size=300']
 
 
-@pytest.mark.slow
-def test_pretraining_on_two_processes_logs_the_losses_of_one(tmp_path):
-  one = multiprocess.run(['-m', 'lmresearch.main', f'--workdir={tmp_path}/one'] + TINY, 1, 4)
-  two = multiprocess.run(['-m', 'lmresearch.main', f'--workdir={tmp_path}/two'] + TINY, 2, 2)
+def losses(workdir) -> list:
+  return [m['train/loss'] for m in read_metrics(workdir) if 'train/loss' in m]
+
+
+def assert_two_processes_log_the_losses_of_one(args, workdir) -> list:
+  """`python ARGS --workdir=...` on 1 process x 4 devices and on 2 processes x 2 devices."""
+  one = multiprocess.run(args + [f'--workdir={workdir}/one'], 1, 4)
+  two = multiprocess.run(args + [f'--workdir={workdir}/two'], 2, 2)
   for r in one + two:
     assert r.returncode == 0, r.output[-3000:]
-  loss = lambda w: [m['train/loss'] for m in read_metrics(w) if 'train/loss' in m]
-  assert len(loss(tmp_path / 'one')) == 3
-  assert loss(tmp_path / 'two') == pytest.approx(loss(tmp_path / 'one'), rel=1e-5)
+  assert len(losses(workdir / 'one')) == 3
+  assert losses(workdir / 'two') == pytest.approx(losses(workdir / 'one'), rel=1e-5)
   assert all('[Gloo] Rank' in r.output for r in two)   # the two really joined one job
+  return two
+
+
+@pytest.mark.slow
+def test_pretraining_on_two_processes_logs_the_losses_of_one(tmp_path):
+  assert_two_processes_log_the_losses_of_one(['-m', 'lmresearch.main'] + TINY, tmp_path)
 
 
 READ_ROWS = '''
@@ -132,3 +141,37 @@ def test_kill_9_of_one_process_ends_the_other_naming_it_and_the_rerun_resumes(tm
   resumed = int(re.search(r'resumed from \S+ step (\d+)', again[0].output).group(1))
   assert resumed in steps and resumed % 3 == 0   # the newest complete checkpoint
   assert read_metrics(tmp_path)[-1]['step'] == steps[-1] + 2
+
+
+@pytest.mark.slow
+def test_launch_slurm_sbatch_runs_two_tasks_as_one_job_with_the_losses_of_one_process(tmp_path,
+                                                                                       slurm):
+  import os
+  import subprocess
+  import sys
+  from conftest import ROOT
+  env = {**slurm, 'LMR_PYTHON': sys.executable, 'PYTHONPATH': ROOT,
+         'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+  for k in ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID'):
+    env.pop(k, None)
+  out = subprocess.run(
+      ['sbatch', '--wait', '--nodes=1', '--ntasks-per-node=2', '--cpus-per-task=1',
+       f'--output={tmp_path}/slurm-%j.out', 'scripts/launch_slurm.sbatch', '-m', 'lmresearch.main',
+       f'--workdir={tmp_path}/two'] + TINY, cwd=ROOT, env=env, capture_output=True, text=True,
+      timeout=600)
+  logs = ''.join(open(tmp_path / f).read() for f in os.listdir(tmp_path) if f.startswith('slurm-'))
+  assert out.returncode == 0, out.stderr + logs[-3000:]
+  assert logs.count('[Gloo] Rank') >= 2   # two processes joined one job
+  one = multiprocess.run(['-m', 'lmresearch.main', f'--workdir={tmp_path}/one'] + TINY, 1, 4)
+  assert one[0].returncode == 0, one[0].output[-3000:]
+  assert len(losses(tmp_path / 'one')) == 3
+  assert losses(tmp_path / 'two') == pytest.approx(losses(tmp_path / 'one'), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_sft_on_two_processes_logs_the_losses_of_one(tmp_path):
+  base = multiprocess.run(['-m', 'lmresearch.main', f'--workdir={tmp_path}/base'] + TINY, 1, 4)
+  assert base[0].returncode == 0, base[0].output[-3000:]
+  sft = ['-m', 'lmresearch.main', '--config=configs/sft.py', f'--config.init_from={tmp_path}/base'] + [
+      a for a in TINY if not a.startswith(('--config=', '--config.data.synthetic', '--config.data.vocab'))]
+  assert_two_processes_log_the_losses_of_one(sft, tmp_path)

@@ -10,7 +10,6 @@ import time
 import numpy as np
 import pytest
 
-import slurm_cluster
 from conftest import ROOT
 from lmresearch.errors import ConfigError
 from lmresearch.sweeps import hyper, launchers, plots, results, trials as trials_lib
@@ -204,17 +203,6 @@ def test_a_failing_trial_is_recorded_the_rest_finish_and_a_rerun_retries_only_it
   assert log_runs(work, 'init_from=') == 1 and log_runs(work, 'init_from=_nonexistent_run') == 2
 
 
-@pytest.fixture(scope='module')
-def slurm(tmp_path_factory):
-  try:
-    env = slurm_cluster.start(tmp_path_factory.mktemp('slurm'))
-  except slurm_cluster.Unavailable as e:
-    print(f'\nSLURM test cluster unavailable: {e}')
-    pytest.skip(f'SLURM test cluster unavailable: {e}')
-  yield env
-  slurm_cluster.stop(env)
-
-
 @pytest.mark.slow
 def test_slurm_launcher_runs_an_array_job_and_collects_it(tmp_path, slurm):
   config = write_experiment(tmp_path, "h.sweep('seed', [0, 1])")
@@ -293,4 +281,4 @@ def test_every_shipped_experiment_expands_and_validates(name):
 
 # Experiments whose trials are too long for three seeds in an hour on 2 CPU cores (their READMEs
 # say so); every other experiment runs >= 3 seeds.
-SINGLE_SEED = {'rm_overoptimization', 'cot_vs_scale', 'dpo_vs_ppo_frontier'}
+SINGLE_SEED = {'rm_overoptimization'}
