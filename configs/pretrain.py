@@ -6,7 +6,8 @@
   configs/pretrain.py:preset=llama_1b          Llama-3.2-1B shape, FSDP over a 32-chip slice
   configs/pretrain.py:preset=llama3_8b         Llama-3-8B shape, FSDP over a 64-chip slice
 
-The pod presets read a prepared corpus (`python -m lmresearch.data.prepare`); their memory and
+The Llama presets read a prepared corpus (`python -m lmresearch.data.prepare`; its directory:
+`:preset=llama_1b,data=DIR`, default data/prepared); their memory and
 FLOPs per device, from `--dry_run`, are in the README ("Scaling to pods").
 """
 import os
@@ -55,7 +56,7 @@ def get_config(arg=None):
     shape, mesh, batch, seq_len, remat, accum = LLAMA[preset]
     c.model.update(style='llama', max_len=seq_len, vocab_size=128256, dtype='bfloat16',
                    rope_theta=500000.0, scan_layers=True, remat=remat, **shape)
-    c.data.update(source='prepared', path=args.get('data', 'gs://YOUR_BUCKET/prepared'),
+    c.data.update(source='prepared', path=args.get('data', 'data/prepared'),
                   tokenizer_path=args.get('tokenizer', ''), seq_len=seq_len)
     c.train.update(steps=100_000, batch_size=batch, grad_accum=accum, lr=3e-4, min_lr=3e-5, warmup_steps=2000,
                    b2=0.95, weight_decay=0.1, log_every=100, eval_every=2000, loss_chunk=512)

@@ -175,3 +175,25 @@ def test_sft_on_two_processes_logs_the_losses_of_one(tmp_path):
   sft = ['-m', 'lmresearch.main', '--config=configs/sft.py', f'--config.init_from={tmp_path}/base'] + [
       a for a in TINY if not a.startswith(('--config=', '--config.data.synthetic', '--config.data.vocab'))]
   assert_two_processes_log_the_losses_of_one(sft, tmp_path)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_two_processes_on_fsdp_8_resumes_in_one_on_data_2_fsdp_4(tmp_path):
+  # The schedule must not depend on train.steps, so the first leg can end at the checkpoint.
+  args = ['-m', 'lmresearch.main'] + LONG + ['--config.train.decay_steps=6',
+                                             '--config.checkpoint.every=3']
+  fsdp8 = ['--config.mesh.data=1', '--config.mesh.fsdp=8']
+  data2 = ['--config.mesh.data=2', '--config.mesh.fsdp=4']
+  first = multiprocess.run(args + fsdp8 + [f'--workdir={tmp_path}/run', '--config.train.steps=3'],
+                           2, 4)
+  for r in first:
+    assert r.returncode == 0, r.output[-3000:]
+  second = multiprocess.run(args + data2 + [f'--workdir={tmp_path}/run', '--config.train.steps=6'],
+                            1, 8)
+  assert second[0].returncode == 0, second[0].output[-3000:]
+  assert 'resumed from' in second[0].output and 'step 3' in second[0].output
+  whole = multiprocess.run(args + data2 + [f'--workdir={tmp_path}/whole', '--config.train.steps=6'],
+                           1, 8)
+  assert whole[0].returncode == 0, whole[0].output[-3000:]
+  assert len(losses(tmp_path / 'whole')) == 6
+  assert losses(tmp_path / 'run') == pytest.approx(losses(tmp_path / 'whole'), rel=1e-5)
