@@ -7,6 +7,7 @@ The same code then runs on one CPU, eight simulated devices or a pod: only the c
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from typing import Any, Sequence
 
@@ -139,8 +140,39 @@ def check_divisible(mesh: Mesh, shardings, shapes, what: str = 'param') -> None:
 def put_batch(batch: dict, sharding_for) -> dict:
   """Host numpy batch (this process's rows) -> global jax arrays sharded over the batch axes.
   Values that are already jax arrays (made on device by a stage) pass through."""
-  return {k: v if isinstance(v, jax.Array) else
-          jax.make_array_from_process_local_data(sharding_for(v.ndim), v) for k, v in batch.items()}
+  out = {}
+  for k, v in batch.items():
+    if not isinstance(v, jax.Array):
+      check_process_rows(sharding_for(v.ndim), (v.shape[0] * jax.process_count(),) + v.shape[1:])
+      v = jax.make_array_from_process_local_data(sharding_for(v.ndim), v)
+    out[k] = v
+  return out
+
+
+@functools.lru_cache(maxsize=64)
+def check_process_rows(sharding: NamedSharding, shape: tuple) -> None:
+  """The data iterators give process i block i of the global batch (in the order of the rows), so
+  a multi-process job gets the numbers of one process; the mesh must place that block on process
+  i's devices."""
+  pc, pi = jax.process_count(), jax.process_index()
+  if pc == 1:
+    return
+  spans = [idx[0] for idx in sharding.addressable_devices_indices_map(shape).values()]
+  lo, hi = min(s.start or 0 for s in spans), max(shape[0] if s.stop is None else s.stop for s in spans)
+  k = shape[0] // pc
+  if (lo, hi) != (pi * k, (pi + 1) * k):
+    raise ConfigError(f'process {pi} of {pc} holds batch rows {lo}..{hi - 1} under this mesh, not '
+                      f'its block {pi * k}..{(pi + 1) * k - 1}: put the batch axes (config.rules '
+                      "'batch') over mesh axes that split the processes, in process order.")
+
+
+def fetch(tree):
+  """Device arrays -> host numpy with the whole global value on every process: an array sharded
+  across processes (a batch of samples) is all-gathered; in one process this is device_get."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils
+  return multihost_utils.process_allgather(tree, tiled=True)
 
 
 @contextlib.contextmanager

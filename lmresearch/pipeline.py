@@ -116,7 +116,7 @@ def run_pipeline(config, workdir: str, devices=None) -> dict:
   results['wall_seconds'] = sum(d['seconds'] for d in done.values() if not d.get('reused')) + eval_seconds
   results['stage_seconds'] = {n: d['seconds'] for n, d in done.items() if not d.get('reused')}
   runs = {n: os.path.join(workdir, n) for n in done}
-  out = report.write(workdir, results, runs)
+  out = report.write(workdir, results, runs) if fileio.is_primary() else results
   print(f'[pipeline] report: {workdir}/report.md, report.html, report.json '
         f'({results["wall_seconds"]:.0f} s of stage and evaluation time)', flush=True)
   return out

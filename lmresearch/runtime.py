@@ -64,6 +64,8 @@ def init_distributed() -> None:
   # A process that stops sending heartbeats for this long is declared lost (JAX's default: 100 s).
   jax.distributed.initialize(heartbeat_timeout_seconds=int(env.get('LMR_HEARTBEAT_TIMEOUT', 30)),
                              **kwargs)
+  from lmresearch import fileio
+  fileio.set_primary(jax.process_index() == 0)   # results and reports are written once
 
 
 def exit_lost_process(error) -> None:

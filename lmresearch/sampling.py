@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmresearch import tokenizers
+from lmresearch import parallel, tokenizers
 from lmresearch.models.logprobs import positions_from_mask
 
 DEFAULT_STOP_IDS = (tokenizers._Base.eos_id, tokenizers._Base.end_id)
@@ -256,9 +256,9 @@ def generate(model, params, prompts: Sequence[Sequence[int]], *, max_new_tokens:
                        pad_id=int(pad_id))
   if rows != num:
     out = {k: v[:num] for k, v in out.items()}
-  gen = np.asarray(jax.device_get(out['tokens']))[:, p_len:]
-  lengths = np.asarray(jax.device_get(out['lengths']))
-  finished = np.asarray(jax.device_get(out['finished']))
+  host = parallel.fetch({k: out[k] for k in ('tokens', 'lengths', 'finished')})
+  gen, lengths, finished = (np.asarray(host[k]) for k in ('tokens', 'lengths', 'finished'))
+  gen = gen[:, p_len:]
   out['completions'] = [gen[i, :lengths[i] - int(finished[i])].tolist() for i in range(num)]
   out['prompt_len'] = p_len
   return out

@@ -78,7 +78,7 @@ def test_each_process_reads_only_its_rows_of_a_prepared_corpus(tmp_path):
   it = packing.train_iterator(whole, 8, seed=0)
   for step in range(3):
     want = next(it)['inputs'].tolist()
-    assert res[0]['batches'][step] + res[1]['batches'][step] == want[0::2] + want[1::2]
+    assert res[0]['batches'][step] + res[1]['batches'][step] == want   # blocks 0 and 1
 
 
 LONG = [a for a in TINY if not a.startswith(('--config.train.steps', '--config.checkpoint.every'))]
@@ -197,3 +197,30 @@ def test_a_checkpoint_of_two_processes_on_fsdp_8_resumes_in_one_on_data_2_fsdp_4
   assert whole[0].returncode == 0, whole[0].output[-3000:]
   assert len(losses(tmp_path / 'whole')) == 6
   assert losses(tmp_path / 'run') == pytest.approx(losses(tmp_path / 'whole'), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_the_pipeline_on_two_processes_reports_the_numbers_of_one_and_writes_each_record_once(
+    tmp_path):
+  import json
+  import os
+  args = ['-m', 'lmresearch.pipeline', '--config=configs/pipeline.py:size=smoke']
+  one = multiprocess.run(args + [f'--workdir={tmp_path}/one'], 1, 4, timeout=900)
+  two = multiprocess.run(args + [f'--workdir={tmp_path}/two'], 2, 2, timeout=900)
+  for r in one + two:
+    assert r.returncode == 0, r.output[-3000:]
+
+  def numbers(d, prefix=''):
+    if isinstance(d, dict):
+      return {k2: v2 for k, v in d.items() for k2, v2 in numbers(v, f'{prefix}{k}.').items()}
+    return {prefix: d} if isinstance(d, (int, float)) and not isinstance(d, bool) else {}
+  report = lambda w: {k: v for k, v in numbers(json.load(open(w / 'report.json'))).items()
+                      if 'seconds' not in k}   # PPO, evaluation, every stage's figures
+  a, b = report(tmp_path / 'one'), report(tmp_path / 'two')
+  assert len(a) > 100 and a.keys() == b.keys()
+  assert b == pytest.approx(a, rel=1e-4, abs=1e-6)
+  records = sorted(f for f in os.listdir(tmp_path / 'one' / 'eval') if f.endswith('.jsonl'))
+  assert records == sorted(f for f in os.listdir(tmp_path / 'two' / 'eval') if f.endswith('.jsonl'))
+  for f in records:   # every sample and score present once, as one process writes them
+    assert (tmp_path / 'two' / 'eval' / f).read_text() == (tmp_path / 'one' / 'eval' / f).read_text()
+  assert not [f for f in os.listdir(tmp_path / 'two' / 'eval') if f.endswith('.tmp')]

@@ -135,7 +135,8 @@ def train_iterator(ds, global_batch: int, seed: int):
   if global_batch % pc:
     raise ValueError(f'config.train.batch_size={global_batch} does not split over {pc} processes.')
   order = grain.MapDataset.range(len(ds)).shuffle(seed=seed).repeat()
-  local = order.batch(global_batch, drop_remainder=True).map(lambda ix: ix[pi::pc])
+  n = global_batch // pc   # this process's rows: block pi of the global batch (parallel.put_batch)
+  local = order.batch(global_batch, drop_remainder=True).map(lambda ix: ix[pi * n:(pi + 1) * n])
   rows = local.map(ds.rows)
   return rows.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)).__iter__()
 
@@ -147,4 +148,6 @@ def eval_batches(ds, global_batch: int, max_batches: int) -> list[dict]:
   if n < 1:
     raise ValueError(f'held-out split has {len(ds)} sequences, fewer than one batch of '
                      f'{global_batch}; lower config.train.batch_size or add held-out data.')
-  return [ds.rows(np.arange(b * global_batch, (b + 1) * global_batch)[pi::pc]) for b in range(n)]
+  k = global_batch // pc   # as in train_iterator: this process's contiguous block
+  return [ds.rows(np.arange(b * global_batch + pi * k, b * global_batch + (pi + 1) * k))
+          for b in range(n)]

@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
-from lmresearch import sampling
+from lmresearch import parallel, sampling
 from lmresearch.answers import matches, predict
 from lmresearch.data import world as world_lib
 from lmresearch.evaluation import prompting
@@ -45,7 +45,7 @@ def generate(run: Run, prompts: Sequence[Sequence[int]], *, samples: int = 1,
                               temperature=temperature, stop_ids=(tok.eos_id, tok.end_id),
                               pad_id=tok.pad_id)
       texts += sampling.decode_completions(tok, out['completions'][:n], stops)
-      finished += np.asarray(out['finished'])[:n].tolist()
+      finished += np.asarray(parallel.fetch(out['finished']))[:n].tolist()
   group = lambda xs: [xs[i:i + samples] for i in range(0, len(xs), samples)]
   return group(texts), group(finished)
 

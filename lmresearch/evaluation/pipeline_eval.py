@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmresearch import fileio, sampling
+from lmresearch import fileio, parallel, sampling
 from lmresearch.data import labeler
 from lmresearch.answers import matches, predict
 from lmresearch.evaluation import best_of_n, claims, prompting, scoring, tasks
@@ -36,9 +36,8 @@ class Cache:
       with open(path) as f:
         return json.load(f)
     summary, records = fn()
-    with open(os.path.join(self.dir, key + '.jsonl'), 'w') as f:
-      for r in records:
-        f.write(json.dumps(r, default=str) + '\n')
+    fileio.write_text(os.path.join(self.dir, key + '.jsonl'),
+                      ''.join(json.dumps(r, default=str) + '\n' for r in records))
     out = {'summary': summary, 'records': records}
     fileio.write_json(path, out, default=str)
     return out
@@ -54,9 +53,10 @@ def samples_vs_reference(run, ref, questions, max_new_tokens: int, seed: int = 0
     ref_lp = jax.jit(lambda p, t, m: token_logprobs(ref.model, p, t, m))(ref.params, out['tokens'], out['mask'])
     p_len = out['prompt_len']
     gen_ref = ref_lp[:, p_len - 1:]
-    kl = np.asarray(jnp.sum((out['logprobs'] - gen_ref) * out['completion_mask'], axis=1))
+    kl, finished = parallel.fetch(
+        (jnp.sum((out['logprobs'] - gen_ref) * out['completion_mask'], axis=1), out['finished']))
+  kl, finished = np.asarray(kl), np.asarray(finished).tolist()
   texts = sampling.decode_completions(run.tok, out['completions'])
-  finished = np.asarray(out['finished']).tolist()
   records = [{'question': q, 'output': t, 'kl': float(k), 'finished': f}
              for q, t, k, f in zip(questions, texts, kl, finished)]
   return {'kl': float(np.mean(kl)), 'num_samples': len(prompts)}, records

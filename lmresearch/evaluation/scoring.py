@@ -7,7 +7,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from lmresearch import tokenizers
+from lmresearch import parallel, tokenizers
 from lmresearch.runs import Run
 from lmresearch.stages.reward import score
 
@@ -29,7 +29,7 @@ def reward_scores(rm: Run, prompts: Sequence[str], responses: Sequence[str],
       mask[:, 0] = 1   # filler rows hold one pad token
       for i, x in enumerate(chunk):
         tokens[i, :len(x)], mask[i, :len(x)] = x, 1
-      out.append(np.asarray(fn(rm.params, tokens, mask))[:len(chunk)])
+      out.append(np.asarray(parallel.fetch(fn(rm.params, tokens, mask)))[:len(chunk)])
   return np.concatenate(out) - rm.offset
 
 

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmresearch import sampling
+from lmresearch import parallel, sampling
 from lmresearch.data import formats
 from lmresearch.answers import is_correct
 from lmresearch.models.logprobs import token_logprobs
@@ -51,9 +51,9 @@ class GRPOStage(rl.RLStage):
   def _rewards(self, out, indices, dataset, group: int):
     """Host side: decode each response and check its final answer."""
     p = dataset.prompt.shape[1]
-    tokens = np.asarray(jax.device_get(out['tokens']))[:, p:]
-    lengths = np.asarray(jax.device_get(out['lengths']))
-    answers = [dataset.examples[int(i)]['answer'] for i in np.asarray(jax.device_get(indices))]
+    host = parallel.fetch({'tokens': out['tokens'], 'lengths': out['lengths'], 'i': indices})
+    tokens, lengths = np.asarray(host['tokens'])[:, p:], np.asarray(host['lengths'])
+    answers = [dataset.examples[int(i)]['answer'] for i in np.asarray(host['i'])]
     texts = [self.tokenizer.decode(tokens[k, :lengths[k]], skip_special=True) for k in range(len(tokens))]
     return np.array([float(is_correct(t, answers[k // group])) for k, t in enumerate(texts)], np.float32)
 

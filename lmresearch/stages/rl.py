@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lmresearch import tokenizers
+from lmresearch import parallel, tokenizers
 from lmresearch.errors import ConfigError
 from lmresearch.answers import matches, predict
 from lmresearch.data import formats, labeler
@@ -182,6 +182,7 @@ class RLStage(LMStage):
     """The held-out replies judged by the embedded world's noise-free labeler (the gold reward a
     reward model only approximates) and by their answer: what over-optimization is measured by."""
     width = self.config.rl.max_prompt_len
+    tokens, mask, finished = parallel.fetch((tokens, mask, finished))
     tokens, mask = np.asarray(tokens)[:, width:], np.asarray(mask)[:, width:].astype(bool)
     gold, right = [], []
     for ex, t, m, f in zip(self.eval_prompts.examples, tokens, mask, np.asarray(finished)):

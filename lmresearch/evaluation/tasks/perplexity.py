@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmresearch import parallel
 from lmresearch.data import packing
 from lmresearch.data import world as world_lib
 from lmresearch.data.sources import read_jsonl
@@ -72,7 +73,7 @@ def perplexity(task: Task, run, batch_size: int = 32) -> tuple[dict, list[dict]]
       idx = np.arange(start, start + rows)
       batch = ds.rows(np.minimum(idx, last))
       batch['weights'][idx > last] = 0   # filler rows
-      nll = np.asarray(weighted_nll(run.params, batch)).ravel()
+      nll = np.asarray(parallel.fetch(weighted_nll(run.params, batch))).ravel()
       # Row i predicts tokens i * seq_len + 1 ... (i + 1) * seq_len of the stream.
       owner = doc_ids[np.minimum(idx, last)[:, None] * seq_len + np.arange(1, seq_len + 1)].ravel()
       nats += np.bincount(owner, nll, n_ids)
