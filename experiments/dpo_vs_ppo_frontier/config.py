@@ -34,14 +34,15 @@ def get_config(arg=None):
 
 
 def get_sweep(h):
-  return h.chain([
+  # The seed varies the DPO/PPO training and the sampling; the reused SFT and RM are one run.
+  return h.product([h.chain([
       h.product([h.fixed('run', UPSTREAM + ',dpo'), h.fixed('eval.models', 'dpo'),
                  h.sweep('stages.dpo.dpo.beta', [0.03, 0.1, 0.3, 1.0])]),
       h.product([h.fixed('run', UPSTREAM + ',ppo'), h.fixed('eval.models', 'rlhf'),
                  h.sweep('stages.ppo.ppo.kl_coef', [0.1, 0.3, 1.0, 3.0])]),
       h.product([h.fixed('run', UPSTREAM), h.fixed('eval.models', 'sft'),
                  h.fixed('eval.best_of', max(BON))]),
-  ])
+  ]), h.sweep('seed', [0, 1, 2])])
 
 
 def _pick(row, key):
