@@ -43,7 +43,7 @@ def base_config(stage: str = 'pretrain', init_from: str = '') -> ml_collections.
 
   c.data = ml_collections.ConfigDict(dict(
       source='synthetic', path='', eval_path='', text_key='text', val_fraction=0.1, seq_len=256,
-      tokenizer='bpe', vocab_size=512, tokenizer_path='',
+      tokenizer='bpe', vocab_size=512, tokenizer_path='', read_threads=1,
       tfds_name='', tfds_data_dir='', tfds_train_split='train', tfds_eval_split='test', max_docs=0,
       synthetic=ml_collections.ConfigDict(dict(
           world_seed=0, num_docs=20000, worked_fraction=0.5,

@@ -85,10 +85,10 @@ def peak_rss(cmd) -> tuple[float, int]:
   return peak / 1e6, proc.returncode
 
 
-def loader_tokens_per_sec(directory: str, batches: int) -> float:
+def loader_tokens_per_sec(directory: str, batches: int, threads: int) -> float:
   from lmresearch.data import packing, prepared
   ds = prepared.PreparedDataset(directory, 'train', GPT2_SEQ, 1)
-  it = packing.train_iterator(ds, GPT2_BATCH, seed=0)
+  it = packing.train_iterator(ds, GPT2_BATCH, seed=0, threads=threads)
   next(it)
   t = time.perf_counter()
   for _ in range(batches):
@@ -99,7 +99,7 @@ def loader_tokens_per_sec(directory: str, batches: int) -> float:
 def main():
   ap = argparse.ArgumentParser()
   ap.add_argument('--corpus_mb', type=float, default=20)
-  ap.add_argument('--copies', type=int, default=200)
+  ap.add_argument('--copies', type=int, default=450)
   ap.add_argument('--steps', type=int, default=40)
   ap.add_argument('--batches', type=int, default=20)
   ap.add_argument('--keep', default='', help='directory to keep the corpora in (default: temporary)')
@@ -138,15 +138,17 @@ def main():
     print(f'pretraining {args.steps} steps on {name}: peak RSS {rss[name]:,.0f} MB')
   print(f'peak RSS difference (big - small): {rss["big"] - rss["small"]:+,.0f} MB '
         f'(target: under 100 MB)')
-  others = OthersShare().start()
-  tps = loader_tokens_per_sec(big, args.batches)
-  print(f'loader: {tps:,.0f} tokens/s in one process at batch {GPT2_BATCH} x {GPT2_SEQ} '
-        f'(shuffled rows of the big corpus; other processes used {others.stop() or 0:.0%} of the CPU)')
-  for name, peak in PEAKS.items():
-    step = GPT2_FLOPS_PER_STEP / peak
-    need = GPT2_BATCH * GPT2_SEQ / step
-    print(f'gpt2_124m step on {name} at 100% MFU: {step:.3f} s -> needs {need:,.0f} tokens/s; '
-          f'loader margin {tps / need:.1f}x (target: >= 10x)')
+  for threads in sorted({1, cores()}):
+    others = OthersShare().start()
+    tps = loader_tokens_per_sec(big, args.batches, threads)
+    print(f'loader, config.data.read_threads={threads}: {tps:,.0f} tokens/s in one process at batch '
+          f'{GPT2_BATCH} x {GPT2_SEQ} (shuffled rows of the big corpus; other processes used '
+          f'{others.stop() or 0:.0%} of the CPU)')
+    for name, peak in PEAKS.items():
+      step = GPT2_FLOPS_PER_STEP / peak
+      need = GPT2_BATCH * GPT2_SEQ / step
+      print(f'  gpt2_124m step on {name} at 100% MFU: {step:.3f} s -> needs {need:,.0f} '
+            f'tokens/s; loader margin {tps / need:.1f}x (target: >= 10x)')
   if not args.keep:
     shutil.rmtree(root)
 

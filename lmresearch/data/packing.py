@@ -81,6 +81,25 @@ def window_batch(toks: np.ndarray, docs: np.ndarray, loss_mask: np.ndarray | Non
   }
 
 
+def bos_window_batch(toks: np.ndarray, bos_id: int) -> dict:
+  """`window_batch` of rows whose documents each start with BOS (a prepared corpus), computed
+  from the BOS marks alone: a target that is BOS starts another document (weight 0), an input
+  that is BOS starts a segment."""
+  t = toks.shape[1] - 1
+  is_bos = toks == bos_id
+  new_doc = is_bos[:, :-1].copy()
+  new_doc[:, 0] = True
+  ar = np.arange(t, dtype=np.int32)[None, :]
+  starts = np.maximum.accumulate(np.where(new_doc, ar, 0), axis=1)
+  return {
+      'inputs': toks[:, :-1].astype(np.int32),
+      'targets': toks[:, 1:].astype(np.int32),
+      'segment_ids': np.cumsum(new_doc, axis=1, dtype=np.int32),
+      'positions': (ar - starts).astype(np.int32),
+      'weights': (~is_bos[:, 1:]).astype(np.float32),
+  }
+
+
 class PackedExamples:
   """Whole examples (e.g. chats) packed greedily into rows of seq_len + 1, never split across
   rows (an answer must see its question); the remainder of a row is padding (segment 0).
@@ -129,8 +148,10 @@ class PackedExamples:
     }
 
 
-def train_iterator(ds, global_batch: int, seed: int):
-  """`ds`: anything with len() (rows) and rows(indices) -> a batch dict. An endless, checkpointable iterator over this process's share of each global batch."""
+def train_iterator(ds, global_batch: int, seed: int, threads: int = 1):
+  """`ds`: anything with len() (rows) and rows(indices) -> a batch dict. An endless, checkpointable
+  iterator over this process's share of each global batch; `threads` build batches ahead in
+  parallel (config.data.read_threads; the order is the same for any count)."""
   pc, pi = jax.process_count(), jax.process_index()
   if global_batch % pc:
     raise ValueError(f'config.train.batch_size={global_batch} does not split over {pc} processes.')
@@ -138,7 +159,7 @@ def train_iterator(ds, global_batch: int, seed: int):
   n = global_batch // pc   # this process's rows: block pi of the global batch (parallel.put_batch)
   local = order.batch(global_batch, drop_remainder=True).map(lambda ix: ix[pi * n:(pi + 1) * n])
   rows = local.map(ds.rows)
-  return rows.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)).__iter__()
+  return rows.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=4)).__iter__()
 
 
 def eval_batches(ds, global_batch: int, max_batches: int) -> list[dict]:

@@ -84,7 +84,7 @@ def write_shard(job) -> dict:
   tok = tokenizers.load_tokenizer(tokenizer_path)
   docs = shard_documents(dc, shard)
   path = os.path.join(out, shard.name + '.arrayrecord')
-  writer = ArrayRecordWriter(path + '.tmp', 'group_size:1')
+  writer = ArrayRecordWriter(path + '.tmp', 'group_size:1,uncompressed')   # reads are CPU-bound
   pending, tokens = np.zeros(0, dtype), 0
   for b in range(0, len(docs), 1000):
     ids = tok.encode_batch(docs[b:b + 1000])

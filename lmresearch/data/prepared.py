@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from lmresearch.data.packing import window_batch
+from lmresearch.data.packing import bos_window_batch
 from lmresearch.errors import ConfigError
 
 META = 'meta.json'
@@ -67,7 +67,6 @@ class PreparedDataset:
   train_iterator and eval_batches expect). `tokens_read` counts the tokens this process loaded."""
 
   def __init__(self, directory: str, split: str, seq_len: int, bos_id: int):
-    import grain
     meta = read_meta(directory)
     if split not in meta['splits']:
       raise ConfigError(f'{directory}/{META} has no {split!r} split (it has '
@@ -78,8 +77,8 @@ class PreparedDataset:
     counts = np.array([s['tokens'] for s in shards], np.int64)
     self.token_start = np.concatenate([[0], np.cumsum(counts)])
     self.record_start = np.concatenate([[0], np.cumsum(-(-counts // self.chunk))])
-    self.source = grain.sources.ArrayRecordDataSource(
-        [os.path.join(directory, s['file']) for s in shards])
+    self.paths = [os.path.join(directory, s['file']) for s in shards]
+    self.readers = {}   # shard -> ArrayRecordReader, opened on first use
     self.num_windows = (int(self.token_start[-1]) - 1) // seq_len
     if self.num_windows < 1:
       raise ValueError(f'{directory} ({split}) holds {self.token_start[-1]} tokens: fewer than one '
@@ -110,7 +109,7 @@ class PreparedDataset:
         wanted.append(int(self.record_start[sh]) + np.arange(lo, hi + 1))
         t, sh = int(self.token_start[sh + 1]), sh + 1
     wanted = np.unique(np.concatenate(wanted)) if wanted else np.zeros(0, np.int64)
-    parts = [np.frombuffer(b, self.dtype) for b in self.source.__getitems__(wanted.tolist())]
+    parts = [np.frombuffer(b, self.dtype) for b in self._read(wanted)]
     # A span's records are consecutive in the stream, so they sit side by side in `buf` too.
     offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])[:-1]]).astype(np.int64)
     buf = np.concatenate(parts)
@@ -119,7 +118,20 @@ class PreparedDataset:
     self.tokens_read += out.size
     return out
 
+  def _read(self, records: np.ndarray) -> list[bytes]:
+    """Records by global index (sorted), one batched read per shard file, in this thread (grain's
+    ArrayRecordDataSource would start a thread-pool task per file a batch touches)."""
+    from array_record.python.array_record_module import ArrayRecordReader
+    shard = np.searchsorted(self.record_start, records, side='right') - 1
+    out = []
+    for sh in np.unique(shard):
+      if sh not in self.readers:
+        self.readers[sh] = ArrayRecordReader(self.paths[sh], 'readahead_buffer_size:0')
+      local = records[shard == sh] - self.record_start[sh]
+      out += self.readers[sh].read([int(i) for i in local])
+    return out
+
   def rows(self, indices: np.ndarray) -> dict:
     t = self.seq_len
     toks = self.spans(np.asarray(indices, np.int64) * t, t + 1)
-    return window_batch(toks, np.cumsum(toks == self.bos_id, axis=1, dtype=np.int32))
+    return bos_window_batch(toks, self.bos_id)

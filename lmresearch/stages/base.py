@@ -152,7 +152,8 @@ class LMStage(Stage):
 
   # A stage with self.train_ds / self.eval_ds (anything with len() and rows(indices)):
   def train_iterator(self):
-    return packing.train_iterator(self.train_ds, self.config.train.batch_size, self.config.seed)
+    return packing.train_iterator(self.train_ds, self.config.train.batch_size, self.config.seed,
+                                  self.config.data.get('read_threads', 1))
 
   def eval_batches(self):
     return packing.eval_batches(self.eval_ds, self.config.train.batch_size,
