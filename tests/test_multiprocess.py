@@ -224,3 +224,24 @@ def test_the_pipeline_on_two_processes_reports_the_numbers_of_one_and_writes_eac
   for f in records:   # every sample and score present once, as one process writes them
     assert (tmp_path / 'two' / 'eval' / f).read_text() == (tmp_path / 'one' / 'eval' / f).read_text()
   assert not [f for f in os.listdir(tmp_path / 'two' / 'eval') if f.endswith('.tmp')]
+
+
+@pytest.mark.slow
+def test_a_damaged_latest_checkpoint_of_a_two_process_run_is_named_and_skipped(tmp_path):
+  import os
+  from test_resume import _damage
+  args = ['-m', 'lmresearch.main'] + LONG + ['--config.train.decay_steps=6',
+                                             '--config.checkpoint.every=2',
+                                             '--config.checkpoint.max_to_keep=3']
+  run = tmp_path / 'run'
+  for r in multiprocess.run(args + [f'--workdir={tmp_path}/whole', '--config.train.steps=6'], 2, 2):
+    assert r.returncode == 0, r.output[-3000:]
+  for r in multiprocess.run(args + [f'--workdir={run}', '--config.train.steps=4'], 2, 2):
+    assert r.returncode == 0, r.output[-3000:]
+  _damage(str(run), 4)
+  again = multiprocess.run(args + [f'--workdir={run}', '--config.train.steps=6'], 2, 2)
+  for r in again:
+    assert r.returncode == 0, r.output[-3000:]
+  assert "checkpoint step 4 is damaged (item 'params'" in again[0].output
+  assert sorted(os.listdir(run / 'checkpoints')) == ['2', '4', '4.damaged', '6']
+  assert losses(run) == pytest.approx(losses(tmp_path / 'whole'), rel=1e-6)   # resumed from 2

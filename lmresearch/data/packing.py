@@ -63,14 +63,27 @@ class PackedDataset:
 
 def window_batch(toks: np.ndarray, docs: np.ndarray, loss_mask: np.ndarray | None = None) -> dict:
   """[rows, seq_len + 1] tokens and their document ids -> the model's batch."""
-  t = toks.shape[1] - 1
   weights = (docs[:, :-1] == docs[:, 1:]).astype(np.float32)
   if loss_mask is not None:
     weights *= loss_mask[:, 1:]
   seg_in = docs[:, :-1]
-  # Positions restart where the document changes (and at the window start).
-  ar = np.arange(t)[None, :]
   new_doc = np.concatenate([np.ones((len(toks), 1), bool), seg_in[:, 1:] != seg_in[:, :-1]], 1)
+  return _batch(toks, new_doc, weights)
+
+
+def bos_window_batch(toks: np.ndarray, bos_id: int) -> dict:
+  """`window_batch` of rows whose documents each start with BOS (a prepared corpus), computed
+  from the BOS marks alone: a target that is BOS starts another document (weight 0), an input
+  that is BOS starts a segment."""
+  is_bos = toks == bos_id
+  new_doc = is_bos[:, :-1].copy()
+  new_doc[:, 0] = True
+  return _batch(toks, new_doc, (~is_bos[:, 1:]).astype(np.float32))
+
+
+def _batch(toks, new_doc, weights) -> dict:
+  """Segments start where new_doc is set (and at the window start); positions restart there."""
+  ar = np.arange(toks.shape[1] - 1, dtype=np.int32)[None, :]
   starts = np.maximum.accumulate(np.where(new_doc, ar, 0), axis=1)
   return {
       'inputs': toks[:, :-1].astype(np.int32),
@@ -78,25 +91,6 @@ def window_batch(toks: np.ndarray, docs: np.ndarray, loss_mask: np.ndarray | Non
       'segment_ids': np.cumsum(new_doc, axis=1, dtype=np.int32),
       'positions': (ar - starts).astype(np.int32),
       'weights': weights,
-  }
-
-
-def bos_window_batch(toks: np.ndarray, bos_id: int) -> dict:
-  """`window_batch` of rows whose documents each start with BOS (a prepared corpus), computed
-  from the BOS marks alone: a target that is BOS starts another document (weight 0), an input
-  that is BOS starts a segment."""
-  t = toks.shape[1] - 1
-  is_bos = toks == bos_id
-  new_doc = is_bos[:, :-1].copy()
-  new_doc[:, 0] = True
-  ar = np.arange(t, dtype=np.int32)[None, :]
-  starts = np.maximum.accumulate(np.where(new_doc, ar, 0), axis=1)
-  return {
-      'inputs': toks[:, :-1].astype(np.int32),
-      'targets': toks[:, 1:].astype(np.int32),
-      'segment_ids': np.cumsum(new_doc, axis=1, dtype=np.int32),
-      'positions': (ar - starts).astype(np.int32),
-      'weights': (~is_bos[:, 1:]).astype(np.float32),
   }
 
 
