@@ -12,6 +12,7 @@ setup(
         'ml-collections>=1.0', 'absl-py', 'numpy',
         'tensorflow-datasets>=4.9', 'importlib_resources',  # TFDS imports it without declaring it
         'grain>=0.2.10',          # checkpointable, seeded data pipelines
+        'array-record>=0.5',      # prepared token shards (lmresearch.data.prepare)
         'tokenizers>=0.20',       # byte-level BPE training and encoding
         'tensorboardX>=2.6',      # TensorBoard event files without TensorFlow
         'tqdm', 'matplotlib',
@@ -20,6 +21,6 @@ setup(
         # torch: the PyTorch reference the benchmark compares with, checked against our model
         # by tests/test_torch_reference.py (pinned: 2.13.0 is the CPU wheel; unpinned is GBs).
         'test': ['pytest>=8', 'torch==2.13.0'],
-        'bench': ['torch==2.13.0'],
+        'bench': ['torch==2.13.0', 'psutil'],   # psutil: scripts/bench_data.py's RSS polling
     },
 )
