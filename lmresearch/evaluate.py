@@ -101,7 +101,8 @@ def main(argv):
     summary = evaluate()
   except (ConfigError, FileNotFoundError, ValueError) as e:
     fail(e)
-  print(json.dumps(summary, indent=2))
+  if fileio.is_primary():   # one summary per job, not one per process
+    print(json.dumps(summary, indent=2))
 
 
 if __name__ == '__main__':

@@ -14,6 +14,7 @@ import warnings
 
 from absl import app, flags
 
+from lmresearch import fileio
 from lmresearch.runtime import check_args, fail, setup_jax
 
 flags.DEFINE_string('workdir', None, 'Run directory to sample from (its config.json, '
@@ -88,6 +89,8 @@ def main(argv):
                    best_of=FLAGS.best_of, reward_from=FLAGS.reward_from)
   except (ConfigError, FileNotFoundError, ValueError) as e:
     fail(e)
+  if not fileio.is_primary():   # every process samples its share; process 0 prints all
+    return
   for i, (prompt, text) in enumerate(zip(FLAGS.prompt, texts), 1):
     what = (f'best of {FLAGS.best_of}, reward {scores[i - 1].max():+.3f} (all: '
             + ' '.join(f'{x:+.2f}' for x in sorted(scores[i - 1], reverse=True)) + ')'

@@ -245,3 +245,28 @@ def test_a_damaged_latest_checkpoint_of_a_two_process_run_is_named_and_skipped(t
   assert "checkpoint step 4 is damaged (item 'params'" in again[0].output
   assert sorted(os.listdir(run / 'checkpoints')) == ['2', '4', '4.damaged', '6']
   assert losses(run) == pytest.approx(losses(tmp_path / 'whole'), rel=1e-6)   # resumed from 2
+
+
+@pytest.mark.slow
+def test_sample_and_evaluate_on_two_processes_print_and_write_what_one_does(tmp_path):
+  import json
+  base = multiprocess.run(['-m', 'lmresearch.main', f'--workdir={tmp_path}/base'] + TINY, 1, 4)
+  assert base[0].returncode == 0, base[0].output[-3000:]
+  sample = ['-m', 'lmresearch.sample', f'--workdir={tmp_path}/base', '--prompt=The town of',
+            '--prompt=Question: 2 + 3', '--max_new_tokens=8', '--seed=3']
+  evaluate = ['-m', 'lmresearch.evaluate', f'--workdir={tmp_path}/base', '--limit=12',
+              '--max_new_tokens=8', '--batch_size=8']
+  for name, args in (('sample', sample), ('evaluate', evaluate)):
+    extra = [f'--out={tmp_path}/{name}-%d.jsonl'] if name == 'evaluate' else []
+    one = multiprocess.run(args + [a.replace('%d', '1') for a in extra], 1, 4)
+    two = multiprocess.run(args + [a.replace('%d', '2') for a in extra], 2, 2)
+    for r in one + two:
+      assert r.returncode == 0, r.output[-3000:]
+    start = '=== [1] prompt ===' if name == 'sample' else '{'
+    shown = lambda out: out[out.index(start):] if start in out else ''
+    assert shown(one[0].output)
+    assert shown(two[0].output) == shown(one[0].output), name   # process 0 prints it all ...
+    assert not shown(two[1].output), name                        # ... and only process 0
+    if name == 'evaluate':   # each record once, as one process writes them
+      rows = lambda n: [json.loads(l) for l in open(tmp_path / f'evaluate-{n}.jsonl')]
+      assert len(rows(1)) == 12 and rows(2) == rows(1)
