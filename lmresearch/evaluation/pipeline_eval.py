@@ -26,20 +26,28 @@ PREVIOUS = {'sft': 'base', 'rlhf': 'sft', 'dpo': 'sft', 'grpo': 'sft'}
 
 
 class Cache:
+  """Each measurement once per run directory: kept in memory, and on disk (by process 0) so a
+  rerun skips it. Memory first: another process's file may not have landed yet when a key is
+  asked for again, and a process that recomputed it alone would leave the others' collectives."""
   def __init__(self, workdir):
     self.dir = os.path.join(workdir, 'eval')
+    self.memory = {}
     os.makedirs(self.dir, exist_ok=True)
 
   def get(self, key, fn):
+    if key in self.memory:
+      return self.memory[key]
     path = os.path.join(self.dir, key + '.json')
     if os.path.exists(path):
       with open(path) as f:
-        return json.load(f)
+        self.memory[key] = json.load(f)
+      return self.memory[key]
     summary, records = fn()
     fileio.write_text(os.path.join(self.dir, key + '.jsonl'),
                       ''.join(json.dumps(r, default=str) + '\n' for r in records))
     out = {'summary': summary, 'records': records}
     fileio.write_json(path, out, default=str)
+    self.memory[key] = json.loads(json.dumps(out, default=str))   # what the file gives back
     return out
 
 
