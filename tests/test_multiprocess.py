@@ -119,6 +119,7 @@ def test_sigterm_to_every_process_saves_one_step_exits_zero_and_the_rerun_resume
 
 @pytest.mark.slow
 def test_kill_9_of_one_process_ends_the_other_naming_it_and_the_rerun_resumes(tmp_path):
+  import re
   import time
   args = ['-m', 'lmresearch.main', f'--workdir={tmp_path}'] + LONG
   procs = multiprocess.start(args + ['--config.train.steps=2000', '--config.checkpoint.every=3'],
@@ -129,9 +130,10 @@ def test_kill_9_of_one_process_ends_the_other_naming_it_and_the_rerun_resumes(tm
   out = multiprocess.collect(procs, 90)
   assert time.time() - t < 60
   assert out[0].returncode not in (0, -9), out[0].output[-3000:]
-  assert 'error: process 0 of 2: lost process 1 of this job' in out[0].output
+  # Our line, or (when the coordination service's own abort wins the race with ours) JAX's.
+  assert re.search(r'error: process 0 of 2: lost process 1 of this job|'
+                   r'stopped sending heartbeats\):\s*1\b', out[0].output), out[0].output[-3000:]
   import os
-  import re
   steps = sorted(int(d) for d in os.listdir(tmp_path / 'checkpoints') if d.isdigit())
   assert steps and steps[-1] >= 3
   again = multiprocess.run(args + [f'--config.train.steps={steps[-1] + 2}',
