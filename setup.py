@@ -12,7 +12,7 @@ setup(
         'ml-collections>=1.0', 'absl-py', 'numpy',
         'tensorflow-datasets>=4.9', 'importlib_resources',  # TFDS imports it without declaring it
         'grain>=0.2.10',          # checkpointable, seeded data pipelines
-        'array-record>=0.5',      # prepared token shards (lmresearch.data.prepare)
+        'array-record>=0.8.6',    # prepared token shards (lmresearch.data.prepare); reads gs:// itself
         'tokenizers>=0.20',       # byte-level BPE training and encoding
         'tensorboardX>=2.6',      # TensorBoard event files without TensorFlow
         'tqdm', 'matplotlib',
@@ -22,5 +22,7 @@ setup(
         # by tests/test_torch_reference.py (pinned: 2.13.0 is the CPU wheel; unpinned is GBs).
         'test': ['pytest>=8', 'torch==2.13.0'],
         'bench': ['torch==2.13.0', 'psutil'],   # psutil: scripts/bench_data.py's RSS polling
+        # a gs:// workdir: gcsfs (etils.epath's backend), google-cloud-storage (tensorboardX)
+        'gcs': ['gcsfs', 'google-cloud-storage'],
     },
 )

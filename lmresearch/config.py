@@ -5,7 +5,6 @@ Validation runs before anything compiles: each problem is one line naming the ke
 """
 from __future__ import annotations
 
-import json
 import os
 
 import jax.numpy as jnp
@@ -112,15 +111,14 @@ def validate(config, num_devices: int, stages=None) -> None:
 
 
 def save(config, workdir: str) -> None:
-  fileio.write_text(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))
+  fileio.write_text(fileio.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))
 
 
 def load(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
+  path = fileio.join(workdir, 'config.json')
+  if not fileio.exists(path):
     raise FileNotFoundError(f'{path} not found: is {workdir} a run directory?')
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(fileio.read_json(path))
 
 
 def reused_stages(config) -> list[str]:
@@ -150,8 +148,8 @@ def inherit_model(config) -> None:
 
 def check_same_model(config, workdir: str) -> None:
   """A workdir that already holds checkpoints must be resumed with the same model."""
-  if not os.path.isdir(os.path.join(workdir, 'checkpoints')) or not os.path.exists(
-      os.path.join(workdir, 'config.json')):
+  if not fileio.isdir(fileio.join(workdir, 'checkpoints')) or not fileio.exists(
+      fileio.join(workdir, 'config.json')):
     return
   old = load(workdir)
   for key in config.model.keys():

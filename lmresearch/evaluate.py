@@ -90,7 +90,7 @@ def _finish(summary: dict, records: list, run) -> dict:
 
 
 def _write(path: str, text: str) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fileio.makedirs(os.path.dirname(fileio.absolute(path)))
   fileio.write_text(path, text)
 
 

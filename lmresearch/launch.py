@@ -4,14 +4,12 @@ Kept apart from main.py, which defines command-line flags at import.
 """
 from __future__ import annotations
 
-import os
-
 
 def run(config, workdir: str, dry_run: bool = False, devices=None) -> dict:
   """Runs config.stage in workdir; `devices` (default: all) is for tests that compare meshes."""
   import jax
   from lmresearch import config as lmc
-  from lmresearch import parallel
+  from lmresearch import fileio, parallel
   from lmresearch.stages import REGISTRY
   from lmresearch.training.trainer import Trainer
 
@@ -22,7 +20,7 @@ def run(config, workdir: str, dry_run: bool = False, devices=None) -> dict:
     from lmresearch.stages.pretrain import PretrainStage
     from lmresearch.training.dry_run import dry_run as do_dry_run
     return do_dry_run(config, PretrainStage.abstract(config), devices)
-  os.makedirs(workdir, exist_ok=True)
+  fileio.makedirs(workdir)
   lmc.check_same_model(config, workdir)
   if jax.process_index() == 0:
     lmc.save(config, workdir)

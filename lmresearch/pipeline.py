@@ -9,7 +9,6 @@ Run it again after an interruption: finished stages are not redone, an unfinishe
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -31,10 +30,7 @@ FLAGS = flags.FLAGS
 
 
 def _load_json(path, default=None):
-  if not os.path.exists(path):
-    return default
-  with open(path) as f:
-    return json.load(f)
+  return fileio.read_json(path) if fileio.exists(path) else default
 
 
 def run_stages(config, workdir: str, devices=None) -> dict:
@@ -43,13 +39,13 @@ def run_stages(config, workdir: str, devices=None) -> dict:
   done = {}
   reuse = check_reuse(config)
   for name in config.run.split(','):
-    stage_dir = os.path.join(workdir, name)
-    marker = os.path.join(stage_dir, 'DONE.json')
-    if name in reuse and not os.path.exists(marker):
+    stage_dir = fileio.join(workdir, name)
+    marker = fileio.join(stage_dir, 'DONE.json')
+    if name in reuse and not fileio.exists(marker):
       if os.path.islink(stage_dir):   # a link whose target has gone: point it again
         os.remove(stage_dir)
       link_upstream(config.upstream, name, stage_dir)
-    if os.path.exists(marker):
+    if fileio.exists(marker):
       done[name] = {**_load_json(marker), 'reused': os.path.islink(stage_dir)}
       print(f'[pipeline] {name}: finished earlier, skipped', flush=True)
       continue
@@ -57,9 +53,9 @@ def run_stages(config, workdir: str, devices=None) -> dict:
     with sc.unlocked():
       sc.seed = config.seed
       if name in PARENT:
-        sc.init_from = os.path.join(workdir, PARENT[name])
+        sc.init_from = fileio.join(workdir, PARENT[name])
       if name == 'ppo':
-        sc.reward_from = os.path.join(workdir, 'reward')
+        sc.reward_from = fileio.join(workdir, 'reward')
     print(f'[pipeline] {name}: training in {stage_dir}', flush=True)
     t = time.time()
     summary = launch.run(sc, stage_dir, devices=devices)
@@ -92,6 +88,10 @@ def link_upstream(upstream: str, name: str, stage_dir: str) -> None:
   """A finished stage of another pipeline run, used as this run's own (a symlink): sweeps of a
   later stage's settings train their common parents once (config.upstream, config.reuse)."""
   from lmresearch.errors import ConfigError
+  if fileio.is_remote(stage_dir):
+    raise ConfigError(f'config.reuse links finished stages into the workdir, and {stage_dir} is '
+                      'on an object store (no symlinks): use a local or mounted workdir, or '
+                      'train every stage (config.reuse=\'\').')
   source = os.path.abspath(os.path.join(upstream, name))
   if not os.path.exists(os.path.join(source, 'DONE.json')):
     raise ConfigError(f'config.upstream={upstream!r}: {source} holds no finished {name} stage '
@@ -106,16 +106,16 @@ def link_upstream(upstream: str, name: str, stage_dir: str) -> None:
 
 def run_pipeline(config, workdir: str, devices=None) -> dict:
   from lmresearch.evaluation import pipeline_eval, report
-  os.makedirs(workdir, exist_ok=True)
+  fileio.makedirs(workdir)
   done = run_stages(config, workdir, devices)
   t = time.time()
   results = pipeline_eval.evaluate(config, workdir, [n for n in config.run.split(',')])
-  eval_seconds = _load_json(os.path.join(workdir, 'eval', 'seconds.json'), 0.0) + time.time() - t
-  fileio.write_json(os.path.join(workdir, 'eval', 'seconds.json'), eval_seconds, indent=2)
+  eval_seconds = _load_json(fileio.join(workdir, 'eval', 'seconds.json'), 0.0) + time.time() - t
+  fileio.write_json(fileio.join(workdir, 'eval', 'seconds.json'), eval_seconds, indent=2)
   # A reused stage's time was spent by the upstream run, not by this one.
   results['wall_seconds'] = sum(d['seconds'] for d in done.values() if not d.get('reused')) + eval_seconds
   results['stage_seconds'] = {n: d['seconds'] for n, d in done.items() if not d.get('reused')}
-  runs = {n: os.path.join(workdir, n) for n in done}
+  runs = {n: fileio.join(workdir, n) for n in done}
   out = report.write(workdir, results, runs) if fileio.is_primary() else results
   print(f'[pipeline] report: {workdir}/report.md, report.html, report.json '
         f'({results["wall_seconds"]:.0f} s of stage and evaluation time)', flush=True)

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 
 from lmresearch import config as lmc
-from lmresearch import parallel, tokenizers
+from lmresearch import fileio, parallel, tokenizers
 from lmresearch.errors import ConfigError
 from lmresearch.stages.base import build_model
 from lmresearch.stages.reward import build_scalar_model, load_reward_offset, reward_pool
@@ -51,7 +50,7 @@ def load(workdir: str, reward: bool = False, chat: Optional[bool] = None, mesh=N
   chat None: the chat template unless the run is a pretrained base model. (sample.load_run does
   the same for language models only, and importing it would define the sampler's CLI flags.)"""
   config = lmc.load(workdir)
-  own = os.path.exists(os.path.join(workdir, tokenizers.FILENAME))
+  own = fileio.exists(fileio.join(workdir, tokenizers.FILENAME))
   tok = tokenizers.load_tokenizer(workdir if own else config.data.get('tokenizer_path') or workdir)
   model = (build_scalar_model if reward else build_model)(config, tok)
   if mesh is None:

@@ -7,7 +7,6 @@ rollouts, evaluation) speaks one format. A tokenizer is trained once, saved in t
 from __future__ import annotations
 
 import json
-import os
 from typing import Iterable, Sequence
 
 from lmresearch import fileio
@@ -67,7 +66,7 @@ class CharTokenizer(_Base):
     return ''.join(out)
 
   def save(self, directory: str) -> None:
-    fileio.write_json(os.path.join(directory, FILENAME), {'type': 'char', 'chars': self.chars})
+    fileio.write_json(fileio.join(directory, FILENAME), {'type': 'char', 'chars': self.chars})
 
 
 class BPETokenizer(_Base):
@@ -94,9 +93,9 @@ class BPETokenizer(_Base):
     return cls(tok)
 
   @classmethod
-  def from_file(cls, path: str) -> 'BPETokenizer':
+  def from_json(cls, text: str) -> 'BPETokenizer':
     from tokenizers import Tokenizer
-    return cls(Tokenizer.from_file(path))
+    return cls(Tokenizer.from_str(text))
 
   def encode(self, text: str) -> list[int]:
     return self.hf.encode(text, add_special_tokens=False).ids
@@ -108,7 +107,7 @@ class BPETokenizer(_Base):
     return self.hf.decode([int(i) for i in ids], skip_special_tokens=skip_special)
 
   def save(self, directory: str) -> None:
-    with fileio.replacing(os.path.join(directory, FILENAME)) as tmp:
+    with fileio.replacing(fileio.join(directory, FILENAME)) as tmp:
       self.hf.save(tmp)
 
 
@@ -122,16 +121,16 @@ def train_tokenizer(kind: str, texts: Sequence[str], vocab_size: int = 0):
 
 def load_tokenizer(directory_or_file: str):
   path = directory_or_file
-  if os.path.isdir(path):
-    path = os.path.join(path, FILENAME)
-  if not os.path.exists(path):
+  if fileio.isdir(path):
+    path = fileio.join(path, FILENAME)
+  if not fileio.exists(path):
     raise FileNotFoundError(f'no tokenizer at {path}: train one by running pretraining in that '
                             'workdir, or point config.data.tokenizer_path at a tokenizer.json.')
-  with open(path) as f:
-    obj = json.load(f)
+  text = fileio.read_text(path)
+  obj = json.loads(text)
   if obj.get('type') == 'char':
     return CharTokenizer(obj['chars'])
-  return BPETokenizer.from_file(path)
+  return BPETokenizer.from_json(text)
 
 
 def render_chat(tok, messages: Sequence[dict], add_generation_prompt: bool = False):

@@ -107,12 +107,15 @@ def write_shard(job) -> dict:
 def prepare(dc, tokenizer_path: str, out: str, workers: int = 1, docs_per_shard: int = 50_000,
             chunk: int = 2048, progress: bool = True) -> dict:
   """Writes the shards not yet written, then meta.json; returns the meta."""
+  if fileio.is_remote(out):   # its resume renames a finished shard into place: a local move
+    raise ConfigError(f'--out={out}: prepare into a local directory, then copy it up '
+                      '(`gcloud storage cp -r`); pretraining reads the shards from gs:// itself.')
   tok = tokenizers.load_tokenizer(tokenizer_path)
   for split in SPLITS:
     os.makedirs(os.path.join(out, split), exist_ok=True)
   own_tok = os.path.join(out, tokenizers.FILENAME)
   if os.path.exists(own_tok):
-    tok_file = tokenizer_path if tokenizer_path.endswith('.json') else os.path.join(
+    tok_file = tokenizer_path if tokenizer_path.endswith('.json') else fileio.join(
         tokenizer_path, tokenizers.FILENAME)
     if prepared.file_sha256(own_tok) != prepared.file_sha256(tok_file):
       raise ConfigError(f'--out={out} was prepared with another tokenizer ({own_tok}); '

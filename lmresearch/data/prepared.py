@@ -13,11 +13,11 @@ the rows of its share of the batch.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 
 import numpy as np
+from etils import epath
 
+from lmresearch import fileio
 from lmresearch.data.packing import bos_window_batch
 from lmresearch.errors import ConfigError
 
@@ -31,20 +31,19 @@ def token_dtype(vocab_size: int) -> str:
 
 def file_sha256(path: str) -> str:
   h = hashlib.sha256()
-  with open(path, 'rb') as f:
+  with epath.Path(path).open('rb') as f:
     for block in iter(lambda: f.read(1 << 20), b''):
       h.update(block)
   return h.hexdigest()
 
 
 def read_meta(directory: str) -> dict:
-  path = os.path.join(directory, META)
-  if not os.path.exists(path):
+  path = fileio.join(directory, META)
+  if not fileio.exists(path):
     raise ConfigError(f'config.data.path={directory!r}: no {META} there; prepare the corpus with '
                       f'`python -m lmresearch.data.prepare --out={directory} ...` (a shard-only '
                       'directory is an unfinished prepare: rerun it to finish).')
-  with open(path) as f:
-    return json.load(f)
+  return fileio.read_json(path)
 
 
 def check_tokenizer(directory: str, tok, tokenizer_path: str = '') -> None:
@@ -55,8 +54,8 @@ def check_tokenizer(directory: str, tok, tokenizer_path: str = '') -> None:
                       f'({directory}/{meta["tokenizer"]}); this run has {tok.vocab_size} tokens. '
                       'Leave config.data.tokenizer_path empty to use the prepared one.')
   if tokenizer_path:
-    path = tokenizer_path if os.path.isfile(tokenizer_path) else os.path.join(
-        tokenizer_path, meta['tokenizer'])
+    path = fileio.join(tokenizer_path, meta['tokenizer']) if fileio.isdir(
+        tokenizer_path) else tokenizer_path
     if file_sha256(path) != meta['tokenizer_sha256']:
       raise ConfigError(f'config.data.tokenizer_path={tokenizer_path!r} is not the tokenizer '
                         f'{directory} was prepared with; leave it empty to use that one.')
@@ -77,7 +76,7 @@ class PreparedDataset:
     counts = np.array([s['tokens'] for s in shards], np.int64)
     self.token_start = np.concatenate([[0], np.cumsum(counts)])
     self.record_start = np.concatenate([[0], np.cumsum(-(-counts // self.chunk))])
-    self.paths = [os.path.join(directory, s['file']) for s in shards]
+    self.paths = [fileio.join(directory, s['file']) for s in shards]
     self.readers = {}   # shard -> ArrayRecordReader, opened on first use
     self.num_windows = (int(self.token_start[-1]) - 1) // seq_len
     if self.num_windows < 1:
@@ -126,6 +125,7 @@ class PreparedDataset:
     out = []
     for sh in np.unique(shard):
       if sh not in self.readers:
+        # A gs:// shard is read by array_record's own GCS client (riegeli's, 0.8.6 and later).
         self.readers[sh] = ArrayRecordReader(self.paths[sh], 'readahead_buffer_size:0')
       local = records[shard == sh] - self.record_start[sh]
       out += self.readers[sh].read([int(i) for i in local])
@@ -135,3 +135,4 @@ class PreparedDataset:
     t = self.seq_len
     toks = self.spans(np.asarray(indices, np.int64) * t, t + 1)
     return bos_window_batch(toks, self.bos_id)
+

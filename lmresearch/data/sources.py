@@ -10,15 +10,18 @@ import json
 import os
 from typing import Iterator
 
+from etils import epath
+
+from lmresearch import fileio
 from lmresearch.data import world
 from lmresearch.errors import ConfigError
 
 
 def read_jsonl(path: str) -> Iterator[tuple[int, dict]]:
   """Yields (line_number, object); a malformed line is an error naming file and line."""
-  if not os.path.exists(path):
+  if not fileio.exists(path):
     raise ConfigError(f'{path}: no such file.')
-  with open(path, encoding='utf-8') as f:
+  with epath.Path(path).open('r', encoding='utf-8') as f:
     for n, line in enumerate(f, 1):
       if not line.strip():
         continue
@@ -34,7 +37,11 @@ def read_jsonl(path: str) -> Iterator[tuple[int, dict]]:
 def paths(pattern: str) -> list[str]:
   if not pattern:
     raise ConfigError('config.data.path is empty: name a file (or glob) for this data source.')
-  paths = sorted(glob.glob(os.path.expanduser(pattern)))
+  if fileio.is_remote(pattern):   # gs://bucket/dir/*.txt: the last part may be a glob
+    parent, name = pattern.rsplit('/', 1)
+    paths = sorted(os.fspath(p) for p in epath.Path(parent).glob(name))
+  else:
+    paths = sorted(glob.glob(os.path.expanduser(pattern)))
   if not paths:
     raise ConfigError(f'config.data.path={pattern!r}: no such file.')
   return paths
@@ -47,8 +54,7 @@ def split_docs(docs: list, split: str, val_fraction: float) -> list:
 
 def text_file(path: str, split: str, val_fraction: float) -> str:
   """One text file as one document: its first or last part (nanoGPT's 90/10 split)."""
-  with open(path, encoding='utf-8') as f:
-    text = f.read()
+  text = fileio.read_text(path)
   cut = int(len(text) * (1 - val_fraction))
   return text[:cut] if split == 'train' else text[cut:]
 

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -30,20 +29,19 @@ class Cache:
   rerun skips it. Memory first: another process's file may not have landed yet when a key is
   asked for again, and a process that recomputed it alone would leave the others' collectives."""
   def __init__(self, workdir):
-    self.dir = os.path.join(workdir, 'eval')
+    self.dir = fileio.join(workdir, 'eval')
     self.memory = {}
-    os.makedirs(self.dir, exist_ok=True)
+    fileio.makedirs(self.dir)
 
   def get(self, key, fn):
     if key in self.memory:
       return self.memory[key]
-    path = os.path.join(self.dir, key + '.json')
-    if os.path.exists(path):
-      with open(path) as f:
-        self.memory[key] = json.load(f)
+    path = fileio.join(self.dir, key + '.json')
+    if fileio.exists(path):
+      self.memory[key] = fileio.read_json(path)
       return self.memory[key]
     summary, records = fn()
-    fileio.write_text(os.path.join(self.dir, key + '.jsonl'),
+    fileio.write_text(fileio.join(self.dir, key + '.jsonl'),
                       ''.join(json.dumps(r, default=str) + '\n' for r in records))
     out = {'summary': summary, 'records': records}
     fileio.write_json(path, out, default=str)
@@ -77,9 +75,9 @@ def evaluate(config, workdir: str, stages) -> dict:
   ec = config.eval
   cache = Cache(workdir)
   wanted = [m for m in ec.get('models', '').split(',') if m]
-  runs = {model: tasks.load(os.path.join(workdir, stage)) for stage, model in MODELS
+  runs = {model: tasks.load(fileio.join(workdir, stage)) for stage, model in MODELS
           if stage in stages and (not wanted or model in wanted or model == 'sft')}
-  judge = tasks.load(os.path.join(workdir, 'reward'), reward=True) if 'reward' in stages else None
+  judge = tasks.load(fileio.join(workdir, 'reward'), reward=True) if 'reward' in stages else None
   world_seed = config.stages.pretrain.data.synthetic.world_seed
   arith = tasks.load_task('world_arithmetic', world_seed=world_seed, limit=3 * ec.per_step)
   facts = tasks.load_task('world_facts', world_seed=world_seed, limit=ec.facts)

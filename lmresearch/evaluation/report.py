@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import base64
 import html
-import json
-import os
+import io
 from typing import Optional
 
 from lmresearch import fileio
@@ -117,10 +116,16 @@ def plot_curves(workdir: str, runs: dict, out_dir: str) -> list[str]:
       ax.grid(alpha=0.3)
       name = title.split()[0].replace('/', '') + '.png'
       fig.tight_layout()
-      fig.savefig(os.path.join(out_dir, name), dpi=110)
+      _save(fig, out_dir, name)
       names.append(name)
     plt.close(fig)
   return names
+
+
+def _save(fig, out_dir: str, name: str) -> None:
+  buf = io.BytesIO()
+  fig.savefig(buf, format='png', dpi=110)
+  fileio.write_bytes(fileio.join(out_dir, name), buf.getvalue())
 
 
 def plot_stages(results: dict, out_dir: str) -> Optional[str]:
@@ -148,7 +153,7 @@ def plot_stages(results: dict, out_dir: str) -> Optional[str]:
   axes[0].legend(fontsize=7)
   fig.tight_layout()
   name = 'stages.png'
-  fig.savefig(os.path.join(out_dir, name), dpi=110)
+  _save(fig, out_dir, name)
   plt.close(fig)
   return name
 
@@ -176,12 +181,11 @@ def write(workdir: str, results: dict, runs: dict) -> dict:
     md.append('')
   curves = [p for p in plots if p != bars]   # the bar chart already sits beside the stage table
   md += ['## Curves', ''] + [f'![{p}]({p})' for p in curves]
-  with open(os.path.join(workdir, 'report.md'), 'w') as f:
-    f.write('\n'.join(md) + '\n')
+  fileio.write_text(fileio.join(workdir, 'report.md'), '\n'.join(md) + '\n')
 
   def img(name):
-    with open(os.path.join(workdir, name), 'rb') as f:
-      return f'<img src="data:image/png;base64,{base64.b64encode(f.read()).decode()}">'
+    png = fileio.read_bytes(fileio.join(workdir, name))
+    return f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
   imgs = ''.join(img(p) for p in curves)
   examples = ''.join(
@@ -198,7 +202,7 @@ def write(workdir: str, results: dict, runs: dict) -> dict:
           f'<h2>The reward model, per kind of reply</h2>{_html_table(rh, rr)}'
           f'<h2>Prompting</h2>{_html_table(ph, pr)}<h2>Side by side</h2>{examples}'
           f'<h2>Curves</h2>{imgs}')
-  fileio.write_text(os.path.join(workdir, 'report.html'), page)
+  fileio.write_text(fileio.join(workdir, 'report.html'), page)
 
   machine = {'wall_seconds': results['wall_seconds'], 'stages': results['stages'],
              'reward_model_accuracy': results.get('reward_model_accuracy'),
@@ -209,5 +213,5 @@ def write(workdir: str, results: dict, runs: dict) -> dict:
              'prompting_by_steps': results['prompting_by_steps'], 'plots': plots}
   if results.get('best_of_n'):
     machine['best_of_n'] = results['best_of_n']
-  fileio.write_json(os.path.join(workdir, 'report.json'), machine, indent=2)
+  fileio.write_json(fileio.join(workdir, 'report.json'), machine, indent=2)
   return machine

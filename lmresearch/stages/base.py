@@ -27,12 +27,11 @@ share.
 from __future__ import annotations
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
 
-from lmresearch import parallel, tokenizers
+from lmresearch import fileio, parallel, tokenizers
 from lmresearch.data import packing
 from lmresearch.models.logprobs import chunked_nll_sums, nll_sums
 from lmresearch.models.transformer import (ModelConfig, Transformer, count_params, flops_per_token,
@@ -58,13 +57,13 @@ def build_model(config, tok) -> Transformer:
 def get_tokenizer(config, workdir: str, texts_fn=None):
   """The workdir's tokenizer; else config.data.tokenizer_path's or the parent run's (copied here);
   else (pretraining) train one on texts_fn() and save it."""
-  own = os.path.join(workdir, tokenizers.FILENAME)
-  if os.path.exists(own):
+  own = fileio.join(workdir, tokenizers.FILENAME)
+  if fileio.exists(own):
     return tokenizers.load_tokenizer(own)
   source = config.data.tokenizer_path or (
-      os.path.join(config.init_from, tokenizers.FILENAME) if config.get('init_from') else '')
+      fileio.join(config.init_from, tokenizers.FILENAME) if config.get('init_from') else '')
   if not source and config.data.source == 'prepared':   # the corpus's own (data.prepare)
-    source = os.path.join(config.data.path, tokenizers.FILENAME)
+    source = fileio.join(config.data.path, tokenizers.FILENAME)
   if source:
     tok = tokenizers.load_tokenizer(source)
   elif texts_fn is not None:
@@ -73,7 +72,7 @@ def get_tokenizer(config, workdir: str, texts_fn=None):
     raise FileNotFoundError('no tokenizer: set config.init_from to the parent run or '
                             'config.data.tokenizer_path to a tokenizer.json.')
   if jax.process_index() == 0 and workdir:
-    os.makedirs(workdir, exist_ok=True)
+    fileio.makedirs(workdir)
     tok.save(workdir)
   return tok
 

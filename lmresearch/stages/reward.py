@@ -9,14 +9,12 @@ training, rewards are shifted so that the SFT model's own samples score 0 on ave
 """
 from __future__ import annotations
 
-import json
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmresearch import sampling, tokenizers
+from lmresearch import fileio, sampling, tokenizers
 from lmresearch.data import formats
 from lmresearch.errors import ConfigError
 from lmresearch.models.heads import ScalarHeadModel, last_token_index
@@ -118,11 +116,10 @@ def score(model, params, tokens, mask, positions=None, pool: str = 'last'):
 
 
 def load_reward_offset(workdir: str) -> float:
-  path = os.path.join(workdir, NORM_FILE)
-  if not os.path.exists(path):
+  path = fileio.join(workdir, NORM_FILE)
+  if not fileio.exists(path):
     return 0.0
-  with open(path) as f:
-    return float(json.load(f)['offset'])
+  return float(fileio.read_json(path)['offset'])
 
 
 class RewardStage(LMStage):
@@ -177,7 +174,6 @@ class RewardStage(LMStage):
                             rng=jax.random.PRNGKey(self.config.seed), temperature=1.0)
     r = score(self.rm, params, out['tokens'], out['mask'], out['positions'], self.config.reward.pool)
     offset = float(jnp.mean(r))
-    if jax.process_index() == 0:
-      with open(os.path.join(self.workdir, NORM_FILE), 'w') as f:
-        json.dump({'offset': offset, 'num_samples': len(prompts)}, f)
+    fileio.write_json(fileio.join(self.workdir, NORM_FILE),
+                      {'offset': offset, 'num_samples': len(prompts)})
     return {'reward/sft_sample_mean_before_norm': offset}

@@ -6,14 +6,17 @@ so a run killed mid-save leaves the previous checkpoint as the latest one.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
 import threading
-from typing import Any, Optional
+from typing import Optional
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
+
+from lmresearch import fileio
 
 ITEMS = ('params', 'train', 'data')
 
@@ -25,7 +28,7 @@ def abstract_with_shardings(abstract_tree, shardings):
 
 class Checkpointer:
   def __init__(self, directory: str, max_to_keep: int = 3, use_async: bool = True):
-    self.directory = os.path.abspath(directory)
+    self.directory = fileio.absolute(directory)
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
@@ -51,8 +54,7 @@ class Checkpointer:
     damaged = [s for s in self.manager.all_steps() if step is None or s > step]
     for s in damaged:
       if jax.process_index() == 0:
-        os.replace(os.path.join(self.directory, str(s)),
-                   os.path.join(self.directory, f'{s}.damaged'))
+        epath.Path(self.directory, str(s)).rename(epath.Path(self.directory, f'{s}.damaged'))
     if damaged:
       self.manager.reload()
     return None if step is None else (step, items['params'], items['train'], items['data'])
@@ -78,16 +80,20 @@ def newest_intact(manager, directory: str, args: dict, steps=None):
   problems = []
   _quiet_leftovers()
   for step in steps:
-    items = {}
+    items, why = {}, ''
     try:
       for name, make in args.items():
         items[name] = manager.restore(step, args=ocp.args.Composite(**{name: make()}))[name]
-      return step, items
     except Exception as e:   # a shape mismatch is a config error; anything else, damage
       why = _first_line(e)
       if isinstance(e, ValueError) and 'shape' in why.lower() and 'OUT_OF_RANGE' not in why:
         raise ValueError(f'{directory} step {step} does not fit this model ({why}); check that '
                          'config.model matches the run that wrote it.') from None
+    # Each process reads only its shards: damage one of them read must send all back a step.
+    if _on_every_process(not why):
+      return step, items
+    if not why:   # this process read its part whole
+      name, why = 'its part on another process', 'unreadable there'
     problems.append(f'step {step} ({name}: {why})')
     print(f'warning: {directory}: checkpoint step {step} is damaged (item {name!r}: {why}); '
           'trying an older one.', file=sys.stderr, flush=True)
@@ -95,6 +101,13 @@ def newest_intact(manager, directory: str, args: dict, steps=None):
     raise CheckpointError(f'{directory}: no intact checkpoint: {"; ".join(problems)}. Delete the '
                           'damaged steps to start over.')
   return None, {}
+
+
+def _on_every_process(ok: bool) -> bool:
+  if jax.process_count() == 1:
+    return ok
+  from jax.experimental import multihost_utils
+  return bool(np.all(multihost_utils.process_allgather(np.asarray(ok))))
 
 
 def _quiet_leftovers() -> None:
@@ -135,8 +148,8 @@ def _first_line(e: Exception) -> str:
 def restore_params(workdir: str, abstract_params, step: Optional[int] = None):
   """Only the params of a run's checkpoint (for sampling, evaluation, or a later stage): the
   given step, or the newest intact one."""
-  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
-  if not os.path.isdir(directory):
+  directory = fileio.join(fileio.absolute(workdir), 'checkpoints')
+  if not fileio.isdir(directory):
     raise FileNotFoundError(f'{workdir}: no checkpoints/ directory; train in that workdir first.')
   manager = ocp.CheckpointManager(directory, item_names=ITEMS)
   if step is not None and step not in manager.all_steps():

@@ -4,7 +4,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import time
 
 import jax
@@ -50,15 +49,19 @@ def peak_flops(override: float = 0.0) -> float:
 
 
 class MetricWriter:
-  """Appends to metrics.jsonl and TensorBoard; only process 0 writes."""
+  """Appends to metrics.jsonl and TensorBoard; only process 0 writes. An object store (gs://)
+  has no append: there the file is rewritten whole, from the rows kept in memory."""
 
   def __init__(self, workdir: str):
     self.enabled = jax.process_index() == 0
-    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.path = fileio.join(workdir, 'metrics.jsonl')
+    self.rows = None   # remote: the file's text
     self.tb = None
     if self.enabled:
-      from tensorboardX import SummaryWriter
-      self.tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+      from tensorboardX import SummaryWriter   # writes gs:// itself (google-cloud-storage)
+      self.tb = SummaryWriter(fileio.join(workdir, 'tensorboard'))
+      if fileio.is_remote(self.path):
+        self.rows = fileio.read_text(self.path) if fileio.exists(self.path) else ''
 
   def write(self, step: int, metrics: dict) -> None:
     if not self.enabled:
@@ -68,16 +71,22 @@ class MetricWriter:
       v = float(np.asarray(v))
       row[k] = v
       self.tb.add_scalar(k, v, step)
+    if self.rows is not None:
+      self.rows += json.dumps(row) + '\n'
+      fileio.write_text(self.path, self.rows)
+      return
     with open(self.path, 'a') as f:
       f.write(json.dumps(row) + '\n')
 
   def truncate_after(self, step: int) -> None:
     """On resume, drop rows the killed run logged past its last checkpoint (they are redone)."""
-    if not self.enabled or not os.path.exists(self.path):
+    if not self.enabled or not fileio.exists(self.path):
       return
-    with open(self.path) as f:
-      rows = [l for l in f if l.strip() and json.loads(l).get('step', 0) <= step]
+    rows = [l for l in fileio.read_text(self.path).splitlines(keepends=True)
+            if l.strip() and json.loads(l).get('step', 0) <= step]
     fileio.write_text(self.path, ''.join(rows))
+    if self.rows is not None:
+      self.rows = ''.join(rows)
 
   def close(self) -> None:
     if self.tb is not None:
@@ -85,8 +94,7 @@ class MetricWriter:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-  path = os.path.join(workdir, 'metrics.jsonl')
-  if not os.path.exists(path):
+  path = fileio.join(workdir, 'metrics.jsonl')
+  if not fileio.exists(path):
     return []
-  with open(path) as f:
-    return [json.loads(l) for l in f if l.strip()]
+  return [json.loads(l) for l in fileio.read_text(path).splitlines() if l.strip()]

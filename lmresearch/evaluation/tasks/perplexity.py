@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import math
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmresearch import parallel
+from lmresearch import fileio, parallel
 from lmresearch.data import packing
 from lmresearch.data import world as world_lib
 from lmresearch.data.sources import read_jsonl
@@ -38,10 +37,9 @@ def _texts(path: str) -> list[str]:
         raise ConfigError(f'{path}:{n}: expected {{"text": str}}.')
       texts.append(obj['text'])
     return texts
-  if not os.path.exists(path):
+  if not fileio.exists(path):
     raise ConfigError(f'{path}: no such file.')
-  with open(path, encoding='utf-8') as f:
-    return [f.read()]
+  return [fileio.read_text(path)]
 
 
 def perplexity(task: Task, run, batch_size: int = 32) -> tuple[dict, list[dict]]:
