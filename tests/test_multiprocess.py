@@ -17,16 +17,42 @@ def losses(workdir) -> list:
   return [m['train/loss'] for m in read_metrics(workdir) if 'train/loss' in m]
 
 
-def assert_two_processes_log_the_losses_of_one(args, workdir) -> list:
-  """`python ARGS --workdir=...` on 1 process x 4 devices and on 2 processes x 2 devices."""
-  one = multiprocess.run(args + [f'--workdir={workdir}/one'], 1, 4)
-  two = multiprocess.run(args + [f'--workdir={workdir}/two'], 2, 2)
-  for r in one + two:
+def logged(workdir, keys) -> dict:
+  """{key: its value at each step that logged it}."""
+  return {k: [m[k] for m in read_metrics(workdir) if k in m] for k in keys}
+
+
+def assert_ok(results) -> None:
+  for r in results:
     assert r.returncode == 0, r.output[-3000:]
-  assert len(losses(workdir / 'one')) == 3
-  assert losses(workdir / 'two') == pytest.approx(losses(workdir / 'one'), rel=1e-5)
+
+
+def assert_two_processes_log_the_losses_of_one(args, workdir, keys=('train/loss',),
+                                               steps=3) -> list:
+  """`python ARGS --workdir=...` on 1 process x 8 devices and on 2 processes x 4 devices (one mesh
+  shape): each of `keys` logged at the same steps with the same values."""
+  one = multiprocess.run(args + [f'--workdir={workdir}/one'], 1, 8)
+  two = multiprocess.run(args + [f'--workdir={workdir}/two'], 2, 4)
+  assert_ok(one + two)
+  a, b = logged(workdir / 'one', keys), logged(workdir / 'two', keys)
+  assert len(a['train/loss']) == steps and all(a.values()), a
+  for k in keys:
+    assert b[k] == pytest.approx(a[k], rel=1e-5), k
   assert all('[Gloo] Rank' in r.output for r in two)   # the two really joined one job
   return two
+
+
+def pretrain(workdir, extra=(), devices=8) -> None:
+  """A tiny pretraining run on one process: the parent of a later stage, sample or evaluate."""
+  assert_ok(multiprocess.run(['-m', 'lmresearch.main', f'--workdir={workdir}'] + TINY + list(extra),
+                             1, devices))
+
+
+def sft(parent) -> list:
+  """A tiny SFT run from `parent` (its model; the embedded chats, not the pretraining data)."""
+  return ['-m', 'lmresearch.main', '--config=configs/sft.py', f'--config.init_from={parent}'] + [
+      a for a in TINY
+      if not a.startswith(('--config=', '--config.data.synthetic', '--config.data.vocab'))]
 
 
 @pytest.mark.slow
@@ -172,11 +198,32 @@ def test_launch_slurm_sbatch_runs_two_tasks_as_one_job_with_the_losses_of_one_pr
 
 @pytest.mark.slow
 def test_sft_on_two_processes_logs_the_losses_of_one(tmp_path):
-  base = multiprocess.run(['-m', 'lmresearch.main', f'--workdir={tmp_path}/base'] + TINY, 1, 4)
-  assert base[0].returncode == 0, base[0].output[-3000:]
-  sft = ['-m', 'lmresearch.main', '--config=configs/sft.py', f'--config.init_from={tmp_path}/base'] + [
-      a for a in TINY if not a.startswith(('--config=', '--config.data.synthetic', '--config.data.vocab'))]
-  assert_two_processes_log_the_losses_of_one(sft, tmp_path)
+  pretrain(tmp_path / 'base')
+  assert_two_processes_log_the_losses_of_one(sft(tmp_path / 'base'), tmp_path)
+
+
+# PPO about the size of conftest.stage_config('ppo'), on its 2x2x2 mesh (the 4 batch shards split
+# each rollout of 8 prompts into the 2 minibatches); the tiny parents come from pipeline_dirs.
+# 16 new tokens, not fewer: then some replies end and are scored by the reward model (not all
+# capped at ppo.degenerate_reward).
+PPO_TINY = ['--config=configs/ppo.py', '--config.train.steps=2', '--config.train.batch_size=8',
+            '--config.train.log_every=1', '--config.train.eval_every=0',
+            '--config.checkpoint.every=2', '--config.checkpoint.use_async=False',
+            '--config.data.seq_len=96', '--config.data.synthetic.num_docs=40',
+            '--config.rl.max_prompt_len=96', '--config.rl.max_new_tokens=16',
+            '--config.rl.eval_prompts=4', '--config.mesh.data=2', '--config.mesh.fsdp=2',
+            '--config.mesh.tensor=2']
+# The losses of the update, and the rollout's reward and KL: equal only if every process sampled
+# its rows of the one global batch and the rewards and advantages were whitened over all of it.
+PPO_KEYS = ('train/loss', 'ppo/policy_loss', 'ppo/value_loss', 'ppo/reward_mean', 'ppo/kl',
+            'ppo/approx_kl', 'ppo/entropy', 'ppo/response_len')
+
+
+@pytest.mark.slow
+def test_ppo_on_two_processes_logs_the_losses_of_one(tmp_path, pipeline_dirs):
+  args = ['-m', 'lmresearch.main'] + PPO_TINY + [f'--config.init_from={pipeline_dirs / "sft"}',
+                                               f'--config.reward_from={pipeline_dirs / "reward"}']
+  assert_two_processes_log_the_losses_of_one(args, tmp_path, PPO_KEYS, steps=2)
 
 
 @pytest.mark.slow
@@ -252,8 +299,7 @@ def test_a_damaged_latest_checkpoint_of_a_two_process_run_is_named_and_skipped(t
 @pytest.mark.slow
 def test_sample_and_evaluate_on_two_processes_print_and_write_what_one_does(tmp_path):
   import json
-  base = multiprocess.run(['-m', 'lmresearch.main', f'--workdir={tmp_path}/base'] + TINY, 1, 4)
-  assert base[0].returncode == 0, base[0].output[-3000:]
+  pretrain(tmp_path / 'base', devices=4)
   sample = ['-m', 'lmresearch.sample', f'--workdir={tmp_path}/base', '--prompt=The town of',
             '--prompt=Question: 2 + 3', '--max_new_tokens=8', '--seed=3']
   evaluate = ['-m', 'lmresearch.evaluate', f'--workdir={tmp_path}/base', '--limit=12',
@@ -272,3 +318,30 @@ def test_sample_and_evaluate_on_two_processes_print_and_write_what_one_does(tmp_
     if name == 'evaluate':   # each record once, as one process writes them
       rows = lambda n: [json.loads(l) for l in open(tmp_path / f'evaluate-{n}.jsonl')]
       assert len(rows(1)) == 12 and rows(2) == rows(1)
+
+
+@pytest.mark.slow
+def test_init_from_a_parent_with_a_damaged_latest_checkpoint_on_two_processes(tmp_path):
+  import re
+  import shutil
+  from test_resume import _damage
+  parent, intact = tmp_path / 'parent', tmp_path / 'intact'
+  pretrain(parent, ['--config.train.steps=4', '--config.checkpoint.every=2'])
+  shutil.copytree(parent, intact)
+  shutil.rmtree(intact / 'checkpoints' / '4')   # what the damaged parent must fall back to
+  _damage(str(parent), 4)
+  two = multiprocess.run(sft(parent) + [f'--workdir={tmp_path}/two'], 2, 4)
+  assert_ok(two)
+  named = re.findall(r'^.*checkpoint step 4 is damaged.*$', two[0].output, re.M)
+  assert len(named) == 1 and "(item 'params'" in named[0], two[0].output[-3000:]
+  one = multiprocess.run(sft(intact) + [f'--workdir={tmp_path}/one'], 1, 8)
+  assert_ok(one)
+  assert len(losses(tmp_path / 'one')) == 3
+  assert losses(tmp_path / 'two') == pytest.approx(losses(tmp_path / 'one'), rel=1e-5)
+  # With no intact checkpoint left, every process stops with the one line (no traceback, no hang).
+  _damage(str(parent), 2)
+  two = multiprocess.run(sft(parent) + [f'--workdir={tmp_path}/none'], 2, 4, timeout=120)
+  for r in two:
+    assert r.returncode == 2, r.output[-3000:]
+    assert re.search(r'error: .*no intact checkpoint: step 4 .*step 2 ', r.output), r.output[-3000:]
+    assert 'Traceback' not in r.output, r.output[-3000:]
