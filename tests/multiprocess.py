@@ -60,6 +60,7 @@ def collect(procs, timeout: float = 300) -> list[Result]:
   return out
 
 
-def run(args, processes: int, devices_per_process: int, timeout: float = 300) -> list[Result]:
+def run(args, processes: int, devices_per_process: int, timeout: float = 300,
+        env=None) -> list[Result]:
   """`python ...args` on `processes` local processes, waited for."""
-  return collect(start(args, processes, devices_per_process), timeout)
+  return collect(start(args, processes, devices_per_process, env), timeout)

@@ -275,23 +275,40 @@ def test_the_pipeline_on_two_processes_reports_the_numbers_of_one_and_writes_eac
   assert not [f for f in os.listdir(tmp_path / 'two' / 'eval') if f.endswith('.tmp')]
 
 
-@pytest.mark.slow
-def test_a_damaged_latest_checkpoint_of_a_two_process_run_is_named_and_skipped(tmp_path):
+def _damage_part(run, step: int, part: str) -> None:
+  """100 random bytes over each data file of `part` of a checkpoint's params (as a bad disk)."""
   import os
-  from test_resume import _damage
+  d = run / 'checkpoints' / str(step) / 'params' / part
+  for name in sorted(os.listdir(d)):
+    with open(d / name, 'r+b') as f:
+      f.write(os.urandom(100))
+
+
+# 'd': files every process reads: all fail, and all go back a step together. 'ocdbt.process_1/d':
+# the shards process 1 wrote, which only it reads back on this fsdp=8 mesh. Process 0 restores
+# step 4 whole and waits for process 1 inside Orbax's restore, so the job stops with process 1
+# naming the damage and marking the step; the rerun goes back a step on every process.
+@pytest.mark.slow
+@pytest.mark.parametrize('part', ['d', 'ocdbt.process_1/d'])
+def test_a_damaged_latest_checkpoint_of_a_two_process_run_is_named_and_skipped(tmp_path, part):
+  import os
   args = ['-m', 'lmresearch.main'] + LONG + ['--config.train.decay_steps=6',
                                              '--config.checkpoint.every=2',
-                                             '--config.checkpoint.max_to_keep=3']
+                                             '--config.checkpoint.max_to_keep=3',
+                                             '--config.mesh.data=1', '--config.mesh.fsdp=8']
   run = tmp_path / 'run'
-  for r in multiprocess.run(args + [f'--workdir={tmp_path}/whole', '--config.train.steps=6'], 2, 2):
-    assert r.returncode == 0, r.output[-3000:]
-  for r in multiprocess.run(args + [f'--workdir={run}', '--config.train.steps=4'], 2, 2):
-    assert r.returncode == 0, r.output[-3000:]
-  _damage(str(run), 4)
-  again = multiprocess.run(args + [f'--workdir={run}', '--config.train.steps=6'], 2, 2)
-  for r in again:
-    assert r.returncode == 0, r.output[-3000:]
-  assert "checkpoint step 4 is damaged (item 'params'" in again[0].output
+  assert_ok(multiprocess.run(args + [f'--workdir={tmp_path}/whole', '--config.train.steps=6'], 2, 4))
+  assert_ok(multiprocess.run(args + [f'--workdir={run}', '--config.train.steps=4'], 2, 4))
+  _damage_part(run, 4, part)
+  again = multiprocess.run(args + [f'--workdir={run}', '--config.train.steps=6'], 2, 4,
+                           env={'LMR_RESTORE_AGREE_MS': '10000'})
+  if part != 'd':   # process 1 alone fails: the job stops (the others wait in Orbax's restore)
+    assert again[1].returncode == 2 and again[0].returncode != 0, again[1].output[-3000:]
+    assert ('is damaged in the part process 1 of 2 reads' in again[1].output
+            and 'marked it' in again[1].output), again[1].output[-3000:]
+    again = multiprocess.run(args + [f'--workdir={run}', '--config.train.steps=6'], 2, 4)
+  assert_ok(again)
+  assert "checkpoint step 4 is damaged (item" in again[0].output, again[0].output[-3000:]
   assert sorted(os.listdir(run / 'checkpoints')) == ['2', '4', '4.damaged', '6']
   assert losses(run) == pytest.approx(losses(tmp_path / 'whole'), rel=1e-6)   # resumed from 2
 

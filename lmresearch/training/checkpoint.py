@@ -5,20 +5,24 @@ so a run killed mid-save leaves the previous checkpoint as the latest one.
 """
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import sys
 import threading
 from typing import Optional
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
 from lmresearch import fileio
 
 ITEMS = ('params', 'train', 'data')
+PART_DAMAGED = '.damaged-part'   # <step>.damaged-part: one process could not read its part
+RESTORE_AGREE_MS = int(os.environ.get('LMR_RESTORE_AGREE_MS', 60_000))
+_asked = itertools.count()   # every process asks in the same order: one key per question
 
 
 def abstract_with_shardings(abstract_tree, shardings):
@@ -55,6 +59,7 @@ class Checkpointer:
     for s in damaged:
       if jax.process_index() == 0:
         epath.Path(self.directory, str(s)).rename(epath.Path(self.directory, f'{s}.damaged'))
+        epath.Path(self.directory, f'{s}{PART_DAMAGED}').unlink(missing_ok=True)
     if damaged:
       self.manager.reload()
     return None if step is None else (step, items['params'], items['train'], items['data'])
@@ -80,20 +85,31 @@ def newest_intact(manager, directory: str, args: dict, steps=None):
   problems = []
   _quiet_leftovers()
   for step in steps:
-    items, why = {}, ''
-    try:
-      for name, make in args.items():
-        items[name] = manager.restore(step, args=ocp.args.Composite(**{name: make()}))[name]
-    except Exception as e:   # a shape mismatch is a config error; anything else, damage
-      why = _first_line(e)
-      if isinstance(e, ValueError) and 'shape' in why.lower() and 'OUT_OF_RANGE' not in why:
-        raise ValueError(f'{directory} step {step} does not fit this model ({why}); check that '
-                         'config.model matches the run that wrote it.') from None
-    # Each process reads only its shards: damage one of them read must send all back a step.
-    if _on_every_process(not why):
-      return step, items
-    if not why:   # this process read its part whole
-      name, why = 'its part on another process', 'unreadable there'
+    marker = epath.Path(directory, f'{step}{PART_DAMAGED}')
+    if marker.exists():   # a process found its part of this step damaged in an earlier try
+      name, why = 'params', f'marked by {marker.name}: {marker.read_text().strip()}'
+    else:
+      items = {}
+      try:
+        for name, make in args.items():
+          items[name] = manager.restore(step, args=ocp.args.Composite(**{name: make()}))[name]
+        return step, items
+      except Exception as e:   # a shape mismatch is a config error; anything else, damage
+        if isinstance(e, jax.errors.JaxRuntimeError) and jax.process_count() > 1:
+          raise   # a collective failed: a process is lost, which is not damage (runtime says so)
+        why = _first_line(e)
+        if isinstance(e, ValueError) and 'shape' in why.lower() and 'OUT_OF_RANGE' not in why:
+          raise ValueError(f'{directory} step {step} does not fit this model ({why}); check that '
+                           'config.model matches the run that wrote it.') from None
+      if not _every_process_failed(directory, step, why):
+        # The others read their parts whole and wait for this one inside Orbax's restore: they
+        # cannot go back a step with it. Mark the step so that every process skips it next time.
+        i, n = jax.process_index(), jax.process_count()
+        marker.write_text(f'process {i} of {n}, item {name!r}: {why}\n')
+        print(f'error: {directory}: checkpoint step {step} is damaged in the part process {i} of '
+              f'{n} reads (item {name!r}: {why}); marked it ({marker}): rerun the job and every '
+              'process goes back to an older step.', file=sys.stderr, flush=True)
+        os._exit(2)   # now: a normal exit would wait for the blocked ones at JAX's shutdown
     problems.append(f'step {step} ({name}: {why})')
     print(f'warning: {directory}: checkpoint step {step} is damaged (item {name!r}: {why}); '
           'trying an older one.', file=sys.stderr, flush=True)
@@ -103,11 +119,22 @@ def newest_intact(manager, directory: str, args: dict, steps=None):
   return None, {}
 
 
-def _on_every_process(ok: bool) -> bool:
+def _every_process_failed(directory: str, step: int, why: str) -> bool:
+  """Whether every process of the job failed to restore `step` (then all go back a step
+  together). Asked through the coordination service's key-value store (as Orbax and JAX's own
+  array serialization do), not a collective: a process that read its part whole is blocked in
+  Orbax's closing barrier and posts nothing, so after RESTORE_AGREE_MS the answer is no."""
   if jax.process_count() == 1:
-    return ok
-  from jax.experimental import multihost_utils
-  return bool(np.all(multihost_utils.process_allgather(np.asarray(ok))))
+    return True
+  client = jax._src.distributed.global_state.client   # pylint: disable=protected-access
+  key = f'lmr/restore_failed/{next(_asked)}/{directory}/{step}'
+  client.key_value_set(f'{key}/{jax.process_index()}', why or '?')
+  try:
+    for p in range(jax.process_count()):
+      client.blocking_key_value_get(f'{key}/{p}', RESTORE_AGREE_MS)
+  except Exception:   # timed out: some process restored its part
+    return False
+  return True
 
 
 def _quiet_leftovers() -> None:
@@ -141,6 +168,9 @@ def _first_line(e: Exception) -> str:
   read = re.search(r'Error reading "([^"]+)"', text)
   if status and read:
     return f'{status.group(1)} reading {read.group(1)}'
+  array = re.findall(r"'path': '([^'/]+)/?'", text)   # an array's path inside the checkpoint
+  if text.startswith('Encountered error while reading') and array:
+    return f'error reading {array[-1]}'
   lines = [l.strip() for l in text.splitlines() if l.strip()]
   return (f'{type(e).__name__}: ' + (lines[-1] if lines else ''))[:200]
 
