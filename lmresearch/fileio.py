@@ -95,8 +95,7 @@ def replacing(path):
 
 
 def write_text(path, text: str) -> None:
-  with replacing(path) as tmp, open(tmp, 'w') as f:
-    f.write(text)
+  write_bytes(path, text.encode('utf-8'))
 
 
 def write_bytes(path, data: bytes) -> None:

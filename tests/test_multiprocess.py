@@ -275,15 +275,6 @@ def test_the_pipeline_on_two_processes_reports_the_numbers_of_one_and_writes_eac
   assert not [f for f in os.listdir(tmp_path / 'two' / 'eval') if f.endswith('.tmp')]
 
 
-def _damage_part(run, step: int, part: str) -> None:
-  """100 random bytes over each data file of `part` of a checkpoint's params (as a bad disk)."""
-  import os
-  d = run / 'checkpoints' / str(step) / 'params' / part
-  for name in sorted(os.listdir(d)):
-    with open(d / name, 'r+b') as f:
-      f.write(os.urandom(100))
-
-
 # 'd': files every process reads: all fail, and all go back a step together. 'ocdbt.process_1/d':
 # the shards process 1 wrote, which only it reads back on this fsdp=8 mesh. Process 0 restores
 # step 4 whole and waits for process 1 inside Orbax's restore, so the job stops with process 1
@@ -292,6 +283,7 @@ def _damage_part(run, step: int, part: str) -> None:
 @pytest.mark.parametrize('part', ['d', 'ocdbt.process_1/d'])
 def test_a_damaged_latest_checkpoint_of_a_two_process_run_is_named_and_skipped(tmp_path, part):
   import os
+  from test_resume import _damage
   args = ['-m', 'lmresearch.main'] + LONG + ['--config.train.decay_steps=6',
                                              '--config.checkpoint.every=2',
                                              '--config.checkpoint.max_to_keep=3',
@@ -299,7 +291,7 @@ def test_a_damaged_latest_checkpoint_of_a_two_process_run_is_named_and_skipped(t
   run = tmp_path / 'run'
   assert_ok(multiprocess.run(args + [f'--workdir={tmp_path}/whole', '--config.train.steps=6'], 2, 4))
   assert_ok(multiprocess.run(args + [f'--workdir={run}', '--config.train.steps=4'], 2, 4))
-  _damage_part(run, 4, part)
+  _damage(str(run), 4, part, every_file=True)
   again = multiprocess.run(args + [f'--workdir={run}', '--config.train.steps=6'], 2, 4,
                            env={'LMR_RESTORE_AGREE_MS': '10000'})
   if part != 'd':   # process 1 alone fails: the job stops (the others wait in Orbax's restore)

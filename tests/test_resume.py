@@ -71,11 +71,13 @@ def test_kill_9_then_resume_a_post_training_stage(tmp_path, pipeline_dirs):
   kill_and_resume(tmp_path, 120, 5, config='sft', extra=sft)
 
 
-def _damage(run, step):
-  """100 random bytes over one data file of a checkpoint's params (as a bad disk would)."""
-  d = os.path.join(run, 'checkpoints', str(step), 'params', 'd')
-  with open(os.path.join(d, sorted(os.listdir(d))[0]), 'r+b') as f:
-    f.write(os.urandom(100))
+def _damage(run, step, part: str = 'd', every_file: bool = False):
+  """100 random bytes over one (or every) data file of `part` of a checkpoint's params (as a bad
+  disk would)."""
+  d = os.path.join(run, 'checkpoints', str(step), 'params', part)
+  for name in sorted(os.listdir(d))[:None if every_file else 1]:
+    with open(os.path.join(d, name), 'r+b') as f:
+      f.write(os.urandom(100))
 
 
 def test_a_damaged_latest_checkpoint_is_named_and_the_run_falls_back_to_an_intact_one(

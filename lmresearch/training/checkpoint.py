@@ -128,7 +128,7 @@ def _every_process_failed(directory: str, step: int, why: str) -> bool:
     return True
   client = jax._src.distributed.global_state.client   # pylint: disable=protected-access
   key = f'lmr/restore_failed/{next(_asked)}/{directory}/{step}'
-  client.key_value_set(f'{key}/{jax.process_index()}', why or '?')
+  client.key_value_set(f'{key}/{jax.process_index()}', why)
   try:
     for p in range(jax.process_count()):
       client.blocking_key_value_get(f'{key}/{p}', RESTORE_AGREE_MS)
