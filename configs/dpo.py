@@ -2,6 +2,7 @@
 
   configs/dpo.py                 embedded world rankings, sigmoid loss, beta 0.1
   configs/dpo.py:loss=ipo        IPO instead
+  configs/dpo.py:pairs=policy_gold   pairs of SFT samples ranked by the world's gold labeler
 """
 import ml_collections
 
@@ -16,6 +17,11 @@ def get_config(arg=None):
   c.train.update(steps=150, batch_size=16, lr=3e-5, min_lr=3e-6, warmup_steps=10,
                  weight_decay=0.0, log_every=25, eval_every=50, eval_batches=8)
   c.checkpoint.every = 50
-  c.dpo = ml_collections.ConfigDict(dict(beta=float(args.get('beta', 0.1)),
-                                         loss=args.get('loss', 'sigmoid')))
+  # pairs: 'rankings' (every ranked pair of config.data's rankings) or 'policy_gold' (pairs of
+  # SFT samples ranked by the world's gold labeler, the paper's controlled setting: `policy`).
+  c.dpo = ml_collections.ConfigDict(dict(
+      beta=float(args.get('beta', 0.1)), loss=args.get('loss', 'sigmoid'),
+      pairs=args.get('pairs', 'rankings'),
+      policy=ml_collections.ConfigDict(dict(prompts=1000, eval_prompts=100, samples=4,
+                                            max_new_tokens=64, batch_size=64))))
   return c

@@ -8,6 +8,10 @@ get_report() (the table and plots): lmresearch/sweeps/. Each trial is an ordinar
 <workdir>/<trial name>/. Rerunning skips finished trials, resumes interrupted ones from their
 checkpoints and retries failed ones; the exit code is 1 if any trial failed. Afterwards
 <workdir>/results.{csv,jsonl} hold a row per trial and report.{md,html} the aggregate over seeds.
+
+  python -m lmresearch.sweep --config=experiments/<name>/config.py --report_only
+      re-renders experiments/<name>/README.md (title, verdicts, tables, plots) from the
+      results.csv beside it; --publish does so from a finished sweep's results.csv.
 """
 from __future__ import annotations
 
@@ -36,7 +40,11 @@ flags.DEFINE_string('tpu_name', os.environ.get('TPU_NAME', 'my-tpu'), 'tpu_vm: t
 flags.DEFINE_string('tpu_zone', os.environ.get('TPU_ZONE', 'us-central2-b'), 'tpu_vm: its zone.')
 flags.DEFINE_string('tpu_project', '', 'tpu_vm: the GCP project (default: gcloud\'s).')
 flags.DEFINE_string('repo_dir', '~/lmresearch', 'tpu_vm: this repository\'s path on the workers.')
-flags.DEFINE_bool('report_only', False, 'Only (re)write results and the report from what ran.')
+flags.DEFINE_bool('report_only', False, 'Only (re)write results and the report from what ran; '
+                  'without --workdir, re-render the experiment README (title, verdicts, tables, '
+                  'plots) from the results.csv beside it.')
+flags.DEFINE_bool('publish', False, 'After the sweep (or --report_only): copy <workdir>/results.csv '
+                  'beside the experiment file and re-render its README from it.')
 FLAGS = flags.FLAGS
 
 
@@ -67,7 +75,9 @@ def sweep() -> int:
                           job_name='lmr-' + os.path.basename(os.path.dirname(exp.path)))
     else:
       launchers.run_local(trials, parallel)
-  out = results.write_report(FLAGS.workdir, exp.spec, trials, exp.report_spec(), command)
+  out = results.write_report(FLAGS.workdir, exp, trials, command)
+  if FLAGS.publish:
+    publish(exp, os.path.join(FLAGS.workdir, 'results.csv'))
   failed = [r['trial'] for r in out['rows'] if r['status'] == 'failed']
   unfinished = [r['trial'] for r in out['rows'] if r['status'] not in ('done', 'failed')]
   print(f'[sweep] {FLAGS.workdir}/results.csv, report.md: {len(out["rows"])} trials'
@@ -78,13 +88,33 @@ def sweep() -> int:
   return 1 if failed or (unfinished and not FLAGS.report_only) else 0
 
 
+def publish(exp, results_csv: str) -> None:
+  """The sweep's results.csv becomes the experiment's, and its README is rendered from it."""
+  import shutil
+  from lmresearch.sweeps import render
+  target = os.path.join(os.path.dirname(os.path.abspath(exp.path)), 'results.csv')
+  if os.path.abspath(results_csv) != target:
+    shutil.copyfile(results_csv, target)
+  render.refresh_readme(exp)
+  print(f'[sweep] {os.path.dirname(target)}/README.md rendered from {target}', flush=True)
+
+
+def refresh() -> int:
+  """--report_only without --workdir: the experiment's README from its own results.csv."""
+  from lmresearch.sweeps import trials as trials_lib
+  exp = trials_lib.load_experiment(FLAGS.config)
+  publish(exp, os.path.join(os.path.dirname(os.path.abspath(exp.path)), 'results.csv'))
+  return 0
+
+
 def main(argv):
   if len(argv) > 1:
     fail(f'unexpected arguments {argv[1:]}.')
-  if not FLAGS.config or not FLAGS.workdir:
-    fail('--config (an experiment file) and --workdir are required.')
+  if not FLAGS.config or not (FLAGS.workdir or FLAGS.report_only):
+    fail('--config (an experiment file) and --workdir are required (--report_only alone '
+         're-renders the experiment README from its results.csv).')
   try:
-    rc = sweep()
+    rc = sweep() if FLAGS.workdir else refresh()
   except (ConfigError, FileNotFoundError, ValueError) as e:
     fail(e)
   except KeyboardInterrupt as e:

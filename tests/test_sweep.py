@@ -153,8 +153,8 @@ def test_four_trials_two_at_a_time_give_results_report_and_plot(tmp_path):
   assert all(np.isfinite(r['eval/loss']) and r['wall_seconds'] > 0 for r in rows)
   assert open(work / 'results.csv').readline().startswith('trial,lr,seed,status,wall_seconds')
   report = open(work / 'report.md').read()
-  assert '| lr | eval/loss | wall_seconds |' in report and '(n=2)' in report
-  assert os.path.getsize(work / 'plot_0_eval_loss.png') > 1000
+  assert '| lr | eval/loss |' in report and 'n = 2 seeds per row' in report and ' ± ' in report
+  assert os.path.getsize(work / 'eval_loss.png') > 1000
   assert '<table' in open(work / 'report.html').read()
   # Each trial is an ordinary run: its config says so, and its seed took effect.
   assert json.load(open(work / 'lr=0.003,seed=1' / 'config.json'))['seed'] == 1

@@ -1,6 +1,6 @@
-"""Ouyang et al. 2022 (InstructGPT), Sec. 4 / Fig. 28-29: PPO-ptx, gamma in {0, 0.05, 0.1, 0.3, 1}.
-Does mixing pretraining gradients into PPO reduce the alignment tax, and at what cost to the
-reward?
+"""Ouyang et al. 2022 (InstructGPT), Sec. 3.5, Sec. 4.2 / Fig. 29 and App. E.6 / Fig. 33: PPO-ptx,
+gamma in {0, 0.05, 0.1, 0.3, 1}. Does RLHF regress held-out tasks (the alignment tax), and does
+mixing pretraining gradients into PPO reduce it without losing labeler preference?
 
   bash scripts/demo.sh        # once: runs/demo holds the base, SFT and reward model reused here
   python -m lmresearch.sweep --config=experiments/instructgpt_ptx/config.py \
@@ -33,23 +33,61 @@ def get_sweep(h):
                     h.sweep('seed', [0, 1, 2])])
 
 
-RLHF = 'stages.rlhf.'
+RLHF, SFT = 'stages.rlhf.', 'stages.sft.'
+# The tax is measured on what the ptx term does not train on: held-out word problems and fact
+# questions (greedy answers); the held-out pretraining loss, which it does train on, is a second
+# measure.
+TASKS = {'arithmetic_accuracy': 'arithmetic accuracy (90 held-out word problems, greedy)',
+         'fact_accuracy': 'fact accuracy (60 held-out fact questions, greedy)'}
 METRICS = {
-    RLHF + 'sampled_accuracy': 'RLHF: share of right answers among replies sampled at T=1 (150 questions)',
+    **{RLHF + k: f'RLHF: {v}' for k, v in TASKS.items()},
+    RLHF + 'heldout_loss': 'RLHF: held-out pretraining-distribution loss (nats/token)',
+    RLHF + 'sampled_labeler_quality': 'RLHF: gold labeler quality of 150 replies sampled at T = 1 (0-4)',
     RLHF + 'sampled_padded_share': 'RLHF: share of sampled replies padded with filler',
-    RLHF + 'sampled_labeler_quality': 'RLHF: gold labeler quality of the sampled replies (0-4)',
     RLHF + 'kl_to_sft': 'RLHF: KL to SFT, mean over samples of sum_t log pi - log pi_sft',
-    RLHF + 'sampled_reward_mean': 'RLHF: the reward model\'s mean reward of the samples',
-    RLHF + 'answer_accuracy': 'RLHF: greedy answer accuracy (90 word problems + 60 facts)',
-    RLHF + 'heldout_loss': 'RLHF: held-out pretraining-distribution loss (nats/token): the tax',
+    RLHF + 'sampled_reward_mean': "RLHF: the reward model's mean reward of the samples",
 }
+GAINS = {'arithmetic_gain': 'arithmetic_accuracy', 'gold_gain': 'sampled_labeler_quality',
+         'loss_change': 'heldout_loss'}
+SECTIONS = ('Sec. 3.5 (PPO-ptx, Eq. 2), Sec. 4.2 and Fig. 29 (the regressions and their '
+            'reduction), App. E.6 and Fig. 33 (the γ sweep)')
 
 
 def get_report():
-  sft = {k: k.replace('rlhf', 'sft') for k in METRICS}
+  derived = {g: (lambda r, k=k: r[RLHF + k] - r[SFT + k]) for g, k in GAINS.items()}
+  labels = {RLHF + 'arithmetic_accuracy': 'arithmetic', RLHF + 'fact_accuracy': 'facts',
+            RLHF + 'heldout_loss': 'held-out loss', RLHF + 'sampled_labeler_quality': 'gold quality',
+            RLHF + 'sampled_padded_share': 'padded share', RLHF + 'kl_to_sft': 'KL to SFT',
+            RLHF + 'sampled_reward_mean': 'RM reward', 'arithmetic_gain': 'arithmetic − SFT',
+            'gold_gain': 'gold − SFT', 'loss_change': 'loss − SFT'}
+  tax = ('Sec. 1 and 4.2: "During RLHF fine-tuning, we observe performance regressions compared '
+         'to GPT-3 on certain public NLP datasets, notably SQuAD, DROP, HellaSwag, and WMT 2015 '
+         'French to English translation" (the alignment tax)')
+  ptx = ('Sec. 1: "We can greatly reduce the performance regressions on these datasets by mixing '
+         'PPO updates with updates that increase the log likelihood of the pretraining '
+         'distribution (PPO-ptx), without compromising labeler preference scores"; App. E.6: "The '
+         'human likert score appeared to be insensitive to the exact values of pretraining loss '
+         'coefficient"')
+  plain, mixed = {'ptx_coef': 0.0}, {'ptx_coef': [0.05, 0.1, 0.3, 1.0]}
+  # Fact questions are not claimed on: SFT answers all 60 right, so no tax could show there.
+  claims = [{'claim': 'PPO pays a tax on held-out word problems', 'value': 'arithmetic_gain',
+             'where': plain, 'criterion': '< 0', 'paper': tax},
+            {'claim': 'PPO-ptx reduces the tax on word problems', 'contrast': 'arithmetic_gain',
+             'versus': plain, 'each': 'ptx_coef', 'where': mixed, 'criterion': '> 0', 'paper': ptx}]
+  claims += [{'claim': 'PPO-ptx lowers the held-out pretraining loss', 'contrast': 'loss_change',
+              'versus': plain, 'each': 'ptx_coef', 'where': mixed, 'criterion': '< 0',
+              'paper': ptx},
+             {'claim': "PPO(-ptx)'s samples are preferred by the gold labeler over SFT's",
+              'value': 'gold_gain', 'each': 'ptx_coef', 'criterion': '> 0', 'paper': ptx}]
   return {
-      'metrics': {**METRICS, **{v: 'the SFT model (the same for every trial)'
-                                for v in sft.values()}},
-      'plots': [{'x': 'ptx_coef', 'y': k, 'name': k.split('.')[-1], 'hlines': {'SFT': sft[k]},
-                 'title': f'{k.split(".")[-1]} vs PPO-ptx gamma'} for k in METRICS],
+      'title': 'PPO-ptx and the alignment tax, γ ∈ {0, 0.05, 0.1, 0.3, 1} (Ouyang et al. 2022)',
+      'metrics': {**METRICS, **{g: f'{labels[g]}: paired within the trial (same questions)'
+                                for g in GAINS}},
+      'describe': {**METRICS, 'arithmetic_gain': 'the RLHF model minus the SFT model on the same '
+                                                 'questions (SFT: the same model in every trial)'},
+      'labels': labels, 'derived': derived, 'claims': claims, 'sections': SECTIONS,
+      'plots': [{'x': 'ptx_coef', 'y': RLHF + k, 'name': k, 'hlines': {'SFT': SFT + k},
+                 'ylabel': labels[RLHF + k], 'title': f'{labels[RLHF + k]} vs PPO-ptx γ'}
+                for k in ('arithmetic_accuracy', 'heldout_loss',
+                          'sampled_labeler_quality', 'kl_to_sft')],
   }

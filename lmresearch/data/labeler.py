@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from lmresearch.answers import matches, predict
 from lmresearch.data.world import DEGENERATE_QUALITY, RAMBLE, RUDE
 
 
@@ -57,3 +58,10 @@ def labeler_quality(response: str, correct: bool, word_problem: bool,
 def padded(response: str) -> bool:
   """Whether a reply trails off into the world's filler."""
   return any(r in response for r in RAMBLE)
+
+
+def gold(reply: str, question: str, answer: str, finished: bool = True) -> float:
+  """The gold quality of a reply to a question whose answer is known (a world question, or a
+  prompts-format line with an "answer"): its correctness checked, then `labeler_quality`."""
+  correct = bool(answer) and matches(predict(reply, answer), answer)
+  return labeler_quality(reply, correct, answer.lstrip('-').isdigit(), question, finished)

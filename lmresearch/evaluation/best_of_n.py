@@ -69,11 +69,18 @@ def best_of_n(task, run: Run, reward_model: Run, *, n: int, ns: Optional[Sequenc
                     'samples': outs, 'rewards': rewards[i].tolist(), 'golds': gold[i].tolist()})
   by_n = {}
   rows = np.arange(len(questions))
+  se = lambda x: float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else math.nan
   for k in ns:
     pick = np.argmax(rewards[:, :k], axis=1)
+    # Gains over best-of-1 (the first sample), paired by question, with their standard errors:
+    # what a one-seed verdict's interval reads (sweeps/verdicts.py).
+    gold_gain, proxy_gain = gold[rows, pick] - gold[:, 0], rewards[rows, pick] - rewards[:, 0]
     by_n[str(k)] = {'accuracy': float(correct[rows, pick].mean()),
                     'proxy_reward': float(rewards[rows, pick].mean()),
                     'gold_quality': float(gold[rows, pick].mean()),
+                    'gold_quality_se': se(gold[rows, pick]),
+                    'gold_gain': float(gold_gain.mean()), 'gold_gain_se': se(gold_gain),
+                    'proxy_gain': float(proxy_gain.mean()), 'proxy_gain_se': se(proxy_gain),
                     'kl_bon': kl_bon(k)}
   summary = {'task': task.name, 'method': f'best_of_{ns[-1]}', 'n': ns[-1], 'temperature': temperature,
              'num_examples': len(questions), **by_n[str(ns[-1])], 'by_n': by_n}

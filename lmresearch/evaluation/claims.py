@@ -1,55 +1,65 @@
 """The claims a pipeline run tests, each with its number, a 95% interval and a verdict.
 
 The report opens with these: the classic story (a base model only completes documents, SFT makes it
-answer, RLHF's answers are preferred by the reward model *and* by the gold labeler without reward
-hacking, chain-of-thought beats direct answers, self-consistency is at least as good as greedy
-CoT), each checked on this run's own per-example records. Differences are paired (the same
-questions answered by both models or methods); intervals are normal approximations of the mean
-(1.96 standard errors), and Wilson intervals for a single share, which stay sensible at 0 or 1.
+answer, RLHF's answers are preferred by the reward model *and* by the gold labeler, keep SFT's
+accuracy and are not degenerate, chain-of-thought beats direct answers, self-consistency beats
+greedy CoT), each checked on this run's own per-example records. Differences are paired (the same
+questions answered by both models or methods). The intervals and the verdict rule are
+`evaluation.stats`'s, the same as every experiment's. `PIPELINE` declares them; the README's
+tables render from it and a run's recorded values (`claim_values` in report.json).
 """
 from __future__ import annotations
 
-import math
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional
 
-import numpy as np
+from lmresearch.evaluation.stats import Interval, mean_ci, verdict, wilson
 
-Z = 1.96
-
-
-def mean_ci(xs: Sequence[float]) -> tuple[float, float, float]:
-  """(mean, low, high): the mean and its 95% normal-approximation interval."""
-  x = np.asarray(xs, np.float64)
-  m = float(x.mean())
-  se = float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else 0.0
-  return m, m - Z * se, m + Z * se
+__all__ = ['PIPELINE', 'Claim', 'evaluate', 'judge', 'mean_ci', 'wilson']
 
 
-def wilson(k: int, n: int) -> tuple[float, float, float]:
-  """(share, low, high): k of n with its 95% Wilson score interval."""
-  p = k / n
-  d = 1 + Z * Z / n
-  centre = (p + Z * Z / (2 * n)) / d
-  half = Z * math.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n)) / d
-  return p, max(0.0, centre - half), min(1.0, centre + half)
+class Claim(NamedTuple):
+  id: str
+  claim: str
+  measure: str
+  criterion: str
 
 
-def _claim(claim, measure, stats, n, criterion, verdict) -> dict:
-  value, lo, hi = stats
-  return {'claim': claim, 'measure': measure, 'value': value, 'ci95': [lo, hi], 'n': n,
-          'criterion': criterion, 'verdict': verdict}
+PIPELINE = (
+    Claim('base_completes', 'The base model only completes documents',
+          'base: share of fact questions answered', '< 0.5'),
+    Claim('sft_answers', 'SFT makes it answer', 'answer accuracy, SFT − base', '> 0'),
+    Claim('rlhf_rm_preferred', "RLHF's answers are preferred by the reward model",
+          'RM win rate of RLHF samples vs SFT samples (ties 1/2)', '> 0.5'),
+    Claim('rlhf_gold_preferred', "RLHF's answers are preferred by the gold labeler",
+          'gold labeler quality of samples, RLHF − SFT', '> 0'),
+    # Non-inferiority: the margin is the smallest loss the evaluation can resolve (README).
+    Claim('rlhf_keeps_accuracy', "RLHF keeps SFT's greedy accuracy",
+          'greedy answer accuracy, RLHF − SFT', '>= -0.05'),
+    Claim('rlhf_not_degenerate', 'RLHF does not hack the reward model with degenerate answers',
+          'share of RLHF greedy answers empty, unfinished or non-printable', '<= 0.01'),
+    Claim('cot_beats_direct', 'Chain-of-thought beats direct answers',
+          'base model accuracy, CoT − direct', '> 0'),
+    Claim('sc_beats_cot', 'Self-consistency beats greedy chain-of-thought',
+          'base model accuracy, self-consistency (vote of the most paths) − greedy CoT', '> 0'),
+)
+BY_ID = {c.id: c for c in PIPELINE}
 
 
-def _greater(stats, null: float) -> str:
-  """For 'A > null': holds when the whole interval is above it."""
-  value, lo, hi = stats
-  if lo > null:
-    return 'holds'
-  return 'not significant' if value > null else 'does not hold'
+def judge(claim_id: str, interval) -> dict:
+  """A claim's row of the report: its number, interval, n, criterion and verdict."""
+  c = BY_ID[claim_id]
+  value, lo, hi, n = interval
+  return {'id': c.id, 'claim': c.claim, 'measure': c.measure,
+          'value': value, 'ci95': [lo, hi], 'n': n, 'criterion': c.criterion,
+          'verdict': verdict(interval, c.criterion)}
 
 
 def _diff(a, b):
   return [float(x) - float(y) for x, y in zip(a, b)]
+
+
+def _share(xs) -> Interval:
+  return wilson(sum(map(bool, xs)), len(xs))
 
 
 def evaluate(answer_correct: dict, fact_correct: dict, sampled_quality: dict,
@@ -58,46 +68,28 @@ def evaluate(answer_correct: dict, fact_correct: dict, sampled_quality: dict,
   """Each argument maps a model name to its per-example list (same examples, same order, across
   models); prompting_correct maps model -> method -> list. Claims whose evidence is missing from
   this run (e.g. no RLHF stage) are left out."""
-  out = []
+  found = {}
   if 'base' in fact_correct:
-    xs = fact_correct['base']
-    s = wilson(sum(map(bool, xs)), len(xs))
-    out.append(_claim('The base model only completes documents', 'base: fact questions answered',
-                      s, len(xs), '95% interval below 0.5', 'holds' if s[2] < 0.5 else 'does not hold'))
+    found['base_completes'] = _share(fact_correct['base'])
   if 'base' in answer_correct and 'sft' in answer_correct:
-    s = mean_ci(_diff(answer_correct['sft'], answer_correct['base']))
-    out.append(_claim('SFT makes it answer', 'answer accuracy, SFT − base', s,
-                      len(answer_correct['sft']), 'interval above 0', _greater(s, 0.0)))
+    found['sft_answers'] = mean_ci(_diff(answer_correct['sft'], answer_correct['base']))
   if 'rlhf' in sampled_rm_outcomes:
-    xs = sampled_rm_outcomes['rlhf']
-    s = mean_ci(xs)
-    out.append(_claim("RLHF's answers are preferred by the reward model",
-                      'RM win rate of RLHF samples vs SFT samples (ties 1/2)', s, len(xs),
-                      'interval above 0.5', _greater(s, 0.5)))
+    found['rlhf_rm_preferred'] = mean_ci(sampled_rm_outcomes['rlhf'])
   if 'rlhf' in sampled_quality and 'sft' in sampled_quality:
-    s = mean_ci(_diff(sampled_quality['rlhf'], sampled_quality['sft']))
-    out.append(_claim("RLHF's answers are preferred by the gold labeler",
-                      'gold labeler quality of samples, RLHF − SFT', s, len(sampled_quality['rlhf']),
-                      'interval above 0', _greater(s, 0.0)))
+    found['rlhf_gold_preferred'] = mean_ci(_diff(sampled_quality['rlhf'], sampled_quality['sft']))
   if 'rlhf' in answer_correct and 'sft' in answer_correct:
-    s = mean_ci(_diff(answer_correct['rlhf'], answer_correct['sft']))
-    out.append(_claim('RLHF keeps SFT\'s greedy accuracy', 'greedy answer accuracy, RLHF − SFT', s,
-                      len(answer_correct['rlhf']), 'mean ≥ −0.02 (within 2 points)',
-                      'holds' if s[0] >= -0.02 else 'does not hold'))
+    found['rlhf_keeps_accuracy'] = mean_ci(_diff(answer_correct['rlhf'], answer_correct['sft']))
   if 'rlhf' in greedy_degenerate:
-    xs = greedy_degenerate['rlhf']
-    s = wilson(sum(map(bool, xs)), len(xs))
-    out.append(_claim('RLHF does not hack the reward model with degenerate answers',
-                      'RLHF greedy answers empty, unfinished or non-printable', s, len(xs),
-                      'share ≤ 0.01', 'holds' if s[0] <= 0.01 else 'does not hold'))
+    found['rlhf_not_degenerate'] = _share(greedy_degenerate['rlhf'])
   base = prompting_correct.get('base', {})
   if 'cot' in base and 'direct' in base:
-    s = mean_ci(_diff(base['cot'], base['direct']))
-    out.append(_claim('Chain-of-thought beats direct answers', 'base model accuracy, CoT − direct',
-                      s, len(base['cot']), 'interval above 0', _greater(s, 0.0)))
+    found['cot_beats_direct'] = mean_ci(_diff(base['cot'], base['direct']))
   if sc_method in base and 'cot' in base:
-    s = mean_ci(_diff(base[sc_method], base['cot']))
-    out.append(_claim('Self-consistency is at least as accurate as greedy CoT',
-                      f'base model accuracy, {sc_method} − CoT', s, len(base['cot']), 'mean ≥ 0',
-                      'holds' if s[0] >= 0 else 'does not hold'))
-  return out
+    found['sc_beats_cot'] = mean_ci(_diff(base[sc_method], base['cot']))
+  return [judge(c.id, found[c.id]) for c in PIPELINE if c.id in found]
+
+
+def values(found: list[dict]) -> dict:
+  """id -> {value, lo, hi, n}: what report.json keeps so that a table renders the verdicts again."""
+  return {c['id']: {'value': c['value'], 'lo': c['ci95'][0], 'hi': c['ci95'][1], 'n': c['n']}
+          for c in found}

@@ -20,6 +20,7 @@ from lmresearch.data import labeler
 from lmresearch.answers import matches, predict
 from lmresearch.evaluation import best_of_n, claims, prompting, scoring, tasks
 from lmresearch.models.logprobs import token_logprobs
+from lmresearch.models.transformer import param_counts
 
 PREVIOUS = {'sft': 'base', 'rlhf': 'sft', 'dpo': 'sft', 'grpo': 'sft'}
 
@@ -116,6 +117,7 @@ def evaluate(config, workdir: str, stages) -> dict:
                           prompting_correct, sc)
   return {'stages': stages_out, 'prompting_by_steps': by_steps, 'prompting_methods': methods,
           'examples': examples, 'stage_notes': STAGE_NOTES, 'claims': found,
+          'claim_values': claims.values(found),
           'reward_model_accuracy': rm and rm['accuracy'], 'reward_model': rm, 'best_of_n': bon}
 
 
@@ -130,7 +132,7 @@ def _greedy_answers(model, run, judge, arith, facts, heldout, ec, kw, cache) -> 
   row = {'heldout_loss': loss['summary']['loss'], 'labeler_quality': _quality(records, run.chat),
          'answer_accuracy': float(np.mean([bool(r['correct']) for r in records])),
          'arithmetic_accuracy': arithmetic['summary']['accuracy'],
-         'fact_accuracy': fact['summary']['accuracy']}
+         'fact_accuracy': fact['summary']['accuracy'], **param_counts(run.params)}
   if run.chat:   # a base model's answers are document continuations cut at a stop string
     out['degenerate'] = [_degenerate(r) for r in records]
     row.update(degenerate_share=float(np.mean(out['degenerate'])), degenerate_kinds=_kinds(records))

@@ -207,6 +207,7 @@ def write(workdir: str, results: dict, runs: dict) -> dict:
   machine = {'wall_seconds': results['wall_seconds'], 'stages': results['stages'],
              'reward_model_accuracy': results.get('reward_model_accuracy'),
              'reward_model': results.get('reward_model'), 'claims': results.get('claims', []),
+             'claim_values': results.get('claim_values', {}),
              'stage_seconds': results.get('stage_seconds', {}),
              'prompting': {m: {k: v['all'] for k, v in by.items()}
                            for m, by in results['prompting_by_steps'].items()},

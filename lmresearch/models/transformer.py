@@ -285,6 +285,21 @@ def count_params(params: Any) -> int:
   return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
 
 
+VOCAB_TABLES = ('embed', 'pos_embed', 'head')   # token embedding, learned positions, untied head
+
+
+def param_counts(params: Any) -> dict:
+  """All parameters, those in vocabulary- and position-sized tables, and the rest: Kaplan et al.'s
+  non-embedding N, the count scaling laws and size axes use (16·L·d² for our Llama-style blocks
+  with mlp_dim = 4d, 12·L·d² for GPT-2's)."""
+  table = 0
+  for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
+    if any(getattr(k, 'key', None) in VOCAB_TABLES for k in path):
+      table += int(x.size)
+  total = count_params(params)
+  return {'params': total, 'params_embedding': table, 'params_non_embedding': total - table}
+
+
 def flops_per_token(cfg: ModelConfig, seq_len: int, n_params: Optional[int] = None) -> float:
   """Training FLOPs per token (fwd + bwd), PaLM appendix B: 6N + 12 L T d."""
   d, l = cfg.embed_dim, cfg.num_layers

@@ -1,21 +1,30 @@
 """Direct preference optimization (Rafailov et al. 2023) from rankings or pairs.
 
-Every ranked pair (better, worse) of a K-way ranking is one example. With h the chosen-over-
-rejected log-ratio margin  [log pi(y_w) - log ref(y_w)] - [log pi(y_l) - log ref(y_l)]:
+Every ranked pair (better, worse) is one example. With h the chosen-over-rejected log-ratio
+margin  [log pi(y_w) - log ref(y_w)] - [log pi(y_l) - log ref(y_l)]:
   sigmoid (DPO):  -log sigmoid(beta * h)
   ipo (IPO, Azar et al. 2023):  (h - 1 / (2 beta))^2
 The frozen reference is the SFT model; its log-probs are computed on device before each step.
+
+Where the pairs come from (config.dpo.pairs):
+  rankings     every ranked pair of the K-way rankings (config.data: the world's, or JSONL)
+  policy_gold  the paper's controlled setting (Sec. 6, App. C.1: 4 completions per prefix from the
+               SFT model, all 6 pairs labeled by a ground-truth reward): config.dpo.policy.samples
+               replies per question sampled from the SFT model at T = 1, every pair of them the
+               world's gold labeler ranks apart (ties dropped); written to policy_pairs_<split>.jsonl
+               once, so a resumed run trains on the same pairs
 """
 from __future__ import annotations
 
 import itertools
+import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmresearch import parallel, tokenizers
-from lmresearch.data import formats, packing
+from lmresearch import fileio, parallel, sampling, tokenizers
+from lmresearch.data import formats, labeler, packing
 from lmresearch.stages.base import LMStage
 from lmresearch.models.logprobs import token_logprobs
 
@@ -70,22 +79,80 @@ def dpo_loss(policy_w, policy_l, ref_w, ref_l, beta: float, kind: str = 'sigmoid
                 'dpo/rejected_logratio': jnp.sum(policy_l - ref_l), 'count': jnp.float32(h.shape[0])}
 
 
+def gold_pairs(questions: list[dict], replies: list[list[str]], finished: list[list[bool]]):
+  """Every pair of one question's replies that the gold labeler ranks apart, better first."""
+  out = []
+  for q, rs, fs in zip(questions, replies, finished):
+    golds = [labeler.gold(r, q['prompt'], q.get('answer', ''), f) for r, f in zip(rs, fs)]
+    for i, j in itertools.combinations(range(len(rs)), 2):
+      if golds[i] != golds[j]:
+        w, l = (i, j) if golds[i] > golds[j] else (j, i)
+        out.append((q['prompt'], rs[w], rs[l]))
+  return out
+
+
 class DPOStage(LMStage):
   name = 'dpo'
+
+  @classmethod
+  def validate(cls, config) -> None:
+    from lmresearch.errors import ConfigError
+    if config.dpo.get('pairs', 'rankings') not in ('rankings', 'policy_gold'):
+      raise ConfigError(f"config.dpo.pairs={config.dpo.pairs!r}: expected 'rankings' or "
+                        "'policy_gold'.")
 
   def __init__(self, config, workdir: str):
     super().__init__(config, workdir)
     dc = config.data
-    self.train_ds = PairDataset(self.tokenizer, ranking_pairs(formats.load('ranking', dc, 'train')),
-                                dc.seq_len)
-    self.eval_ds = PairDataset(self.tokenizer, ranking_pairs(formats.load('ranking', dc, 'validation')),
-                               dc.seq_len)
+    self.train_ds = self.eval_ds = None
+    if config.dpo.get('pairs', 'rankings') == 'rankings':
+      self.train_ds = PairDataset(self.tokenizer, ranking_pairs(formats.load('ranking', dc, 'train')),
+                                  dc.seq_len)
+      self.eval_ds = PairDataset(self.tokenizer,
+                                 ranking_pairs(formats.load('ranking', dc, 'validation')), dc.seq_len)
     self._ref = None
 
   def bind(self, mesh, rules):
     super().bind(mesh, rules)
     self.ref_params = self.load_lm_params(self.config.init_from)
     self._ref = jax.jit(lambda p, b: self.sequence_logprobs(p, b, None))
+    if self.train_ds is None:   # sampled from the reference (SFT) policy, needs it placed
+      with parallel.activate(mesh, rules):
+        self.train_ds, self.eval_ds = (
+            PairDataset(self.tokenizer, self.policy_pairs(split), self.config.data.seq_len)
+            for split in ('train', 'validation'))
+
+  def policy_pairs(self, split: str) -> list[tuple[str, str, str]]:
+    """config.dpo.policy's pairs for one split, sampled once and kept in the workdir."""
+    path = fileio.join(self.workdir, f'policy_pairs_{split}.jsonl')
+    if fileio.exists(path):
+      return [tuple(json.loads(line)) for line in fileio.read_text(path).splitlines() if line]
+    pc = self.config.dpo.policy
+    n = pc.prompts if split == 'train' else pc.eval_prompts
+    questions = formats.load('questions', self.config.data, split)[:n]
+    prompts = [tokenizers.generation_prompt(self.tokenizer, q['prompt']) for q in questions]
+    rng = jax.random.PRNGKey(self.config.seed + (0 if split == 'train' else 1))
+    replies, finished = [[] for _ in questions], [[] for _ in questions]
+    for k in range(pc.samples):
+      for start in range(0, len(prompts), pc.batch_size):
+        out = sampling.generate(self.model, self.ref_params, prompts[start:start + pc.batch_size],
+                                max_new_tokens=pc.max_new_tokens, temperature=1.0,
+                                rng=jax.random.fold_in(jax.random.fold_in(rng, k), start),
+                                pad_id=self.tokenizer.pad_id)
+        texts = sampling.decode_completions(self.tokenizer, out['completions'])
+        done = np.asarray(parallel.fetch(out['finished'])).tolist()
+        for i, (t, f) in enumerate(zip(texts, done)):
+          replies[start + i].append(t)
+          finished[start + i].append(bool(f))
+    pairs = gold_pairs(questions, replies, finished)
+    if not pairs:
+      raise ValueError(f'config.dpo.pairs=policy_gold: the gold labeler ranked no two of the '
+                       f'{pc.samples} samples of any of {len(questions)} {split} questions apart; '
+                       'raise config.dpo.policy.samples or .prompts.')
+    fileio.write_text(path, ''.join(json.dumps(p) + '\n' for p in pairs))
+    print(f'[dpo] {len(pairs)} {split} pairs from {pc.samples} SFT samples of {len(questions)} '
+          f'questions, ranked by the gold labeler: {path}', flush=True)
+    return pairs
 
   def sequence_logprobs(self, params, batch, rng):
     b, _, t = batch['tokens'].shape

@@ -22,8 +22,8 @@ from lmresearch.stages.reward import (build_scalar_model, load_reward_offset, re
                                       reward_pool, score)
 
 
-ROLLOUT_STATS = ('ppo/reward_mean', 'ppo/kl', 'ppo/response_len', 'ppo/empty_frac',
-                 'ppo/unfinished_frac')
+ROLLOUT_STATS = ('ppo/reward_mean', 'ppo/reward_std', 'ppo/kl', 'ppo/response_len',
+                 'ppo/empty_frac', 'ppo/unfinished_frac')
 
 
 class PPOStage(rl.RLStage):
@@ -115,7 +115,8 @@ class PPOStage(rl.RLStage):
     for k in ('inputs', 'targets', 'positions', 'segment_ids', 'weights'):   # PPO-ptx rows
       if k in batch:
         rows['ptx_' + k] = batch[k]
-    stats = {'ppo/reward_mean': jnp.mean(scores), 'ppo/kl': jnp.mean(jnp.sum(kl, 1)),
+    stats = {'ppo/reward_mean': jnp.mean(scores), 'ppo/reward_std': jnp.std(scores),
+             'ppo/kl': jnp.mean(jnp.sum(kl, 1)),
              'ppo/response_len': jnp.mean(jnp.sum(resp, 1)),
              'ppo/empty_frac': jnp.mean(empty), 'ppo/unfinished_frac': jnp.mean(unfinished)}
     return rows, stats
@@ -155,6 +156,8 @@ class PPOStage(rl.RLStage):
     b = {k: jnp.asarray(v) for k, v in self.eval_rows().items()}
     rows, stats = self._rollout(params, self.ref_params, self.rm_params, b, jax.random.PRNGKey(1))
     out = {f'eval/{k}': float(stats[k]) for k in ROLLOUT_STATS}
+    n = b['prompt'].shape[0]   # the proxy's standard error over the held-out prompts
+    out['eval/ppo/reward_mean_se'] = out['eval/ppo/reward_std'] * (n / max(n - 1, 1)) ** 0.5 / n ** 0.5
     if self.config.data.source == 'synthetic':   # the world's gold labeler knows its questions
       out.update(self.gold_scores(rows['tokens'], rows['mask'], rows['finished']))
     return out

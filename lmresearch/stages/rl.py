@@ -187,11 +187,11 @@ class RLStage(LMStage):
     gold, right = [], []
     for ex, t, m, f in zip(self.eval_prompts.examples, tokens, mask, np.asarray(finished)):
       text, target = self.tokenizer.decode(t[m].tolist(), skip_special=True), ex.get('answer', '')
-      correct = bool(target) and matches(predict(text, target), target)
-      gold.append(labeler.labeler_quality(text, correct, target.lstrip('-').isdigit(),
-                                          ex['prompt'], bool(f)))
-      right.append(correct)
+      gold.append(labeler.gold(text, ex['prompt'], target, bool(f)))
+      right.append(bool(target) and matches(predict(text, target), target))
+    se = lambda x: float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float('nan')
     return {f'eval/{self.name}/gold_quality': float(np.mean(gold)),
+            f'eval/{self.name}/gold_quality_se': se(gold),
             f'eval/{self.name}/accuracy': float(np.mean(right))}
 
   def eval_batches(self) -> list:

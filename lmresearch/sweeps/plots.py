@@ -3,10 +3,10 @@ per group, with standard-error bars and optional curve fits), and logged values 
 The spec format is in lmresearch/sweeps/results.py."""
 from __future__ import annotations
 
-import json
 import math
 import os
-from typing import Callable, Sequence
+import re
+from typing import Callable
 
 import numpy as np
 
@@ -61,7 +61,7 @@ def _fit_line(ax, spec, xs, ys, color, label, path) -> list[dict]:
   grid = np.linspace(max(xs.min(), 1e-3) if spec['fit'] == 'rl' else xs.min(), xs.max(), 100)
   ax.plot(grid, np.stack(FITS[spec['fit']][1](grid), 1) @ np.asarray(f['params']), '--',
           color=color, alpha=0.7)
-  return [{'plot': os.path.basename(path), 'group': label, **f}]
+  return [{'plot': os.path.basename(path), 'group': label, 'points': len(xs), **f}]
 
 
 def _finish(fig, ax, xlabel, ylabel, title, path) -> None:
@@ -99,28 +99,50 @@ def _lines(spec: dict, agg: list[dict]):
         yield label, xs, ys, ses
 
 
-def curve(spec: dict, trials: Sequence, table: list[dict], path: str) -> list[dict]:
+def curve_column(run: str, step: int, key: str) -> str:
+  """The results-table column holding `key` as logged at `step` of a trial's sub-run `run`."""
+  return f'{run}@{step}.{key}'
+
+
+_COLUMN = re.compile(r'^(?P<run>[^@]*)@(?P<step>\d+)\.(?P<key>.+)$')
+
+
+def curve_points(spec: dict, table: list[dict], raw: bool = False) -> dict:
+  """group -> points of spec['y'] against spec['x'] along training, read from the table's curve
+  columns (pooled over seeds; `relative`: minus each trial's first point). raw: group -> step ->
+  [(x, y), ...] instead, x untransformed."""
+  run, group = spec.get('run', ''), spec.get('group')
+  points: dict = {}
+  for row in table:
+    if row.get('status') != 'done':
+      continue
+    steps: dict = {}
+    for col, v in row.items():
+      m = _COLUMN.match(col)
+      if m and m['run'] == run and m['key'] in (spec['x'], spec['y']) and v is not None:
+        steps.setdefault(int(m['step']), {})[m['key']] = float(v)
+    mine = [(s, d[spec['x']], d[spec['y']]) for s, d in sorted(steps.items())
+            if spec['x'] in d and spec['y'] in d]
+    if spec.get('relative') and mine:   # the gain over the trial's first logged point (step 0)
+      mine = [(s, x, y - mine[0][2]) for s, x, y in mine]
+    g = row.get(group) if group else None
+    if raw:
+      for s, x, y in mine:
+        points.setdefault(g, {}).setdefault(s, []).append((x, y))
+    elif mine:
+      tx = (lambda x: math.sqrt(max(x, 0.0))) if spec.get('sqrt_x') else (lambda x: x)
+      points.setdefault(g, []).extend((tx(x), y) for _, x, y in mine)
+  return points
+
+
+def curve(spec: dict, table: list[dict], path: str) -> list[dict]:
   """One PNG of logged points along training: spec['y'] against spec['x'] at every step that
   logged both, per group (pooled over seeds), each group with its fit."""
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
-  group, by_trial = spec.get('group'), {r['trial']: r for r in table}
-  points: dict = {}
-  for t in trials:
-    row = by_trial.get(t.name, {})
-    log = os.path.join(t.workdir, spec.get('run', ''), 'metrics.jsonl')
-    if row.get('status') != 'done' or not os.path.exists(log):
-      continue
-    mine = []
-    for line in open(log):
-      m = json.loads(line) if line.strip() else {}
-      if spec['x'] in m and spec['y'] in m:
-        x = math.sqrt(max(m[spec['x']], 0.0)) if spec.get('sqrt_x') else m[spec['x']]
-        mine.append((x, m[spec['y']]))
-    if spec.get('relative') and mine:   # the gain over the trial's first logged point (step 0)
-      mine = [(x, y - mine[0][1]) for x, y in mine]
-    points.setdefault(row.get(group) if group else None, []).extend(mine)
+  group = spec.get('group')
+  points = curve_points(spec, table)
   fig, ax = plt.subplots(figsize=(5.5, 3.8))
   fits = []
   for i, (g, pts) in enumerate(sorted(points.items(), key=lambda kv: str(kv[0]))):

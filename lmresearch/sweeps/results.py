@@ -1,7 +1,9 @@
 """What a sweep measured: one row per trial (results.csv, results.jsonl), and a report that
-aggregates over seeds (mean ± standard error, n) with the experiment's plots and curve fits.
+aggregates over seeds (mean ± standard error, n) with the experiment's verdicts, plots and fits.
 
 An experiment declares its report with `get_report()` -> dict:
+  title:   the README's title (render.py appends the verdict count)
+  claims:  [...]  what the experiment tests and the paper's own statement (sweeps/verdicts.py)
   metrics: {column: description}   the columns of the table, in order (default: every metric)
   labels:  {column: short header}   optional table headers for long column names
   derived: {column: fn(row) -> value}   columns computed from a row (e.g. sqrt of a KL)
@@ -14,8 +16,9 @@ An experiment declares its report with `get_report()` -> dict:
            draws a reference level (e.g. greedy CoT) in either kind
   curves:  [{'run': sub-run, 'x': key, 'y': key, 'group': column or None, 'sqrt_x': bool,
              'fit': ..., 'connect': bool, 'relative': bool (y minus the trial's first point),
-             'title': str}]: every logged step of <trial>/<run>/metrics.jsonl as a
-           point (e.g. gold reward vs √KL along PPO), pooled over seeds, one colour per group
+             'table': bool (also a table of the points), 'title': str}]: every logged step of
+           <trial>/<run>/metrics.jsonl as a point (e.g. gold reward vs √KL along PPO), pooled
+           over seeds, one colour per group; the points travel in results.csv as `run@step.key`
 A column is an override key (its last component, as in trial names), `seed`, or a metric: the
 last value of each metrics.jsonl key of a stage run, or the flattened report.json of a pipeline.
 """
@@ -33,7 +36,7 @@ import numpy as np
 
 from lmresearch import fileio
 from lmresearch.sweeps import hyper
-from lmresearch.sweeps.plots import curve, plot
+from lmresearch.sweeps.plots import curve_column
 from lmresearch.sweeps.trials import Trial
 
 
@@ -73,27 +76,44 @@ class Agg(NamedTuple):
   n: int
 
 
-def rows(trials: Sequence[Trial], derived: Optional[dict] = None) -> list[dict]:
+def curve_values(run_dir: str, curves: Sequence[dict]) -> dict:
+  """Every logged value a declared curve plots, as columns `run@step.key` (plots.curve_column):
+  so that curves, like tables, render from results.csv alone."""
+  out = {}
+  for run in dict.fromkeys(c.get('run', '') for c in curves):
+    keys = {k for c in curves if c.get('run', '') == run for k in (c['x'], c['y'])}
+    path = os.path.join(run_dir, run, 'metrics.jsonl')
+    if not os.path.exists(path):
+      continue
+    with open(path) as f:
+      for line in f:
+        m = json.loads(line) if line.strip() else {}
+        for k in keys & set(m):
+          out[curve_column(run, int(m['step']), k)] = m[k]
+  return out
+
+
+def rows(trials: Sequence[Trial], spec: Optional[dict] = None) -> list[dict]:
   """One row per trial: its swept values (by short_names), status, the runner's wall seconds,
-  and its final metrics (a pipeline's own `wall_seconds` is left to the runner's)."""
+  its final metrics (a pipeline's own `wall_seconds` is left to the runner's), the points of the
+  declared curves and the derived columns."""
+  spec = spec or {}
   short = hyper.short_names([t.overrides for t in trials])
   out = []
   for t in trials:
     st = t.status()
-    metrics = final_metrics(t.workdir) if st.get('status') == 'done' else {}
+    done = st.get('status') == 'done'
+    metrics = final_metrics(t.workdir) if done else {}
     metrics.pop('wall_seconds', None)
     row = {'trial': t.name, **{short[k]: v for k, v in t.overrides.items()},
            'status': st.get('status', 'pending'), 'wall_seconds': st.get('wall_seconds'), **metrics}
     if row['status'] == 'failed':
       row['error'] = ((st.get('error_tail') or '').strip().splitlines() or [''])[-1][-300:]
-    if row['status'] == 'done':
-      for name, fn in (derived or {}).items():
-        try:
-          row[name] = fn(row)
-        except Exception:   # a derived column of a trial that lacks what it needs
-          row[name] = None
+    if done:
+      row.update(curve_values(t.workdir, spec.get('curves', [])))
     out.append(row)
-  return out
+  from lmresearch.sweeps.render import with_derived
+  return with_derived(out, spec)
 
 
 def write_rows(workdir: str, table: list[dict]) -> None:
@@ -129,66 +149,28 @@ def aggregate(table: list[dict], swept: Sequence[str], metrics: Sequence[str]) -
           for g, rs in groups.items()]
 
 
-def _cell(v) -> str:
-  if isinstance(v, Agg):
-    m, se, n = v
-    if not n:
-      return '—'
-    return f'{m:.4g} ± {se:.2g} (n={n})' if np.isfinite(se) else f'{m:.4g} (n=1)'
-  return str(v)
-
-
-def write_report(workdir: str, exp_spec: str, trials: Sequence[Trial], spec: dict,
-                 command: str) -> dict:
-  table = rows(trials, spec.get('derived'))
+def write_report(workdir: str, exp, trials: Sequence[Trial], command: str) -> dict:
+  """results.{csv,jsonl}, the plots and report.{md,html} in the sweep's workdir, rendered from
+  the trials' rows as an experiment README is (render.py)."""
+  from lmresearch.sweeps import render
+  table = rows(trials, exp.report_spec())
   write_rows(workdir, table)
-  swept = list(hyper.short_names([t.overrides for t in trials]).values())
-  numeric = [k for k in dict.fromkeys(k for r in table for k in r)
-             if k not in swept + ['trial', 'status', 'error', 'wall_seconds'] and any(
-                 isinstance(r.get(k), (int, float)) for r in table)]
-  metrics = list(spec.get('metrics') or numeric)
-  for p in spec.get('plots', []):
-    cols = ([c for cols in p.get('series', {}).values() for c in cols.values()]
-            + ([p['x']] if 'x' in p else []) + list(p.get('hlines', {}).values())
-            + ([p['y']] if isinstance(p.get('y'), str) else list(p.get('y', []))))
-    metrics += [c for c in cols if c not in swept and c not in metrics]
-  agg = aggregate(table, swept, metrics + ['wall_seconds'])
-  fits = []
-  for i, p in enumerate(spec.get('plots', [])):
-    name = p.get('name') or (p['y'] if isinstance(p.get('y'), str) else 'series').replace('/', '_')
-    fits += plot(p, agg, os.path.join(workdir, f'plot_{i}_{name}.png'))
-  for i, c in enumerate(spec.get('curves', [])):
-    fits += curve(c, trials, table, os.path.join(workdir, f'curve_{i}_{c.get("name", "")}.png'))
-  done = sum(r['status'] == 'done' for r in table)
-  failed = [r for r in table if r['status'] == 'failed']
-  head = [k for k in swept if k != 'seed']
-  labels = spec.get('labels', {})   # short table headers for long metric names
-  lines = [f'# Sweep: {exp_spec}', '',
+  r = render.render(exp, table, workdir)
+  done = sum(row['status'] == 'done' for row in table)
+  failed = [row for row in table if row['status'] == 'failed']
+  lines = [f'# Sweep: {exp.spec}', '',
            f'`{command}` — {len(table)} trials: {done} done, {len(failed)} failed, '
            f'{len(table) - done - len(failed)} not run.', '',
-           'Each cell: mean ± standard error over the seeds of the group (sample standard '
-           'deviation with n − 1, divided by √n), and n. Each trial is one run of the '
-           'experiment config with its overrides; a metric is the last value logged in its '
-           "metrics.jsonl (a stage run) or its report.json's value (a pipeline run). Per-trial "
-           'values: results.csv.', '']
-  if spec.get('metrics'):
-    lines += [f'- `{labels.get(m, m)}`' + (f' (`{m}`)' if m in labels else '') + f': {d}'
-              for m, d in spec['metrics'].items()] + ['']
-  cols = head + metrics + ['wall_seconds']
-  lines += ['| ' + ' | '.join(labels.get(c, c) for c in cols) + ' |', '|' + ' --- |' * len(cols)]
-  lines += ['| ' + ' | '.join(_cell(a.get(c)) for c in cols) + ' |' for a in agg]
-  if fits:
-    lines += ['', '| plot | group | fit | parameters |', '| --- | --- | --- | --- |']
-    lines += [f'| {f["plot"]} | {f["group"]} | {f["formula"]} | '
-              + ', '.join(f'{p:.4g}' for p in f['params']) + ' |' for f in fits]
-  lines += [''] + [f'![{p}]({p})' for p in sorted(os.listdir(workdir)) if p.endswith('.png')]
+           'Each trial is one run of the experiment config with its overrides; a metric is the '
+           "last value logged in its metrics.jsonl (a stage run) or its report.json's value (a "
+           'pipeline run).', '', r['title'][2:], '', r['block']]
   if failed:
-    lines += ['', '## Failed trials', ''] + [f'- {r["trial"]}: {r.get("error", "")}'
-                                               for r in failed]
+    lines += ['', '## Failed trials', ''] + [f'- {row["trial"]}: {row.get("error", "")}'
+                                               for row in failed]
   md = '\n'.join(lines) + '\n'
   fileio.write_text(os.path.join(workdir, 'report.md'), md)
   fileio.write_text(os.path.join(workdir, 'report.html'), _html(md))
-  return {'rows': table, 'aggregate': agg, 'fits': fits}
+  return {'rows': table, **r}
 
 
 def _html(md: str) -> str:

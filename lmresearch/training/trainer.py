@@ -26,6 +26,7 @@ import optax
 from tqdm import tqdm
 
 from lmresearch import parallel
+from lmresearch.models.transformer import param_counts
 from lmresearch.training.checkpoint import Checkpointer, abstract_with_shardings
 from lmresearch.training.metrics import MetricWriter, peak_flops
 from lmresearch.training.optimizers import learning_rate_schedule, make_optimizer
@@ -162,6 +163,8 @@ class Trainer:
     wall0 = time.time()
     try:
       with parallel.activate(self.mesh, self.rules):
+        if start == 0:   # what was trained, counted from the state itself (size axes read it)
+          writer.write(0, {f'model/{k}': v for k, v in param_counts(state.params).items()})
         if start == 0 and tc.eval_every > 0 and tc.eval_at_start:
           # The starting point (e.g. the SFT policy), so that a stage's gain is read off its own log.
           writer.write(0, self._evaluate(eval_fn, state.params, eval_batches))
