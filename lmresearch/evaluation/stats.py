@@ -60,7 +60,8 @@ def wilson(k: int, n: int) -> Interval:
   d = 1 + Z * Z / n
   centre = (p + Z * Z / (2 * n)) / d
   half = Z * math.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n)) / d
-  return Interval(p, max(0.0, centre - half), min(1.0, centre + half), n)
+  # min/max: at k = 0 or n the bound is the share itself, which rounding can leave a hair off
+  return Interval(p, min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half)), n)
 
 
 class Criterion(NamedTuple):

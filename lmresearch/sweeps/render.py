@@ -191,9 +191,10 @@ def render(exp, table: list[dict], out_dir: str, config_path: Optional[str] = No
     plot_cols += ([c for cols in p.get('series', {}).values() for c in cols.values()]
                   + ([p['x']] if 'x' in p else []) + list(p.get('hlines', {}).values())
                   + ([p['y']] if isinstance(p.get('y'), str) else list(p.get('y', []))))
+  head = list(spec.get('head') or [k for k in swept if k != SEED])   # a table row's label columns
+  group_cols = [p['group'] for p in spec.get('plots', []) if p.get('group')]
   agg = aggregate(table, swept, [c for c in dict.fromkeys(metrics + plot_cols + ['wall_seconds'])
-                                 if c not in swept])
-  head = [k for k in swept if k != SEED]
+                                 if c not in swept + head], extra=head + group_cols)
   fits, pngs = [], []
   for p in spec.get('plots', []):
     name = p.get('name') or (p['y'] if isinstance(p.get('y'), str) else 'series').replace('/', '_')
@@ -208,7 +209,8 @@ def render(exp, table: list[dict], out_dir: str, config_path: Optional[str] = No
       if c.get('table'):
         curves += [''] + curve_section(c, table, labels)
   found = verdicts.evaluate(table, spec.get('claims', []), labels)
-  seeds = max([len(verdicts.select(table, {k: a.get(k) for k in head})) for a in agg] or [0])
+  keys = [k for k in swept if k != SEED]
+  seeds = max([len(verdicts.select(table, {k: a.get(k) for k in keys})) for a in agg] or [0])
   done = sum(r.get('status') == 'done' for r in table)
   trial_s = sum(float(r.get('wall_seconds') or 0) for r in table if r.get('status') == 'done')
   lines = [BEGIN.format(config=config_path or exp.path), '']
@@ -223,7 +225,8 @@ def render(exp, table: list[dict], out_dir: str, config_path: Optional[str] = No
               for m, d in described.items()] + ['']
   for i, t in enumerate(spec.get('tables') or [{'metrics': metrics}]):   # one per model, say
     lines += ([f'**{t["title"]}**', ''] if t.get('title') else [])
-    lines += results_section(agg, head, list(t['metrics']), labels, note=i == 0) + ['']
+    rows = [a for a in agg if all(verdicts._match(a.get(k), v) for k, v in t.get('where', {}).items())]
+    lines += results_section(rows, head, list(t['metrics']), labels, note=i == 0) + ['']
   if spec.get('per_trial'):   # every trial's own values, beside the means
     cols = list(spec['per_trial'])
     lines += ['Per trial:', ''] + md_table(

@@ -6,6 +6,11 @@ An experiment declares its report with `get_report()` -> dict:
   claims:  [...]  what the experiment tests and the paper's own statement (sweeps/verdicts.py)
   metrics: {column: description}   the columns of the table, in order (default: every metric)
   labels:  {column: short header}   optional table headers for long column names
+  head:    [columns]   the label columns of a table row (default: the swept ones but the seed)
+  tables:  [{'title', 'metrics': [columns], 'where': {column: value(s)}}]   several tables
+           instead of one of `metrics`, each of the groups `where` selects
+  describe: {column: text}   the columns explained under the verdicts (default: `metrics`)
+  per_trial: [columns]   also a table of every trial's own values
   derived: {column: fn(row) -> value}   columns computed from a row (e.g. sqrt of a KL)
   plots:   [{'x': column, 'y': column (or a list), 'group': column or None, 'logx': bool,
              'fit': one of FITS or None, 'title': str}]
@@ -16,7 +21,8 @@ An experiment declares its report with `get_report()` -> dict:
            draws a reference level (e.g. greedy CoT) in either kind
   curves:  [{'run': sub-run, 'x': key, 'y': key, 'group': column or None, 'sqrt_x': bool,
              'fit': ..., 'connect': bool, 'relative': bool (y minus the trial's first point),
-             'table': bool (also a table of the points), 'title': str}]: every logged step of
+             'table': bool (also a table of the points), 'also': [keys carried too, e.g. their
+             standard errors], 'title': str}]: every logged step of
            <trial>/<run>/metrics.jsonl as a point (e.g. gold reward vs √KL along PPO), pooled
            over seeds, one colour per group; the points travel in results.csv as `run@step.key`
 A column is an override key (its last component, as in trial names), `seed`, or a metric: the
@@ -81,7 +87,8 @@ def curve_values(run_dir: str, curves: Sequence[dict]) -> dict:
   so that curves, like tables, render from results.csv alone."""
   out = {}
   for run in dict.fromkeys(c.get('run', '') for c in curves):
-    keys = {k for c in curves if c.get('run', '') == run for k in (c['x'], c['y'])}
+    keys = {k for c in curves if c.get('run', '') == run
+            for k in (c['x'], c['y'], *c.get('also', ()))}
     path = os.path.join(run_dir, run, 'metrics.jsonl')
     if not os.path.exists(path):
       continue
@@ -137,16 +144,18 @@ def mean_se(values: Sequence[float]) -> Agg:
   return Agg(float(v.mean()), se, len(v))
 
 
-def aggregate(table: list[dict], swept: Sequence[str], metrics: Sequence[str]) -> list[dict]:
+def aggregate(table: list[dict], swept: Sequence[str], metrics: Sequence[str],
+              extra: Sequence[str] = ()) -> list[dict]:
   """Groups the finished trials by every swept column but `seed` -> per group, each metric's
-  (mean, s.e., n)."""
+  (mean, s.e., n), and the `extra` columns (the same in every trial of a group, e.g. a derived
+  label) as its first trial has them."""
   keys = [k for k in swept if k != 'seed']
   groups: dict[tuple, list[dict]] = {}
   for r in table:
     if r['status'] == 'done':
       groups.setdefault(tuple(r.get(k) for k in keys), []).append(r)
-  return [{**dict(zip(keys, g)), **{m: mean_se([r.get(m) for r in rs]) for m in metrics}}
-          for g, rs in groups.items()]
+  return [{**dict(zip(keys, g)), **{k: rs[0].get(k) for k in extra if k not in keys},
+           **{m: mean_se([r.get(m) for r in rs]) for m in metrics}} for g, rs in groups.items()]
 
 
 def write_report(workdir: str, exp, trials: Sequence[Trial], command: str) -> dict:

@@ -10,6 +10,10 @@
   where      {column: value or [values]}: the trials it is judged on (all when absent)
   each       a column: one verdict per value of it (one per model size, say)
   criterion  '> 0', '>= -0.05', '<= 0.01', 'within 0.05 of 1.88' (stats.criterion)
+  frontier: (x, y) with versus and origin
+             per seed, the mean height of this method's (x, y) points above the versus method's
+             frontier: its points joined by straight lines from (0, origin column), e.g. gold
+             reward vs KL above PPO's, starting at SFT (frontier_gaps)
   se         with one seed: the column(s) holding the trial's own standard error of the quantity
              (over its questions): one column, or one per side of a diff/contrast (combined as
              sqrt(a² + b²), which overstates the error of a paired difference)
@@ -61,6 +65,8 @@ def quantity(table: list[dict], claim: dict, where: dict) -> tuple[list[float], 
   se_cols = claim.get('se')
   se_cols = [se_cols] if isinstance(se_cols, str) else list(se_cols or [])
   ses = lambda r: [_num(r, c) for c in se_cols]
+  if 'frontier' in claim:
+    return frontier_gaps(table, claim, where), []
   if 'contrast' in claim:
     col = claim['contrast']
     base = {**where, **claim['versus']}
@@ -77,6 +83,36 @@ def quantity(table: list[dict], claim: dict, where: dict) -> tuple[list[float], 
     values = [_num(r, claim['value']) for r in rows]
     errs = [ses(r)[0] for r in rows] if se_cols else []
   return values, errs
+
+
+def frontier_gaps(table: list[dict], claim: dict, where: dict) -> list[float]:
+  """Per seed: how far the `where` method's points lie above the `versus` method's frontier, on
+  average over its points. The frontier is the versus method's points of that seed (x, y), sorted
+  by x and joined by straight lines from the `origin` point (x = 0, y = the origin column: the
+  starting policy); points past its largest x are left out (nothing to compare them with)."""
+  x, y = claim['frontier']
+  mine = _by_seed_all(select(table, where))
+  theirs = _by_seed_all(select(table, {**{k: v for k, v in where.items()
+                                          if k not in claim['versus']}, **claim['versus']}))
+  out = []
+  for seed, rows in mine.items():
+    if seed not in theirs:
+      continue
+    front = sorted((_num(r, x), _num(r, y)) for r in theirs[seed])
+    front = [(0.0, _num(rows[0], claim['origin']))] + front
+    xs, ys = np.array([p[0] for p in front]), np.array([p[1] for p in front])
+    gaps = [_num(r, y) - float(np.interp(_num(r, x), xs, ys)) for r in rows
+            if _num(r, x) <= xs.max()]
+    if gaps:
+      out.append(float(np.mean(gaps)))
+  return out
+
+
+def _by_seed_all(rows: list[dict]) -> dict:
+  out: dict = {}
+  for r in rows:
+    out.setdefault(r.get('seed', 0), []).append(r)
+  return out
 
 
 def interval(values: list[float], errs: list[float]) -> stats.Interval:
@@ -104,6 +140,11 @@ def measure_text(claim: dict, labels: dict) -> str:
   if claim.get('measure'):
     return claim['measure']
   lab = lambda c: labels.get(c, c)
+  if 'frontier' in claim:
+    versus = ', '.join(f'{v}' for v in claim['versus'].values())
+    return (f'{lab(claim["frontier"][1])} above {versus}\'s {lab(claim["frontier"][1])} vs '
+            f'{lab(claim["frontier"][0])} frontier at the same {lab(claim["frontier"][0])} '
+            '(mean over its points, per seed)')
   if 'contrast' in claim:
     versus = ', '.join(f'{k}={v}' for k, v in claim['versus'].items())
     return f'{lab(claim["contrast"])}, minus the same at {versus} (same seed)'
@@ -121,7 +162,8 @@ def evaluate(table: list[dict], claims: list[dict], labels: Optional[dict] = Non
       values, errs = quantity(table, c, where)
       iv = interval(values, errs)
       out.append({'claim': c['claim'], 'paper': c.get('paper', ''),
-                  'where': ', '.join(f'{k}={v}' for k, v in where.items()),
+                  'where': ', '.join(f'{k}={v}' for k, v in where.items()   # filters unsaid
+                                     if not isinstance(v, (list, tuple))),
                   'measure': measure_text(c, labels or {}), 'value': iv.value,
                   'ci95': [iv.lo, iv.hi], 'n': iv.n, 'criterion': c['criterion'],
                   'interval': 'normal (within-run s.e.)' if iv.n == 1 and np.isfinite(iv.lo)
