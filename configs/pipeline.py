@@ -49,13 +49,16 @@ def get_config(arg=None):
   s.ppo.ppo.kl_coef = 2.0
   s.ppo.train.steps = 30
   c.eval = ml_collections.ConfigDict(dict(
-      per_step=30,            # world arithmetic problems per step count (1, 2, 3)
-      facts=60,               # world fact questions
+      # Greedy answers: 3 x per_step word problems + the world's 60 fact questions = 420, so that
+      # no degenerate answer among them puts the Wilson interval's upper end below 1% (<= 381).
+      per_step=120,           # world arithmetic problems per step count (1, 2, 3)
+      facts=60,               # world fact questions (the world has 60 distinct ones)
+      prompting_per_step=30,  # the prompting methods' word problems (a prefix of the above)
       shots=2,                # few-shot / CoT exemplars (4 would overflow the 256 context)
       sc_temperature=0.7,     # self-consistency sampling temperature
       sc_samples=(5, 10),
       compare_prompts=4,      # prompts shown side by side in the report
-      sample_prompts=150,     # questions answered by sampling (T=1): KL to SFT, sampled reward
+      sample_prompts=420,     # questions answered by sampling (T=1): KL to SFT, sampled reward
       rm_rankings=200,        # held-out rankings for the reward model's pairwise accuracy
       batch_size=64,
       models='',              # which models to evaluate ('rlhf': it and SFT, the KL reference); '' = all
@@ -79,6 +82,6 @@ def get_config(arg=None):
       s[name].rl.update(max_prompt_len=96, max_new_tokens=16, eval_prompts=8)
     s.grpo.grpo.group_size = 2
     s.ppo.ptx_data.synthetic.num_docs = 200
-    c.eval.update(per_step=2, facts=4, shots=1, sc_samples=(2, 3), compare_prompts=2,
+    c.eval.update(per_step=2, facts=4, prompting_per_step=2, shots=1, sc_samples=(2, 3), compare_prompts=2,
                   sample_prompts=8, batch_size=8, rm_rankings=4)
   return c

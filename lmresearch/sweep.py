@@ -89,12 +89,18 @@ def sweep() -> int:
 
 
 def publish(exp, results_csv: str) -> None:
-  """The sweep's results.csv becomes the experiment's, and its README is rendered from it."""
+  """The sweep's results.csv becomes the experiment's (with the trial files get_report()'s
+  `publish_files` names: {name beside the experiment: <trial>/<file>}), and its README is
+  rendered from it."""
   import shutil
   from lmresearch.sweeps import render
-  target = os.path.join(os.path.dirname(os.path.abspath(exp.path)), 'results.csv')
+  exp_dir = os.path.dirname(os.path.abspath(exp.path))
+  target = os.path.join(exp_dir, 'results.csv')
   if os.path.abspath(results_csv) != target:
     shutil.copyfile(results_csv, target)
+    for name, source in exp.report_spec().get('publish_files', {}).items():
+      shutil.copyfile(os.path.join(os.path.dirname(results_csv), source),
+                      os.path.join(exp_dir, name))
   render.refresh_readme(exp)
   print(f'[sweep] {os.path.dirname(target)}/README.md rendered from {target}', flush=True)
 

@@ -20,7 +20,7 @@ LAYERS = (
     ('runs',),                                        # a trained run loaded for use (builds a stage's model)
     ('evaluation',),                                  # tasks, prompting, the pipeline's measurements
     ('launch', 'runtime', 'main', 'pipeline', 'sample', 'evaluate',   # CLIs and their glue
-     'sweeps', 'sweep'),
+     'sweeps', 'sweep', 'docs'),
 )
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 

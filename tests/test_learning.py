@@ -15,7 +15,7 @@ import pytest
 
 from conftest import load_config, tiny
 from lmresearch import launch
-from lmresearch.data import formats, world
+from lmresearch.data import formats
 from lmresearch.training.metrics import read_metrics
 
 DEV = jax.devices()[:1]

@@ -129,10 +129,19 @@ def test_clip_per_model_leaves_the_policy_update_alone_when_the_value_gradient_i
   cfg = ml_collections.ConfigDict(dict(clip_norm=1.0, clip_per_model=True, lr=0.1, min_lr=0.1,
                                        warmup_steps=0, steps=10, decay_steps=0, b1=0.9, b2=0.99,
                                        weight_decay=0.0))
-  opt = make_optimizer(cfg)
   params = jax.tree.map(jnp.zeros_like, grads)
-  updates, _ = opt.update(grads, opt.init(params), params)
-  assert jax.tree.structure(updates) == jax.tree.structure(params)
+
+  def first_moment(per_model):   # Adam's first moment after one step: (1 - b1) x what it was fed
+    opt = make_optimizer(ml_collections.ConfigDict({**cfg.to_dict(), 'clip_per_model': per_model}))
+    _, state = opt.update(grads, opt.init(params), params)
+    return optax.tree_utils.tree_get(state, 'mu')
+
+  mu = first_moment(True)   # each model clipped by its own norm
+  np.testing.assert_allclose(mu['policy']['w'], 0.1 * np.array([0.3, 0.4]), rtol=1e-5)
+  np.testing.assert_allclose(mu['value']['w'], 0.1 * np.array([0.6, 0.8]), rtol=1e-5)
+  mu = first_moment(False)  # one global norm: the value's gradient scales the policy's down
+  np.testing.assert_allclose(mu['policy']['w'], 0.1 * np.array([0.3, 0.4]) / np.hypot(0.5, 500),
+                             rtol=1e-4)
 
 
 def test_ppo_caps_the_reward_of_empty_and_unending_replies_whatever_the_reward_model_says():

@@ -24,7 +24,7 @@ SIZES = ((1, 32, 2), (2, 64, 4), (3, 96, 4), (4, 128, 4))
 def get_config(arg=None):
   c = load_config('pipeline')
   c.run = 'pretrain'
-  c.eval.update(sc_samples=(), compare_prompts=2, sample_prompts=0)
+  c.eval.update(per_step=30, sc_samples=(), compare_prompts=2, sample_prompts=0)
   return c
 
 

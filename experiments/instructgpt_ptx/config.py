@@ -24,7 +24,8 @@ def get_config(arg=None):
   c.upstream = parse_arg(arg).get('upstream', 'runs/demo')
   c.run = 'pretrain,sft,reward,ppo'
   c.reuse = 'pretrain,sft,reward'
-  c.eval.update(models='rlhf', prompting=False, rm_rankings=0, compare_prompts=2)
+  c.eval.update(models='rlhf', prompting=False, rm_rankings=0, compare_prompts=2, per_step=30,
+                sample_prompts=150)   # the questions the committed trials were measured on
   return c
 
 

@@ -37,7 +37,7 @@ def get_config(arg=None):
   ppo.ppo.update(ptx_coef=0.0, kl_coef=0.05)
   ppo.train.update(steps=40, eval_every=5)
   ppo.rl.eval_prompts = 64
-  c.eval.update(models='rlhf', prompting=False, rm_rankings=200, compare_prompts=2,
+  c.eval.update(per_step=30, models='rlhf', prompting=False, rm_rankings=200, compare_prompts=2,
                 sample_prompts=60, best_of=max(BON))
   return c
 

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -34,17 +35,22 @@ class Cache:
     self.memory = {}
     fileio.makedirs(self.dir)
 
-  def get(self, key, fn):
-    if key in self.memory:
+  def get(self, key, fn, spec=None):
+    """`spec`: what the measurement depends on besides the models (e.g. how many questions); a
+    cached result measured under another spec is measured again, never reused."""
+    spec = json.loads(json.dumps(spec, default=str)) if spec is not None else None
+    if key in self.memory and self.memory[key].get('spec') == spec:
       return self.memory[key]
     path = fileio.join(self.dir, key + '.json')
     if fileio.exists(path):
-      self.memory[key] = fileio.read_json(path)
-      return self.memory[key]
+      cached = fileio.read_json(path)
+      if cached.get('spec') == spec:
+        self.memory[key] = cached
+        return cached
     summary, records = fn()
     fileio.write_text(fileio.join(self.dir, key + '.jsonl'),
                       ''.join(json.dumps(r, default=str) + '\n' for r in records))
-    out = {'summary': summary, 'records': records}
+    out = {'summary': summary, 'records': records, 'spec': spec}
     fileio.write_json(path, out, default=str)
     self.memory[key] = json.loads(json.dumps(out, default=str))   # what the file gives back
     return out
@@ -82,6 +88,10 @@ def evaluate(config, workdir: str, stages) -> dict:
   world_seed = config.stages.pretrain.data.synthetic.world_seed
   arith = tasks.load_task('world_arithmetic', world_seed=world_seed, limit=3 * ec.per_step)
   facts = tasks.load_task('world_facts', world_seed=world_seed, limit=ec.facts)
+  # Prompting methods on a prefix of the word problems (1, 2, 3 steps in turn, so any prefix is
+  # balanced): self-consistency samples many paths per question.
+  prompt_arith = dataclasses.replace(
+      arith, examples=arith.examples[:3 * ec.get('prompting_per_step', ec.per_step)])
   heldout = tasks.load_task('perplexity', world_seed=world_seed, limit=200)
   kw = dict(seed=config.seed, batch_size=ec.batch_size, max_new_tokens=96)
 
@@ -95,19 +105,20 @@ def evaluate(config, workdir: str, stages) -> dict:
   sampled_outcomes = _sampled_win_rates(stages_out, sampled)
   methods = (['direct', 'instruction', 'few_shot', 'cot'] + [f'self_consistency@{n}' for n in ec.sc_samples]
              if ec.get('prompting', True) else [])
-  by_steps, prompting_correct = _prompting(runs, arith, methods, ec, kw, cache)
+  by_steps, prompting_correct = _prompting(runs, prompt_arith, methods, ec, kw, cache)
 
   rm = None
   if judge is not None and ec.rm_rankings:
     rankings = tasks.load_task('reward_accuracy', world_seed=world_seed, limit=ec.rm_rankings)
     rm = cache.get('reward__heldout_accuracy',
-                   lambda: tasks.run_task(rankings, judge, batch_size=ec.batch_size))['summary']
+                   lambda: tasks.run_task(rankings, judge, batch_size=ec.batch_size),
+                   {'rankings': len(rankings.examples)})['summary']
   bon = None
   if ec.get('best_of', 0) and judge is not None and 'sft' in runs:   # SFT's samples, picked by the RM
     questions = tasks.Task('best_of_n', (arith.examples + facts.examples)[:ec.sample_prompts])
     bon = cache.get(f'sft__best_of_{ec.best_of}', lambda: best_of_n.best_of_n(
         questions, runs['sft'], judge, n=ec.best_of, seed=config.seed, batch_size=ec.batch_size,
-        max_new_tokens=96))['summary']['by_n']
+        max_new_tokens=96), {'questions': len(questions.examples)})['summary']['by_n']
   examples = side_by_side(runs, arith, facts, ec.compare_prompts, cache)
   answer_correct = {model: [bool(r['correct']) for r in g['records']] for model, g in greedy.items()}
   sc = f'self_consistency@{max(ec.sc_samples)}' if ec.sc_samples else None
@@ -124,8 +135,10 @@ def evaluate(config, workdir: str, stages) -> dict:
 def _greedy_answers(model, run, judge, arith, facts, heldout, ec, kw, cache) -> dict:
   """One model's zero-shot greedy answers (word problems, then facts), held-out loss, and the
   reward model's scores of those answers -> its stage row and what the claims read."""
-  arithmetic = cache.get(f'{model}__arithmetic_direct', lambda: tasks.run_task(arith, run, method='direct', **kw))
-  fact = cache.get(f'{model}__facts_direct', lambda: tasks.run_task(facts, run, method='direct', **kw))
+  arithmetic = cache.get(f'{model}__arithmetic_direct', lambda: tasks.run_task(
+      arith, run, method='direct', **kw), {'questions': len(arith.examples)})
+  fact = cache.get(f'{model}__facts_direct', lambda: tasks.run_task(
+      facts, run, method='direct', **kw), {'questions': len(facts.examples)})
   loss = cache.get(f'{model}__heldout_loss', lambda: tasks.run_task(heldout, run, batch_size=ec.batch_size))
   records = arithmetic['records'] + fact['records']
   out = {'records': records, 'fact_correct': [bool(r['correct']) for r in fact['records']]}
@@ -138,7 +151,8 @@ def _greedy_answers(model, run, judge, arith, facts, heldout, ec, kw, cache) -> 
     row.update(degenerate_share=float(np.mean(out['degenerate'])), degenerate_kinds=_kinds(records))
   if judge is not None:
     scores = cache.get(f'{model}__rewards', lambda: ({}, tasks.reward_scores(
-        judge, [r['question'] for r in records], [r['output'] for r in records], ec.batch_size).tolist()))
+        judge, [r['question'] for r in records], [r['output'] for r in records], ec.batch_size).tolist()),
+        {'answers': len(records)})
     out['rewards'] = np.asarray(scores['records'])
     row['reward_mean'] = float(np.mean(scores['records']))
     row['reward_by_outcome'] = _reward_by_outcome(records, scores['records'], run.chat)
@@ -173,7 +187,7 @@ def _sampled_answers(runs, judge, arith, facts, ec, seed, cache) -> dict:
     if model not in runs:
       continue
     samples = cache.get(f'{model}__samples', lambda: samples_vs_reference(
-        runs[model], runs['sft'], questions, 96, seed))
+        runs[model], runs['sft'], questions, 96, seed), {'questions': len(questions)})
     outputs = [x['output'] for x in samples['records']]
     scored = [{**ex, 'output': x['output'], 'finished': x.get('finished', True),
                'correct': matches(predict(x['output'], ex['target']), ex['target'])}
@@ -188,7 +202,7 @@ def _sampled_answers(runs, judge, arith, facts, ec, seed, cache) -> dict:
     out[model] = {'row': row, 'quality': quality}
     if judge is not None:   # what PPO maximizes: the reward of samples, not of greedy answers
       rewards = cache.get(f'{model}__samples_rewards', lambda: ({}, tasks.reward_scores(
-          judge, questions, outputs, ec.batch_size).tolist()))
+          judge, questions, outputs, ec.batch_size).tolist()), {'questions': len(questions)})
       row['sampled_reward_mean'] = float(np.mean(rewards['records']))
       out[model]['judged'] = (outputs, rewards['records'])
   return out
@@ -214,15 +228,17 @@ def _prompting(runs, arith, methods, ec, kw, cache):
       continue
     by_steps[model], correct[model] = {}, {}
     most = max(ec.sc_samples, default=1)
+    spec = {'questions': len(arith.examples), 'shots': ec.shots, 'temperature': ec.sc_temperature}
     run_method = lambda method: cache.get(f'{model}__prompting_{method}', lambda: tasks.run_task(
-        arith, runs[model], method=method, shots=ec.shots, temperature=ec.sc_temperature, **kw))
+        arith, runs[model], method=method, shots=ec.shots, temperature=ec.sc_temperature, **kw),
+        spec)
     for method in sorted(methods, key=lambda m: -prompting.parse_method(m)[1]):   # most paths first
       paths = prompting.parse_method(method)[1]
       sc = method.startswith('self_consistency')
       if sc and paths < most:   # @1 too: one sampled path, not the greedy one
         full = run_method(f'self_consistency@{most}')
         result = cache.get(f'{model}__prompting_{method}',
-                           lambda: tasks.fewer_paths(full['summary'], full['records'], paths))
+                           lambda: tasks.fewer_paths(full['summary'], full['records'], paths), spec)
       else:
         result = run_method(method)
       summary = result['summary']
@@ -274,7 +290,8 @@ def side_by_side(runs, arith, facts, n: int, cache) -> list[dict]:
     texts, _ = tasks.generate(run, prompts, batch_size=len(prompts), max_new_tokens=48)
     return {}, [t[0] for t in texts]
 
-  outs = {m: cache.get(f'{m}__side_by_side', lambda: answer(m))['records'] for m in runs}
+  outs = {m: cache.get(f'{m}__side_by_side', lambda: answer(m), {'prompts': len(questions)})['records']
+          for m in runs}
   return [{'prompt': q, 'answers': {m: outs[m][i] for m in runs}} for i, q in enumerate(questions)]
 
 

@@ -12,7 +12,6 @@ experiment and fails when a README differs).
 """
 from __future__ import annotations
 
-import csv
 import math
 import os
 import re
@@ -23,6 +22,7 @@ import numpy as np
 from lmresearch import fileio
 from lmresearch.sweeps import hyper, verdicts
 from lmresearch.sweeps.plots import curve, curve_points, plot
+from lmresearch.sweeps.table import aggregate, read_csv, with_derived  # noqa: F401
 
 BEGIN = ('<!-- BEGIN RESULTS: rendered from results.csv by `python -m lmresearch.sweep '
          '--config={config} --report_only`; edit get_report(), not this block -->')
@@ -32,43 +32,8 @@ SEED = 'seed'
 
 # ---- the table ------------------------------------------------------------------------------
 
-def _parse(cell: str):
-  if cell == '':
-    return None
-  if cell in ('True', 'False'):
-    return cell == 'True'
-  for kind in (int, float):
-    try:
-      return kind(cell)
-    except ValueError:
-      pass
-  return cell
-
-
-def read_csv(path: str) -> list[dict]:
-  """results.csv -> rows with numbers as numbers and empty cells left out."""
-  with open(path, newline='') as f:
-    return [{k: v for k, v in ((k, _parse(v)) for k, v in row.items()) if v is not None}
-            for row in csv.DictReader(f)]
-
-
 def swept_columns(exp) -> list[str]:
   return list(hyper.short_names(exp.sweep()).values())
-
-
-def with_derived(table: list[dict], spec: dict) -> list[dict]:
-  """Each finished row with the spec's derived columns computed (again) from its other columns."""
-  out = []
-  for r in table:
-    r = dict(r)
-    if r.get('status') == 'done':
-      for name, fn in (spec.get('derived') or {}).items():
-        try:
-          r[name] = fn(r)
-        except Exception:   # a derived column of a trial that lacks what it needs
-          r.pop(name, None)
-    out.append(r)
-  return out
 
 
 # ---- cells -----------------------------------------------------------------------------------
@@ -178,9 +143,9 @@ def metric_columns(spec: dict, table: list[dict], swept: list[str]) -> list[str]
           if k not in skip and '@' not in k and any(isinstance(r.get(k), (int, float)) for r in table)]
 
 
-def render(exp, table: list[dict], out_dir: str, config_path: Optional[str] = None) -> dict:
-  """Plots (PNG, into out_dir), the README title and block, from the table alone."""
-  from lmresearch.sweeps.results import aggregate
+def render(exp, table: list[dict], out_dir: Optional[str], config_path: Optional[str] = None) -> dict:
+  """Plots (PNG, into out_dir; none without it), the README title and block, from the table
+  alone."""
   spec = exp.report_spec()
   table = with_derived(table, spec)
   swept = swept_columns(exp)
@@ -198,13 +163,15 @@ def render(exp, table: list[dict], out_dir: str, config_path: Optional[str] = No
   fits, pngs = [], []
   for p in spec.get('plots', []):
     name = p.get('name') or (p['y'] if isinstance(p.get('y'), str) else 'series').replace('/', '_')
-    fits += plot(p, agg, os.path.join(out_dir, f'{name}.png'))
+    if out_dir:
+      fits += plot(p, agg, os.path.join(out_dir, f'{name}.png'))
     pngs.append(f'{name}.png')
   curves = []
   for c in spec.get('curves', []):
     name = c.get('name') or c['y'].replace('/', '_')
     if curve_points(c, table):
-      fits += curve(c, table, os.path.join(out_dir, f'{name}.png'))
+      if out_dir:
+        fits += curve(c, table, os.path.join(out_dir, f'{name}.png'))
       pngs.append(f'{name}.png')
       if c.get('table'):
         curves += [''] + curve_section(c, table, labels)

@@ -11,6 +11,8 @@ An experiment declares its report with `get_report()` -> dict:
            instead of one of `metrics`, each of the groups `where` selects
   describe: {column: text}   the columns explained under the verdicts (default: `metrics`)
   per_trial: [columns]   also a table of every trial's own values
+  publish_files: {name: '<trial>/<file>'}   trial files `sweep --publish` keeps beside the
+           experiment (e.g. one run's report.json)
   derived: {column: fn(row) -> value}   columns computed from a row (e.g. sqrt of a KL)
   plots:   [{'x': column, 'y': column (or a list), 'group': column or None, 'logx': bool,
              'fit': one of FITS or None, 'title': str}]
@@ -34,15 +36,13 @@ import csv
 import html
 import io
 import json
-import math
 import os
-from typing import NamedTuple, Optional, Sequence
-
-import numpy as np
+from typing import Optional, Sequence
 
 from lmresearch import fileio
 from lmresearch.sweeps import hyper
 from lmresearch.sweeps.plots import curve_column
+from lmresearch.sweeps.table import Agg, aggregate, mean_se, with_derived  # noqa: F401
 from lmresearch.sweeps.trials import Trial
 
 
@@ -73,13 +73,6 @@ def final_metrics(run_dir: str) -> dict:
         if line.strip():
           out.update({k: v for k, v in json.loads(line).items() if isinstance(v, (int, float))})
   return out
-
-
-class Agg(NamedTuple):
-  """A metric over the seeds of a group."""
-  mean: float
-  se: float
-  n: int
 
 
 def curve_values(run_dir: str, curves: Sequence[dict]) -> dict:
@@ -119,7 +112,6 @@ def rows(trials: Sequence[Trial], spec: Optional[dict] = None) -> list[dict]:
     if done:
       row.update(curve_values(t.workdir, spec.get('curves', [])))
     out.append(row)
-  from lmresearch.sweeps.render import with_derived
   return with_derived(out, spec)
 
 
@@ -132,30 +124,6 @@ def write_rows(workdir: str, table: list[dict]) -> None:
   w.writeheader()
   w.writerows(table)
   fileio.write_text(os.path.join(workdir, 'results.csv'), buf.getvalue())
-
-
-def mean_se(values: Sequence[float]) -> Agg:
-  """Mean, standard error (sample std with n−1, over √n; nan for n = 1) and n, of the finite values."""
-  v = np.asarray([x for x in values if isinstance(x, (int, float)) and np.isfinite(x)],
-                 dtype=np.float64)
-  if not len(v):
-    return Agg(math.nan, math.nan, 0)
-  se = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else math.nan
-  return Agg(float(v.mean()), se, len(v))
-
-
-def aggregate(table: list[dict], swept: Sequence[str], metrics: Sequence[str],
-              extra: Sequence[str] = ()) -> list[dict]:
-  """Groups the finished trials by every swept column but `seed` -> per group, each metric's
-  (mean, s.e., n), and the `extra` columns (the same in every trial of a group, e.g. a derived
-  label) as its first trial has them."""
-  keys = [k for k in swept if k != 'seed']
-  groups: dict[tuple, list[dict]] = {}
-  for r in table:
-    if r['status'] == 'done':
-      groups.setdefault(tuple(r.get(k) for k in keys), []).append(r)
-  return [{**dict(zip(keys, g)), **{k: rs[0].get(k) for k in extra if k not in keys},
-           **{m: mean_se([r.get(m) for r in rs]) for m in metrics}} for g, rs in groups.items()]
 
 
 def write_report(workdir: str, exp, trials: Sequence[Trial], command: str) -> dict:

@@ -14,6 +14,9 @@
              per seed, the mean height of this method's (x, y) points above the versus method's
              frontier: its points joined by straight lines from (0, origin column), e.g. gold
              reward vs KL above PPO's, starting at SFT (frontier_gaps)
+  interval: prefix
+             a quantity the run judged itself (its columns prefix.value / .lo / .hi / .n: the
+             pipeline's claims, over its questions); with several runs, t over their values
   se         with one seed: the column(s) holding the trial's own standard error of the quantity
              (over its questions): one column, or one per side of a diff/contrast (combined as
              sqrt(a² + b²), which overstates the error of a paired difference)
@@ -67,6 +70,10 @@ def quantity(table: list[dict], claim: dict, where: dict) -> tuple[list[float], 
   ses = lambda r: [_num(r, c) for c in se_cols]
   if 'frontier' in claim:
     return frontier_gaps(table, claim, where), []
+  if 'interval' in claim:   # judged inside the run already: its value and 95% bounds
+    p = claim['interval']
+    return [(_num(r, p + '.value'), _num(r, p + '.lo'), _num(r, p + '.hi'), _num(r, p + '.n'))
+            for r in rows], ['given']
   if 'contrast' in claim:
     col = claim['contrast']
     base = {**where, **claim['versus']}
@@ -115,7 +122,12 @@ def _by_seed_all(rows: list[dict]) -> dict:
   return out
 
 
-def interval(values: list[float], errs: list[float]) -> stats.Interval:
+def interval(values: list, errs: list) -> stats.Interval:
+  if errs == ['given']:   # one run's own interval; with several, t over their values
+    if len(values) == 1:
+      v, lo, hi, n = values[0]
+      return stats.Interval(v, lo, hi, int(n) if np.isfinite(n) else 1)
+    values, errs = [v[0] for v in values], []
   ok = [i for i, v in enumerate(values) if np.isfinite(v)]
   values = [values[i] for i in ok]
   if len(values) == 1 and errs and np.isfinite(errs[ok[0]]):
@@ -166,7 +178,8 @@ def evaluate(table: list[dict], claims: list[dict], labels: Optional[dict] = Non
                                      if not isinstance(v, (list, tuple))),
                   'measure': measure_text(c, labels or {}), 'value': iv.value,
                   'ci95': [iv.lo, iv.hi], 'n': iv.n, 'criterion': c['criterion'],
-                  'interval': 'normal (within-run s.e.)' if iv.n == 1 and np.isfinite(iv.lo)
+                  'interval': 'the run\'s own' if 'interval' in c and len(values) == 1 else
+                  'normal (within-run s.e.)' if iv.n == 1 and np.isfinite(iv.lo)
                   else 't over seeds', 'verdict': stats.verdict(iv, c['criterion'])})
   return out
 

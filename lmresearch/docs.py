@@ -1,0 +1,209 @@
+"""Every number a reader sees in the READMEs, rendered from the results that ship:
+
+  python -m lmresearch.docs            re-render README.md's blocks and every experiment README
+  python -m lmresearch.docs --check    change nothing; exit 1 naming the first stale line
+
+README.md's blocks (between `<!-- BEGIN name ... -->` and `<!-- END name -->`):
+  DEFAULT RUN   the default run's claims, stages and prompting tables, from
+                experiments/pipeline_seeds/report.json (seed 0 of the main job)
+  SEEDS         the claims on every whole-pipeline seed, from experiments/pipeline_seeds/results.csv
+  EXPERIMENTS   each experiment's paper, verdict count, seeds and trial time, from its results.csv
+Each experiment README is rendered by sweeps/render.py. tests/test_docs.py runs the check.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+
+from absl import app, flags
+
+from lmresearch.evaluation import claims as claims_lib
+from lmresearch.evaluation import stats
+from lmresearch.evaluation.report import RM_KINDS
+from lmresearch.sweeps import render, trials as trials_lib
+
+flags.DEFINE_bool('check', False, 'Change nothing; exit 1 if a README differs from its data.')
+FLAGS = flags.FLAGS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEEDS = os.path.join('experiments', 'pipeline_seeds')
+
+
+def experiments() -> list[str]:
+  base = os.path.join(ROOT, 'experiments')
+  return sorted(d for d in os.listdir(base) if os.path.isfile(os.path.join(base, d, 'config.py')))
+
+
+def _load(name: str):
+  return trials_lib.load_experiment(os.path.join('experiments', name, 'config.py'))
+
+
+def _rendered(name: str) -> dict:
+  table = render.read_csv(os.path.join(ROOT, 'experiments', name, 'results.csv'))
+  return render.render(_load(name), table, None)
+
+
+# ---- blocks --------------------------------------------------------------------------------
+
+def experiments_block() -> list[str]:
+  rows = []
+  for name in experiments():
+    if name == os.path.basename(SEEDS):
+      continue
+    r = _rendered(name)
+    title = r['title'].split(': ')[0][2:]
+    rows.append([f'[`{name}`](experiments/{name}/README.md)', title,
+                 render.verdicts.summary(r['claims']), str(r['seeds']),
+                 f'{r["trial_seconds"] / 60:.0f} min'])
+  return render.md_table(['experiment', 'claim tested (paper, figure)', 'verdicts', 'seeds',
+                          'trial time'], rows)
+
+
+def _claims_rows(found: list[dict]) -> list[list[str]]:
+  out = []
+  for c in found:
+    v = stats.verdict((c['value'], *c['ci95']), c['criterion'])
+    out.append([c['claim'], c['measure'], f'{render.number(c["value"])} '
+                f'[{render.number(c["ci95"][0])}, {render.number(c["ci95"][1])}]', str(c['n']),
+                c['criterion'], f'**{v}**' if v == 'holds' else v])
+  return out
+
+
+def _pair(m: dict, a: str, b: str, pct: bool = False) -> str:
+  f = (lambda x: '–' if x is None else f'{100 * x:.1f}%') if pct else \
+      (lambda x: '–' if x is None else render.number(x, 2 if abs(x) >= 1 else 3))
+  return f'{f(m.get(a))} / {f(m.get(b))}'
+
+
+def default_run_block() -> list[str]:
+  path = os.path.join(ROOT, SEEDS, 'report.json')
+  if not os.path.exists(path):
+    return ['(no default run recorded yet: `experiments/pipeline_seeds/report.json`)']
+  rep = json.load(open(path))
+  by_id = {c.id: c for c in claims_lib.PIPELINE}
+  found = [{**c, 'claim': by_id[c['id']].claim, 'measure': by_id[c['id']].measure,
+            'criterion': by_id[c['id']].criterion} for c in rep['claims'] if c.get('id') in by_id]
+  out = ['**Claims** (95% intervals over the run\'s questions: t for means, Wilson for shares; '
+         'the verdict rule is `evaluation/stats.py`\'s):', '']
+  out += render.md_table(['claim', 'measure', 'value [95% interval]', 'n', 'criterion',
+                          'verdict'], _claims_rows(found))
+  rows = []
+  for name, m in rep['stages'].items():
+    rows.append([name, render.number(m.get('heldout_loss')),
+                 _pair(m, 'answer_accuracy', 'sampled_accuracy'),
+                 _pair(m, 'sampled_padded_share', 'sampled_padded_share', pct=True).split(' / ')[0],
+                 _pair(m, 'degenerate_share', 'sampled_degenerate_share', pct=True),
+                 _pair(m, 'reward_mean', 'sampled_reward_mean'),
+                 _pair(m, 'win_rate_vs_previous', 'sampled_win_rate_vs_previous') + ' / ' +
+                 _pair(m, 'exact_win_rate_vs_previous', 'exact_win_rate_vs_previous').split(' / ')[0],
+                 _pair(m, 'labeler_quality', 'sampled_labeler_quality'),
+                 render.number(m.get('kl_to_sft'))])
+  out += ['', '**Stages** (greedy / sampled at T = 1):', '']
+  out += render.md_table(['stage', 'held-out loss', 'answer accuracy', 'padded samples',
+                          'degenerate', 'reward (RM)', 'win rate vs previous (RM / RM sampled / '
+                          'exact)', 'gold quality', 'KL to SFT'], rows)
+  methods = [m for m in ('direct', 'instruction', 'few_shot', 'cot') if m in
+             rep['prompting_by_steps'].get('base', {})]
+  sc = sorted((m for m in rep['prompting_by_steps'].get('base', {}) if m.startswith('self_')),
+              key=lambda m: int(m.split('@')[1]))
+  header = ['model, word problems'] + [m.replace('self_consistency@', 'SC@') for m in methods + sc]
+  rows = []
+  for model, by in rep['prompting_by_steps'].items():
+    for steps in ('all', '3'):
+      rows.append([f'{model}, {"all" if steps == "all" else "3-step"}']
+                  + [render.number(by[m].get(steps)) for m in methods + sc])
+  out += ['', '**Prompting** (answer accuracy by method):', ''] + render.md_table(header, rows)
+  rm = rep.get('reward_model') or {}
+  if rm.get('by_kind'):
+    kinds = sorted(rm['by_kind'], key=lambda k: RM_KINDS.index(k) if k in RM_KINDS else 99)
+    out += ['', f'**The reward model** on held-out noise-free rankings: pairwise accuracy '
+            f'{render.number(rm.get("accuracy"))} over all pairs; per kind of reply:', '']
+    out += render.md_table(['reply'] + kinds,
+                           [['mean reward'] + [render.number(rm['by_kind'][k]['reward_mean'], 2)
+                                               for k in kinds],
+                            ['pairs ranked right'] + [render.number(rm['by_kind'][k]['pair_accuracy'])
+                                                      for k in kinds]])
+  secs = rep.get('stage_seconds', {})
+  if secs:
+    parts = ', '.join(f'{k} {v:.0f} s' for k, v in secs.items())
+    out += ['', f'Wall time of the run: {rep["wall_seconds"]:.0f} s of stage and evaluation time '
+            f'({parts}; evaluation the rest).']
+  return out
+
+
+def seeds_block() -> list[str]:
+  path = os.path.join(ROOT, SEEDS, 'results.csv')
+  if not os.path.exists(path):
+    return ['(no seeds recorded yet: `experiments/pipeline_seeds/results.csv`)']
+  table = render.read_csv(path)
+  found = render.verdicts.evaluate(table, _load(os.path.basename(SEEDS)).report_spec()['claims'])
+  per_seed = [f for f in found if f['where']]
+  seeds = sorted({f['where'] for f in per_seed})
+  overall = {f['claim'].replace(' (over seeds)', ''): f for f in found if not f['where']}
+  rows = []
+  for c in claims_lib.PIPELINE:
+    cells = []
+    for s in seeds:
+      f = next((f for f in per_seed if f['claim'] == c.claim and f['where'] == s), None)
+      cells.append('–' if f is None else f'{render.number(f["value"])} '
+                   f'[{render.number(f["ci95"][0])}, {render.number(f["ci95"][1])}] {f["verdict"]}')
+    o = overall.get(c.claim)
+    rows.append([c.claim, c.criterion] + cells + ['–' if o is None else
+                                                  f'{render.number(o["value"])} {o["verdict"]}'])
+  header = ['claim', 'criterion'] + [s.replace('seed=', 'seed ') for s in seeds] + ['over seeds (t)']
+  return ['Each seed\'s value, its 95% interval (over that run\'s questions) and verdict; the last '
+          'column judges the seeds\' values together (Student\'s t over the runs).', ''] + \
+      render.md_table(header, rows)
+
+
+BLOCKS = {'DEFAULT RUN': default_run_block, 'SEEDS': seeds_block, 'EXPERIMENTS': experiments_block}
+
+
+def splice_block(text: str, name: str, lines: list[str]) -> str:
+  pattern = re.compile(rf'(<!-- BEGIN {name}\b[^>]*-->\n).*?(<!-- END {name} -->)', re.S)
+  if not pattern.search(text):
+    raise ValueError(f'README.md: no "<!-- BEGIN {name} -->" ... "<!-- END {name} -->" block.')
+  return pattern.sub(lambda m: m.group(1) + '\n'.join(lines) + '\n' + m.group(2), text, count=1)
+
+
+def refresh(check: bool) -> list[str]:
+  """Re-renders (or with check, compares) every README; returns the differences found."""
+  diffs = []
+  cwd = os.getcwd()
+  os.chdir(ROOT)   # experiment READMEs name their config by its path from the root
+  try:
+    for name in experiments():
+      d = render.refresh_readme(_load(name), check=check)
+      if d:
+        diffs.append(d)
+    path = os.path.join(ROOT, 'README.md')
+    old = open(path).read()
+    new = old
+    for name, fn in BLOCKS.items():
+      new = splice_block(new, name, fn())
+    if new != old:
+      if check:
+        diffs.append(render._first_difference(old, new, path))
+      else:
+        open(path, 'w').write(new)
+  finally:
+    os.chdir(cwd)
+  return diffs
+
+
+def main(argv):
+  del argv
+  diffs = refresh(FLAGS.check)
+  for d in diffs:
+    print(d, file=sys.stderr)
+  if FLAGS.check and diffs:
+    print('Re-render with: python -m lmresearch.docs', file=sys.stderr)
+    sys.exit(1)
+  if not FLAGS.check:
+    print('[docs] README.md and every experiment README rendered from their results.')
+
+
+if __name__ == '__main__':
+  app.run(main)
