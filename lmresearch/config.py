@@ -38,7 +38,11 @@ def base_config(stage: str = 'pretrain', init_from: str = '') -> ml_collections.
       style='llama', num_layers=4, num_heads=4, num_kv_heads=0, embed_dim=128, mlp_dim=512,
       max_len=256, vocab_size=0, vocab_multiple=64, dropout=0.0, dtype='float32',
       param_dtype='float32', scan_layers=False, remat='none', rope_theta=10000.0, norm_eps=1e-5,
-      attention_impl=''))
+      attention_impl='',
+      # options of imported Hugging Face families (models/hf/); ours leave them off
+      head_size=0, qkv_bias=False, tie_embeddings=False, rope_scaling='', rope_factor=1.0,
+      rope_low_freq_factor=1.0, rope_high_freq_factor=4.0, rope_original_max_len=8192,
+      sliding_window=0, vocab_used=0, hf_model_type=''))
 
   c.data = ml_collections.ConfigDict(dict(
       source='synthetic', path='', eval_path='', text_key='text', val_fraction=0.1, seq_len=256,

@@ -71,6 +71,8 @@ def load(workdir: str, reward: bool = False, chat: Optional[bool] = None, mesh=N
       workdir, checkpoint.abstract_with_shardings(abstract, shardings), step)
   if config.stage == 'ppo' and not reward:
     params = params['policy']
-  return Run(model, params, tok, config.stage != 'pretrain' if chat is None else chat, config,
+  if chat is None:   # a base model completes documents; an imported instruct model chats
+    chat = config.stage != 'pretrain' or bool(config.get('hf', {}).get('chat'))
+  return Run(model, params, tok, chat, config,
              mesh, rules, step, load_reward_offset(workdir) if reward else 0.0,
              reward_pool(workdir) if reward else 'last')

@@ -64,7 +64,7 @@ def sample(workdir: str, prompts, *, max_new_tokens: int, temperature: float, to
   with run.active():
     out = sampling.generate(model, params, ids, max_new_tokens=max_new_tokens,
                             rng=jax.random.PRNGKey(seed), temperature=temperature, top_k=top_k,
-                            top_p=top_p, stop_ids=(tok.eos_id, tok.end_id), pad_id=tok.pad_id)
+                            top_p=top_p, stop_ids=tok.stop_ids, pad_id=tok.pad_id)
   texts = sampling.decode_completions(tok, out['completions'], stop_strings)
   if best_of == 1:
     return texts, None

@@ -266,7 +266,7 @@ def generate(model, params, prompts: Sequence[Sequence[int]], *, max_new_tokens:
 
 def encode_prompt(tok, text: str) -> list[int]:
   """A document prompt as the base model saw documents in pretraining: BOS, then the text."""
-  return [tok.bos_id] + tok.encode(text)
+  return tok.prompt_ids(text)
 
 
 def cut_at_stop_strings(text: str, stop_strings: Sequence[str] = ()) -> str:
@@ -293,7 +293,7 @@ def generate_text(model, params, tok, prompts: Sequence[str], *, max_new_tokens:
   output cut at its first stop string. Stop strings only trim the text (generation itself ends at
   a stop id or max_new_tokens). Default stop ids: the tokenizer's eos and <|end|>."""
   if stop_ids is None:
-    stop_ids = (tok.eos_id, tok.end_id)
+    stop_ids = tok.stop_ids
   out = generate(model, params, [encode_prompt(tok, p) for p in prompts],
                  max_new_tokens=max_new_tokens, rng=rng, temperature=temperature, top_k=top_k,
                  top_p=top_p, stop_ids=stop_ids, pad_id=tok.pad_id)

@@ -10,24 +10,37 @@ import json
 from typing import Iterable, Sequence
 
 from lmresearch import fileio
+from lmresearch.hf_tokenizer import FILENAME, HF_CONFIG, HFTokenizer  # noqa: F401
 
 PAD, BOS, EOS, SYSTEM, USER, ASSISTANT, END = (
     '<|pad|>', '<|bos|>', '<|eos|>', '<|system|>', '<|user|>', '<|assistant|>', '<|end|>')
 SPECIALS = (PAD, BOS, EOS, SYSTEM, USER, ASSISTANT, END)
 ROLE_TOKENS = {'system': SYSTEM, 'user': USER, 'assistant': ASSISTANT}
-FILENAME = 'tokenizer.json'
 
 
 class _Base:
   specials = {s: i for i, s in enumerate(SPECIALS)}
   pad_id, bos_id, eos_id = 0, 1, 2
   end_id = SPECIALS.index(END)
+  special_ids = tuple(range(len(SPECIALS)))   # never content (a reply of only these is empty)
+
+  @property
+  def stop_ids(self) -> tuple:
+    """A reply ends at any of these: the end of a document or of a turn."""
+    return (self.eos_id, self.end_id)
 
   def special_id(self, token: str) -> int:
     return self.specials[token]
 
   def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
     return [self.encode(t) for t in texts]
+
+  def prompt_ids(self, text: str) -> list[int]:
+    """A document prompt as the base model saw documents in pretraining: BOS, then the text."""
+    return [self.bos_id] + self.encode(text)
+
+  def render_chat(self, messages: Sequence[dict], add_generation_prompt: bool = False):
+    return _render_ours(self, messages, add_generation_prompt)
 
 
 class CharTokenizer(_Base):
@@ -126,6 +139,9 @@ def load_tokenizer(directory_or_file: str):
   if not fileio.exists(path):
     raise FileNotFoundError(f'no tokenizer at {path}: train one by running pretraining in that '
                             'workdir, or point config.data.tokenizer_path at a tokenizer.json.')
+  directory = path.rsplit('/', 1)[0] if '/' in path else '.'
+  if fileio.exists(fileio.join(directory, HF_CONFIG)):   # an imported Hugging Face tokenizer
+    return HFTokenizer.load(directory)
   text = fileio.read_text(path)
   obj = json.loads(text)
   if obj.get('type') == 'char':
@@ -134,12 +150,16 @@ def load_tokenizer(directory_or_file: str):
 
 
 def render_chat(tok, messages: Sequence[dict], add_generation_prompt: bool = False):
-  """The one chat template: <|role|> content <|end|> per message.
+  """A conversation as (ids, assistant_mask): mask is 1 on the tokens an assistant wrote (its
+  content and the end of its turn), which is what SFT trains on. With add_generation_prompt the
+  ids end where the assistant's reply begins. Our template for the models we train; an imported
+  model's own (`hf_tokenizer.HFTokenizer`, its tokenizer_config.json's Jinja chat_template)."""
+  return tok.render_chat(messages, add_generation_prompt)
 
-  Returns (ids, assistant_mask): mask is 1 on the tokens an assistant wrote (its content and its
-  <|end|>), which is what SFT trains on. With add_generation_prompt the ids end in <|assistant|>,
-  ready for the sampler to write the reply.
-  """
+
+def _render_ours(tok, messages: Sequence[dict], add_generation_prompt: bool = False):
+  """Our chat template: <|bos|>, then <|role|> content <|end|> per message; the generation
+  prompt is <|assistant|>."""
   ids, mask = [tok.bos_id], [0]
   for m in messages:
     role = m['role']

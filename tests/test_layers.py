@@ -13,13 +13,13 @@ PACKAGE = os.path.join(ROOT, 'lmresearch')
 # Lowest first. A module may import its own layer or a lower one, never a higher one.
 LAYERS = (
     ('errors', 'fileio', 'answers'),                  # plain Python: no lmresearch imports
-    ('models', 'tokenizers', 'parallel', 'config'),   # the model, text <-> ids, the mesh, configs
+    ('models', 'tokenizers', 'hf_tokenizer', 'parallel', 'config'),   # model, text <-> ids, mesh, configs
     ('data',),                                        # sources, formats, packing, the world
     ('training', 'sampling'),                         # the one trainer; the KV-cache sampler
     ('stages',),                                      # what each stage optimizes
     ('runs',),                                        # a trained run loaded for use (builds a stage's model)
     ('evaluation',),                                  # tasks, prompting, the pipeline's measurements
-    ('launch', 'runtime', 'main', 'pipeline', 'sample', 'evaluate',   # CLIs and their glue
+    ('launch', 'runtime', 'main', 'pipeline', 'sample', 'evaluate', 'convert',   # CLIs, glue
      'sweeps', 'sweep', 'docs'),
 )
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}

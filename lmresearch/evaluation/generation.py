@@ -42,7 +42,7 @@ def generate(run: Run, prompts: Sequence[Sequence[int]], *, samples: int = 1,
         chunk = chunk + chunk[:1] * (batch_size - n)
       out = sampling.generate(run.model, run.params, chunk, max_new_tokens=new,
                               rng=jax.random.fold_in(jax.random.PRNGKey(seed), b),
-                              temperature=temperature, stop_ids=(tok.eos_id, tok.end_id),
+                              temperature=temperature, stop_ids=tok.stop_ids,
                               pad_id=tok.pad_id)
       texts += sampling.decode_completions(tok, out['completions'][:n], stops)
       finished += np.asarray(parallel.fetch(out['finished']))[:n].tolist()

@@ -62,7 +62,8 @@ def samples_vs_reference(run, ref, questions, max_new_tokens: int, seed: int = 0
   prompts = [prompting.build_prompt(run.tok, q, 'direct', chat=True) for q in questions]
   with run.active():
     out = sampling.generate(run.model, run.params, prompts, max_new_tokens=max_new_tokens,
-                            rng=jax.random.PRNGKey(seed), temperature=1.0)
+                            rng=jax.random.PRNGKey(seed), temperature=1.0,
+                            stop_ids=run.tok.stop_ids, pad_id=run.tok.pad_id)
     ref_lp = jax.jit(lambda p, t, m: token_logprobs(ref.model, p, t, m))(ref.params, out['tokens'], out['mask'])
     p_len = out['prompt_len']
     gen_ref = ref_lp[:, p_len - 1:]

@@ -17,19 +17,23 @@ def reward_scores(rm: Run, prompts: Sequence[str], responses: Sequence[str],
   """The reward model's score of each (prompt, response) chat, minus the run's offset. Chats
   longer than the model context are cut to it."""
   max_len = rm.model.cfg.max_len
-  ids = [tokenizers.render_reply(rm.tok, p, r)[0][:max_len] for p, r in zip(prompts, responses)]
+  rendered = [tokenizers.render_reply(rm.tok, p, r) for p, r in zip(prompts, responses)]
+  ids = [x[:max_len] for x, _ in rendered]
+  replies = [m[:max_len] for _, m in rendered]
   length = min(max_len, -(-max(map(len, ids)) // 64) * 64)   # one shape for every batch
   rows = rm.batch_rows(batch_size)
-  fn = jax.jit(lambda params, tokens, mask: score(rm.model, params, tokens, mask, pool=rm.pool))
+  fn = jax.jit(lambda params, tokens, mask, reply: score(rm.model, params, tokens, mask,
+                                                         pool=rm.pool, reply=reply))
   out = []
   with rm.active():
     for start in range(0, len(ids), rows):
       chunk = ids[start:start + rows]
       tokens, mask = np.zeros((rows, length), np.int32), np.zeros((rows, length), np.int32)
+      reply = np.zeros((rows, length), np.int32)
       mask[:, 0] = 1   # filler rows hold one pad token
-      for i, x in enumerate(chunk):
-        tokens[i, :len(x)], mask[i, :len(x)] = x, 1
-      out.append(np.asarray(parallel.fetch(fn(rm.params, tokens, mask)))[:len(chunk)])
+      for i, (x, m) in enumerate(zip(chunk, replies[start:start + rows])):
+        tokens[i, :len(x)], mask[i, :len(x)], reply[i, :len(m)] = x, 1, m
+      out.append(np.asarray(parallel.fetch(fn(rm.params, tokens, mask, reply)))[:len(chunk)])
   return np.concatenate(out) - rm.offset
 
 

@@ -44,10 +44,22 @@ class ModelConfig:
   rope_theta: float = 10000.0
   norm_eps: float = 1e-5
   attention_impl: str = ''       # '' (let JAX choose) | 'xla' | 'cudnn'
+  # Options of imported families (models/hf/); the defaults are our own models.
+  head_size: int = 0             # 0 -> embed_dim // num_heads
+  qkv_bias: bool = False         # biases on query/key/value (Qwen2; gpt2 has every bias)
+  tie_embeddings: bool = False   # llama style: logits from the embedding (gpt2 always ties)
+  rope_scaling: str = ''         # '' | 'llama3' (Llama 3.1's frequency-dependent scaling)
+  rope_factor: float = 1.0
+  rope_low_freq_factor: float = 1.0
+  rope_high_freq_factor: float = 4.0
+  rope_original_max_len: int = 8192
+  sliding_window: int = 0        # > 0: each query sees at most this many keys (Mistral)
+  vocab_used: int = 0            # ids >= this pad the vocabulary for sharding: their logits are
+                                 # masked, so never sampled (imported models); 0 = none masked
 
   @property
   def head_dim(self) -> int:
-    return self.embed_dim // self.num_heads
+    return self.head_size or self.embed_dim // self.num_heads
 
   @property
   def kv_heads(self) -> int:
@@ -86,10 +98,30 @@ def _norm(cfg: ModelConfig, name: str):
                     scale_init=_ones(('embed',)))
 
 
-def rope(x: Array, positions: Array, theta: float) -> Array:
+def rope_frequencies(cfg: ModelConfig, half: int):
+  """RoPE's inverse frequencies; with rope_scaling='llama3', Llama 3.1's: wavelengths past
+  original_max_len / low_freq_factor slowed by `factor`, those under / high_freq_factor kept,
+  a smooth blend between (as `transformers` computes them)."""
+  import numpy as np
+  freq = 1.0 / (cfg.rope_theta ** (np.arange(half, dtype=np.float64) / half))
+  if cfg.rope_scaling == 'llama3':
+    low_wavelen = cfg.rope_original_max_len / cfg.rope_low_freq_factor
+    high_wavelen = cfg.rope_original_max_len / cfg.rope_high_freq_factor
+    wavelen = 2 * np.pi / freq
+    smooth = ((cfg.rope_original_max_len / wavelen - cfg.rope_low_freq_factor)
+              / (cfg.rope_high_freq_factor - cfg.rope_low_freq_factor))
+    blended = (1 - smooth) * freq / cfg.rope_factor + smooth * freq
+    freq = np.where(wavelen > low_wavelen, freq / cfg.rope_factor,
+                    np.where(wavelen < high_wavelen, freq, blended))
+  elif cfg.rope_scaling:
+    raise ValueError(f"rope_scaling={cfg.rope_scaling!r}: only 'llama3' is implemented.")
+  return freq.astype(np.float32)
+
+
+def rope(x: Array, positions: Array, cfg: ModelConfig) -> Array:
   """Rotary position embedding on x [batch, length, heads, head_dim] (half-split layout)."""
   half = x.shape[-1] // 2
-  freq = 1.0 / (theta ** (jnp.arange(half, dtype=jnp.float32) / half))
+  freq = jnp.asarray(rope_frequencies(cfg, half))
   angle = positions[..., None].astype(jnp.float32) * freq              # [b, t, half]
   sin, cos = jnp.sin(angle)[:, :, None, :], jnp.cos(angle)[:, :, None, :]
   x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
@@ -130,11 +162,12 @@ class Attention(nn.Module):
     dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
     d, h, kvh, hd = cfg.embed_dim, cfg.num_heads, cfg.kv_heads, cfg.head_dim
     proj = functools.partial(Proj, use_bias=cfg.gpt2, dtype=dt, param_dtype=pdt)
-    q = proj((d, h, hd), ('embed', 'heads', 'kv'), name='query')(x)
-    k = proj((d, kvh, hd), ('embed', 'kv_heads', 'kv'), name='key')(x)
-    v = proj((d, kvh, hd), ('embed', 'kv_heads', 'kv'), name='value')(x)
+    qkv = functools.partial(proj, use_bias=cfg.gpt2 or cfg.qkv_bias)
+    q = qkv((d, h, hd), ('embed', 'heads', 'kv'), name='query')(x)
+    k = qkv((d, kvh, hd), ('embed', 'kv_heads', 'kv'), name='key')(x)
+    v = qkv((d, kvh, hd), ('embed', 'kv_heads', 'kv'), name='value')(x)
     if not cfg.gpt2:
-      q, k = rope(q, positions, cfg.rope_theta), rope(k, positions, cfg.rope_theta)
+      q, k = rope(q, positions, cfg), rope(k, positions, cfg)
     q = nn.with_logical_constraint(q, ('batch', 'length', 'heads', 'kv'))
     k = nn.with_logical_constraint(k, ('batch', 'length', 'kv_heads', 'kv'))
 
@@ -167,6 +200,9 @@ class Attention(nn.Module):
     if kv_mask is None:
       kv_mask = jnp.ones((k.shape[0], cache_len), jnp.bool_)
     mask = causal[None, None] & kv_mask[:, None, None, :].astype(bool)   # [b, 1, chunk, cache_len]
+    if self.cfg.sliding_window:   # slots hold consecutive positions of each row (left padding)
+      q_slot = (i + jnp.arange(chunk))[:, None]
+      mask = mask & (slots > q_slot - self.cfg.sliding_window)[None, None]
     return ck.value, cv.value, mask
 
 
@@ -233,6 +269,9 @@ class Transformer(nn.Module):
       if segment_ids is not None:
         same = segment_ids[:, :, None] == segment_ids[:, None, :]
         mask = mask & same[:, None]
+      if cfg.sliding_window:   # by token index: rows are contiguous, left or right padded
+        idx = jnp.arange(t)
+        mask = mask & (idx[None, :] > idx[:, None] - cfg.sliding_window)[None, None]
 
     embed = nn.Embed(cfg.vocab_size, cfg.embed_dim, dtype=dt, param_dtype=pdt, name='embed',
                      embedding_init=_init(0.02, ('vocab', 'embed')))
@@ -261,24 +300,32 @@ class Transformer(nn.Module):
     x = _norm(cfg, 'ln_final')(x)
     if return_hidden:
       return x
-    if cfg.gpt2:
+    if cfg.gpt2 or cfg.tie_embeddings:
       logits = embed.attend(x)
     else:
       logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=dt, param_dtype=pdt, name='head',
                         kernel_init=_init(0.02, ('embed', 'vocab')))(x)
-    return nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
+    return nn.with_logical_constraint(mask_padding(cfg, logits), ('batch', 'length', 'vocab'))
+
+
+def mask_padding(cfg: ModelConfig, logits):
+  """Padding ids of the vocabulary get a logit no softmax gives mass to (finite: 0 x it is 0)."""
+  if not cfg.vocab_used or cfg.vocab_used >= logits.shape[-1]:
+    return logits
+  keep = jnp.arange(logits.shape[-1]) < cfg.vocab_used
+  return jnp.where(keep, logits, jnp.asarray(-1e9, logits.dtype))
 
 
 def unembed(cfg: ModelConfig, params, x):
   """Final hidden states -> logits, the same computation as the end of Transformer.__call__ (tied
   embedding for gpt2, the head for llama), for losses that make logits a chunk at a time."""
   dt = jnp.dtype(cfg.dtype)
-  if cfg.gpt2:
+  if cfg.gpt2 or cfg.tie_embeddings:
     w = params['embed']['embedding'].astype(dt).T
   else:
     w = params['head']['kernel'].astype(dt)
   logits = jnp.dot(x.astype(dt), w)
-  return nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
+  return nn.with_logical_constraint(mask_padding(cfg, logits), ('batch', 'length', 'vocab'))
 
 
 def count_params(params: Any) -> int:

@@ -138,7 +138,7 @@ class DPOStage(LMStage):
         out = sampling.generate(self.model, self.ref_params, prompts[start:start + pc.batch_size],
                                 max_new_tokens=pc.max_new_tokens, temperature=1.0,
                                 rng=jax.random.fold_in(jax.random.fold_in(rng, k), start),
-                                pad_id=self.tokenizer.pad_id)
+                                stop_ids=self.tokenizer.stop_ids, pad_id=self.tokenizer.pad_id)
         texts = sampling.decode_completions(self.tokenizer, out['completions'])
         done = np.asarray(parallel.fetch(out['finished'])).tolist()
         for i, (t, f) in enumerate(zip(texts, done)):

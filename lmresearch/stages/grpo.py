@@ -46,7 +46,8 @@ class GRPOStage(rl.RLStage):
     prompt, prompt_mask = jnp.repeat(prompt, group, 0), jnp.repeat(prompt_mask, group, 0)
     return sampling.generate_arrays(self.model, params, prompt, prompt_mask, rng,
                                     max_new_tokens=self.config.rl.max_new_tokens,
-                                    temperature=temperature)
+                                    temperature=temperature, stop_ids=self.tokenizer.stop_ids,
+                                    pad_id=self.tokenizer.pad_id)
 
   def _rewards(self, out, indices, dataset, group: int):
     """Host side: decode each response and check its final answer."""

@@ -18,8 +18,7 @@ from lmresearch.data import formats, packing, sources
 from lmresearch.models.logprobs import positions_from_mask, target_logprobs, token_logprobs
 from lmresearch.stages import rl
 from lmresearch.stages.base import load_parent_params
-from lmresearch.stages.reward import (build_scalar_model, load_reward_offset, reply_mask,
-                                      reward_pool, score)
+from lmresearch.stages.reward import after, build_scalar_model, load_reward_offset, reward_pool, score
 
 
 ROLLOUT_STATS = ('ppo/reward_mean', 'ppo/reward_std', 'ppo/kl', 'ppo/response_len',
@@ -63,12 +62,12 @@ class PPOStage(rl.RLStage):
     score = dict(value['score'], bias=value['score']['bias'] - self.reward_offset)
     return {'policy': policy, 'value': {**value, 'score': score}}
 
-  def values(self, value_params, tokens, mask, positions):
+  def values(self, value_params, tokens, mask, positions, prompt_len: int):
     """V at every position: the value model's scalar there, or for a summing reward model the sum
     of its scalars over the reply up to there (so V at the reply's last token is its reward)."""
     v = self.value_model.apply({'params': value_params}, tokens, positions, mask)
     if self.reward_pool == 'sum':
-      return jnp.cumsum(v * reply_mask(tokens, mask), -1) - self.reward_offset
+      return jnp.cumsum(v * after(tokens, mask, prompt_len), -1) - self.reward_offset
     return v
 
   def bind(self, mesh, rules):
@@ -92,17 +91,19 @@ class PPOStage(rl.RLStage):
     rc, pc = self.config.rl, self.config.ppo
     out = sampling.generate_arrays(self.model, params['policy'], batch['prompt'],
                                    batch['prompt_mask'], rng, max_new_tokens=rc.max_new_tokens,
-                                   temperature=rc.temperature)
+                                   temperature=rc.temperature, stop_ids=self.tokenizer.stop_ids,
+                                   pad_id=self.tokenizer.pad_id)
     tokens, mask = out['tokens'], out['mask']
     resp = rl.response_mask(mask, batch['prompt'].shape[1])
     old_lp = token_logprobs(self.model, params['policy'], tokens, mask)
     ref_lp = token_logprobs(self.model, ref_params, tokens, mask)
     positions = positions_from_mask(mask)
-    values = self.values(params['value'], tokens, mask, positions)[:, :-1]
+    p_len = batch['prompt'].shape[1]
+    values = self.values(params['value'], tokens, mask, positions, p_len)[:, :-1]
     scores = score(self.value_model, rm_params, tokens, mask, positions,
-                   self.reward_pool) - self.reward_offset
+                   self.reward_pool, after(tokens, mask, p_len)) - self.reward_offset
     scores, empty, unfinished = rl.cap_degenerate(scores, tokens, resp, out['finished'],
-                                                  pc.degenerate_reward)
+                                                  pc.degenerate_reward, self.tokenizer.special_ids)
     kl = (old_lp - ref_lp) * resp
     last = jax.nn.one_hot(jnp.sum(resp, 1).astype(jnp.int32) + batch['prompt'].shape[1] - 2,
                           resp.shape[1]) * (jnp.sum(resp, 1, keepdims=True) > 0)
@@ -134,7 +135,8 @@ class PPOStage(rl.RLStage):
     resp = mb['resp']
     pg_loss, clip_frac = rl.clipped_surrogate(lp, mb['old_lp'], mb['adv'], resp, pc.clip)
     positions = positions_from_mask(mb['mask'])
-    values = self.values(params['value'], mb['tokens'], mb['mask'], positions)[:, :-1]
+    values = self.values(params['value'], mb['tokens'], mb['mask'], positions,
+                         self.config.rl.max_prompt_len)[:, :-1]
     v_clipped = mb['old_values'] + jnp.clip(values - mb['old_values'], -pc.value_clip, pc.value_clip)
     v_loss = 0.5 * rl.masked_mean(jnp.maximum(jnp.square(values - mb['returns']),
                                               jnp.square(v_clipped - mb['returns'])), resp)

@@ -33,17 +33,19 @@ class RankingDataset:
     n = len(rankings)
     self.tokens = np.zeros((n, k, seq_len), np.int32)
     self.mask = np.zeros((n, k, seq_len), np.int32)
+    self.reply = np.zeros((n, k, seq_len), np.int32)   # the response's tokens, as rendered
     self.valid = np.zeros((n, k), np.float32)
     self.tie = np.zeros((n, k, k), np.float32)
     self.truncated = 0
     for i, r in enumerate(rankings):
       for j, resp in enumerate(r['responses']):
-        ids, _ = tokenizers.render_reply(tok, r['prompt'], resp)
+        ids, reply = tokenizers.render_reply(tok, r['prompt'], resp)
         if len(ids) > seq_len:
-          ids = ids[:seq_len]
+          ids, reply = ids[:seq_len], reply[:seq_len]
           self.truncated += 1
         self.tokens[i, j, :len(ids)] = ids
         self.mask[i, j, :len(ids)] = 1
+        self.reply[i, j, :len(ids)] = reply
         self.valid[i, j] = 1
       for a, b in r.get('ties', []):
         self.tie[i, a, b] = self.tie[i, b, a] = 1
@@ -54,7 +56,8 @@ class RankingDataset:
 
   def rows(self, indices) -> dict:
     i = np.asarray(indices)
-    return {'tokens': self.tokens[i], 'mask': self.mask[i], 'valid': self.valid[i], 'tie': self.tie[i]}
+    return {'tokens': self.tokens[i], 'mask': self.mask[i], 'reply': self.reply[i],
+            'valid': self.valid[i], 'tie': self.tie[i]}
 
 
 def ranking_loss(rewards, valid, tie):
@@ -77,13 +80,14 @@ _ASSISTANT_ID = tokenizers.SPECIALS.index(tokenizers.ASSISTANT)   # the same id 
 
 
 def reply_mask(tokens, mask):
-  """1 on the tokens after each row's last <|assistant|> marker: the reply being judged."""
+  """1 on the tokens after each row's last <|assistant|> marker: the reply being judged (our
+  chat template; callers that rendered the reply pass its mask instead, as any template needs)."""
   idx = jnp.arange(tokens.shape[-1])
   marker = jnp.max(jnp.where((tokens == _ASSISTANT_ID) & (mask > 0), idx, -1), axis=-1)
   return (idx > marker[..., None]) * mask
 
 
-def pool_rewards(values, tokens, mask, pool: str):
+def pool_rewards(values, tokens, mask, pool: str, reply=None):
   """Per-position scalars [b, T] -> one reward per sequence.
 
   'last' (InstructGPT): the scalar at the last real token, which must sum up the whole reply.
@@ -93,7 +97,7 @@ def pool_rewards(values, tokens, mask, pool: str):
   if pool == 'last':
     return jnp.take_along_axis(values, last_token_index(mask)[..., None], -1)[..., 0]
   if pool == 'sum':
-    return jnp.sum(values * reply_mask(tokens, mask), -1)
+    return jnp.sum(values * (reply_mask(tokens, mask) if reply is None else reply), -1)
   raise ValueError(f'config.reward.pool={pool!r}: expected one of {POOLS}.')
 
 
@@ -107,12 +111,18 @@ def build_scalar_model(config, tok) -> ScalarHeadModel:
   return ScalarHeadModel(ModelConfig.from_config(config.model, padded_vocab(tok.vocab_size, config.model)))
 
 
-def score(model, params, tokens, mask, positions=None, pool: str = 'last'):
-  """Reward of each sequence (left or right padded), pooled as `pool_rewards` says."""
+def score(model, params, tokens, mask, positions=None, pool: str = 'last', reply=None):
+  """Reward of each sequence (left or right padded), pooled as `pool_rewards` says; `reply`
+  marks the response's tokens."""
   if positions is None:
     positions = positions_from_mask(mask)
   values = model.apply({'params': params}, tokens, positions, mask)
-  return pool_rewards(values, tokens, mask, pool)
+  return pool_rewards(values, tokens, mask, pool, reply)
+
+
+def after(tokens, mask, start: int):
+  """The tokens from column `start` on (a left-padded prompt block, then the reply)."""
+  return (jnp.arange(tokens.shape[-1])[None, :] >= start) * mask
 
 
 def load_reward_offset(workdir: str) -> float:
@@ -154,7 +164,8 @@ class RewardStage(LMStage):
     deterministic = rng is None or self.config.model.dropout == 0
     values = self.rm.apply({'params': params}, tokens, positions, mask, deterministic=deterministic,
                            rngs=None if deterministic else {'dropout': rng})
-    return pool_rewards(values, tokens, mask, self.config.reward.pool).reshape(b, k)
+    return pool_rewards(values, tokens, mask, self.config.reward.pool,
+                        batch['reply'].reshape(b * k, t)).reshape(b, k)
 
   def loss_fn(self, params, batch, rng):
     return ranking_loss(self.rewards(params, batch, rng), batch['valid'], batch['tie'])
@@ -171,8 +182,10 @@ class RewardStage(LMStage):
     prompts = [r['prompt'] for r in self.eval_rankings[:n]]
     ids = [tokenizers.generation_prompt(self.tokenizer, p) for p in prompts]
     out = sampling.generate(lm, lm_params, ids, max_new_tokens=self.config.reward.norm_max_new_tokens,
-                            rng=jax.random.PRNGKey(self.config.seed), temperature=1.0)
-    r = score(self.rm, params, out['tokens'], out['mask'], out['positions'], self.config.reward.pool)
+                            rng=jax.random.PRNGKey(self.config.seed), temperature=1.0,
+                            stop_ids=self.tokenizer.stop_ids, pad_id=self.tokenizer.pad_id)
+    r = score(self.rm, params, out['tokens'], out['mask'], out['positions'], self.config.reward.pool,
+              after(out['tokens'], out['mask'], out['prompt_len']))
     offset = float(jnp.mean(r))
     fileio.write_json(fileio.join(self.workdir, NORM_FILE),
                       {'offset': offset, 'num_samples': len(prompts)})

@@ -57,12 +57,13 @@ def response_mask(mask, prompt_len: int):
   return (mask[:, 1:] * (cols >= prompt_len)).astype(jnp.float32)
 
 
-def cap_degenerate(scores, tokens, resp, finished, cap: float):
+def cap_degenerate(scores, tokens, resp, finished, cap: float, special_ids=None):
   """A reply that ends at once (no content token before the stop token) or never ends within
   max_new_tokens is a bad outcome whatever the reward model says (cf. TRL's non-EOS penalty): its
   score is at most `cap`. tokens [b, T], resp [b, T-1] (targets), finished [b] -> (scores, empty,
   unfinished)."""
-  content = jnp.sum(resp * (tokens[:, 1:] >= len(tokenizers.SPECIALS)), 1)
+  special_ids = tuple(range(len(tokenizers.SPECIALS))) if special_ids is None else special_ids
+  content = jnp.sum(resp * ~jnp.isin(tokens[:, 1:], jnp.asarray(special_ids)), 1)
   empty, unfinished = (content == 0) & finished, ~finished
   return jnp.where(empty | unfinished, jnp.minimum(scores, cap), scores), empty, unfinished
 

@@ -1,0 +1,193 @@
+"""Hugging Face checkpoints in and out:
+
+  python -m lmresearch.convert --from_hf=HF_DIR --workdir=runs/qwen          # HF dir -> a run dir
+  python -m lmresearch.convert --to_hf=OUT_DIR --workdir=runs/rlhf           # a run dir -> HF dir
+  python -m lmresearch.convert --to_hf=OUT_DIR --workdir=runs/sft_lora --adapters_only   # PEFT
+
+HF_DIR is a local directory as `save_pretrained` writes it (config.json, *.safetensors, the
+tokenizer files); to fetch one from the Hub, run transformers' own loader first. An imported run is
+an ordinary run: config.json (our model config), the HF tokenizer (with its chat template) and an
+Orbax checkpoint, so `--config.init_from=runs/qwen` starts SFT, reward, DPO, PPO or GRPO from it,
+and sample / evaluate read it. Families, options and what is checked: README, "Models from
+Hugging Face".
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+from absl import app, flags
+
+from lmresearch.runtime import fail, parse_flags, setup_jax
+
+flags.DEFINE_string('from_hf', None, 'Import: a Hugging Face model directory.')
+flags.DEFINE_string('to_hf', None, 'Export: the directory to write (config.json, safetensors, '
+                    'tokenizer).')
+flags.DEFINE_string('workdir', None, 'The run directory (import: written; export: read).')
+flags.DEFINE_bool('adapters_only', False, 'Export: only the LoRA adapters, as PEFT writes them.')
+flags.DEFINE_string('mesh', 'data=1,fsdp=-1,tensor=1', 'Import: the mesh the params are placed '
+                    'on (as config.mesh: data, fsdp, tensor; -1 = the rest).')
+flags.DEFINE_enum('param_dtype', 'float32', ['float32', 'bfloat16'], 'Import: the params\' dtype.')
+flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16', 'float16'], 'Export: tensor dtype.')
+flags.DEFINE_string('chat_template', None, 'Import: a Jinja chat template file for a tokenizer '
+                    'that has none (a base model to be fine-tuned as a chat model).')
+flags.DEFINE_integer('cpu_devices', -1, 'See lmresearch.main --cpu_devices.')
+FLAGS = flags.FLAGS
+
+TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'generation_config.json',
+                   'chat_template.jinja', 'special_tokens_map.json')
+
+
+def mesh_config(spec: str) -> dict:
+  out = {'data': 1, 'fsdp': 1, 'tensor': 1}
+  for part in spec.split(','):
+    if part.strip():
+      k, _, v = part.partition('=')
+      if k.strip() not in out:
+        raise ValueError(f'--mesh={spec!r}: {k!r} is not a mesh axis (data, fsdp, tensor).')
+      out[k.strip()] = int(v)
+  return out
+
+
+def import_run(hf_dir: str, workdir: str, mesh_spec: str = 'data=1,fsdp=-1,tensor=1',
+               param_dtype: str = 'float32', chat_template=None, devices=None) -> dict:
+  """HF_DIR -> a run directory; returns the run's config as a dict."""
+  import jax
+  from lmresearch import config as lmc
+  from lmresearch import fileio, parallel
+  from lmresearch.hf_tokenizer import HFTokenizer
+  from lmresearch.models import hf
+  from lmresearch.stages.base import build_model, padded_vocab
+  from lmresearch.training.checkpoint import Checkpointer
+  hf_cfg = hf.read_config(hf_dir)
+  fam = hf.family(hf_cfg, os.path.join(hf_dir, 'config.json'))
+  model = fam.model_config(hf_cfg)
+  if not os.path.exists(os.path.join(hf_dir, 'tokenizer.json')):
+    raise FileNotFoundError(f'{hf_dir}: no tokenizer.json (the fast tokenizer file save_pretrained '
+                            'writes); save the tokenizer beside the model.')
+  os.makedirs(workdir, exist_ok=True)
+  for name in TOKENIZER_FILES:
+    if os.path.exists(os.path.join(hf_dir, name)):
+      shutil.copyfile(os.path.join(hf_dir, name), os.path.join(workdir, name))
+  tok = HFTokenizer.load(workdir)
+  if chat_template:
+    tok.chat_template = open(chat_template).read()
+    tok.save(workdir)
+  c = lmc.base_config('pretrain')
+  hf_vocab = int(hf_cfg['vocab_size'])
+  c.model.update(model, param_dtype=param_dtype, vocab_used=hf_vocab, hf_model_type=fam.MODEL_TYPE)
+  c.model.vocab_size = padded_vocab(max(hf_vocab, tok.vocab_size), c.model)
+  c.data.update(tokenizer='hf', vocab_size=tok.vocab_size, seq_len=min(c.data.seq_len, c.model.max_len))
+  c.mesh.update(mesh_config(mesh_spec))
+  c.train.steps = 0
+  c.hf = {'source': os.path.abspath(hf_dir), 'model_type': fam.MODEL_TYPE,
+          'chat': bool(tok.chat_template)}
+  mesh = parallel.make_mesh(c.mesh, devices)
+  rules = parallel.rules_from_config(c)
+  lm = build_model(c, tok)
+  with parallel.activate(mesh, rules):
+    abstract, shardings = parallel.abstract_and_shardings(
+        lambda: lm.init(jax.random.PRNGKey(0), jax.numpy.zeros((1, 8), jax.numpy.int32))['params'],
+        mesh, rules)
+    params = hf.import_params(hf_dir, c.model.to_dict(), abstract, shardings, hf_vocab)
+  ckpt = Checkpointer(fileio.join(workdir, 'checkpoints'), use_async=False)
+  ckpt.save(0, params, {'step': jax.numpy.zeros((), jax.numpy.int32)}, {})
+  ckpt.close()
+  lmc.save(c, workdir)
+  fileio.write_json(fileio.join(workdir, 'DONE.json'), {'seconds': 0.0, 'imported_from': hf_dir})
+  return c.to_dict()
+
+
+def hf_model_type(model: dict) -> str:
+  if model.get('hf_model_type'):
+    return model['hf_model_type']
+  if model['style'] == 'gpt2':
+    return 'gpt2'
+  return 'qwen2' if model.get('qkv_bias') else 'mistral' if model.get('sliding_window') else 'llama'
+
+
+def export_run(workdir: str, out_dir: str, dtype: str = 'float32') -> list[str]:
+  """A run directory -> an HF directory transformers' from_pretrained reads."""
+  import jax
+  import numpy as np
+  from lmresearch import fileio, parallel, runs, tokenizers
+  from lmresearch.hf_tokenizer import HFTokenizer
+  from lmresearch.models import hf
+  run = runs.load(workdir, chat=False)
+  model = {**run.config.model.to_dict(), 'hf_model_type': hf_model_type(run.config.model)}
+  tok = run.tok
+  hf_vocab = model.get('vocab_used') or tok.vocab_size
+  os.makedirs(out_dir, exist_ok=True)
+  flat = {tuple(getattr(k, 'key', k) for k in path): leaf
+          for path, leaf in jax.tree_util.tree_flatten_with_path(run.params)[0]}
+
+  def fetch(path, layer):
+    leaf = flat[path] if layer is None else flat[path][layer]
+    with run.active():
+      return np.asarray(parallel.fetch(leaf))
+
+  files = hf.export_params(fetch, model, hf_vocab, out_dir, dtype)
+  ids = {'bos_token_id': tok.bos_id, 'eos_token_id': tok.eos_id, 'pad_token_id': tok.pad_id}
+  cfg = hf.FAMILIES[model['hf_model_type']].hf_config(model, hf_vocab, ids)
+  cfg['torch_dtype'] = cfg['dtype'] = dtype
+  fileio.write_json(os.path.join(out_dir, 'config.json'), cfg, indent=2)
+  stops = list(tok.stop_ids)
+  fileio.write_json(os.path.join(out_dir, 'generation_config.json'),
+                    {'bos_token_id': tok.bos_id, 'eos_token_id': stops if len(stops) > 1 else stops[0],
+                     'pad_token_id': tok.pad_id}, indent=2)
+  if isinstance(tok, HFTokenizer):
+    tok.save(out_dir)
+  elif tok.kind == 'bpe':
+    export_our_tokenizer(tok, out_dir)
+  else:
+    raise ValueError(f'{workdir}: a {tok.kind} tokenizer has no Hugging Face form; only byte-level '
+                     'BPE and imported tokenizers are exported.')
+  return files
+
+
+# Our chat template in Jinja, for transformers' apply_chat_template: <|bos|>, then per message
+# <|role|> content <|end|>; the generation prompt is <|assistant|> (tokenizers.render_chat).
+OUR_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{{ '<|' + m['role'] + '|>' + m['content'] "
+                "+ '<|end|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}"
+                "{% endif %}")
+
+
+def export_our_tokenizer(tok, out_dir: str) -> None:
+  from lmresearch import fileio, tokenizers
+  tok.save(out_dir)
+  added = {str(i): {'content': s, 'special': True, 'lstrip': False, 'rstrip': False,
+                    'normalized': False, 'single_word': False}
+           for i, s in enumerate(tokenizers.SPECIALS)}
+  fileio.write_json(os.path.join(out_dir, 'tokenizer_config.json'), {
+      'tokenizer_class': 'PreTrainedTokenizerFast', 'bos_token': tokenizers.BOS,
+      'eos_token': tokenizers.EOS, 'pad_token': tokenizers.PAD, 'add_bos_token': False,
+      'model_max_length': 1 << 30, 'clean_up_tokenization_spaces': False,
+      'added_tokens_decoder': added, 'chat_template': OUR_TEMPLATE}, indent=2)
+
+
+def main(argv):
+  if len(argv) > 1:
+    fail(f'unexpected arguments {argv[1:]}.')
+  if not FLAGS.workdir or bool(FLAGS.from_hf) == bool(FLAGS.to_hf):
+    fail('give --workdir and exactly one of --from_hf=HF_DIR (import) or --to_hf=OUT_DIR (export).')
+  setup_jax(cpu_devices=FLAGS.cpu_devices)
+  from lmresearch.errors import ConfigError
+  try:
+    if FLAGS.from_hf:
+      c = import_run(FLAGS.from_hf, FLAGS.workdir, FLAGS.mesh, FLAGS.param_dtype, FLAGS.chat_template)
+      print(f'[convert] {FLAGS.from_hf} ({c["hf"]["model_type"]}) -> {FLAGS.workdir}')
+    elif FLAGS.adapters_only:
+      from lmresearch.models.lora_export import export_adapters
+      files = export_adapters(FLAGS.workdir, FLAGS.to_hf, FLAGS.dtype)
+      print(f'[convert] {FLAGS.workdir} adapters -> {FLAGS.to_hf}: {", ".join(files)}')
+    else:
+      files = export_run(FLAGS.workdir, FLAGS.to_hf, FLAGS.dtype)
+      print(f'[convert] {FLAGS.workdir} -> {FLAGS.to_hf}: {", ".join(files)}')
+  except (ConfigError, FileNotFoundError, ValueError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,218 @@
+"""Hugging Face checkpoints in and out, checked against `transformers` itself on tiny random models
+built here (no download): logits on a padded batch whose longest row is 520 tokens (RoPE mistakes
+hide in short ones), the tokenizer's ids, greedy generation to the model's EOS, export ->
+from_pretrained, and one of our own trained runs exported.
+"""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+torch = pytest.importorskip('torch', reason='torch is a test extra: pip install -e .[test]')
+transformers = pytest.importorskip('transformers', reason='transformers is a test extra')
+
+from lmresearch import convert, runs, sampling  # noqa: E402
+from lmresearch.models.transformer import rope_frequencies, ModelConfig  # noqa: E402
+
+TEXT = ('The banana is yellow. Köln liegt am Rhein; 東京は日本の首都です. '
+        'Rosa starts with 3 apples and buys 4 more. 3 + 4 = 7. The answer is 7. ')
+VOCAB = 301   # a multiple of nothing: padded to 320 for sharding, stripped again on export
+
+
+# Qwen2's pre-tokenizer, as its tokenizer.json has it (transformers 5 rebuilds a qwen2 tokenizer
+# with this split whatever the file says, so a test tokenizer must have it too).
+QWEN_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+              r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def tiny_tokenizer(path, specials, chat_template=None, bos=None, eos='<|endoftext|>', qwen=False):
+  """A byte-level BPE tokenizer trained here, saved as save_pretrained writes one."""
+  from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+  tok = Tokenizer(models.BPE())
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  if qwen:
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior='isolated'),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+  tok.decoder = decoders.ByteLevel()
+  trainer = trainers.BpeTrainer(vocab_size=VOCAB - 10, special_tokens=specials,
+                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                show_progress=False)
+  tok.train_from_iterator([TEXT * 3, 'hello world ' * 20], trainer)
+  if bos:   # Llama's post-processor puts BOS in front of every text
+    tok.post_processor = processors.TemplateProcessing(
+        single=f'{bos} $A', special_tokens=[(bos, tok.token_to_id(bos))])
+  fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos,
+                                              pad_token=eos)
+  if chat_template:
+    fast.chat_template = chat_template
+  fast.save_pretrained(path)
+  return fast
+
+
+QWEN_TEMPLATE = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + "
+                 "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}"
+                 "{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+FAMILIES = {
+    'gpt2': lambda: transformers.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4,
+                                            n_positions=600, resid_pdrop=0, embd_pdrop=0,
+                                            attn_pdrop=0),
+    'llama_gqa': lambda: transformers.LlamaConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=12, max_position_embeddings=1024,
+        rms_norm_eps=1e-5, rope_theta=500000.0),
+    'llama3_rope_scaling': lambda: transformers.LlamaConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=2048,
+        rope_scaling={'rope_type': 'llama3', 'factor': 8.0, 'low_freq_factor': 1.0,
+                      'high_freq_factor': 4.0, 'original_max_position_embeddings': 64}),
+    'mistral': lambda: transformers.MistralConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        sliding_window=64),
+    'qwen2': lambda: transformers.Qwen2Config(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        tie_word_embeddings=True, rope_theta=1e6),
+}
+SPECIALS = {'gpt2': ['<|endoftext|>'], 'llama_gqa': ['<|begin_of_text|>', '<|end_of_text|>'],
+            'llama3_rope_scaling': ['<|begin_of_text|>', '<|end_of_text|>'],
+            'mistral': ['<s>', '</s>'], 'qwen2': ['<|endoftext|>', '<|im_start|>', '<|im_end|>']}
+
+
+def build(name, root):
+  torch.manual_seed(0)
+  cfg = FAMILIES[name]()
+  specials = SPECIALS[name]
+  bos = specials[0] if name.startswith(('llama', 'mistral')) else None
+  eos = specials[1] if bos else specials[0]
+  tok = tiny_tokenizer(root, specials, QWEN_TEMPLATE if name == 'qwen2' else None, bos, eos,
+                       qwen=name == 'qwen2')
+  cfg.bos_token_id, cfg.eos_token_id = tok.bos_token_id, tok.eos_token_id
+  model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+  with torch.no_grad():   # random, not tiny-at-init, weights: every parameter matters
+    for p in model.parameters():
+      p.normal_(0, 0.3 if p.dim() > 1 else 0.1)
+    for n, p in model.named_parameters():
+      if 'norm' in n or 'ln_' in n:
+        p.add_(1.0)
+  model.save_pretrained(root)
+  return model, tok
+
+
+@pytest.fixture(scope='module', params=sorted(FAMILIES))
+def imported(request, tmp_path_factory):
+  root = tmp_path_factory.mktemp(request.param)
+  model, tok = build(request.param, str(root / 'hf'))
+  convert.import_run(str(root / 'hf'), str(root / 'run'), devices=jax.devices()[:1])
+  return request.param, model, tok, root
+
+
+def _padded_batch(tok):
+  lengths = (520, 300, 17)
+  ids = tok(TEXT * 12)['input_ids']
+  rows = [ids[:n] for n in lengths]
+  tokens = np.zeros((3, 520), np.int32)
+  mask = np.zeros((3, 520), np.int32)
+  for i, r in enumerate(rows):
+    tokens[i, :len(r)], mask[i, :len(r)] = r, 1
+  return tokens, mask
+
+
+def test_imported_logits_equal_transformers_on_a_long_padded_batch(imported):
+  name, model, tok, root = imported
+  run = runs.load(str(root / 'run'))
+  tokens, mask = _padded_batch(tok)
+  with torch.no_grad():
+    ref = model(input_ids=torch.tensor(tokens, dtype=torch.long),
+                attention_mask=torch.tensor(mask)).logits.numpy()
+  with run.active():
+    ours = np.asarray(jax.jit(lambda p, t, m: run.model.apply({'params': p}, t, None, m))(
+        run.params, tokens, mask))
+  real = mask.astype(bool)
+  ours_v = ours[..., :VOCAB]
+  np.testing.assert_allclose(ours_v[real], ref[real], atol=1e-4, rtol=1e-4)
+  assert (ours[..., VOCAB:] < -1e8).all()   # the padding of the vocabulary is never sampled
+  lp, lq = jax.nn.log_softmax(ref[real]), jax.nn.log_softmax(ours_v[real])
+  kl = float(np.mean(np.sum(np.exp(lp) * (lp - lq), -1)))
+  print(f'\n{name}: max |logit diff| {np.abs(ours_v[real] - ref[real]).max():.2e}, '
+        f'mean per-token KL {kl:.2e} over {real.sum()} tokens')
+  assert kl < 1e-6
+
+
+def test_imported_tokenizer_gives_autotokenizers_ids_and_decodes_them_back(imported):
+  name, _, tok, root = imported
+  ours = runs.load(str(root / 'run')).tok
+  auto = transformers.AutoTokenizer.from_pretrained(str(root / 'hf'))
+  for text in (TEXT, 'hello world', '東京 Köln ünïcödé', ' leading space'):
+    ids = auto(text)['input_ids']
+    assert ours.prompt_ids(text) == ids, text
+    assert ours.decode(ids, skip_special=True) == auto.decode(ids, skip_special_tokens=True)
+  if name == 'qwen2':   # the imported chat template, rendered as transformers renders it
+    chat = [{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': 'hello world'}]
+    ids, mask = ours.render_chat(chat)
+    assert ids == auto.apply_chat_template(chat, tokenize=True, return_dict=True)['input_ids']
+    marked = ours.decode([i for i, m in zip(ids, mask) if m])
+    assert marked.startswith('hello world<|im_end|>') and 'hi' not in marked
+
+
+def test_greedy_generation_equals_generate_token_for_token_to_the_eos(imported):
+  name, model, tok, root = imported
+  run = runs.load(str(root / 'run'), chat=False)
+  prompt = run.tok.prompt_ids('The banana is')
+  with run.active():
+    free = sampling.generate(run.model, run.params, [prompt], max_new_tokens=32, temperature=0.0,
+                             stop_ids=())['completions'][0]
+  # Make the model's 10th greedy token its EOS, so that both must stop exactly there.
+  eos = free[9]
+  with torch.no_grad():
+    ref = model.generate(torch.tensor([prompt]), max_new_tokens=32, do_sample=False,
+                         eos_token_id=eos, pad_token_id=eos).numpy()[0, len(prompt):].tolist()
+  with run.active():
+    out = sampling.generate(run.model, run.params, [prompt], max_new_tokens=32, temperature=0.0,
+                            stop_ids=(eos,))
+  assert out['completions'][0] + [eos] == ref[:free.index(eos) + 1]
+  assert bool(out['finished'][0])
+
+
+def test_export_reproduces_the_imported_weights_exactly(imported, tmp_path):
+  name, model, _, root = imported
+  convert.export_run(str(root / 'run'), str(tmp_path / 'out'))
+  back = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / 'out'))
+  ref = model.state_dict()
+  got = back.state_dict()
+  for k, v in ref.items():
+    if k.endswith(('attn.bias', 'attn.masked_bias')):
+      continue
+    np.testing.assert_array_equal(got[k].numpy(), v.numpy(), err_msg=k)
+
+
+def test_llama3_rope_frequencies_equal_transformers():
+  from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+  cfg = FAMILIES['llama3_rope_scaling']()
+  ref, _ = ROPE_INIT_FUNCTIONS['llama3'](cfg, 'cpu')
+  ours = rope_frequencies(ModelConfig(vocab_size=8, embed_dim=32, num_heads=4, rope_scaling='llama3',
+                                      rope_factor=8.0, rope_original_max_len=64), 4)
+  np.testing.assert_allclose(ours, ref.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize('change,key', [
+    ({'model_type': 'gemma'}, "model_type='gemma'"),
+    ({'rope_scaling': {'rope_type': 'yarn', 'factor': 2.0}}, 'rope_type'),
+    ({'attention_bias': True}, 'attention_bias=True'),
+    ({'hidden_act': 'gelu'}, "hidden_act='gelu'"),
+    ({'some_new_option': 3}, 'some_new_option'),
+])
+def test_an_option_we_do_not_implement_is_one_line_naming_the_key(tmp_path, change, key):
+  from lmresearch.errors import ConfigError
+  build('llama_gqa', str(tmp_path / 'hf'))
+  cfg = json.load(open(tmp_path / 'hf' / 'config.json'))
+  cfg.pop('rope_parameters', None)
+  cfg.update(change)
+  json.dump(cfg, open(tmp_path / 'hf' / 'config.json', 'w'))
+  with pytest.raises(ConfigError, match=key.replace('(', r'\(').replace('[', r'\[')) as e:
+    convert.import_run(str(tmp_path / 'hf'), str(tmp_path / 'run'), devices=jax.devices()[:1])
+  assert '\n' not in str(e.value)
