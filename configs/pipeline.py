@@ -59,6 +59,7 @@ def get_config(arg=None):
       sc_samples=(5, 10),
       compare_prompts=4,      # prompts shown side by side in the report
       sample_prompts=420,     # questions answered by sampling (T=1): KL to SFT, sampled reward
+      samples_per_prompt=4,   # samples of each (claims compare per-question means: more power)
       rm_rankings=200,        # held-out rankings for the reward model's pairwise accuracy
       batch_size=64,
       models='',              # which models to evaluate ('rlhf': it and SFT, the KL reference); '' = all
@@ -82,6 +83,7 @@ def get_config(arg=None):
       s[name].rl.update(max_prompt_len=96, max_new_tokens=16, eval_prompts=8)
     s.grpo.grpo.group_size = 2
     s.ppo.ptx_data.synthetic.num_docs = 200
-    c.eval.update(per_step=2, facts=4, prompting_per_step=2, shots=1, sc_samples=(2, 3), compare_prompts=2,
+    c.eval.update(per_step=2, facts=4, prompting_per_step=2, samples_per_prompt=2, shots=1,
+                  sc_samples=(2, 3), compare_prompts=2,
                   sample_prompts=8, batch_size=8, rm_rankings=4)
   return c

@@ -25,7 +25,7 @@ def get_config(arg=None):
   c.run = 'pretrain,sft,reward,ppo'
   c.reuse = 'pretrain,sft,reward'
   c.eval.update(models='rlhf', prompting=False, rm_rankings=0, compare_prompts=2, per_step=30,
-                sample_prompts=150)   # the questions the committed trials were measured on
+                sample_prompts=150, samples_per_prompt=1)   # what the committed trials measured
   return c
 
 

@@ -38,7 +38,7 @@ def get_config(arg=None):
   ppo.train.update(steps=40, eval_every=5)
   ppo.rl.eval_prompts = 64
   c.eval.update(per_step=30, models='rlhf', prompting=False, rm_rankings=200, compare_prompts=2,
-                sample_prompts=60, best_of=max(BON))
+                sample_prompts=60, samples_per_prompt=1, best_of=max(BON))
   return c
 
 

@@ -23,7 +23,8 @@ def get_config(arg=None):
   c = load_config('pipeline')
   c.upstream = parse_arg(arg).get('upstream', 'runs/demo')
   c.run = c.reuse = 'pretrain,sft'
-  c.eval.update(per_step=20, prompting_per_step=20, sc_samples=PATHS, sample_prompts=30, compare_prompts=2)
+  c.eval.update(per_step=20, prompting_per_step=20, sc_samples=PATHS, sample_prompts=30,
+                samples_per_prompt=1, compare_prompts=2)
   return c
 
 

@@ -176,19 +176,29 @@ def _greedy_win_rates(stages_out, greedy) -> None:
           [r['output'] for r in theirs['records']], theirs['rewards'])))
 
 
+def _per_question(values, k: int) -> list[float]:
+  """k consecutive samples per question -> each question's mean (what paired claims compare)."""
+  v = np.asarray(values, np.float64)
+  return v.reshape(-1, k).mean(axis=1).tolist()
+
+
 def _sampled_answers(runs, judge, arith, facts, ec, seed, cache) -> dict:
   """Each chat model's answers sampled at temperature 1 (with their KL to SFT): accuracy, padding,
-  labeler quality, degenerate share and (with a reward model) their rewards."""
+  labeler quality, degenerate share and (with a reward model) their rewards. Each question is
+  answered eval.samples_per_prompt times (the same random streams for every model, so their
+  differences are paired sample by sample); claims compare the per-question means."""
   if 'sft' not in runs:
     return {}
-  examples = (arith.examples + facts.examples)[:ec.sample_prompts]
+  k = ec.get('samples_per_prompt', 1)
+  examples = [ex for ex in (arith.examples + facts.examples)[:ec.sample_prompts] for _ in range(k)]
   questions = [ex['question'] for ex in examples]
+  spec = {'questions': len(questions) // k, 'samples_per_prompt': k}
   out = {}
   for model in ('sft', 'rlhf', 'dpo', 'grpo'):
     if model not in runs:
       continue
     samples = cache.get(f'{model}__samples', lambda: samples_vs_reference(
-        runs[model], runs['sft'], questions, 96, seed), {'questions': len(questions)})
+        runs[model], runs['sft'], questions, 96, seed), spec)
     outputs = [x['output'] for x in samples['records']]
     scored = [{**ex, 'output': x['output'], 'finished': x.get('finished', True),
                'correct': matches(predict(x['output'], ex['target']), ex['target'])}
@@ -200,22 +210,25 @@ def _sampled_answers(runs, judge, arith, facts, ec, seed, cache) -> dict:
            'sampled_labeler_quality': float(np.mean(quality)),
            'sampled_degenerate_share': float(np.mean([_degenerate(r) for r in scored])),
            'sampled_degenerate_kinds': _kinds(scored)}
-    out[model] = {'row': row, 'quality': quality}
+    out[model] = {'row': row, 'quality': _per_question(quality, k), 'k': k}
     if judge is not None:   # what PPO maximizes: the reward of samples, not of greedy answers
       rewards = cache.get(f'{model}__samples_rewards', lambda: ({}, tasks.reward_scores(
-          judge, questions, outputs, ec.batch_size).tolist()), {'questions': len(questions)})
+          judge, questions, outputs, ec.batch_size).tolist()), spec)
       row['sampled_reward_mean'] = float(np.mean(rewards['records']))
       out[model]['judged'] = (outputs, rewards['records'])
   return out
 
 
 def _sampled_win_rates(stages_out, sampled) -> dict:
-  """The reward model judging pairs of samples vs the previous stage: what RL changed in the policy."""
+  """The reward model judging pairs of samples vs the previous stage (the i-th sample of a
+  question against the other model's i-th): what RL changed in the policy; per question, the
+  mean over its samples."""
   outcomes = {}
   for model, prev in PREVIOUS.items():
     if 'judged' in sampled.get(model, {}) and 'judged' in sampled.get(prev, {}):
-      outcomes[model] = scoring.win_outcomes(*sampled[model]['judged'], *sampled[prev]['judged'])
-      stages_out[model]['sampled_win_rate_vs_previous'] = float(np.mean(outcomes[model]))
+      each = scoring.win_outcomes(*sampled[model]['judged'], *sampled[prev]['judged'])
+      outcomes[model] = _per_question(each, sampled[model]['k'])
+      stages_out[model]['sampled_win_rate_vs_previous'] = float(np.mean(each))
   return outcomes
 
 

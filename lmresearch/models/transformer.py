@@ -23,6 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lmresearch.models import lora as lora_lib
+
 Array = jax.Array
 
 
@@ -54,12 +56,24 @@ class ModelConfig:
   rope_high_freq_factor: float = 4.0
   rope_original_max_len: int = 8192
   sliding_window: int = 0        # > 0: each query sees at most this many keys (Mistral)
+  lora_rank: int = 0             # > 0: LoRA adapters beside the `lora_targets` projections
+  lora_alpha: float = 16.0
+  lora_dropout: float = 0.0
+  lora_targets: str = 'query,value'
   vocab_used: int = 0            # ids >= this pad the vocabulary for sharding: their logits are
                                  # masked, so never sampled (imported models); 0 = none masked
 
   @property
   def head_dim(self) -> int:
     return self.head_size or self.embed_dim // self.num_heads
+
+  def lora(self, name: str, in_shape, out_shape, in_names, out_names):
+    """The adapter beside projection `name`, or None (models/lora.py)."""
+    if not self.lora_rank or name not in lora_lib.targets(self.lora_targets):
+      return None
+    return lora_lib.LoRA(tuple(in_shape), tuple(out_shape), tuple(in_names), tuple(out_names),
+                         self.lora_rank, self.lora_alpha, self.lora_dropout,
+                         jnp.dtype(self.dtype), jnp.dtype(self.param_dtype), name=name + lora_lib.SUFFIX)
 
   @property
   def kv_heads(self) -> int:
@@ -157,15 +171,21 @@ class Attention(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x, positions, mask, decode: bool, kv_mask):
+  def __call__(self, x, positions, mask, decode: bool, kv_mask, deterministic: bool = True):
     cfg = self.cfg
     dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
     d, h, kvh, hd = cfg.embed_dim, cfg.num_heads, cfg.kv_heads, cfg.head_dim
     proj = functools.partial(Proj, use_bias=cfg.gpt2, dtype=dt, param_dtype=pdt)
     qkv = functools.partial(proj, use_bias=cfg.gpt2 or cfg.qkv_bias)
-    q = qkv((d, h, hd), ('embed', 'heads', 'kv'), name='query')(x)
-    k = qkv((d, kvh, hd), ('embed', 'kv_heads', 'kv'), name='key')(x)
-    v = qkv((d, kvh, hd), ('embed', 'kv_heads', 'kv'), name='value')(x)
+
+    def project(make, shape, names, name, inp, in_dims=1):
+      y = make(shape, names, name=name, **({'in_dims': in_dims} if in_dims > 1 else {}))(inp)
+      adapter = cfg.lora(name, shape[:in_dims], shape[in_dims:], names[:in_dims], names[in_dims:])
+      return y if adapter is None else y + adapter(inp, deterministic)
+
+    q = project(qkv, (d, h, hd), ('embed', 'heads', 'kv'), 'query', x)
+    k = project(qkv, (d, kvh, hd), ('embed', 'kv_heads', 'kv'), 'key', x)
+    v = project(qkv, (d, kvh, hd), ('embed', 'kv_heads', 'kv'), 'value', x)
     if not cfg.gpt2:
       q, k = rope(q, positions, cfg), rope(k, positions, cfg)
     q = nn.with_logical_constraint(q, ('batch', 'length', 'heads', 'kv'))
@@ -179,7 +199,8 @@ class Attention(nn.Module):
     out = nn.with_logical_constraint(out, ('batch', 'length', 'heads', 'kv'))
     # GPT-2 scales residual projections by 1/sqrt(2 * layers) at init.
     out_std = 0.02 / (2 * cfg.num_layers) ** 0.5
-    return proj((h, hd, d), ('heads', 'kv', 'embed'), in_dims=2, std=out_std, name='out')(out)
+    return project(functools.partial(proj, std=out_std), (h, hd, d), ('heads', 'kv', 'embed'),
+                   'out', out, in_dims=2)
 
   def _update_cache(self, k, v, kv_mask):
     """Writes this chunk's keys/values at the cache index; returns the whole cache and its mask."""
@@ -210,22 +231,31 @@ class Mlp(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, deterministic: bool = True):
     cfg = self.cfg
     dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
     dense = functools.partial(nn.Dense, dtype=dt, param_dtype=pdt, use_bias=cfg.gpt2,
                               bias_init=_zeros(('mlp',)))
     up_init = _init(0.02, ('embed', 'mlp'))
+    d, f = cfg.embed_dim, cfg.mlp_dim
+
+    def project(layer, name, inp, shape, names):
+      y = layer(inp)
+      adapter = cfg.lora(name, shape[:1], shape[1:], names[:1], names[1:])
+      return y if adapter is None else y + adapter(inp, deterministic)
+
+    up = lambda inp: project(dense(f, kernel_init=up_init, name='up'), 'up', inp, (d, f),
+                             ('embed', 'mlp'))
     if cfg.gpt2:
-      h = nn.gelu(dense(cfg.mlp_dim, kernel_init=up_init, name='up')(x))
+      h = nn.gelu(up(x))
     else:
-      gate = dense(cfg.mlp_dim, kernel_init=up_init, name='gate')(x)
-      h = nn.silu(gate) * dense(cfg.mlp_dim, kernel_init=up_init, name='up')(x)
+      gate = project(dense(f, kernel_init=up_init, name='gate'), 'gate', x, (d, f), ('embed', 'mlp'))
+      h = nn.silu(gate) * up(x)
     h = nn.with_logical_constraint(h, ('batch', 'length', 'mlp'))
     out_std = 0.02 / (2 * cfg.num_layers) ** 0.5
-    return nn.Dense(cfg.embed_dim, dtype=dt, param_dtype=pdt, use_bias=cfg.gpt2, name='down',
-                    kernel_init=_init(out_std, ('mlp', 'embed')),
-                    bias_init=_zeros(('embed',)))(h)
+    down = nn.Dense(d, dtype=dt, param_dtype=pdt, use_bias=cfg.gpt2, name='down',
+                    kernel_init=_init(out_std, ('mlp', 'embed')), bias_init=_zeros(('embed',)))
+    return project(down, 'down', h, (f, d), ('mlp', 'embed'))
 
 
 class Block(nn.Module):
@@ -236,9 +266,10 @@ class Block(nn.Module):
   def __call__(self, x, positions, mask, kv_mask, decode: bool, deterministic: bool):
     cfg = self.cfg
     drop = nn.Dropout(cfg.dropout)
-    h = Attention(cfg, name='attn')(_norm(cfg, 'ln_attn')(x), positions, mask, decode, kv_mask)
+    h = Attention(cfg, name='attn')(_norm(cfg, 'ln_attn')(x), positions, mask, decode, kv_mask,
+                                    deterministic)
     x = x + drop(h, deterministic=deterministic)
-    h = Mlp(cfg, name='mlp')(_norm(cfg, 'ln_mlp')(x))
+    h = Mlp(cfg, name='mlp')(_norm(cfg, 'ln_mlp')(x), deterministic)
     x = x + drop(h, deterministic=deterministic)
     x = nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
     return x, None

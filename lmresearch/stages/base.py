@@ -9,6 +9,8 @@ differs:
   init_params(rng)               fresh (boxed) params, traced under eval_shape/jit       [required]
   initial_params(params, shard)  what to start from (the parent stage's checkpoint, if any)
   bind(mesh, rules)              the trainer's mesh, before any step: place frozen models here
+  start(state)                   the initialized (or resumed) TrainState, once, before any step:
+                                 with LoRA a reference model reads the frozen base from it
   train_iterator()               checkpointable host batches (get_state/set_state)      [required]
   eval_batches()                 a fixed held-out set for loss_fn; [] = none
   loss_fn(params, batch, rng)    -> (loss_sum, metric_sums with 'count'); rng None = eval  [required]
@@ -26,6 +28,7 @@ share.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -50,8 +53,22 @@ def padded_vocab(tok_vocab: int, model_cfg) -> int:
   return -(-tok_vocab // m) * m
 
 
-def build_model(config, tok) -> Transformer:
-  return Transformer(ModelConfig.from_config(config.model, padded_vocab(tok.vocab_size, config.model)))
+def model_config(config, tok, lora: bool = True) -> ModelConfig:
+  """config.model as the model reads it; with config.lora.rank > 0 (and lora) with adapters."""
+  m = ModelConfig.from_config(config.model, padded_vocab(tok.vocab_size, config.model))
+  lc = config.get('lora') or {}
+  if lora and lc.get('rank', 0) > 0:
+    m = dataclasses.replace(m, lora_rank=lc.rank, lora_alpha=float(lc.alpha),
+                            lora_dropout=float(lc.dropout), lora_targets=lc.targets)
+  return m
+
+
+def build_model(config, tok, lora: bool = True) -> Transformer:
+  return Transformer(model_config(config, tok, lora))
+
+
+def uses_lora(config) -> bool:
+  return (config.get('lora') or {}).get('rank', 0) > 0
 
 
 def get_tokenizer(config, workdir: str, texts_fn=None):
@@ -101,6 +118,9 @@ class Stage:
     """The trainer hands over its mesh, so a stage can place frozen models (reference, reward)."""
     self.mesh, self.rules = mesh, rules
 
+  def start(self, state) -> None:
+    """The train state the steps will start from (after init or resume); nothing here."""
+
   def train_iterator(self):
     raise NotImplementedError
 
@@ -139,6 +159,9 @@ class LMStage(Stage):
     self.config, self.workdir = config, workdir
     self.tokenizer = get_tokenizer(config, workdir, texts_fn)
     self.model = build_model(config, self.tokenizer)
+    # The model without adapters: what a frozen reference reads (the base, the same arrays).
+    self.lora = uses_lora(config)
+    self.ref_model = build_model(config, self.tokenizer, lora=False) if self.lora else self.model
 
   def init_params(self, rng):
     tokens = jnp.zeros((1, self.config.data.seq_len), jnp.int32)
@@ -159,9 +182,11 @@ class LMStage(Stage):
                                 self.config.train.eval_batches)
 
   def load_lm_params(self, workdir: str):
-    """A run's language-model params, restored straight into this mesh's shardings."""
+    """A run's language-model params (no adapters: merged into the weights when the run trained
+    some), restored straight into this mesh's shardings."""
+    tokens = jnp.zeros((1, self.config.data.seq_len), jnp.int32)
     abstract, shardings = parallel.abstract_and_shardings(
-        lambda: LMStage.init_params(self, jax.random.PRNGKey(0)), self.mesh, self.rules)
+        lambda: self.ref_model.init(jax.random.PRNGKey(0), tokens)['params'], self.mesh, self.rules)
     return load_parent_params(workdir, abstract, shardings)
 
   def lm_logits(self, params, batch, rng, inputs='inputs', return_hidden=False):

@@ -60,14 +60,14 @@ class GRPOStage(rl.RLStage):
 
   def prepare(self, batch, state):
     g = self.config.grpo.group_size
-    out = self._sample(state.params, batch['prompt'], batch['prompt_mask'], rl.rollout_rng(state),
+    out = self._sample(state.full_params, batch['prompt'], batch['prompt_mask'], rl.rollout_rng(state),
                        group=g, temperature=self.config.rl.temperature)
     rewards = self._rewards(out, batch['index'], self.train_ds, g)
     tokens, mask = out['tokens'], out['mask']
     resp = rl.response_mask(mask, batch['prompt'].shape[1])
     adv = jnp.asarray(group_advantages(rewards, g))[:, None] * resp
     rows = dict(tokens=tokens, mask=mask, resp=resp, adv=adv,
-                old_lp=self._logprobs(state.params, tokens, mask))
+                old_lp=self._logprobs(state.full_params, tokens, mask))
     if self.config.grpo.kl_coef > 0:
       rows['ref_lp'] = self._logprobs(self.ref_params, tokens, mask)
     return {**rows, 'grpo/accuracy': jnp.float32(rewards.mean()),

@@ -124,7 +124,7 @@ class PPOStage(rl.RLStage):
 
   def prepare(self, batch, state):
     rng = rl.rollout_rng(state)
-    rows, stats = self._rollout(state.params, self.ref_params, self.rm_params, batch, rng)
+    rows, stats = self._rollout(state.full_params, self.ref_params, self.rm_params, batch, rng)
     return {**rows, **stats}
 
   # ---- update (device) -----------------------------------------------------------------------

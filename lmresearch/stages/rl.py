@@ -19,7 +19,7 @@ from lmresearch.errors import ConfigError
 from lmresearch.answers import matches, predict
 from lmresearch.data import formats, labeler
 from lmresearch.stages.base import LMStage
-from lmresearch.training.trainer import TrainState
+from lmresearch.training.trainer import TrainState, with_frozen
 
 
 class PromptDataset:
@@ -119,9 +119,8 @@ def make_minibatch_step(loss_fn, optimizer, schedule, epochs: int, minibatches: 
   loss_fn(params, minibatch, rng) -> (loss, metrics) with loss a mean (not a sum). Metrics are
   averaged over the updates; the batch's `rollout_keys` (scalars measured during the rollout)
   are passed through to the logged metrics."""
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-
   def train_step(state: TrainState, batch):
+    grad_fn = jax.value_and_grad(with_frozen(loss_fn, state.frozen), has_aux=True)
     rng = jax.random.fold_in(state.rng, state.step)
     rows = {k: v for k, v in batch.items() if k not in rollout_keys}
     n = next(iter(rows.values())).shape[0]
@@ -146,7 +145,7 @@ def make_minibatch_step(loss_fn, optimizer, schedule, epochs: int, minibatches: 
     metrics = jax.tree.map(jnp.mean, metrics)
     metrics.update({k: batch[k] for k in rollout_keys})
     metrics['train/lr'] = schedule(state.step * epochs * minibatches)
-    return TrainState(state.step + 1, params, opt_state, state.rng), metrics
+    return TrainState(state.step + 1, params, opt_state, state.rng, state.frozen), metrics
 
   return train_step
 

@@ -26,6 +26,7 @@ import optax
 from tqdm import tqdm
 
 from lmresearch import parallel
+from lmresearch.models import lora
 from lmresearch.models.transformer import param_counts
 from lmresearch.training.checkpoint import Checkpointer, abstract_with_shardings
 from lmresearch.training.metrics import MetricWriter, peak_flops
@@ -39,9 +40,15 @@ class NonFiniteLossError(RuntimeError):
 @flax.struct.dataclass
 class TrainState:
   step: jax.Array
-  params: Any
+  params: Any          # what the optimizer trains (with LoRA: the adapters and any new head)
   opt_state: Any
   rng: jax.Array
+  frozen: Any = None   # with LoRA: the base, read from init_from, never saved or updated
+
+  @property
+  def full_params(self):
+    """Every param the stage's models read: the trained ones and the frozen base."""
+    return lora.merge(self.frozen, self.params)
 
 
 def accumulate_gradients(loss_fn, params, batch, rng, num_micro: int):
@@ -67,10 +74,18 @@ def accumulate_gradients(loss_fn, params, batch, rng, num_micro: int):
   return grads, metrics
 
 
+def with_frozen(loss_fn, frozen):
+  """loss_fn of the trained params alone: the frozen base merged in (no gradient reaches it)."""
+  if not frozen:
+    return loss_fn
+  return lambda params, *args: loss_fn(lora.merge(frozen, params), *args)
+
+
 def make_train_step(loss_fn, optimizer, num_micro: int, schedule):
   def train_step(state: TrainState, batch):
     rng = jax.random.fold_in(state.rng, state.step)
-    grads, sums = accumulate_gradients(loss_fn, state.params, batch, rng, num_micro)
+    grads, sums = accumulate_gradients(with_frozen(loss_fn, state.frozen), state.params, batch,
+                                       rng, num_micro)
     count = jnp.maximum(sums.pop('count'), 1.0)
     grads = jax.tree.map(lambda g, p: (g / count).astype(p.dtype), grads, state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -78,7 +93,7 @@ def make_train_step(loss_fn, optimizer, num_micro: int, schedule):
     metrics = {k: v / count for k, v in sums.items()}
     metrics['train/grad_norm'] = optax.tree.norm(grads)
     metrics['train/lr'] = schedule(state.step)
-    return TrainState(state.step + 1, params, opt_state, state.rng), metrics
+    return TrainState(state.step + 1, params, opt_state, state.rng, state.frozen), metrics
   return train_step
 
 
@@ -93,6 +108,7 @@ class Trainer:
     self.config, self.workdir, self.stage, self.mesh, self.rules = config, workdir, stage, mesh, rules
     self.train_cfg = config.train
     self.optimizer = make_optimizer(config.train)
+    self.lora = config.get('lora', {}).get('rank', 0) > 0
     self.schedule = learning_rate_schedule(config.train)
     self._stop = self._signaled = False
     stage.bind(mesh, rules)
@@ -100,9 +116,25 @@ class Trainer:
   # ---- state ---------------------------------------------------------------------------
   def _init_fn(self):
     params = self.stage.init_params(jax.random.PRNGKey(self.config.seed))
+    frozen = None
+    if self.lora:
+      params, frozen = lora.split(params)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=self.optimizer.init(params),
-                      rng=jax.random.PRNGKey(self.config.seed + 1))
+                      rng=jax.random.PRNGKey(self.config.seed + 1), frozen=frozen)
+
+  def _start_from_parents(self, state, shardings, trained=None):
+    """The stage's initial params (its parents' checkpoints). With LoRA the parents give the base
+    (the tree without adapters: a new scalar head comes from them too), and the trained params
+    are the fresh adapters, or `trained` (restored on resume)."""
+    if not self.lora:
+      return state.replace(params=self.stage.initial_params(state.params, shardings.params))
+    full = lora.merge(state.frozen, state.params)
+    full_sh = lora.merge(shardings.frozen, shardings.params)
+    start = lora.merge(lora.base(self.stage.initial_params(lora.base(full), lora.base(full_sh))),
+                       lora.split(full, lora.is_adapter)[0])
+    params, frozen = lora.split(start)
+    return state.replace(params=params if trained is None else trained, frozen=frozen)
 
   def abstract_state(self):
     """Shapes and shardings of the train state, with no memory allocated."""
@@ -138,18 +170,22 @@ class Trainer:
     data_iter = stage.train_iterator()
     found = self._restore(ckpt, abstract, shardings, data_iter)
     if found is None:
-      state = self.init_state(shardings)
-      state = state.replace(params=stage.initial_params(state.params, shardings.params))
+      state = self._start_from_parents(self.init_state(shardings), shardings)
       start = 0
     else:
       start, state = found
+      if self.lora:   # the checkpoint holds the adapters; the base comes from the parents again
+        state = self._start_from_parents(self.init_state(shardings).replace(
+            step=state.step, opt_state=state.opt_state, rng=state.rng), shardings, state.params)
       writer.truncate_after(start)
       print(f'resumed from {self.workdir}/checkpoints step {start}', flush=True)
+    stage.start(state)
 
     batch_sharding = lambda ndim: parallel.batch_sharding(self.mesh, self.rules, ndim)
     step_fn = self.compile_step(shardings)
     with parallel.activate(self.mesh, self.rules):
-      eval_fn = jax.jit(make_eval_step(stage.loss_fn), in_shardings=(shardings.params, None))
+      eval_fn = jax.jit(make_eval_step(stage.loss_fn),
+                        in_shardings=(lora.merge(shardings.frozen, shardings.params), None))
     eval_batches = [parallel.put_batch(b, batch_sharding) for b in stage.eval_batches()] \
         if tc.eval_every > 0 else []
 
@@ -164,10 +200,11 @@ class Trainer:
     try:
       with parallel.activate(self.mesh, self.rules):
         if start == 0:   # what was trained, counted from the state itself (size axes read it)
-          writer.write(0, {f'model/{k}': v for k, v in param_counts(state.params).items()})
+          counts = {f'model/{k}': v for k, v in param_counts(state.full_params).items()}
+          writer.write(0, {**counts, 'model/params_trained': param_counts(state.params)['params']})
         if start == 0 and tc.eval_every > 0 and tc.eval_at_start:
           # The starting point (e.g. the SFT policy), so that a stage's gain is read off its own log.
-          writer.write(0, self._evaluate(eval_fn, state.params, eval_batches))
+          writer.write(0, self._evaluate(eval_fn, state.full_params, eval_batches))
         for step in range(start, tc.steps):
           batch = parallel.put_batch(next(data_iter), batch_sharding)
           batch = stage.prepare(batch, state)
@@ -197,7 +234,7 @@ class Trainer:
             row['perf/tokens_per_sec'] = tokens_per_step / dt
             row['perf/mfu'] = flops_per_step / dt / peak if peak else 0.0
           if eval_now:
-            row.update(self._evaluate(eval_fn, state.params, eval_batches))
+            row.update(self._evaluate(eval_fn, state.full_params, eval_batches))
           if log_now or eval_now:
             writer.write(done, row)
             last = row
@@ -211,7 +248,7 @@ class Trainer:
             print(f'SIGTERM: saved step {done} to {ckpt.directory}; exiting.', flush=True)
             break
         if not self._stop:   # e.g. reward normalization
-          extra = stage.finalize(state.params)
+          extra = stage.finalize(state.full_params)
           if extra:
             writer.write(tc.steps, extra)
             last.update(extra)
@@ -237,7 +274,7 @@ class Trainer:
       return None
     step, params, train, data_state = found
     data_iter.set_state(data_state)
-    return step, TrainState(train['step'], params, train['opt_state'], train['rng'])
+    return step, TrainState(train['step'], params, train['opt_state'], train['rng'], None)
 
   def _drain(self, pending):
     """Fetches the metrics of every step since the last drain; stops on a non-finite loss."""

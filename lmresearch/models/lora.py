@@ -1,0 +1,125 @@
+"""LoRA (Hu et al. 2021): low-rank adapters beside the model's own projections.
+
+An adapter of rank r beside a projection W (kernel [in..., out...]) adds (alpha / r) · (x A) B,
+A [in..., r] random, B [r, out...] zero, so that at step 0 the model is its base exactly. The
+adapters carry the logical axis names of the weight they adapt (the rank axis unsharded), so
+they shard like it, scanned layers too. They are sibling modules named `<projection>_lora`
+(query_lora, ..., down_lora), which is how `split` tells them from the base.
+
+With config.lora.rank > 0 a stage trains only the adapters (and any new scalar head); the base
+is read from init_from and kept frozen beside the train state (`TrainState.frozen`), never in the
+optimizer state or the stage's checkpoints, and a frozen reference is the base with adapters
+off: the same arrays, no second copy.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+TARGETS = ('query', 'key', 'value', 'out', 'gate', 'up', 'down')   # our projections' names
+SUFFIX = '_lora'
+
+
+def targets(spec: str) -> tuple:
+  names = tuple(t.strip() for t in spec.split(',') if t.strip())
+  bad = [t for t in names if t not in TARGETS]
+  if bad:
+    raise ValueError(f'config.lora.targets: {bad[0]!r} is not a projection of the model '
+                     f'(expected some of {", ".join(TARGETS)}).')
+  return names
+
+
+class LoRA(nn.Module):
+  """(alpha / rank) · dropout(x) A B over the trailing `in_dims` axes of x."""
+  in_shape: tuple
+  out_shape: tuple
+  in_names: tuple
+  out_names: tuple
+  rank: int
+  alpha: float
+  dropout: float = 0.0
+  dtype: object = jnp.float32
+  param_dtype: object = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool = True):
+    fan_in = int(np.prod(self.in_shape))
+    a = self.param('a', nn.with_logical_partitioning(
+        nn.initializers.normal(1.0 / fan_in ** 0.5), self.in_names + (None,)),
+        self.in_shape + (self.rank,), self.param_dtype)
+    b = self.param('b', nn.with_logical_partitioning(nn.initializers.zeros_init(),
+                                                     (None,) + self.out_names),
+                   (self.rank,) + self.out_shape, self.param_dtype)
+    x = nn.Dropout(self.dropout)(x, deterministic=deterministic or not self.dropout)
+    letters = 'abcdefgh'
+    k_in = letters[:len(self.in_shape)]
+    k_out = letters[len(self.in_shape):len(self.in_shape) + len(self.out_shape)]
+    h = jnp.einsum(f'...{k_in},{k_in}r->...r', x.astype(self.dtype), a.astype(self.dtype))
+    y = jnp.einsum(f'...r,r{k_out}->...{k_out}', h, b.astype(self.dtype))
+    return y * (self.alpha / self.rank)
+
+
+def is_adapter(path) -> bool:
+  return any(str(getattr(k, 'key', k)).endswith(SUFFIX) for k in path)
+
+
+def trainable_path(path) -> bool:
+  """What a LoRA stage trains: the adapters, and a scalar head (the reward or value model's
+  `score`, new on top of a language model)."""
+  return is_adapter(path) or any(getattr(k, 'key', k) == 'score' for k in path)
+
+
+def _flat(tree):
+  """path -> leaf, a boxed param (nn.Partitioned: its logical axis names) counting as a leaf."""
+  boxed = lambda x: isinstance(x, nn.meta.AxisMetadata)
+  return {tuple(getattr(k, 'key', k) for k in p): v
+          for p, v in jax.tree_util.tree_flatten_with_path(tree, is_leaf=boxed)[0]}
+
+
+def _nest(flat: dict):
+  out: dict = {}
+  for path, v in flat.items():
+    d = out
+    for k in path[:-1]:
+      d = d.setdefault(k, {})
+    d[path[-1]] = v
+  return out
+
+
+def split(params, pred=trainable_path):
+  """params -> (trainable, frozen): two nested dicts whose leaves together are params'."""
+  flat = _flat(params)
+  return (_nest({p: v for p, v in flat.items() if pred(p)}),
+          _nest({p: v for p, v in flat.items() if not pred(p)}))
+
+
+def merge(frozen, trainable):
+  """The whole tree again (either may be empty)."""
+  if not frozen:
+    return trainable
+  if not trainable:
+    return frozen
+  return _nest({**_flat(frozen), **_flat(trainable)})
+
+
+def base(params):
+  """The tree without its adapters: the base model, as a reference model reads it."""
+  return _nest({p: v for p, v in _flat(params).items() if not is_adapter(p)})
+
+
+def merged(params, scale: float):
+  """The base with every adapter folded in, W + scale · A B (for export and serving)."""
+  flat = _flat(params)
+  out = {p: v for p, v in flat.items() if not is_adapter(p)}
+  for p, v in flat.items():
+    if is_adapter(p) and p[-1] == 'a':
+      i = next(j for j, k in enumerate(p) if str(k).endswith(SUFFIX))
+      target = p[:i] + (p[i][:-len(SUFFIX)],) + p[i + 1:-1] + ('kernel',)
+      a, b = np.asarray(v, np.float32), np.asarray(flat[p[:-1] + ('b',)], np.float32)
+      stacked = 'layers' in p   # scanned: [layers, in..., r] x [layers, r, out...]
+      delta = (np.stack([np.tensordot(a[l], b[l], axes=1) for l in range(a.shape[0])]) if stacked
+               else np.tensordot(a, b, axes=1))
+      out[target] = np.asarray(out[target], np.float32) + scale * delta
+  return _nest(out)
