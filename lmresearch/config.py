@@ -59,6 +59,9 @@ def base_config(stage: str = 'pretrain', init_from: str = '') -> ml_collections.
       z_loss=0.0, loss_chunk=0,   # loss_chunk: positions per piece of logits (0 = all at once)
       log_every=25, eval_every=250, eval_batches=20, eval_at_start=True, peak_flops=0.0))
 
+  # LoRA (models/lora.py): rank 0 = full fine-tuning. targets: projections by the model's own
+  # names (query, key, value, out, gate, up, down).
+  c.lora = ml_collections.ConfigDict(dict(rank=0, alpha=16.0, dropout=0.0, targets='query,value'))
   c.checkpoint = ml_collections.ConfigDict(dict(every=250, max_to_keep=2, use_async=True))
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   c.rules = [list(r) for r in parallel.DEFAULT_RULES]
@@ -89,6 +92,18 @@ def validate(config, num_devices: int, stages=None) -> None:
       jnp.dtype(m[key])
     except TypeError:
       raise ConfigError(f'config.model.{key}={m[key]!r} is not a dtype name.') from None
+  lc = config.get('lora') or {}
+  if lc.get('rank', 0) < 0:
+    raise ConfigError(f'config.lora.rank={lc.rank} must be >= 0 (0 = full fine-tuning).')
+  if lc.get('rank', 0) > 0:
+    from lmresearch.models.lora import targets
+    try:
+      targets(lc.targets)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+    if not config.get('init_from'):
+      raise ConfigError('config.lora.rank > 0 trains adapters on a base model: set '
+                        'config.init_from to the run they adapt.')
   if d.seq_len < 1 or d.seq_len > m.max_len:
     raise ConfigError(f'config.data.seq_len={d.seq_len} must be in 1..config.model.max_len={m.max_len}.')
   for key in ('steps', 'batch_size', 'grad_accum', 'log_every'):

@@ -14,7 +14,8 @@ import jax.numpy as jnp
 from lmresearch import config as lmc
 from lmresearch import fileio, parallel, tokenizers
 from lmresearch.errors import ConfigError
-from lmresearch.stages.base import build_model
+from lmresearch.stages import parents
+from lmresearch.stages.base import build_model, uses_lora
 from lmresearch.stages.reward import build_scalar_model, load_reward_offset, reward_pool
 from lmresearch.training import checkpoint
 
@@ -52,7 +53,8 @@ def load(workdir: str, reward: bool = False, chat: Optional[bool] = None, mesh=N
   config = lmc.load(workdir)
   own = fileio.exists(fileio.join(workdir, tokenizers.FILENAME))
   tok = tokenizers.load_tokenizer(workdir if own else config.data.get('tokenizer_path') or workdir)
-  model = (build_scalar_model if reward else build_model)(config, tok)
+  # A LoRA run is loaded with its adapters folded into the weights: an ordinary model.
+  model = (build_scalar_model if reward else build_model)(config, tok, lora=False)
   if mesh is None:
     rules = parallel.rules_from_config(config)
     try:
@@ -61,15 +63,23 @@ def load(workdir: str, reward: bool = False, chat: Optional[bool] = None, mesh=N
       mesh = parallel.make_mesh({'data': -1, 'fsdp': 1, 'tensor': 1})
   dummy = jnp.zeros((1, 1), jnp.int32)
   init = lambda: model.init(jax.random.PRNGKey(0), dummy)['params']
-  if config.stage == 'ppo' and not reward:   # PPO checkpoints hold the policy and the value model
+  lora_run = uses_lora(config)
+  if config.stage == 'ppo' and not reward and not lora_run:   # PPO: the policy and the value model
     value = build_scalar_model(config, tok)
     init = lambda: {'policy': model.init(jax.random.PRNGKey(0), dummy)['params'],
                     'value': value.init(jax.random.PRNGKey(0), dummy)['params']}
   with parallel.activate(mesh, rules):
     abstract, shardings = parallel.abstract_and_shardings(init, mesh, rules)
-  params, step = checkpoint.restore_params(
-      workdir, checkpoint.abstract_with_shardings(abstract, shardings), step)
-  if config.stage == 'ppo' and not reward:
+  if lora_run:
+    if step is not None:
+      raise ValueError(f'{workdir}: a LoRA run is loaded at its latest step (its base has no '
+                       'other); drop --step.')
+    params = parents.load(workdir, abstract, shardings)
+    step = checkpoint.Checkpointer(fileio.join(workdir, 'checkpoints')).latest_step()
+  else:
+    params, step = checkpoint.restore_params(
+        workdir, checkpoint.abstract_with_shardings(abstract, shardings), step)
+  if config.stage == 'ppo' and not reward and not lora_run:
     params = params['policy']
   if chat is None:   # a base model completes documents; an imported instruct model chats
     chat = config.stage != 'pretrain' or bool(config.get('hf', {}).get('chat'))

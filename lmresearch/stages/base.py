@@ -40,7 +40,6 @@ from lmresearch.models.logprobs import chunked_nll_sums, nll_sums
 from lmresearch.models.transformer import (ModelConfig, Transformer, count_params, flops_per_token,
                                            unembed)
 from lmresearch.training import trainer as trainer_lib
-from lmresearch.training.checkpoint import abstract_with_shardings, restore_params
 
 
 def padded_vocab(tok_vocab: int, model_cfg) -> int:
@@ -95,9 +94,10 @@ def get_tokenizer(config, workdir: str, texts_fn=None):
 
 
 def load_parent_params(workdir: str, abstract_params, shardings):
-  """The parent run's latest params, restored straight into this run's shardings."""
-  params, _ = restore_params(workdir, abstract_with_shardings(abstract_params, shardings))
-  return params
+  """The parent run's latest params, restored straight into this run's shardings (a LoRA
+  parent's adapters folded into its base: stages/parents.py)."""
+  from lmresearch.stages import parents
+  return parents.load(workdir, abstract_params, shardings)
 
 
 class Stage:

@@ -114,15 +114,21 @@ class DPOStage(LMStage):
 
   def bind(self, mesh, rules):
     super().bind(mesh, rules)
-    self.ref_params = self.load_lm_params(self.config.init_from)
-    self._ref = jax.jit(lambda p, b: self.sequence_logprobs(p, b, None))
+    # The frozen reference: the SFT model; with LoRA the base the adapters sit on (start()).
+    self.ref_params = None if self.lora else self.load_lm_params(self.config.init_from)
+    self._ref = jax.jit(lambda p, b: self.sequence_logprobs(p, b, None, self.ref_model))
     if self.train_ds is None:   # sampled from the reference (SFT) policy, needs it placed
+      ref = self.ref_params if self.ref_params is not None else self.load_lm_params(self.config.init_from)
       with parallel.activate(mesh, rules):
         self.train_ds, self.eval_ds = (
-            PairDataset(self.tokenizer, self.policy_pairs(split), self.config.data.seq_len)
+            PairDataset(self.tokenizer, self.policy_pairs(split, ref), self.config.data.seq_len)
             for split in ('train', 'validation'))
 
-  def policy_pairs(self, split: str) -> list[tuple[str, str, str]]:
+  def start(self, state):
+    if self.lora:   # for eval_batches(), which runs before the first (donating) step
+      self.ref_params = state.frozen
+
+  def policy_pairs(self, split: str, ref_params) -> list[tuple[str, str, str]]:
     """config.dpo.policy's pairs for one split, sampled once and kept in the workdir."""
     path = fileio.join(self.workdir, f'policy_pairs_{split}.jsonl')
     if fileio.exists(path):
@@ -135,7 +141,7 @@ class DPOStage(LMStage):
     replies, finished = [[] for _ in questions], [[] for _ in questions]
     for k in range(pc.samples):
       for start in range(0, len(prompts), pc.batch_size):
-        out = sampling.generate(self.model, self.ref_params, prompts[start:start + pc.batch_size],
+        out = sampling.generate(self.ref_model, ref_params, prompts[start:start + pc.batch_size],
                                 max_new_tokens=pc.max_new_tokens, temperature=1.0,
                                 rng=jax.random.fold_in(jax.random.fold_in(rng, k), start),
                                 stop_ids=self.tokenizer.stop_ids, pad_id=self.tokenizer.pad_id)
@@ -154,15 +160,16 @@ class DPOStage(LMStage):
           f'questions, ranked by the gold labeler: {path}', flush=True)
     return pairs
 
-  def sequence_logprobs(self, params, batch, rng):
+  def sequence_logprobs(self, params, batch, rng, model=None):
     b, _, t = batch['tokens'].shape
     flat = lambda x: x.reshape(b * 2, t)
-    lp = token_logprobs(self.model, params, flat(batch['tokens']), flat(batch['mask']), rng,
+    lp = token_logprobs(model or self.model, params, flat(batch['tokens']), flat(batch['mask']), rng,
                         self.config.model.dropout)
     return jnp.sum(lp * flat(batch['response'])[:, 1:], axis=-1).reshape(b, 2)
 
   def prepare(self, batch, state):
-    return dict(batch, ref=self._ref(self.ref_params, batch))
+    ref = state.frozen if self.lora else self.ref_params   # the live base: steps donate the state
+    return dict(batch, ref=self._ref(ref, batch))
 
   def eval_batches(self):
     batches = packing.eval_batches(self.eval_ds, self.config.train.batch_size,

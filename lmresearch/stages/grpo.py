@@ -41,6 +41,7 @@ class GRPOStage(rl.RLStage):
     super().bind(mesh, rules)
     self._sample = jax.jit(self._sample_fn, static_argnames=('group', 'temperature'))
     self._logprobs = jax.jit(lambda p, t, m: token_logprobs(self.model, p, t, m))
+    self._ref_logprobs = jax.jit(lambda p, t, m: token_logprobs(self.ref_model, p, t, m))
 
   def _sample_fn(self, params, prompt, prompt_mask, rng, group: int, temperature: float):
     prompt, prompt_mask = jnp.repeat(prompt, group, 0), jnp.repeat(prompt_mask, group, 0)
@@ -69,7 +70,7 @@ class GRPOStage(rl.RLStage):
     rows = dict(tokens=tokens, mask=mask, resp=resp, adv=adv,
                 old_lp=self._logprobs(state.full_params, tokens, mask))
     if self.config.grpo.kl_coef > 0:
-      rows['ref_lp'] = self._logprobs(self.ref_params, tokens, mask)
+      rows['ref_lp'] = self._ref_logprobs(self.reference(state.full_params), tokens, mask)
     return {**rows, 'grpo/accuracy': jnp.float32(rewards.mean()),
             'grpo/response_len': jnp.mean(jnp.sum(resp, 1))}
 

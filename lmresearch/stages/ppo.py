@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from lmresearch import parallel, sampling
 from lmresearch.data import formats, packing, sources
+from lmresearch.models import lora
 from lmresearch.models.logprobs import positions_from_mask, target_logprobs, token_logprobs
 from lmresearch.stages import rl
 from lmresearch.stages.base import load_parent_params
@@ -32,6 +33,7 @@ class PPOStage(rl.RLStage):
   def __init__(self, config, workdir: str):
     super().__init__(config, workdir)
     self.value_model = build_scalar_model(config, self.tokenizer)
+    self.rm_model = build_scalar_model(config, self.tokenizer, lora=False)   # frozen: no adapters
     self.prompts = self.prompt_dataset(formats.load('questions', config.data, 'train'))
     self.eval_prompts = self.load_eval_prompts('questions')
     self.ptx_ds = None
@@ -73,10 +75,19 @@ class PPOStage(rl.RLStage):
   def bind(self, mesh, rules):
     super().bind(mesh, rules)
     abstract, shardings = parallel.abstract_and_shardings(
-        lambda: self.value_model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))['params'],
+        lambda: self.rm_model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))['params'],
         mesh, rules)
     self.rm_params = load_parent_params(self.config.reward_from, abstract, shardings)
+    if self.lora:   # keep only the score head: the backbone is the value model's base
+      self.rm_params = {'score': self.rm_params['score']}
     self._rollout = jax.jit(self.rollout)
+
+  def reward_params(self, params):
+    """The frozen reward model; with LoRA its backbone is the value model's frozen base (read
+    from this step's params: one copy) and only its small score head is kept apart."""
+    if not self.lora:
+      return self.rm_params
+    return {'backbone': lora.base(params['value'])['backbone'], 'score': self.rm_params['score']}
 
   # ---- data ----------------------------------------------------------------------------------
   def train_iterator(self):
@@ -96,11 +107,11 @@ class PPOStage(rl.RLStage):
     tokens, mask = out['tokens'], out['mask']
     resp = rl.response_mask(mask, batch['prompt'].shape[1])
     old_lp = token_logprobs(self.model, params['policy'], tokens, mask)
-    ref_lp = token_logprobs(self.model, ref_params, tokens, mask)
+    ref_lp = token_logprobs(self.ref_model, ref_params, tokens, mask)
     positions = positions_from_mask(mask)
     p_len = batch['prompt'].shape[1]
     values = self.values(params['value'], tokens, mask, positions, p_len)[:, :-1]
-    scores = score(self.value_model, rm_params, tokens, mask, positions,
+    scores = score(self.rm_model, rm_params, tokens, mask, positions,
                    self.reward_pool, after(tokens, mask, p_len)) - self.reward_offset
     scores, empty, unfinished = rl.cap_degenerate(scores, tokens, resp, out['finished'],
                                                   pc.degenerate_reward, self.tokenizer.special_ids)
@@ -124,7 +135,8 @@ class PPOStage(rl.RLStage):
 
   def prepare(self, batch, state):
     rng = rl.rollout_rng(state)
-    rows, stats = self._rollout(state.full_params, self.ref_params, self.rm_params, batch, rng)
+    params = state.full_params
+    rows, stats = self._rollout(params, self.reference(params), self.reward_params(params), batch, rng)
     return {**rows, **stats}
 
   # ---- update (device) -----------------------------------------------------------------------
@@ -156,7 +168,8 @@ class PPOStage(rl.RLStage):
   def evaluate(self, params) -> dict:
     """Mean normalized reward and KL of sampled responses to a fixed set of held-out prompts."""
     b = {k: jnp.asarray(v) for k, v in self.eval_rows().items()}
-    rows, stats = self._rollout(params, self.ref_params, self.rm_params, b, jax.random.PRNGKey(1))
+    rows, stats = self._rollout(params, self.reference(params), self.reward_params(params), b,
+                                jax.random.PRNGKey(1))
     out = {f'eval/{k}': float(stats[k]) for k in ROLLOUT_STATS}
     n = b['prompt'].shape[0]   # the proxy's standard error over the held-out prompts
     out['eval/ppo/reward_mean_se'] = out['eval/ppo/reward_std'] * (n / max(n - 1, 1)) ** 0.5 / n ** 0.5

@@ -19,8 +19,7 @@ from lmresearch.data import formats
 from lmresearch.errors import ConfigError
 from lmresearch.models.heads import ScalarHeadModel, last_token_index
 from lmresearch.models.logprobs import positions_from_mask
-from lmresearch.models.transformer import ModelConfig
-from lmresearch.stages.base import LMStage, load_parent_params, padded_vocab
+from lmresearch.stages.base import LMStage, load_parent_params, model_config
 
 NORM_FILE = 'reward_norm.json'
 
@@ -107,8 +106,8 @@ def reward_pool(workdir: str) -> str:
   return lmc.load(workdir).get('reward', {}).get('pool', 'last')
 
 
-def build_scalar_model(config, tok) -> ScalarHeadModel:
-  return ScalarHeadModel(ModelConfig.from_config(config.model, padded_vocab(tok.vocab_size, config.model)))
+def build_scalar_model(config, tok, lora: bool = True) -> ScalarHeadModel:
+  return ScalarHeadModel(model_config(config, tok, lora))
 
 
 def score(model, params, tokens, mask, positions=None, pool: str = 'last', reply=None):
@@ -178,7 +177,7 @@ class RewardStage(LMStage):
     n = self.config.reward.norm_samples
     if n <= 0 or not self.config.init_from:
       return {}
-    lm, lm_params = self.model, self.load_lm_params(self.config.init_from)
+    lm, lm_params = self.ref_model, self.load_lm_params(self.config.init_from)
     prompts = [r['prompt'] for r in self.eval_rankings[:n]]
     ids = [tokenizers.generation_prompt(self.tokenizer, p) for p in prompts]
     out = sampling.generate(lm, lm_params, ids, max_new_tokens=self.config.reward.norm_max_new_tokens,

@@ -18,6 +18,7 @@ from lmresearch import parallel, tokenizers
 from lmresearch.errors import ConfigError
 from lmresearch.answers import matches, predict
 from lmresearch.data import formats, labeler
+from lmresearch.models import lora
 from lmresearch.stages.base import LMStage
 from lmresearch.training.trainer import TrainState, with_frozen
 
@@ -203,7 +204,15 @@ class RLStage(LMStage):
 
   def bind(self, mesh, rules):
     super().bind(mesh, rules)
-    self.ref_params = self.load_lm_params(self.config.init_from)   # the frozen SFT reference
+    # The frozen SFT reference; with LoRA the policy's base itself (`reference`), no second copy.
+    self.ref_params = None if self.lora else self.load_lm_params(self.config.init_from)
+
+  def reference(self, params):
+    """The frozen reference's params, given the policy's full params of this step (with LoRA
+    read from them, the base without adapters: the live arrays, as steps donate the state)."""
+    if not self.lora:
+      return self.ref_params
+    return lora.base(params['policy'] if 'policy' in params else params)
 
   def make_train_step(self, optimizer, grad_accum, schedule):
     c = self.config[self.name]

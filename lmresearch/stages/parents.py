@@ -1,0 +1,88 @@
+"""A parent run's params for a later stage, also when the parent trained LoRA adapters.
+
+A LoRA run's checkpoint holds only what it trained (adapters, a new scalar head); its base is its
+own parents' (init_from; for PPO's value model, reward_from). Loading it therefore loads those
+(recursively, any of them may be LoRA too), lays the run's trained leaves over them and folds each
+adapter into the weight it adapts (W + alpha / rank · A B), on device in W's sharding: the result
+is an ordinary model, as a later stage, sampling or export reads it.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from lmresearch import config as lmc
+from lmresearch import parallel
+from lmresearch.models import lora
+from lmresearch.training.checkpoint import abstract_with_shardings, restore_params
+
+
+def _lm_init(model):
+  return lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))['params']
+
+
+def fold(params, scale: float):
+  """Every adapter folded into its weight; the tree without adapters."""
+  flat = lora._flat(params)
+  out = {p: v for p, v in flat.items() if not lora.is_adapter(p)}
+  for p, a in flat.items():
+    if lora.is_adapter(p) and p[-1] == 'a':
+      i = next(j for j, k in enumerate(p) if str(k).endswith(lora.SUFFIX))
+      target = p[:i] + (p[i][:-len(lora.SUFFIX)],) + p[i + 1:-1] + ('kernel',)
+      b, w = flat[p[:-1] + ('b',)], out[target]
+      if 'layers' in p:   # scanned layers: a leading [layers] axis on a, b and w
+        delta = jax.vmap(lambda x, y: jnp.tensordot(x, y, axes=1))(a, b)
+      else:
+        delta = jnp.tensordot(a, b, axes=1)
+      out[target] = jax.device_put((w + scale * delta).astype(w.dtype), w.sharding)
+  return lora._nest(out)
+
+
+def _models(config):
+  from lmresearch import tokenizers
+  from lmresearch.stages.base import build_model
+  from lmresearch.stages.reward import build_scalar_model
+  return tokenizers, build_model, build_scalar_model
+
+
+def load(workdir: str, abstract, shardings):
+  """The run's params in the tree of `abstract` (a language model, or a scalar-head model when
+  the run is a reward model), placed with `shardings`."""
+  cfg = lmc.load(workdir)
+  if not (cfg.get('lora') or {}).get('rank', 0) > 0:
+    params, _ = restore_params(workdir, abstract_with_shardings(abstract, shardings))
+    return params
+  tokenizers, build_model, build_scalar_model = _models(cfg)
+  tok = tokenizers.load_tokenizer(workdir)
+  mesh = jax.tree.leaves(shardings)[0].mesh
+  rules = parallel.rules_from_config(cfg)
+  if cfg.stage == 'ppo':
+    lm, value = build_model(cfg, tok), build_scalar_model(cfg, tok)
+    init = lambda: {'policy': _lm_init(lm)(), 'value': _lm_init(value)()}
+  elif cfg.stage == 'reward':
+    init = _lm_init(build_scalar_model(cfg, tok))
+  else:
+    init = _lm_init(build_model(cfg, tok))
+  with parallel.activate(mesh, rules):
+    full_abs, full_sh = parallel.abstract_and_shardings(init, mesh, rules)
+  trained_abs, base_abs = lora.split(full_abs)
+  trained_sh, base_sh = lora.split(full_sh)
+  trained, _ = restore_params(workdir, abstract_with_shardings(trained_abs, trained_sh))
+  if cfg.stage == 'ppo':
+    base = {'policy': load(cfg.init_from, base_abs['policy'], base_sh['policy']),
+            'value': {'backbone': load(cfg.reward_from, {'backbone': base_abs['value']['backbone'],
+                                                         **_score(full_abs['value'])},
+                                       {'backbone': base_sh['value']['backbone'],
+                                        **_score(full_sh['value'])})['backbone']}}
+  elif cfg.stage == 'reward':
+    base = {'backbone': load(cfg.init_from, base_abs['backbone'], base_sh['backbone'])}
+  else:
+    base = load(cfg.init_from, base_abs, base_sh)
+  folded = fold(lora.merge(base, trained), cfg.lora.alpha / cfg.lora.rank)
+  if cfg.stage == 'ppo' and 'policy' not in abstract:
+    return folded['policy']
+  return folded
+
+
+def _score(tree):
+  return {'score': tree['score']} if 'score' in tree else {}

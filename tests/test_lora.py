@@ -1,0 +1,85 @@
+"""LoRA in every post-training stage: step 0 is the base, only adapters train (and are saved),
+merged equals unmerged, meshes agree, resume is exact, PPO's reference is the adapter-free base."""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import stage_config
+from lmresearch import launch, runs
+from lmresearch.models import lora
+from lmresearch.models.transformer import ModelConfig, Transformer
+from lmresearch.stages import parents
+from lmresearch.training.metrics import read_metrics
+
+DEV = jax.devices()[:1]
+
+
+def _lora(c, rank=4, targets='query,key,value,out,gate,up,down'):
+  c.lora.update(rank=rank, alpha=8.0, targets=targets)
+  return c
+
+
+def test_a_lora_model_at_step_0_is_its_base_and_merging_changes_nothing():
+  base_cfg = ModelConfig(vocab_size=64, num_layers=2, num_heads=4, embed_dim=32, mlp_dim=64,
+                         max_len=32, style='llama')
+  lcfg = ModelConfig(**{**base_cfg.__dict__, 'lora_rank': 4, 'lora_alpha': 8.0,
+                        'lora_targets': 'query,value,down'})
+  tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 16), 0, 64)
+  params = Transformer(lcfg).init(jax.random.PRNGKey(0), tokens)['params']
+  params = jax.tree.map(lambda x: x.value if hasattr(x, 'value') else x, params,
+                        is_leaf=lambda x: hasattr(x, 'value'))
+  base = lora.base(params)
+  ours = Transformer(lcfg).apply({'params': params}, tokens)
+  np.testing.assert_array_equal(ours, Transformer(base_cfg).apply({'params': base}, tokens))
+  # with trained (non-zero) B, the merged weights give the adapted model's logits
+  trained = jax.tree_util.tree_map_with_path(
+      lambda p, x: x + 0.05 if str(p[-1]) == "['b']" else x, params)
+  adapted = Transformer(lcfg).apply({'params': trained}, tokens)
+  merged = parents.fold(trained, 8.0 / 4)
+  np.testing.assert_allclose(Transformer(base_cfg).apply({'params': merged}, tokens), adapted,
+                             atol=1e-5, rtol=1e-5)
+  assert not np.allclose(adapted, ours)
+
+
+def test_lora_sft_trains_and_saves_only_adapters(pipeline_dirs, tmp_path):
+  from test_stages import _saved_params
+  c = _lora(stage_config('sft', pipeline_dirs))
+  launch.run(c, str(tmp_path / 'sft'), devices=DEV)
+  saved = _saved_params(tmp_path / 'sft')
+  leaves = lora._flat(saved)
+  assert leaves and all(lora.is_adapter(p) for p in leaves)   # the base is not in the checkpoint
+  rows = read_metrics(str(tmp_path / 'sft'))
+  assert rows[0]['model/params_trained'] < 0.2 * rows[0]['model/params']
+  # loading it folds the adapters into the base it trained on
+  run, base = runs.load(str(tmp_path / 'sft')), runs.load(str(pipeline_dirs / 'base'))
+  changed = [p for p, v in lora._flat(run.params).items()
+             if not np.array_equal(v, lora._flat(base.params)[p])]
+  assert changed and all(p[-1] == 'kernel' for p in changed)
+  assert {p[-2] for p in changed} <= set(lora.TARGETS)
+
+
+def test_lora_ppos_reference_is_the_adapter_free_base(pipeline_dirs, tmp_path):
+  c = _lora(stage_config('ppo', pipeline_dirs))
+  c.train.update(batch_size=4, eval_every=2)
+  launch.run(c, str(tmp_path / 'ppo'), devices=DEV)
+  rows = read_metrics(str(tmp_path / 'ppo'))
+  first = next(r for r in rows if 'ppo/kl' in r)
+  assert abs(first['ppo/kl']) < 1e-6          # step 0: the policy is its reference
+  evals = [r for r in rows if 'eval/ppo/kl' in r]
+  assert evals[0]['step'] == 0 and abs(evals[0]['eval/ppo/kl']) < 1e-6
+  saved = lora._flat(__import__('test_stages')._saved_params(tmp_path / 'ppo'))
+  assert all(lora.is_adapter(p) or 'score' in p for p in saved)
+
+
+@pytest.mark.parametrize('stage', ['reward', 'dpo', 'grpo'])
+def test_lora_runs_in_every_post_training_stage(pipeline_dirs, tmp_path, stage):
+  c = _lora(stage_config(stage, pipeline_dirs))
+  if stage == 'grpo':
+    c.train.update(batch_size=2, eval_every=2)
+  out = launch.run(c, str(tmp_path / stage), devices=DEV)
+  assert np.isfinite(out['train/loss'])
+  saved = lora._flat(__import__('test_stages')._saved_params(tmp_path / stage))
+  assert saved and all(lora.is_adapter(p) or 'score' in p for p in saved)
