@@ -21,19 +21,24 @@ from absl import app, flags
 
 from lmresearch.runtime import fail, parse_flags, setup_jax
 
-flags.DEFINE_string('from_hf', None, 'Import: a Hugging Face model directory.')
-flags.DEFINE_string('to_hf', None, 'Export: the directory to write (config.json, safetensors, '
-                    'tokenizer).')
-flags.DEFINE_string('workdir', None, 'The run directory (import: written; export: read).')
-flags.DEFINE_bool('adapters_only', False, 'Export: only the LoRA adapters, as PEFT writes them.')
-flags.DEFINE_string('mesh', 'data=1,fsdp=-1,tensor=1', 'Import: the mesh the params are placed '
-                    'on (as config.mesh: data, fsdp, tensor; -1 = the rest).')
-flags.DEFINE_enum('param_dtype', 'float32', ['float32', 'bfloat16'], 'Import: the params\' dtype.')
-flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16', 'float16'], 'Export: tensor dtype.')
-flags.DEFINE_string('chat_template', None, 'Import: a Jinja chat template file for a tokenizer '
-                    'that has none (a base model to be fine-tuned as a chat model).')
-flags.DEFINE_integer('cpu_devices', -1, 'See lmresearch.main --cpu_devices.')
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The CLI's flags, defined when it runs (the module's functions are imported by tests and
+  other CLIs, whose flags would clash)."""
+  flags.DEFINE_string('from_hf', None, 'Import: a Hugging Face model directory.')
+  flags.DEFINE_string('to_hf', None, 'Export: the directory to write (config.json, safetensors, '
+                      'tokenizer).')
+  flags.DEFINE_string('workdir', None, 'The run directory (import: written; export: read).')
+  flags.DEFINE_bool('adapters_only', False, 'Export: only the LoRA adapters, as PEFT writes them.')
+  flags.DEFINE_string('mesh', 'data=1,fsdp=-1,tensor=1', 'Import: the mesh the params are placed '
+                      'on (as config.mesh: data, fsdp, tensor; -1 = the rest).')
+  flags.DEFINE_enum('param_dtype', 'float32', ['float32', 'bfloat16'], 'Import: the params\' dtype.')
+  flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16', 'float16'], 'Export: tensor dtype.')
+  flags.DEFINE_string('chat_template', None, 'Import: a Jinja chat template file for a tokenizer '
+                      'that has none (a base model to be fine-tuned as a chat model).')
+  flags.DEFINE_integer('cpu_devices', -1, 'See lmresearch.main --cpu_devices.')
 
 TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'generation_config.json',
                    'chat_template.jinja', 'special_tokens_map.json')
@@ -111,7 +116,7 @@ def export_run(workdir: str, out_dir: str, dtype: str = 'float32') -> list[str]:
   """A run directory -> an HF directory transformers' from_pretrained reads."""
   import jax
   import numpy as np
-  from lmresearch import fileio, parallel, runs, tokenizers
+  from lmresearch import fileio, parallel, runs
   from lmresearch.hf_tokenizer import HFTokenizer
   from lmresearch.models import hf
   run = runs.load(workdir, chat=False)
@@ -166,6 +171,63 @@ def export_our_tokenizer(tok, out_dir: str) -> None:
       'added_tokens_decoder': added, 'chat_template': OUR_TEMPLATE}, indent=2)
 
 
+# Our projections -> the module names PEFT targets in the Llama family.
+PEFT_NAMES = {'query': 'self_attn.q_proj', 'key': 'self_attn.k_proj', 'value': 'self_attn.v_proj',
+              'out': 'self_attn.o_proj', 'gate': 'mlp.gate_proj', 'up': 'mlp.up_proj',
+              'down': 'mlp.down_proj'}
+
+
+def export_adapters(workdir: str, out_dir: str, dtype: str = 'float32') -> list[str]:
+  """A LoRA run's adapters as PEFT writes them (adapter_config.json + adapter_model.safetensors
+  with PEFT's key names), to load with peft.PeftModel.from_pretrained onto its exported base."""
+  import numpy as np
+  from safetensors.numpy import save_file
+  from lmresearch import fileio, parallel
+  from lmresearch.models import lora
+  from lmresearch.stages import parents
+  mesh = parallel.make_mesh({'data': -1, 'fsdp': 1, 'tensor': 1})
+  cfg, params = parents.trained(workdir, mesh)
+  if cfg.stage == 'ppo':
+    params = params['policy']
+  if cfg.model.style != 'llama':
+    raise ValueError(f'{workdir}: --adapters_only writes the Llama family\'s PEFT names; a '
+                     f'{cfg.model.style} model\'s fused c_attn has no per-projection adapters '
+                     'in PEFT. Export the merged model with --to_hf instead.')
+  flat = lora._flat(jax_fetch(params))
+  tensors, used = {}, set()
+  for path, a in flat.items():
+    if path[-1] != 'a':
+      continue
+    b = flat[path[:-1] + ('b',)]
+    name = path[-2][:-len(lora.SUFFIX)]
+    used.add(name)
+    layers = [(int(path[0].split('_')[1]), a, b)] if path[0].startswith('layer_') else \
+        [(i, a[i], b[i]) for i in range(a.shape[0])]   # scanned: one per layer
+    for i, ai, bi in layers:
+      r = ai.shape[-1]
+      key = f'base_model.model.model.layers.{i}.{PEFT_NAMES[name]}'
+      tensors[key + '.lora_A.weight'] = np.ascontiguousarray(ai.reshape(-1, r).T, np.float32)
+      tensors[key + '.lora_B.weight'] = np.ascontiguousarray(bi.reshape(r, -1).T, np.float32)
+  os.makedirs(out_dir, exist_ok=True)
+  save_file({k: v.astype({'float32': np.float32, 'float16': np.float16}.get(dtype, np.float32))
+             for k, v in tensors.items()}, os.path.join(out_dir, 'adapter_model.safetensors'))
+  lc = cfg.lora
+  fileio.write_json(os.path.join(out_dir, 'adapter_config.json'), {
+      'peft_type': 'LORA', 'task_type': 'CAUSAL_LM', 'r': lc.rank, 'lora_alpha': lc.alpha,
+      'lora_dropout': lc.dropout, 'bias': 'none', 'fan_in_fan_out': False,
+      'target_modules': sorted(PEFT_NAMES[n].split('.')[-1] for n in used),
+      'base_model_name_or_path': cfg.get('init_from', ''), 'inference_mode': True,
+      'modules_to_save': None}, indent=2)
+  return ['adapter_config.json', 'adapter_model.safetensors']
+
+
+def jax_fetch(tree):
+  import numpy as np
+  from lmresearch import parallel
+  return {k: (jax_fetch(v) if isinstance(v, dict) else np.asarray(parallel.fetch(v)))
+          for k, v in tree.items()}
+
+
 def main(argv):
   if len(argv) > 1:
     fail(f'unexpected arguments {argv[1:]}.')
@@ -178,7 +240,6 @@ def main(argv):
       c = import_run(FLAGS.from_hf, FLAGS.workdir, FLAGS.mesh, FLAGS.param_dtype, FLAGS.chat_template)
       print(f'[convert] {FLAGS.from_hf} ({c["hf"]["model_type"]}) -> {FLAGS.workdir}')
     elif FLAGS.adapters_only:
-      from lmresearch.models.lora_export import export_adapters
       files = export_adapters(FLAGS.workdir, FLAGS.to_hf, FLAGS.dtype)
       print(f'[convert] {FLAGS.workdir} adapters -> {FLAGS.to_hf}: {", ".join(files)}')
     else:
@@ -190,4 +251,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main, flags_parser=parse_flags)

@@ -105,14 +105,20 @@ def _generate_core(model, params, prompt, prompt_mask, rng, *, max_new_tokens: i
 
   stops = jnp.asarray(stop_ids, jnp.int32)
 
+  limit = model.cfg.vocab_used or model.cfg.sample_vocab   # ids past it pad the vocabulary
+
   def choose(t, last_logits, out, logps, valid, done):
-    """Samples token t of every row from its last logits and records it."""
+    """Samples token t of every row from its last logits and records it (never a padding id;
+    its log-prob is under the model's own distribution)."""
+    pick = last_logits
+    if limit and limit < last_logits.shape[-1]:
+      pick = jnp.where(jnp.arange(last_logits.shape[-1]) < limit, last_logits, -jnp.inf)
     if temperature == 0:
-      tok = jnp.argmax(last_logits, axis=-1).astype(jnp.int32)
+      tok = jnp.argmax(pick, axis=-1).astype(jnp.int32)
     else:
       key = jax.random.fold_in(rng, t)
       tok = jax.random.categorical(
-          key, filter_logits(last_logits, temperature, top_k, top_p), axis=-1).astype(jnp.int32)
+          key, filter_logits(pick, temperature, top_k, top_p), axis=-1).astype(jnp.int32)
     logp = jnp.take_along_axis(jax.nn.log_softmax(last_logits, axis=-1), tok[:, None], -1)[:, 0]
     live = ~done
     tok = jnp.where(live, tok, pad_id)

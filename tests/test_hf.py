@@ -216,3 +216,69 @@ def test_an_option_we_do_not_implement_is_one_line_naming_the_key(tmp_path, chan
   with pytest.raises(ConfigError, match=key.replace('(', r'\(').replace('[', r'\[')) as e:
     convert.import_run(str(tmp_path / 'hf'), str(tmp_path / 'run'), devices=jax.devices()[:1])
   assert '\n' not in str(e.value)
+
+
+@pytest.fixture(scope='module')
+def smoke_rlhf(tmp_path_factory):
+  """The smoke pipeline's RLHF model: one of our own trained runs."""
+  from conftest import load_config
+  from lmresearch.pipeline import run_stages
+  root = tmp_path_factory.mktemp('smoke')
+  c = load_config('pipeline', 'size=smoke')
+  run_stages(c, str(root), devices=jax.devices()[:1])
+  return root / 'ppo'
+
+
+def test_our_trained_rlhf_model_exported_gives_our_logits_and_greedy_completions(smoke_rlhf, tmp_path):
+  convert.export_run(str(smoke_rlhf), str(tmp_path / 'hf'))
+  model = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / 'hf')).eval()
+  auto = transformers.AutoTokenizer.from_pretrained(str(tmp_path / 'hf'))
+  run = runs.load(str(smoke_rlhf))
+  chat = [{'role': 'user', 'content': 'What color is the banana?'}]
+  ids = run.tok.render_chat(chat, add_generation_prompt=True)[0]
+  assert ids == auto.apply_chat_template(chat, add_generation_prompt=True, tokenize=True,
+                                         return_dict=True)['input_ids']
+  with run.active():
+    rows = np.tile(np.asarray([ids]), (run.batch_rows(1), 1))   # a batch the mesh splits
+    ours = np.asarray(run.model.apply({'params': run.params}, rows))[0, :, :model.config.vocab_size]
+    out = sampling.generate(run.model, run.params, [ids], max_new_tokens=32, temperature=0.0,
+                            stop_ids=run.tok.stop_ids)
+  with torch.no_grad():
+    ref = model(torch.tensor([ids])).logits.numpy()[0]
+    gen = model.generate(torch.tensor([ids]), max_new_tokens=32, do_sample=False,
+                         eos_token_id=list(run.tok.stop_ids), pad_token_id=run.tok.pad_id)
+  np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-4)
+  completion = gen.numpy()[0, len(ids):].tolist()
+  expected = out['completions'][0] + ([completion[len(out['completions'][0])]]
+                                      if bool(out['finished'][0]) else [])
+  assert completion[:len(expected)] == expected
+
+
+def test_lora_adapters_exported_as_peft_load_onto_the_exported_base(tmp_path):
+  peft = pytest.importorskip('peft', reason='peft is a test extra')
+  from conftest import load_config, tiny
+  from lmresearch import launch
+  build('llama_gqa', str(tmp_path / 'hf'))
+  convert.import_run(str(tmp_path / 'hf'), str(tmp_path / 'base'), devices=jax.devices()[:1])
+  c = tiny(load_config('pretrain'))   # continued pretraining with adapters on the imported model
+  c.init_from = str(tmp_path / 'base')
+  c.data.update(tokenizer='hf', seq_len=64)
+  c.lora.update(rank=4, alpha=8.0, targets='query,key,value,out,gate,up,down')
+  c.train.update(steps=3, lr=1e-2)
+  launch.run(c, str(tmp_path / 'lora'), devices=jax.devices()[:1])
+  convert.export_run(str(tmp_path / 'base'), str(tmp_path / 'base_hf'))
+  convert.export_adapters(str(tmp_path / 'lora'), str(tmp_path / 'adapters'))
+  base = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / 'base_hf'))
+  model = peft.PeftModel.from_pretrained(base, str(tmp_path / 'adapters')).eval()
+  run = runs.load(str(tmp_path / 'lora'))   # adapters folded into the base
+  tokens = np.asarray([run.tok.prompt_ids(TEXT)[:60]])
+  with torch.no_grad():
+    ref = model(torch.tensor(tokens)).logits.numpy()
+  with run.active():
+    rows = np.tile(tokens, (run.batch_rows(1), 1))
+    ours = np.asarray(run.model.apply({'params': run.params}, rows))[:1, :, :VOCAB]
+  np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-4)
+  plain = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / 'base_hf')).eval()
+  with torch.no_grad():   # (PeftModel injected the adapters into `base` itself: load it again)
+    plain = plain(torch.tensor(tokens)).logits.numpy()
+  assert np.abs(plain - ref).max() > 1e-3   # the adapters did change the model

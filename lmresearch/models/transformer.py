@@ -62,6 +62,8 @@ class ModelConfig:
   lora_targets: str = 'query,value'
   vocab_used: int = 0            # ids >= this pad the vocabulary for sharding: their logits are
                                  # masked, so never sampled (imported models); 0 = none masked
+  sample_vocab: int = 0          # ids >= this are never sampled (our models' padding: their
+                                 # logits stay in training, as they always were)
 
   @property
   def head_dim(self) -> int:

@@ -55,6 +55,8 @@ def padded_vocab(tok_vocab: int, model_cfg) -> int:
 def model_config(config, tok, lora: bool = True) -> ModelConfig:
   """config.model as the model reads it; with config.lora.rank > 0 (and lora) with adapters."""
   m = ModelConfig.from_config(config.model, padded_vocab(tok.vocab_size, config.model))
+  if m.vocab_size > tok.vocab_size:
+    m = dataclasses.replace(m, sample_vocab=tok.vocab_size)
   lc = config.get('lora') or {}
   if lora and lc.get('rank', 0) > 0:
     m = dataclasses.replace(m, lora_rank=lc.rank, lora_alpha=float(lc.alpha),

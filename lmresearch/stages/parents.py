@@ -45,6 +45,33 @@ def _models(config):
   return tokenizers, build_model, build_scalar_model
 
 
+def _run_init(cfg, tok):
+  """A function returning the run's own (boxed) params, adapters included."""
+  _, build_model, build_scalar_model = _models(cfg)
+  if cfg.stage == 'ppo':
+    lm, value = build_model(cfg, tok), build_scalar_model(cfg, tok)
+    return lambda: {'policy': _lm_init(lm)(), 'value': _lm_init(value)()}
+  if cfg.stage == 'reward':
+    return _lm_init(build_scalar_model(cfg, tok))
+  return _lm_init(build_model(cfg, tok))
+
+
+def trained(workdir: str, mesh):
+  """(config, what the LoRA run trained: its adapters and heads) from its checkpoint."""
+  from lmresearch import tokenizers
+  cfg = lmc.load(workdir)
+  if not (cfg.get('lora') or {}).get('rank', 0) > 0:
+    raise ValueError(f'{workdir} is not a LoRA run (config.lora.rank = 0): export it whole with '
+                     '--to_hf, without --adapters_only.')
+  rules = parallel.rules_from_config(cfg)
+  with parallel.activate(mesh, rules):
+    full_abs, full_sh = parallel.abstract_and_shardings(
+        _run_init(cfg, tokenizers.load_tokenizer(workdir)), mesh, rules)
+  params, _ = restore_params(workdir, abstract_with_shardings(lora.split(full_abs)[0],
+                                                              lora.split(full_sh)[0]))
+  return cfg, params
+
+
 def load(workdir: str, abstract, shardings):
   """The run's params in the tree of `abstract` (a language model, or a scalar-head model when
   the run is a reward model), placed with `shardings`."""
@@ -52,17 +79,11 @@ def load(workdir: str, abstract, shardings):
   if not (cfg.get('lora') or {}).get('rank', 0) > 0:
     params, _ = restore_params(workdir, abstract_with_shardings(abstract, shardings))
     return params
-  tokenizers, build_model, build_scalar_model = _models(cfg)
+  tokenizers = _models(cfg)[0]
   tok = tokenizers.load_tokenizer(workdir)
   mesh = jax.tree.leaves(shardings)[0].mesh
   rules = parallel.rules_from_config(cfg)
-  if cfg.stage == 'ppo':
-    lm, value = build_model(cfg, tok), build_scalar_model(cfg, tok)
-    init = lambda: {'policy': _lm_init(lm)(), 'value': _lm_init(value)()}
-  elif cfg.stage == 'reward':
-    init = _lm_init(build_scalar_model(cfg, tok))
-  else:
-    init = _lm_init(build_model(cfg, tok))
+  init = _run_init(cfg, tok)
   with parallel.activate(mesh, rules):
     full_abs, full_sh = parallel.abstract_and_shardings(init, mesh, rules)
   trained_abs, base_abs = lora.split(full_abs)
