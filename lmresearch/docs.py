@@ -158,7 +158,47 @@ def seeds_block() -> list[str]:
       render.md_table(header, rows)
 
 
-BLOCKS = {'DEFAULT RUN': default_run_block, 'SEEDS': seeds_block, 'EXPERIMENTS': experiments_block}
+def _bench(name: str):
+  path = os.path.join(ROOT, 'docs', 'bench', f'{name}.json')
+  return json.load(open(path)) if os.path.exists(path) else None
+
+
+def _machine(m: dict) -> str:
+  return f'measured {m["date"]} on {m["cpus"]} CPU cores ({m["cpu"]})'
+
+
+def convert_block() -> list[str]:
+  b = _bench('convert')
+  if b is None:
+    return ['(not measured yet: `python scripts/bench_convert.py --out=docs/bench/convert.json`)']
+  rows = [[r['model'], f'{r["params"] / 1e6:,.0f}M ({r["source_dtype"]})', f'{r["model_gb"]:.2f}',
+           f'{r["largest_tensor_gb"]:.2f}', f'{r["import_s"]:.1f}', f'{r["import_peak_rss_gb"]:.2f}',
+           f'{r["export_s"]:.1f}', f'{r["export_peak_rss_gb"]:.2f}', f'{r["bound_gb"]:.2f}',
+           'yes' if r['within_bound'] else '**no**'] for r in b['rows']]
+  return [f'`python scripts/bench_convert.py`, {_machine(b["machine"])}; random checkpoints of the '
+          'published shapes, each conversion its own process; the bound is the model\'s bytes as '
+          'placed (fp32) + its largest tensor + the overhead (the same command\'s peak on a '
+          f'one-layer model: {b["rows"][0]["overhead_gb"]:.2f} GB).', ''] + render.md_table(
+      ['model', 'params', 'model GB', 'largest tensor GB', 'import s', 'import peak RSS GB',
+       'export s', 'export peak RSS GB', 'bound GB', 'within'], rows)
+
+
+def lora_block() -> list[str]:
+  b = _bench('lora')
+  if b is None:
+    return ['(not measured yet: `python scripts/bench_lora.py --out=docs/bench/lora.json`)']
+  rows = [[k.replace('_', ' '), f'{r["params_trained"]:,.0f} of {r["params"]:,.0f}',
+           f'{r["optimizer_state_mb"]:.1f}', f'{r["checkpoint_mb"]:.1f}',
+           '–' if r['step_s'] is None else f'{r["step_s"]:.3f}', f'{r["peak_rss_gb"]:.2f}']
+          for k, r in b['results'].items()]
+  return [f'`python scripts/bench_lora.py`, rank {b["rank"]} on every projection, '
+          f'{_machine(b["machine"])}:', ''] + render.md_table(
+      ['run', 'params trained', 'optimizer state MB', 'checkpoint MB', 'step s (median)',
+       'peak RSS GB'], rows)
+
+
+BLOCKS = {'DEFAULT RUN': default_run_block, 'SEEDS': seeds_block, 'EXPERIMENTS': experiments_block,
+          'BENCH CONVERT': convert_block, 'BENCH LORA': lora_block}
 
 
 def splice_block(text: str, name: str, lines: list[str]) -> str:

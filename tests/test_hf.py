@@ -282,3 +282,35 @@ def test_lora_adapters_exported_as_peft_load_onto_the_exported_base(tmp_path):
   with torch.no_grad():   # (PeftModel injected the adapters into `base` itself: load it again)
     plain = plain(torch.tensor(tokens)).logits.numpy()
   assert np.abs(plain - ref).max() > 1e-3   # the adapters did change the model
+
+
+def test_import_on_an_fsdp_8_mesh_reads_and_places_only_each_devices_shard(tmp_path, monkeypatch):
+  from lmresearch.models import hf
+  torch.manual_seed(0)
+  cfg = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128,
+                                 num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=8,
+                                 max_position_embeddings=256)
+  tok = tiny_tokenizer(str(tmp_path / 'hf'), ['<s>', '</s>'], bos='<s>', eos='</s>')
+  cfg.bos_token_id, cfg.eos_token_id = tok.bos_token_id, tok.eos_token_id
+  transformers.AutoModelForCausalLM.from_config(cfg).save_pretrained(str(tmp_path / 'hf'))
+  reads, real = [], hf.Reader.rows
+
+  def recording(self, name, r0, r1, cols=None):
+    block = real(self, name, r0, r1, cols)
+    reads.append((name, block.size, self.shape(name)))
+    return block
+
+  monkeypatch.setattr(hf.Reader, 'rows', recording)
+  c = convert.import_run(str(tmp_path / 'hf'), str(tmp_path / 'run'), 'data=1,fsdp=8,tensor=1',
+                         devices=jax.devices()[:8])
+  assert c['mesh']['fsdp'] == 8
+  run = runs.load(str(tmp_path / 'run'), mesh=None)
+  for path, leaf in jax.tree_util.tree_flatten_with_path(run.params)[0]:
+    shard = leaf.addressable_shards[0].data.shape
+    sharded = any(a is not None for a in leaf.sharding.spec)
+    if sharded:   # every device holds 1/8 of the matrix, never the whole
+      assert np.prod(shard) * 8 == leaf.size, (path, shard, leaf.shape)
+  # and each read brought in at most one device's share of a tensor
+  whole = [(n, size) for n, size, shape in reads if size == np.prod(shape) and len(shape) == 2]
+  assert not whole, whole[:3]
+  assert max(size / np.prod(shape) for _, size, shape in reads) <= 1 / 8 + 1e-9

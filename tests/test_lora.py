@@ -83,3 +83,26 @@ def test_lora_runs_in_every_post_training_stage(pipeline_dirs, tmp_path, stage):
   assert np.isfinite(out['train/loss'])
   saved = lora._flat(__import__('test_stages')._saved_params(tmp_path / stage))
   assert saved and all(lora.is_adapter(p) or 'score' in p for p in saved)
+
+
+def test_a_lora_stage_gives_the_same_losses_on_one_device_and_a_2x2x2_mesh(pipeline_dirs, tmp_path):
+  from test_stage_mesh import _losses
+  c = _lora(stage_config('sft', pipeline_dirs))
+  c.train.lr = 1e-2
+  launch.run(c, str(tmp_path / 'one'), devices=DEV)
+  c8 = c.copy_and_resolve_references()
+  c8.mesh.update(data=2, fsdp=2, tensor=2)
+  launch.run(c8, str(tmp_path / 'eight'), devices=jax.devices()[:8])
+  one, eight = _losses(tmp_path / 'one'), _losses(tmp_path / 'eight')
+  assert sorted(one) == [1, 2] and one[2] != one[1]
+  np.testing.assert_allclose([eight[s] for s in one], list(one.values()), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_a_lora_stage_is_exact(tmp_path, pipeline_dirs):
+  from test_resume import kill_and_resume
+  sft = ['--config.train.batch_size=8', '--config.train.log_every=1', '--config.train.eval_every=0',
+         '--config.data.seq_len=96', '--config.data.synthetic.num_docs=100', '--config.mesh.data=1',
+         f'--config.init_from={pipeline_dirs / "base"}', '--config.lora.rank=4',
+         '--config.lora.targets=query,value,up', '--config.train.lr=0.01']
+  kill_and_resume(tmp_path, 120, 5, config='sft', extra=sft)

@@ -35,6 +35,7 @@ def get_config(arg=None):
   c.reuse = UPSTREAM
   c.run = UPSTREAM + ',ppo'
   c.stages.ppo.ppo.ptx_coef = 0.0
+  c.stages.ppo.train.steps = 30   # the first version's PPO length (the default pipeline's is 60)
   c.eval.update(per_step=30, prompting=False, rm_rankings=0, compare_prompts=2, sample_prompts=90,
                 samples_per_prompt=1)
   return c

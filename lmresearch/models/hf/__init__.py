@@ -68,7 +68,7 @@ class Reader:
       return list(f.get_slice(name).get_shape())
 
   def rows(self, name: str, r0: int, r1: int, cols: Optional[tuple] = None) -> np.ndarray:
-    """hf[name][r0:r1] (and columns c0:c1), as float32 on the host."""
+    """hf[name][r0:r1] (and columns c0:c1), as float32 on the host: only that block is read."""
     from safetensors import safe_open
     with jax.default_device(jax.devices('cpu')[0]), \
         safe_open(os.path.join(self.dir, self.files[name]), 'flax') as f:
@@ -126,13 +126,14 @@ def import_params(hf_dir: str, model: dict, abstract, shardings, hf_vocab: int):
 
     def block(entry, shape, index):
       _, t, p = entry
-      if t.axis == 0 and len(t.parts) > 1:
-        rows = lambda r0, r1: reader.rows(t.name, p.start + r0, p.start + r1)
-      elif t.axis == 1 and len(t.parts) > 1:
-        rows = lambda r0, r1: reader.rows(t.name, r0, r1, (p.start, p.start + p.size))
+      if t.axis == 0 and len(t.parts) > 1:   # this part's rows of a concatenated tensor
+        read = lambda r0, r1, cols: reader.rows(t.name, p.start + r0, p.start + r1, cols)
+      elif t.axis == 1 and len(t.parts) > 1:   # ... or its columns (GPT-2's c_attn)
+        read = lambda r0, r1, cols: reader.rows(t.name, r0, r1,
+                                                (p.start + cols[0], p.start + cols[1]))
       else:
-        rows = lambda r0, r1: reader.rows(t.name, r0, r1)
-      return layout.read_block(p, shape, index, rows, hf_vocab)
+        read = lambda r0, r1, cols: reader.rows(t.name, r0, r1, cols)
+      return layout.read_block(p, shape, index, read, hf_vocab)
 
     def callback(index, entries=entries, shape=leaf.shape, dtype=leaf.dtype):
       if entries[0][0] is None:   # one HF tensor

@@ -52,50 +52,38 @@ def _rng(s: slice, n: int) -> tuple[int, int]:
 
 
 def read_block(part: Part, shape: Sequence[int], index: Sequence[slice],
-               rows: Callable[[int, int], np.ndarray], hf_vocab: int = 0) -> np.ndarray:
+               read: Callable[[int, int, Optional[tuple]], np.ndarray], hf_vocab: int = 0) -> np.ndarray:
   """The block `index` of our param (shape `shape`, one layer's) from the HF tensor, reading only
-  rows [r0, r1) of it through `rows(r0, r1)` (already cut to this part's column range)."""
+  that block of it: `read(r0, r1, (c0, c1) or None)` returns rows [r0, r1) (and columns
+  [c0, c1) of a matrix) of this part of the tensor."""
   k = part.kind
   idx = [_rng(s, n) for s, n in zip(index, shape)]
-  sl = lambda *axes: tuple(slice(*idx[a]) for a in axes)
   if k == 'same':
-    return rows(*idx[0])[(slice(None),) + sl(*range(1, len(shape)))]
+    return read(*idx[0], idx[1] if len(shape) == 2 else None)
   if k == 'T':
-    return rows(*idx[1])[:, slice(*idx[0])].T
-  if k == 'vocab_rows':   # rows past the HF vocabulary are padding: zeros
-    (r0, r1), (c0, c1) = idx
-    out = np.zeros((r1 - r0, c1 - c0), np.float32)
-    if r0 < hf_vocab:
-      got = rows(r0, min(r1, hf_vocab))[:, c0:c1]
+    return read(*idx[1], idx[0]).T
+  if k in ('vocab_rows', 'vocab_T'):   # ids past the HF vocabulary are padding: zeros
+    (v0, v1), cols = (idx[0], idx[1]) if k == 'vocab_rows' else (idx[1], idx[0])
+    out = np.zeros((v1 - v0, cols[1] - cols[0]), np.float32)
+    if v0 < hf_vocab:
+      got = read(v0, min(v1, hf_vocab), cols)
       out[:len(got)] = got
-      return out.astype(got.dtype)
-    return out
-  if k == 'vocab_T':
-    (r0, r1), (c0, c1) = idx
-    out = np.zeros((r1 - r0, c1 - c0), np.float32)
-    if c0 < hf_vocab:
-      got = rows(c0, min(c1, hf_vocab))[:, r0:r1].T
-      out[:, :got.shape[1]] = got
-      return out.astype(got.dtype)
-    return out
-  d = None
-  if k in ('heads_in', 'rows_heads'):   # HF rows are (head, head_dim) pairs
-    (a0, a1), (b0, b1) = (idx[1], idx[2]) if k == 'heads_in' else (idx[0], idx[1])
+      out = out.astype(got.dtype)
+    return out if k == 'vocab_rows' else out.T
+  if k in ('heads_in', 'rows_heads'):   # HF rows are (head, head_dim) pairs; columns E
+    (a0, a1), (b0, b1), e = (idx[1], idx[2], idx[0]) if k == 'heads_in' else (idx[0], idx[1], idx[2])
     d = shape[2] if k == 'heads_in' else shape[1]
-    block = rows(a0 * d, a1 * d).reshape(a1 - a0, d, -1)[:, b0:b1]   # [h', d', E]
-    if k == 'heads_in':
-      return block[..., slice(*idx[0])].transpose(2, 0, 1)
-    return block[..., slice(*idx[2])]
+    block = read(a0 * d, a1 * d, e).reshape(a1 - a0, d, -1)[:, b0:b1]   # [h', d', E']
+    return block.transpose(2, 0, 1) if k == 'heads_in' else block
   if k == 'heads_bias':
     d = shape[1]
-    return rows(idx[0][0] * d, idx[0][1] * d).reshape(-1, d)[:, slice(*idx[1])]
+    return read(idx[0][0] * d, idx[0][1] * d, None).reshape(-1, d)[:, slice(*idx[1])]
   if k in ('heads_out', 'cols_heads'):   # HF rows are E; columns (head, head_dim) pairs
-    e_axis = 2 if k == 'heads_out' else 0
-    block = rows(*idx[e_axis])
-    h_axis = 0 if k == 'heads_out' else 1
-    d = shape[h_axis + 1]
-    (a0, a1), (b0, b1) = idx[h_axis], idx[h_axis + 1]
-    block = block.reshape(block.shape[0], -1, d)[:, a0:a1, b0:b1]   # [E', h', d']
+    e, (a0, a1), (b0, b1) = ((idx[2], idx[0], idx[1]) if k == 'heads_out'
+                             else (idx[0], idx[1], idx[2]))
+    d = shape[1] if k == 'heads_out' else shape[2]
+    block = read(*e, (a0 * d, a1 * d))
+    block = block.reshape(block.shape[0], a1 - a0, d)[:, :, b0:b1]   # [E', h', d']
     return block.transpose(1, 2, 0) if k == 'heads_out' else block
   raise ValueError(f'layout kind {k!r}: expected one of {KINDS}.')
 
