@@ -314,3 +314,53 @@ def test_import_on_an_fsdp_8_mesh_reads_and_places_only_each_devices_shard(tmp_p
   whole = [(n, size) for n, size, shape in reads if size == np.prod(shape) and len(shape) == 2]
   assert not whole, whole[:3]
   assert max(size / np.prod(shape) for _, size, shape in reads) <= 1 / 8 + 1e-9
+
+
+@pytest.fixture(scope='module')
+def imported_qwen(tmp_path_factory):
+  root = tmp_path_factory.mktemp('qwen_stages')
+  build('qwen2', str(root / 'hf'))
+  convert.import_run(str(root / 'hf'), str(root / 'qwen'), devices=jax.devices()[:1])
+  return root
+
+
+def _on_imported(stage, root, init_from):
+  from conftest import load_config, stage_config, tiny
+  c = tiny(load_config(stage))
+  c.init_from = str(root / init_from)
+  c.data.update(seq_len=200, tokenizer='hf')
+  c.data.synthetic.num_docs = 40
+  c.train.update(steps=2, batch_size=8)
+  if stage == 'reward':
+    c.reward.update(norm_samples=4, norm_max_new_tokens=8)
+  if stage in ('ppo', 'grpo'):
+    c.rl.update(max_prompt_len=200, max_new_tokens=16, eval_prompts=4)
+    c.train.update(batch_size=4, eval_every=2)
+  if stage == 'ppo':
+    c.reward_from = str(root / 'reward')
+  if stage == 'grpo':
+    c.grpo.update(group_size=2)
+  return c
+
+
+def test_every_post_training_stage_starts_from_an_imported_run(imported_qwen):
+  from lmresearch import launch
+  root = imported_qwen
+  for stage, parent in (('sft', 'qwen'), ('reward', 'sft'), ('dpo', 'sft'), ('ppo', 'sft'),
+                        ('grpo', 'sft')):
+    out = launch.run(_on_imported(stage, root, parent), str(root / stage), devices=jax.devices()[:1])
+    assert np.isfinite(out['train/loss']), stage
+  # SFT trained on the imported template's assistant tokens, and the run keeps the template
+  tok = runs.load(str(root / 'sft')).tok
+  assert tok.chat_template and '<|im_start|>' in tok.chat_template
+  ids, mask = tok.render_chat([{'role': 'user', 'content': 'hi'},
+                               {'role': 'assistant', 'content': 'yes'}])
+  assert tok.decode([i for i, m in zip(ids, mask) if m]) == 'yes<|im_end|>\n'
+
+
+def test_a_template_that_cannot_mark_assistant_tokens_is_an_error(imported_qwen):
+  tok = runs.load(str(imported_qwen / 'qwen')).tok
+  tok.chat_template = ("{% for m in messages|reverse %}{{ m['role'] + ': ' + m['content'] + '\\n' }}"
+                       "{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}")
+  with pytest.raises(ValueError, match='cannot be marked for the loss|cannot mark'):
+    tok.render_chat([{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': 'yes'}])
