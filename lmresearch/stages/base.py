@@ -28,7 +28,6 @@ share.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import jax
@@ -37,39 +36,10 @@ import jax.numpy as jnp
 from lmresearch import fileio, parallel, tokenizers
 from lmresearch.data import packing
 from lmresearch.models.logprobs import chunked_nll_sums, nll_sums
-from lmresearch.models.transformer import (ModelConfig, Transformer, count_params, flops_per_token,
-                                           unembed)
+from lmresearch.models.transformer import count_params, flops_per_token, unembed
+from lmresearch.stages import parents
+from lmresearch.stages.builders import build_model, model_config, padded_vocab, uses_lora  # noqa: F401
 from lmresearch.training import trainer as trainer_lib
-
-
-def padded_vocab(tok_vocab: int, model_cfg) -> int:
-  if model_cfg.vocab_size:
-    if model_cfg.vocab_size < tok_vocab:
-      raise ValueError(f'config.model.vocab_size={model_cfg.vocab_size} is smaller than the '
-                       f'tokenizer\'s {tok_vocab}; set it to 0 (= from the tokenizer).')
-    return model_cfg.vocab_size
-  m = max(1, model_cfg.vocab_multiple)
-  return -(-tok_vocab // m) * m
-
-
-def model_config(config, tok, lora: bool = True) -> ModelConfig:
-  """config.model as the model reads it; with config.lora.rank > 0 (and lora) with adapters."""
-  m = ModelConfig.from_config(config.model, padded_vocab(tok.vocab_size, config.model))
-  if m.vocab_size > tok.vocab_size:
-    m = dataclasses.replace(m, sample_vocab=tok.vocab_size)
-  lc = config.get('lora') or {}
-  if lora and lc.get('rank', 0) > 0:
-    m = dataclasses.replace(m, lora_rank=lc.rank, lora_alpha=float(lc.alpha),
-                            lora_dropout=float(lc.dropout), lora_targets=lc.targets)
-  return m
-
-
-def build_model(config, tok, lora: bool = True) -> Transformer:
-  return Transformer(model_config(config, tok, lora))
-
-
-def uses_lora(config) -> bool:
-  return (config.get('lora') or {}).get('rank', 0) > 0
 
 
 def get_tokenizer(config, workdir: str, texts_fn=None):
@@ -98,7 +68,6 @@ def get_tokenizer(config, workdir: str, texts_fn=None):
 def load_parent_params(workdir: str, abstract_params, shardings):
   """The parent run's latest params, restored straight into this run's shardings (a LoRA
   parent's adapters folded into its base: stages/parents.py)."""
-  from lmresearch.stages import parents
   return parents.load(workdir, abstract_params, shardings)
 
 

@@ -12,8 +12,9 @@ import jax
 import jax.numpy as jnp
 
 from lmresearch import config as lmc
-from lmresearch import parallel
+from lmresearch import parallel, tokenizers
 from lmresearch.models import lora
+from lmresearch.stages.builders import build_model, build_scalar_model
 from lmresearch.training.checkpoint import abstract_with_shardings, restore_params
 
 
@@ -39,9 +40,6 @@ def fold(params, scale: float):
 
 
 def _models(config):
-  from lmresearch import tokenizers
-  from lmresearch.stages.base import build_model
-  from lmresearch.stages.reward import build_scalar_model
   return tokenizers, build_model, build_scalar_model
 
 
@@ -58,7 +56,6 @@ def _run_init(cfg, tok):
 
 def trained(workdir: str, mesh):
   """(config, what the LoRA run trained: its adapters and heads) from its checkpoint."""
-  from lmresearch import tokenizers
   cfg = lmc.load(workdir)
   if not (cfg.get('lora') or {}).get('rank', 0) > 0:
     raise ValueError(f'{workdir} is not a LoRA run (config.lora.rank = 0): export it whole with '

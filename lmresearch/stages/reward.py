@@ -17,9 +17,10 @@ import numpy as np
 from lmresearch import fileio, sampling, tokenizers
 from lmresearch.data import formats
 from lmresearch.errors import ConfigError
-from lmresearch.models.heads import ScalarHeadModel, last_token_index
+from lmresearch.models.heads import last_token_index
 from lmresearch.models.logprobs import positions_from_mask
-from lmresearch.stages.base import LMStage, load_parent_params, model_config
+from lmresearch.stages.base import LMStage, load_parent_params
+from lmresearch.stages.builders import build_scalar_model  # noqa: F401  (its home before)
 
 NORM_FILE = 'reward_norm.json'
 
@@ -104,10 +105,6 @@ def reward_pool(workdir: str) -> str:
   """How the reward model at `workdir` pools its scalars (runs from before the option: 'last')."""
   from lmresearch import config as lmc
   return lmc.load(workdir).get('reward', {}).get('pool', 'last')
-
-
-def build_scalar_model(config, tok, lora: bool = True) -> ScalarHeadModel:
-  return ScalarHeadModel(model_config(config, tok, lora))
 
 
 def score(model, params, tokens, mask, positions=None, pool: str = 'last', reply=None):
