@@ -16,11 +16,16 @@ setup(
         'tokenizers>=0.20',       # byte-level BPE training and encoding
         'tensorboardX>=2.6',      # TensorBoard event files without TensorFlow
         'tqdm', 'matplotlib',
+        'safetensors>=0.4',       # Hugging Face checkpoints in and out (lmresearch.convert)
+        'jinja2>=3.1',            # imported chat templates, rendered as transformers renders them
+        'scipy',                  # Student's t for the verdicts' intervals (jax needs it too)
     ],
     extras_require={
         # torch: the PyTorch reference the benchmark compares with, checked against our model
         # by tests/test_torch_reference.py (pinned: 2.13.0 is the CPU wheel; unpinned is GBs).
-        'test': ['pytest>=8', 'torch==2.13.0'],
+        # transformers + peft: the Hugging Face parity tests (tests/test_hf.py) load, generate
+        # and export against them; they are never imported by lmresearch itself.
+        'test': ['pytest>=8', 'torch==2.13.0', 'transformers>=4.45', 'peft>=0.13'],
         'bench': ['torch==2.13.0', 'psutil'],   # psutil: scripts/bench_data.py's RSS polling
         # a gs:// workdir: gcsfs (etils.epath's backend), google-cloud-storage (tensorboardX)
         'gcs': ['gcsfs', 'google-cloud-storage'],

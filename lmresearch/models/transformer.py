@@ -4,6 +4,9 @@ One file, read top to bottom: embeddings -> N x Block(attention, MLP) -> norm ->
 Two families share the code, chosen by `cfg.style`:
   gpt2:  learned positions, LayerNorm, GELU MLP, tied embeddings, biases.
   llama: RoPE, RMSNorm, SwiGLU MLP, grouped-query attention, untied head, no biases.
+Options that imported checkpoints need (models/hf/: head size, q/k/v biases, a tied head, Llama
+3.1's RoPE scaling, a sliding window, a padded vocabulary) and LoRA adapters beside any projection
+(models/lora.py) are fields of ModelConfig, off by default.
 
 Sharding is declared, not coded: every parameter and large activation carries logical axis
 names (batch, length, embed, heads, kv_heads, kv, mlp, vocab, layers); `parallel.py` maps them to
@@ -24,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from lmresearch.models import lora as lora_lib
+from lmresearch.models.rope import rope, rope_frequencies  # noqa: F401  (the model's RoPE)
 
 Array = jax.Array
 
@@ -112,37 +116,6 @@ def _norm(cfg: ModelConfig, name: str):
                         scale_init=_ones(('embed',)), bias_init=_zeros(('embed',)))
   return nn.RMSNorm(epsilon=cfg.norm_eps, dtype=dt, param_dtype=pdt, name=name,
                     scale_init=_ones(('embed',)))
-
-
-def rope_frequencies(cfg: ModelConfig, half: int):
-  """RoPE's inverse frequencies; with rope_scaling='llama3', Llama 3.1's: wavelengths past
-  original_max_len / low_freq_factor slowed by `factor`, those under / high_freq_factor kept,
-  a smooth blend between (as `transformers` computes them)."""
-  import numpy as np
-  freq = 1.0 / (cfg.rope_theta ** (np.arange(half, dtype=np.float64) / half))
-  if cfg.rope_scaling == 'llama3':
-    low_wavelen = cfg.rope_original_max_len / cfg.rope_low_freq_factor
-    high_wavelen = cfg.rope_original_max_len / cfg.rope_high_freq_factor
-    wavelen = 2 * np.pi / freq
-    smooth = ((cfg.rope_original_max_len / wavelen - cfg.rope_low_freq_factor)
-              / (cfg.rope_high_freq_factor - cfg.rope_low_freq_factor))
-    blended = (1 - smooth) * freq / cfg.rope_factor + smooth * freq
-    freq = np.where(wavelen > low_wavelen, freq / cfg.rope_factor,
-                    np.where(wavelen < high_wavelen, freq, blended))
-  elif cfg.rope_scaling:
-    raise ValueError(f"rope_scaling={cfg.rope_scaling!r}: only 'llama3' is implemented.")
-  return freq.astype(np.float32)
-
-
-def rope(x: Array, positions: Array, cfg: ModelConfig) -> Array:
-  """Rotary position embedding on x [batch, length, heads, head_dim] (half-split layout)."""
-  half = x.shape[-1] // 2
-  freq = jnp.asarray(rope_frequencies(cfg, half))
-  angle = positions[..., None].astype(jnp.float32) * freq              # [b, t, half]
-  sin, cos = jnp.sin(angle)[:, :, None, :], jnp.cos(angle)[:, :, None, :]
-  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
-  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-  return out.astype(x.dtype)
 
 
 class Proj(nn.Module):
