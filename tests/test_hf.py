@@ -364,3 +364,28 @@ def test_a_template_that_cannot_mark_assistant_tokens_is_an_error(imported_qwen)
                        "{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}")
   with pytest.raises(ValueError, match='cannot be marked for the loss|cannot mark'):
     tok.render_chat([{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': 'yes'}])
+
+
+def test_the_three_convert_commands_and_sample_run_as_the_readme_writes_them(imported_qwen, tmp_path):
+  import subprocess
+  import sys
+  from conftest import ROOT
+  env = {**os.environ, 'PYTHONPATH': ROOT, 'XLA_FLAGS': '--xla_force_host_platform_device_count=1'}
+  cli = lambda *a: subprocess.run([sys.executable, '-m', *a], cwd=ROOT, env=env,
+                                  capture_output=True, text=True, timeout=600)
+  root = imported_qwen
+  out = cli('lmresearch.convert', f'--from_hf={root / "hf"}', f'--workdir={tmp_path / "qwen"}')
+  assert out.returncode == 0, out.stderr[-2000:]
+  out = cli('lmresearch.convert', f'--to_hf={tmp_path / "back"}', f'--workdir={tmp_path / "qwen"}')
+  assert out.returncode == 0 and (tmp_path / 'back' / 'model.safetensors').exists(), out.stderr[-2000:]
+  out = cli('lmresearch.convert', f'--to_hf={tmp_path / "peft"}', f'--workdir={tmp_path / "qwen"}',
+            '--adapters_only')   # not a LoRA run: a one-line error
+  assert out.returncode == 2 and 'not a LoRA run' in out.stderr
+  out = cli('lmresearch.sample', f'--workdir={tmp_path / "qwen"}', '--chat', '--prompt=hi',
+            '--max_new_tokens=8')   # an imported instruct model, prompted by its own template
+  assert out.returncode == 0 and out.stdout.strip(), out.stderr[-2000:]
+  bad = tmp_path / 'bad'
+  bad.mkdir()
+  (bad / 'config.json').write_text(json.dumps({'model_type': 'gemma'}))
+  out = cli('lmresearch.convert', f'--from_hf={bad}', f'--workdir={tmp_path / "x"}')
+  assert out.returncode == 2 and "model_type='gemma'" in out.stderr and 'Traceback' not in out.stderr
