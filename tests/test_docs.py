@@ -71,7 +71,8 @@ def test_claims_judge_values_differences_and_contrasts_by_seed():
        'criterion': '> 0'},
       {'claim': 'one seed, no error', 'value': 'x', 'where': {'g': 3}, 'criterion': '> 0'}])
   by = {(f['claim'], f['where']): f for f in found}
-  assert by[('x > 0', 'g=[1, 2]')]['n'] == 6 and by[('x > 0', 'g=[1, 2]')]['verdict'] == 'holds'
+  pooled = by[('x > 0', '')]   # a list filter is the claim's scope, not a group label
+  assert pooled['n'] == 6 and pooled['verdict'] == 'holds'
   per_group = by[('x - y > 0 per group', 'g=1')]
   assert per_group['n'] == 3 and per_group['value'] == pytest.approx(0.6)
   contrast = by[('x grows from g=1 to g=2', 'g=2')]
