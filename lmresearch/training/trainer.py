@@ -199,12 +199,13 @@ class Trainer:
     wall0 = time.time()
     try:
       with parallel.activate(self.mesh, self.rules):
-        if start == 0:   # what was trained, counted from the state itself (size axes read it)
-          counts = {f'model/{k}': v for k, v in param_counts(state.full_params).items()}
-          writer.write(0, {**counts, 'model/params_trained': param_counts(state.params)['params']})
-        if start == 0 and tc.eval_every > 0 and tc.eval_at_start:
-          # The starting point (e.g. the SFT policy), so that a stage's gain is read off its own log.
-          writer.write(0, self._evaluate(eval_fn, state.full_params, eval_batches))
+        if start == 0:   # one step-0 record: what is trained (size axes read it) ...
+          first = {f'model/{k}': v for k, v in param_counts(state.full_params).items()}
+          first['model/params_trained'] = param_counts(state.params)['params']
+          if tc.eval_every > 0 and tc.eval_at_start:
+            # ... and the starting point (e.g. the SFT policy): a stage's gain is read off its log.
+            first.update(self._evaluate(eval_fn, state.full_params, eval_batches))
+          writer.write(0, first)
         for step in range(start, tc.steps):
           batch = parallel.put_batch(next(data_iter), batch_sharding)
           batch = stage.prepare(batch, state)
