@@ -76,10 +76,12 @@ def write_checkpoint(kind: str, cfg: dict, dtype: str, out: str) -> dict:
 
 
 def _flush(tensors, out, k):
-  from lmresearch.models.hf import _save
-  from safetensors.numpy import save_file
+  from lmresearch.models.hf.writer import StreamingWriter
   name = f'model-{k:05d}.safetensors'
-  _save(tensors, os.path.join(out, name), save_file)
+  w = StreamingWriter(os.path.join(out, name), {'format': 'pt'})
+  for key, x in tensors.items():
+    w.add(key, x)
+  w.close()
   return name, list(tensors)
 
 

@@ -45,6 +45,16 @@ def one_device():
 
 
 @pytest.fixture(scope='session')
+def smoke_pipeline(tmp_path_factory):
+  """The smoke pipeline with every stage (`size=smoke,all=1`), run once and read by the tests that
+  only read it (the report's sections, a rerun that redoes nothing, an export of its RLHF model,
+  a pipeline reusing its stages): (its directory, its results)."""
+  from lmresearch.pipeline import run_pipeline
+  root = tmp_path_factory.mktemp('smoke')
+  return root, run_pipeline(load_config('pipeline', 'size=smoke,all=1'), str(root))
+
+
+@pytest.fixture(scope='session')
 def pipeline_dirs(tmp_path_factory):
   """A tiny base and SFT run shared by the stage tests (seconds, not minutes)."""
   root = tmp_path_factory.mktemp('pipe')

@@ -219,14 +219,9 @@ def test_an_option_we_do_not_implement_is_one_line_naming_the_key(tmp_path, chan
 
 
 @pytest.fixture(scope='module')
-def smoke_rlhf(tmp_path_factory):
+def smoke_rlhf(smoke_pipeline):
   """The smoke pipeline's RLHF model: one of our own trained runs."""
-  from conftest import load_config
-  from lmresearch.pipeline import run_stages
-  root = tmp_path_factory.mktemp('smoke')
-  c = load_config('pipeline', 'size=smoke')
-  run_stages(c, str(root), devices=jax.devices()[:1])
-  return root / 'ppo'
+  return smoke_pipeline[0] / 'ppo'
 
 
 def test_our_trained_rlhf_model_exported_gives_our_logits_and_greedy_completions(smoke_rlhf, tmp_path):
@@ -389,3 +384,22 @@ def test_the_three_convert_commands_and_sample_run_as_the_readme_writes_them(imp
   (bad / 'config.json').write_text(json.dumps({'model_type': 'gemma'}))
   out = cli('lmresearch.convert', f'--from_hf={bad}', f'--workdir={tmp_path / "x"}')
   assert out.returncode == 2 and "model_type='gemma'" in out.stderr and 'Traceback' not in out.stderr
+
+
+def test_the_streaming_writer_gives_a_safetensors_file_any_reader_loads(tmp_path):
+  import ml_dtypes
+  from safetensors import safe_open
+  from lmresearch.models.hf.writer import StreamingWriter
+  tensors = {'a': np.arange(12, dtype=np.float32).reshape(3, 4), 'b': np.arange(5, dtype=np.float16),
+             'c': np.arange(6).astype(ml_dtypes.bfloat16).reshape(2, 3)}
+  w = StreamingWriter(str(tmp_path / 'x.safetensors'), {'format': 'pt'})
+  for k, v in tensors.items():
+    w.add(k, v)
+  w.close()
+  assert sorted(os.listdir(tmp_path)) == ['x.safetensors']   # no side file left behind
+  with safe_open(str(tmp_path / 'x.safetensors'), 'flax') as f:
+    assert f.metadata() == {'format': 'pt'}
+    for k, v in tensors.items():
+      np.testing.assert_array_equal(np.asarray(f.get_tensor(k), np.float32), v.astype(np.float32))
+  with pytest.raises(ValueError, match='tensor d has dtype bool'):
+    StreamingWriter(str(tmp_path / 'y.safetensors')).add('d', np.zeros(2, bool))

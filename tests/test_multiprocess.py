@@ -253,7 +253,10 @@ def test_the_pipeline_on_two_processes_reports_the_numbers_of_one_and_writes_eac
     tmp_path):
   import json
   import os
-  args = ['-m', 'lmresearch.pipeline', '--config=configs/pipeline.py:size=smoke']
+  # Every stage and the evaluation's model-facing parts; the prompting methods and the reward
+  # model's ranking sections only add programs to compile (test_pipeline reads them).
+  args = ['-m', 'lmresearch.pipeline', '--config=configs/pipeline.py:size=smoke',
+          '--config.eval.prompting=False', '--config.eval.rm_rankings=0']
   one = multiprocess.run(args + [f'--workdir={tmp_path}/one'], 1, 4, timeout=900)
   two = multiprocess.run(args + [f'--workdir={tmp_path}/two'], 2, 2, timeout=900)
   for r in one + two:
@@ -266,7 +269,7 @@ def test_the_pipeline_on_two_processes_reports_the_numbers_of_one_and_writes_eac
   report = lambda w: {k: v for k, v in numbers(json.load(open(w / 'report.json'))).items()
                       if 'seconds' not in k}   # PPO, evaluation, every stage's figures
   a, b = report(tmp_path / 'one'), report(tmp_path / 'two')
-  assert len(a) > 100 and a.keys() == b.keys()
+  assert len(a) > 40 and a.keys() == b.keys()
   assert b == pytest.approx(a, rel=1e-4, abs=1e-6)
   records = sorted(f for f in os.listdir(tmp_path / 'one' / 'eval') if f.endswith('.jsonl'))
   assert records == sorted(f for f in os.listdir(tmp_path / 'two' / 'eval') if f.endswith('.jsonl'))

@@ -9,9 +9,8 @@ from lmresearch.pipeline import run_pipeline
 
 
 @pytest.mark.slow
-def test_smoke_pipeline_writes_a_report_with_every_section(tmp_path):
-  c = load_config('pipeline', 'size=smoke,all=1')
-  out = run_pipeline(c, str(tmp_path))
+def test_smoke_pipeline_writes_a_report_with_every_section(smoke_pipeline):
+  tmp_path, out = smoke_pipeline
   for stage in ('base', 'sft', 'rlhf', 'dpo', 'grpo'):
     assert stage in out['stages'], stage
   for key in ('answer_accuracy', 'reward_mean', 'win_rate_vs_previous', 'kl_to_sft',
@@ -50,18 +49,15 @@ def test_smoke_pipeline_writes_a_report_with_every_section(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_pipeline_reuses_upstream_stages_and_trains_only_the_rest(tmp_path):
-  up = load_config('pipeline', 'size=smoke')
-  up.run = 'pretrain,sft,reward'
-  up.eval.update(prompting=False, rm_rankings=0)
-  run_pipeline(up, str(tmp_path / 'up'))
+def test_a_pipeline_reuses_upstream_stages_and_trains_only_the_rest(smoke_pipeline, tmp_path):
+  up = smoke_pipeline[0]
   c = load_config('pipeline', 'size=smoke')
-  c.upstream, c.reuse = str(tmp_path / 'up'), 'pretrain,sft,reward'
+  c.upstream, c.reuse = str(up), 'pretrain,sft,reward'
   c.eval.update(models='rlhf', prompting=False, rm_rankings=0, best_of=4)
   out = run_pipeline(c, str(tmp_path / 'down'))
   for name in ('pretrain', 'sft', 'reward'):
     assert os.path.islink(tmp_path / 'down' / name)
-    assert os.path.realpath(tmp_path / 'down' / name) == str(tmp_path / 'up' / name)
+    assert os.path.realpath(tmp_path / 'down' / name) == os.path.realpath(up / name)
   assert not os.path.islink(tmp_path / 'down' / 'ppo')
   assert set(out['stage_seconds']) == {'ppo'}            # only what this run trained
   assert set(out['stages']) == {'sft', 'rlhf'} and out['prompting'] == {}

@@ -4,8 +4,8 @@ writes the safetensors, a slice or a tensor at a time.
 
   import: config.json -> our model config; each param placed straight into its shards
           (jax.make_array_from_callback: a device's callback reads only the rows it holds)
-  export: our model config -> config.json; one param gathered at a time, written to
-          model.safetensors (or shards of at most `max_shard_bytes` and their index)
+  export: our model config -> config.json; one param gathered at a time and streamed into
+          model.safetensors (or shards of at most `max_shard_bytes` and their index; writer.py)
 A model_type or an option we do not implement is a one-line ConfigError naming the key.
 """
 from __future__ import annotations
@@ -156,42 +156,38 @@ def export_params(fetch: Callable[[tuple, Optional[int]], np.ndarray], model: di
   """Writes model.safetensors (or shards and their index) from `fetch(our path, layer)`, which
   returns one param (one layer of a stacked one) whole on the host. Returns the files written."""
   import ml_dtypes
-  from safetensors.numpy import save_file
+  from lmresearch.models.hf.writer import StreamingWriter
   fam = FAMILIES[model['hf_model_type']]
   np_dtype = {'float32': np.float32, 'float16': np.float16, 'bfloat16': ml_dtypes.bfloat16}[dtype]
   scanned = bool(model.get('scan_layers'))
-  shards, current, size = [], {}, 0
+  shards, writer, keys, size = [], None, [], 0
 
   def flush():
-    nonlocal current, size
-    if current:
-      name = f'part-{len(shards):05d}.safetensors'
-      _save(current, os.path.join(out_dir, name), save_file)
-      shards.append((name, list(current)))
-      current, size = {}, 0
+    nonlocal writer, keys, size
+    if writer is not None:
+      writer.close()
+      shards.append((os.path.basename(writer.path), keys))
+      writer, keys, size = None, [], 0
 
   for t in fam.tensors(model):
     pieces = []
     for p in t.parts:
       path, layer = layout.our_path(p.path, scanned)
       pieces.append(layout.to_hf(p, np.asarray(fetch(path, layer), np.float32), hf_vocab))
-    tensor = (pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=t.axis)).astype(np_dtype)
+    tensor = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=t.axis)
+    del pieces
+    tensor = tensor.astype(np_dtype, copy=False)
     if size and size + tensor.nbytes > max_shard_bytes:
       flush()
-    current[t.name] = np.ascontiguousarray(tensor)
+    if writer is None:
+      writer = StreamingWriter(os.path.join(out_dir, f'part-{len(shards):05d}.safetensors'),
+                               {'format': 'pt'})
+    writer.add(t.name, tensor)   # on disk now: the host holds one tensor at a time
+    keys.append(t.name)
     size += tensor.nbytes
+    del tensor
   flush()
   return _name_shards(shards, out_dir)
-
-
-def _save(tensors: dict, path: str, save_file) -> None:
-  import ml_dtypes
-  if any(v.dtype == ml_dtypes.bfloat16 for v in tensors.values()):   # numpy's writer has no bf16
-    from safetensors.flax import save_file as save_jax
-    cpu = jax.devices('cpu')[0]
-    save_jax({k: jax.device_put(v, cpu) for k, v in tensors.items()}, path)
-  else:
-    save_file(tensors, path, metadata={'format': 'pt'})
 
 
 def _name_shards(shards, out_dir: str) -> list[str]:
