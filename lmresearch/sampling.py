@@ -26,6 +26,7 @@ import numpy as np
 
 from lmresearch import parallel, tokenizers
 from lmresearch.models.logprobs import positions_from_mask
+from lmresearch.models.transformer import unembed
 
 DEFAULT_STOP_IDS = (tokenizers._Base.eos_id, tokenizers._Base.end_id)
 PROMPT_MULTIPLE = 8   # prompt block lengths are rounded up to this, to limit recompiles
@@ -99,9 +100,12 @@ def _generate_core(model, params, prompt, prompt_mask, rng, *, max_new_tokens: i
   cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(init_cache, params))
 
   def forward(cache, tokens, positions):
-    logits, variables = model.apply({'params': params, 'cache': cache}, tokens, positions,
-                                    kv_mask=kv_mask, decode=True, mutable=['cache'])
-    return variables['cache'], logits[:, -1].astype(jnp.float32)
+    # Only the last position's logits are sampled from: the prefill unembeds one row per prompt,
+    # not every prompt position ([b, p, vocab]).
+    hidden, variables = model.apply({'params': params, 'cache': cache}, tokens, positions,
+                                    kv_mask=kv_mask, decode=True, mutable=['cache'],
+                                    return_hidden=True)
+    return variables['cache'], unembed(model.cfg, params, hidden[:, -1:])[:, 0].astype(jnp.float32)
 
   stops = jnp.asarray(stop_ids, jnp.int32)
 

@@ -48,7 +48,9 @@ def peak_rss_mb() -> float:
 def summarize(times, cpu_times, tokens_per_iter: int, others) -> dict:
   """Wall-clock and process-CPU seconds per timed iteration -> the figures both frameworks report."""
   med = statistics.median(times)
+  q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (med, med, med)
   return {'ms_per_iter_median': med * 1e3, 'ms_per_iter_mean': statistics.fmean(times) * 1e3,
+          'ms_p25': q1 * 1e3, 'ms_p75': q3 * 1e3,
           'ms_per_iter_min': min(times) * 1e3,
           'cpu_ms_per_iter_median': statistics.median(cpu_times) * 1e3,
           'tokens_per_sec': tokens_per_iter / med, 'others_cpu_frac': others,

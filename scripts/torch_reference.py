@@ -1,4 +1,6 @@
-"""PyTorch eager reference for the shakespeare_char speed benchmark (nanoGPT's model and step).
+"""PyTorch eager references for the train-step benchmarks: nanoGPT's model and step (--style gpt2,
+shakespeare_char) and our default pipeline model's Llama style (--style llama: RMSNorm, RoPE,
+SwiGLU, untied head; the same optimizer and schedule).
 
 A nanoGPT-equivalent GPT: learned positions, pre-LayerNorm with bias, causal self-attention through
 F.scaled_dot_product_attention(is_causal=True), GELU MLP (tanh approximation, as our model and
@@ -107,6 +109,75 @@ class GPT(nn.Module):
     return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
 
+class LlamaAttention(nn.Module):
+  """Llama's attention: q/k/v/o without biases, RoPE (half-split, as ours and transformers'),
+  grouped-query heads, F.scaled_dot_product_attention(is_causal=True)."""
+  def __init__(self, d, heads, kv_heads, theta):
+    super().__init__()
+    self.heads, self.kv_heads, self.hd = heads, kv_heads, d // heads
+    self.q_proj = nn.Linear(d, d, bias=False)
+    self.k_proj = nn.Linear(d, kv_heads * self.hd, bias=False)
+    self.v_proj = nn.Linear(d, kv_heads * self.hd, bias=False)
+    self.o_proj = nn.Linear(d, d, bias=False)
+    half = self.hd // 2
+    self.register_buffer('freq', 1.0 / theta ** (torch.arange(half, dtype=torch.float64) / half).float(),
+                         persistent=False)
+
+  def rope(self, x):   # x [b, heads, t, hd]
+    angle = torch.arange(x.shape[2], dtype=torch.float32)[:, None] * self.freq
+    cos, sin = angle.cos(), angle.sin()
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+  def forward(self, x):
+    b, t, d = x.shape
+    q = self.q_proj(x).view(b, t, self.heads, self.hd).transpose(1, 2)
+    k = self.k_proj(x).view(b, t, self.kv_heads, self.hd).transpose(1, 2)
+    v = self.v_proj(x).view(b, t, self.kv_heads, self.hd).transpose(1, 2)
+    y = F.scaled_dot_product_attention(self.rope(q), self.rope(k), v, is_causal=True,
+                                       enable_gqa=self.kv_heads != self.heads)
+    return self.o_proj(y.transpose(1, 2).contiguous().view(b, t, d))
+
+
+class LlamaBlock(nn.Module):
+  def __init__(self, d, heads, kv_heads, hidden, theta, eps):
+    super().__init__()
+    self.input_layernorm = nn.RMSNorm(d, eps=eps)
+    self.attn = LlamaAttention(d, heads, kv_heads, theta)
+    self.post_attention_layernorm = nn.RMSNorm(d, eps=eps)
+    self.gate_proj = nn.Linear(d, hidden, bias=False)
+    self.up_proj = nn.Linear(d, hidden, bias=False)
+    self.down_proj = nn.Linear(hidden, d, bias=False)
+
+  def forward(self, x):
+    x = x + self.attn(self.input_layernorm(x))
+    h = self.post_attention_layernorm(x)
+    return x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
+
+
+class Llama(nn.Module):
+  """Our default model's style: RMSNorm, RoPE, SwiGLU, untied head, no biases (as transformers'
+  LlamaForCausalLM); same forward signature as GPT."""
+  def __init__(self, vocab, layers, heads, kv_heads, d, hidden, theta=10000.0, eps=1e-5):
+    super().__init__()
+    self.embed = nn.Embedding(vocab, d)
+    self.layers = nn.ModuleList([LlamaBlock(d, heads, kv_heads, hidden, theta, eps) for _ in range(layers)])
+    self.norm = nn.RMSNorm(d, eps=eps)
+    self.lm_head = nn.Linear(d, vocab, bias=False)
+    for p_ in self.parameters():
+      if p_.dim() >= 2:
+        torch.nn.init.normal_(p_, mean=0.0, std=0.02)
+
+  def forward(self, idx, targets=None):
+    x = self.embed(idx)
+    for block in self.layers:
+      x = block(x)
+    logits = self.lm_head(self.norm(x))
+    if targets is None:
+      return logits, None
+    return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+
+
 def lr_at(it, a):
   """nanoGPT's get_lr: linear warmup, cosine decay to min_lr at decay_steps."""
   if it < a.warmup:
@@ -139,6 +210,9 @@ def main():
   p.add_argument('--data', default='', help='tinyshakespeare input.txt (random tokens if missing)')
   p.add_argument('--val-fraction', type=float, default=0.1)
   p.add_argument('--vocab', type=int, default=65, help='embedding rows (JAX pads the char vocab)')
+  p.add_argument('--style', choices=('gpt2', 'llama'), default='gpt2',
+                 help='gpt2: nanoGPT (shakespeare_char); llama: the default pipeline model\'s style')
+  p.add_argument('--kv-heads', dest='kv_heads', type=int, default=0, help='llama: 0 = --heads')
   p.add_argument('--layers', type=int, default=4)
   p.add_argument('--heads', type=int, default=4)
   p.add_argument('--embed', type=int, default=128)
@@ -155,6 +229,7 @@ def main():
   p.add_argument('--clip', type=float, default=1.0)
   p.add_argument('--threads', type=int, default=0, help='torch threads (default: all cores)')
   p.add_argument('--seed', type=int, default=1337)
+  p.add_argument('--compile', action='store_true', help='torch.compile the model (inductor)')
   a = p.parse_args()
 
   threads = a.threads or cores()
@@ -168,8 +243,12 @@ def main():
     y = torch.stack([data[i + 1:i + 1 + a.context] for i in ix])
     return x, y
 
-  model = GPT(a.vocab, a.context, a.layers, a.heads, a.embed, a.mlp, bias=True)
+  if a.style == 'llama':
+    model = Llama(a.vocab, a.layers, a.heads, a.kv_heads or a.heads, a.embed, a.mlp)
+  else:
+    model = GPT(a.vocab, a.context, a.layers, a.heads, a.embed, a.mlp, bias=True)
   params = [p_ for p_ in model.parameters() if p_.requires_grad]
+  step_model = torch.compile(model) if a.compile else model
   groups = [{'params': [p_ for p_ in params if p_.dim() >= 2], 'weight_decay': a.weight_decay},
             {'params': [p_ for p_ in params if p_.dim() < 2], 'weight_decay': 0.0}]
   opt = torch.optim.AdamW(groups, lr=a.lr, betas=(a.b1, a.b2), eps=1e-8)
@@ -183,7 +262,7 @@ def main():
     t0, c0 = time.perf_counter(), time.process_time()
     for g in opt.param_groups:
       g['lr'] = lr_at(it, sched)
-    _, loss = model(x, y)
+    _, loss = step_model(x, y)
     loss.backward()
     if a.clip > 0:
       torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip)
@@ -197,7 +276,7 @@ def main():
       times.append(dt)
       cpu_times.append(dc)
 
-  out = {'framework': 'torch', 'torch_version': torch.__version__, 'threads': threads,
+  out = {'framework': 'torch', 'compiled': a.compile, 'style': a.style, 'torch_version': torch.__version__, 'threads': threads,
          'data': data_kind, 'iters': a.iters, 'warmup': a.warmup,
          'params': sum(p_.numel() for p_ in params), 'first_loss': losses[0], 'last_loss': losses[-1],
          **summarize(times, cpu_times, a.batch * a.context, others.stop())}

@@ -28,6 +28,23 @@ def _torch_reference():
   return mod
 
 
+def _perturbed(params):
+  """Weights moved off their init (non-zero biases, norm scales off 1): every mapping matters."""
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+  return jax.tree.unflatten(tree, [x + 0.05 * jax.random.normal(k, x.shape, x.dtype)
+                                   for x, k in zip(leaves, keys)])
+
+
+def _batch(tokens):
+  """One document per row, every position weighted."""
+  b, t = tokens.shape[0], tokens.shape[1] - 1
+  batch = {'inputs': tokens[:, :-1], 'targets': tokens[:, 1:], 'segment_ids': np.ones((b, t), np.int32),
+           'positions': np.broadcast_to(np.arange(t, dtype=np.int32), (b, t)),
+           'weights': np.ones((b, t), np.float32)}
+  return {k: jnp.asarray(v) for k, v in batch.items()}
+
+
 def _to_torch_state(params, layers: int) -> dict:
   """Our param tree -> the reference's state_dict (nanoGPT names; torch Linear is [out, in])."""
   t = lambda x: torch.from_numpy(np.asarray(x, np.float32).copy())
@@ -65,19 +82,11 @@ def test_torch_reference_computes_our_shakespeare_char_logits_and_loss():
   mc = stage.model.cfg
   assert (mc.style, mc.dtype, mc.param_dtype) == ('gpt2', 'float32', 'float32')
 
-  params = nn.unbox(stage.init_params(jax.random.PRNGKey(0)))
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-  params = jax.tree.unflatten(tree, [x + 0.05 * jax.random.normal(k, x.shape, x.dtype)
-                                     for x, k in zip(leaves, keys)])
+  params = _perturbed(nn.unbox(stage.init_params(jax.random.PRNGKey(0))))
 
   b, t = 4, config.data.seq_len
   tokens = np.random.default_rng(0).integers(0, mc.vocab_size, (b, t + 1)).astype(np.int32)
-  batch = {'inputs': tokens[:, :-1], 'targets': tokens[:, 1:],
-           'segment_ids': np.ones((b, t), np.int32),
-           'positions': np.broadcast_to(np.arange(t, dtype=np.int32), (b, t)),
-           'weights': np.ones((b, t), np.float32)}
-  batch = {k: jnp.asarray(v) for k, v in batch.items()}
+  batch = _batch(tokens)
   ours_logits = np.asarray(stage.lm_logits(params, batch, None))
   loss_sum, sums = stage.loss_fn(params, batch, None)   # what the trainer optimizes
   ours_loss = float(loss_sum / sums['count'])
@@ -92,3 +101,50 @@ def test_torch_reference_computes_our_shakespeare_char_logits_and_loss():
   np.testing.assert_allclose(logits.numpy(), ours_logits, rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(loss.item(), ours_loss, rtol=1e-4, atol=1e-4)
   assert 1.0 < ours_loss < 20.0   # a real loss, not a degenerate zero
+
+
+def _to_torch_llama_state(params, layers: int) -> dict:
+  """Our Llama-style param tree -> the reference Llama's state_dict (torch Linear is [out, in])."""
+  t = lambda x: torch.from_numpy(np.asarray(x, np.float32).copy())
+  flat = lambda k: np.asarray(k).reshape(-1, np.asarray(k).shape[-1]) if k.ndim == 2 else k
+  sd = {'embed.weight': t(params['embed']['embedding']), 'norm.weight': t(params['ln_final']['scale']),
+        'lm_head.weight': t(np.asarray(params['head']['kernel']).T)}
+  for i in range(layers):
+    p, h = params[f'layer_{i}'], f'layers.{i}.'
+    att = p['attn']
+    d = att['query']['kernel'].shape[0]
+    for ours, theirs in (('query', 'q_proj'), ('key', 'k_proj'), ('value', 'v_proj')):
+      sd[h + f'attn.{theirs}.weight'] = t(np.asarray(att[ours]['kernel']).reshape(d, -1).T)
+    sd[h + 'attn.o_proj.weight'] = t(np.asarray(att['out']['kernel']).reshape(-1, d).T)
+    sd[h + 'input_layernorm.weight'] = t(p['ln_attn']['scale'])
+    sd[h + 'post_attention_layernorm.weight'] = t(p['ln_mlp']['scale'])
+    for name in ('gate', 'up', 'down'):
+      sd[h + f'{name}_proj.weight'] = t(np.asarray(p['mlp'][name]['kernel']).T)
+  return sd
+
+
+@pytest.mark.parametrize('kv_heads', [0, 2])
+def test_torch_llama_reference_computes_the_default_models_logits_and_loss(kv_heads):
+  import flax.linen as nn
+  from lmresearch.stages.pretrain import PretrainStage
+  config = load_config('pipeline').stages.pretrain
+  config.model.num_kv_heads = kv_heads
+  config.data.vocab_size = 320   # the abstract stage needs no tokenizer; a vocabulary of 320 ids
+  stage = PretrainStage.abstract(config)
+  mc = stage.model.cfg
+  assert (mc.style, mc.dtype, mc.tie_embeddings) == ('llama', 'float32', False)
+  params = _perturbed(nn.unbox(stage.init_params(jax.random.PRNGKey(0))))
+  b, t = 2, config.data.seq_len
+  tokens = np.random.default_rng(0).integers(0, mc.vocab_size, (b, t + 1)).astype(np.int32)
+  batch = _batch(tokens)
+  ours_logits = np.asarray(stage.lm_logits(params, batch, None))
+  loss_sum, sums = stage.loss_fn(params, batch, None)
+  ref = _torch_reference()
+  model = ref.Llama(mc.vocab_size, mc.num_layers, mc.num_heads, mc.kv_heads, mc.embed_dim, mc.mlp_dim,
+                    theta=mc.rope_theta, eps=mc.norm_eps)
+  model.load_state_dict(_to_torch_llama_state(params, mc.num_layers), strict=True)
+  with torch.no_grad():
+    logits, loss = model(torch.from_numpy(tokens[:, :-1]).long(), torch.from_numpy(tokens[:, 1:]).long())
+  np.testing.assert_allclose(logits.numpy(), ours_logits, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(loss.item(), float(loss_sum / sums['count']), rtol=1e-4, atol=1e-4)
+  assert 1.0 < loss.item() < 20.0

@@ -1,0 +1,207 @@
+"""One benchmark, same run, same machine: our compiled train step against PyTorch.
+
+  python scripts/bench.py                           # every section (today: train)
+  python scripts/bench.py --sections=train --iters=100 --warmup=10 --json=docs/bench/train.json
+
+Section `train`: the shakespeare_char preset (GPT-2 style, nanoGPT's recipe) and the default
+pipeline's pretraining step (Llama style, 16 x 256 tokens), each at 1 and 2 CPU devices, against
+the PyTorch eager reference with the same shape (`scripts/torch_reference.py`, checked to compute
+the same function by tests/test_torch_reference.py) and, with --torch_compile, torch.compile of it.
+Each measurement is its own process, one after another (never two at once): JAX's device count is
+fixed when it starts, and each framework's threads and memory stay its own. Printed per row:
+ms/iter median and interquartile range over the timed iterations, tokens/s, MFU against the fp32
+matmul peak measured in this run, peak RSS; and ratios of tokens/s measured in this run only.
+Sections still to come (issue 20): generation, RL, compile counts, the main job, the test suite.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, 'scripts'))
+from bench_common import OthersShare, cores, summarize  # noqa: E402
+
+DATA = os.path.join(os.environ.get('LMR_DATA_DIR', os.path.join(ROOT, '..', 'shared', 'data')),
+                    'tinyshakespeare', 'input.txt')
+MODELS = ('shakespeare_char', 'default')
+
+
+def stage_config(model: str):
+  """The stage config a train-step row times."""
+  if model == 'shakespeare_char':
+    from configs.pretrain import get_config
+    c = get_config('preset=shakespeare_char')
+    c.data.path = os.path.abspath(DATA)
+    return c
+  from configs.pipeline import get_config
+  return get_config().stages.pretrain
+
+
+def jax_worker(model: str, devices: int, iters: int, warmup: int) -> dict:
+  """Times the trainer's own compiled step (shardings in and out, donated state) on real batches."""
+  from lmresearch.runtime import split_cpu
+  split_cpu(devices)
+  import jax
+  from lmresearch import config as lmc, parallel
+  from lmresearch.models.transformer import count_params
+  from lmresearch.stages import REGISTRY
+  from lmresearch.training.metrics import measured_cpu_peak_flops
+  from lmresearch.training.trainer import Trainer
+  import tempfile
+  c = stage_config(model)
+  lmc.inherit_model(c)
+  lmc.validate(c, devices, REGISTRY)
+  with tempfile.TemporaryDirectory() as tmp:
+    rules, mesh = parallel.rules_from_config(c), parallel.make_mesh(c.mesh, jax.devices()[:devices])
+    stage = REGISTRY[c.stage](c, tmp)
+    trainer = Trainer(c, tmp, stage, mesh, rules)
+    abstract, shardings = trainer.abstract_state()
+    state = trainer.init_state(shardings)
+    t0 = time.perf_counter()
+    step = trainer.compile_step(shardings)
+    it, times, cpu, losses = stage.train_iterator(), [], [], []
+    with parallel.activate(mesh, rules):
+      for i in range(warmup + iters):
+        if i == warmup:
+          others = OthersShare().start()
+        w0, c0 = time.perf_counter(), time.process_time()
+        batch = parallel.put_batch(next(it), lambda nd: parallel.batch_sharding(mesh, rules, nd))
+        state, metrics = jax.block_until_ready(step(state, batch))
+        losses.append(float(metrics['train/loss']))
+        if i == 0:
+          compile_s = time.perf_counter() - t0
+        if i >= warmup:
+          times.append(time.perf_counter() - w0)
+          cpu.append(time.process_time() - c0)
+    out = summarize(times, cpu, stage.tokens_per_step(), others.stop())
+    out.update(framework='jax', jax_version=jax.__version__, params=count_params(abstract.params),
+               first_loss=losses[0], last_loss=losses[-1], compile_s=compile_s,
+               flops_per_step=stage.flops_per_step(), peak_flops=measured_cpu_peak_flops(),
+               vocab=stage.model.cfg.vocab_size, shape=dict(c.model), batch=c.train.batch_size,
+               seq_len=c.data.seq_len)
+    return out
+
+
+def run_json(cmd: list) -> dict:
+  proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+  lines = [l for l in proc.stdout.splitlines() if l.startswith('{')]
+  if proc.returncode or not lines:
+    return {'error': f'exit {proc.returncode}: {proc.stderr.strip()[-600:]}'}
+  return json.loads(lines[-1])
+
+
+def torch_row(jax_res: dict, a, compiled: bool) -> dict:
+  c, m = stage_config(jax_res['model']), jax_res['shape']
+  t = c.train
+  cmd = [sys.executable, os.path.join(ROOT, 'scripts', 'torch_reference.py'),
+         '--style', m['style'], '--kv-heads', str(m.get('num_kv_heads', 0)),
+         '--data', os.path.abspath(DATA) if jax_res['model'] == 'shakespeare_char' else '',
+         '--iters', str(a.iters), '--warmup', str(a.warmup), '--vocab', str(jax_res['vocab']),
+         '--layers', str(m['num_layers']), '--heads', str(m['num_heads']), '--embed', str(m['embed_dim']),
+         '--mlp', str(m['mlp_dim']), '--context', str(jax_res['seq_len']), '--batch', str(jax_res['batch']),
+         '--lr', str(t.lr), '--min-lr', str(t.min_lr), '--lr-warmup', str(t.warmup_steps),
+         '--decay-steps', str(t.decay_steps or t.steps), '--b1', str(t.b1), '--b2', str(t.b2),
+         '--weight-decay', str(t.weight_decay), '--clip', str(t.clip_norm)]
+  return run_json(cmd + (['--compile'] if compiled else []))
+
+
+def describe_machine() -> str:
+  import importlib.metadata as md
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo') as f:
+      cpu = next(l.split(':', 1)[1].strip() for l in f if l.startswith('model name'))
+  except (OSError, StopIteration):
+    pass
+  vers = []
+  for pkg in ('jax', 'jaxlib', 'flax', 'optax', 'torch'):
+    try:
+      vers.append(f'{pkg} {md.version(pkg)}')
+    except md.PackageNotFoundError:
+      pass
+  return f'{cores()} CPU cores ({cpu}), Python {platform.python_version()}, ' + ', '.join(vers)
+
+
+def section_train(a) -> dict:
+  rows = []
+  for model in MODELS:
+    if model == 'shakespeare_char' and not os.path.exists(DATA):
+      print(f'skipping shakespeare_char: {DATA} not found (set LMR_DATA_DIR)', file=sys.stderr)
+      continue
+    for devices in (1, 2):
+      print(f'train: {model}, JAX on {devices} device(s) ...', file=sys.stderr, flush=True)
+      r = run_json([sys.executable, os.path.abspath(__file__), '--worker', model, '--devices',
+                    str(devices), '--iters', str(a.iters), '--warmup', str(a.warmup)])
+      r.update(model=model, devices=devices, name=f'JAX, {devices} device(s)')
+      rows.append(r)
+    if 'error' in rows[-1]:
+      continue
+    ref = dict(rows[-1])
+    for compiled in ((False, True) if a.torch_compile else (False,)):
+      name = 'PyTorch ' + ('torch.compile' if compiled else 'eager')
+      print(f'train: {model}, {name} ...', file=sys.stderr, flush=True)
+      r = torch_row(ref, a, compiled)
+      r.update(model=model, devices=0, name=name, flops_per_step=ref['flops_per_step'])
+      rows.append(r)
+  return {'rows': rows}
+
+
+def print_train(res: dict) -> None:
+  print(f"\n## Train step ({res['machine']}; {res['iters']} timed iterations after {res['warmup']} warm-up)")
+  print(f"{'model':18s}{'implementation':24s}{'ms/iter':>9s}{'IQR':>14s}{'tokens/s':>10s}{'MFU':>7s}"
+        f"{'RSS MB':>8s}  loss first -> last")
+  for r in res['train']['rows']:
+    if 'error' in r:
+      print(f"{r['model']:18s}{r['name']:24s}  failed: {r['error'][-200:]}")
+      continue
+    peak = next(x['peak_flops'] for x in res['train']['rows'] if x['model'] == r['model'] and 'peak_flops' in x)
+    mfu = r['flops_per_step'] / (r['ms_per_iter_median'] / 1e3) / peak
+    iqr = f"{r['ms_p25']:.1f}-{r['ms_p75']:.1f}" if 'ms_p25' in r else '-'
+    print(f"{r['model']:18s}{r['name']:24s}{r['ms_per_iter_median']:9.1f}{iqr:>14s}"
+          f"{r['tokens_per_sec']:10,.0f}{mfu:7.1%}{r['peak_rss_mb']:8.0f}  "
+          f"{r['first_loss']:.3f} -> {r['last_loss']:.3f}")
+  for model in MODELS:
+    rows = {r['name']: r for r in res['train']['rows'] if r['model'] == model and 'error' not in r}
+    eager = rows.get('PyTorch eager')
+    if not eager:
+      continue
+    ratios = ', '.join(f"{n}: {r['tokens_per_sec'] / eager['tokens_per_sec']:.2f}x"
+                       for n, r in rows.items() if n != 'PyTorch eager')
+    print(f"{model}: tokens/s over PyTorch eager (same run): {ratios}")
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--sections', default='train', help='comma-separated: train')
+  p.add_argument('--iters', type=int, default=100, help='timed iterations per row')
+  p.add_argument('--warmup', type=int, default=10, help='untimed iterations first (the first compiles)')
+  p.add_argument('--torch_compile', action='store_true', help='also time torch.compile of the reference')
+  p.add_argument('--json', help='also write every figure to this JSON file')
+  p.add_argument('--worker', choices=MODELS, help=argparse.SUPPRESS)
+  p.add_argument('--devices', type=int, default=1, help=argparse.SUPPRESS)
+  a = p.parse_args()
+  if a.worker:
+    print(json.dumps(jax_worker(a.worker, a.devices, a.iters, a.warmup)), flush=True)
+    return
+  sections = [s for s in a.sections.split(',') if s]
+  unknown = set(sections) - {'train'}
+  if unknown:
+    p.error(f'--sections: unknown {sorted(unknown)} (available: train)')
+  res = {'machine': describe_machine(), 'date': time.strftime('%Y-%m-%d'), 'iters': a.iters,
+         'warmup': a.warmup}
+  if 'train' in sections:
+    res['train'] = section_train(a)
+    print_train(res)
+  if a.json:
+    with open(a.json, 'w') as f:
+      json.dump(res, f, indent=1)
+    print(f'wrote {a.json}')
+
+
+if __name__ == '__main__':
+  main()
