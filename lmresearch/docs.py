@@ -197,8 +197,30 @@ def lora_block() -> list[str]:
        'peak RSS GB'], rows)
 
 
+def train_block() -> list[str]:
+  b = _bench('train')
+  if b is None:
+    return ['(not measured yet: `python scripts/bench.py --sections=train --json=docs/bench/train.json`)']
+  rows, ratios = [], []
+  found = [r for r in b['train']['rows'] if 'error' not in r]
+  for r in found:
+    peak = next(x['peak_flops'] for x in found if x['model'] == r['model'] and 'peak_flops' in x)
+    eager = next(x for x in found if x['model'] == r['model'] and x['name'] == 'PyTorch eager')
+    rows.append([r['model'].replace('_', ' '), r['name'], f'{r["ms_per_iter_median"]:.1f}',
+                 f'{r["ms_p25"]:.1f}–{r["ms_p75"]:.1f}', f'{r["tokens_per_sec"]:,.0f}',
+                 f'{r["flops_per_step"] / (r["ms_per_iter_median"] / 1e3) / peak:.0%}',
+                 f'{r["peak_rss_mb"]:,.0f}', f'{r["tokens_per_sec"] / eager["tokens_per_sec"]:.2f}×'])
+  return [f'`python scripts/bench.py --sections=train`, measured {b["date"]} on {b["machine"]}; '
+          f'{b["iters"]} timed iterations after {b["warmup"]} warm-up, each row its own process, one '
+          'after another in one run. MFU is against the fp32 matmul peak measured in the same run; '
+          'the last column is tokens/s over PyTorch eager\'s in this run.', ''] + render.md_table(
+      ['model', 'implementation', 'ms/iter (median)', 'IQR', 'tokens/s', 'MFU', 'peak RSS MB',
+       'vs PyTorch eager'], rows)
+
+
 BLOCKS = {'DEFAULT RUN': default_run_block, 'SEEDS': seeds_block, 'EXPERIMENTS': experiments_block,
-          'BENCH CONVERT': convert_block, 'BENCH LORA': lora_block}
+          'BENCH CONVERT': convert_block, 'BENCH LORA': lora_block,
+          'BENCH TRAIN': train_block}
 
 
 def splice_block(text: str, name: str, lines: list[str]) -> str:
