@@ -218,9 +218,34 @@ def train_block() -> list[str]:
        'vs PyTorch eager'], rows)
 
 
+def generate_block() -> list[str]:
+  b = _bench('generate')
+  if b is None:
+    return ['(not measured yet: `python scripts/bench.py --sections=generate --json=docs/bench/generate.json`)']
+  g, rows = b['generate'], []
+  for r in g['rows']:
+    if not (r.get('jax') and r.get('torch')):
+      rows.append([r['shape'].replace('_', ' '), str(r['batch'])] + ['failed'] * 7)
+      continue
+    ours, theirs = (r['batch'] * g['new'] / r[fw]['s'] for fw in ('jax', 'torch'))
+    bound = r['copy_bandwidth'] / (4 * r['params']) * r['batch']
+    rows.append([r['shape'].replace('_', ' '), str(r['batch']), f'{ours:,.0f}', f'{theirs:,.0f}',
+                 f'{ours / theirs:.2f}×', f'{r["jax"]["ttft_s"] * 1e3:.1f}',
+                 f'{r["torch"]["ttft_s"] * 1e3:.1f}', 'yes' if r.get('same_tokens') else 'no',
+                 f'{ours / bound:.0%}' if r['batch'] == 1 else '–'])
+  return [f'`python scripts/bench.py --sections=generate`, measured {b["date"]} on {b["machine"]}; '
+          f'random weights written once by our exporter and read by both; prompts of {g["prompt"]} '
+          f'tokens, {g["new"]} new tokens, greedy, no stop id; median of the timed calls; "same '
+          'tokens": the first row\'s first 16 generated ids agree; the bandwidth bound is the copy '
+          f'bandwidth measured in the same run ({g["copy_bandwidth"] / 1e9:.1f} GB/s) over the fp32 '
+          'weight bytes read per decode step.', ''] + render.md_table(
+      ['shape', 'batch', 'ours tokens/s', 'transformers tokens/s', 'ratio', 'ours TTFT ms',
+       'transformers TTFT ms', 'same tokens', 'of bandwidth bound (batch 1)'], rows)
+
+
 BLOCKS = {'DEFAULT RUN': default_run_block, 'SEEDS': seeds_block, 'EXPERIMENTS': experiments_block,
           'BENCH CONVERT': convert_block, 'BENCH LORA': lora_block,
-          'BENCH TRAIN': train_block}
+          'BENCH TRAIN': train_block, 'BENCH GENERATE': generate_block}
 
 
 def splice_block(text: str, name: str, lines: list[str]) -> str:

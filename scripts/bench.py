@@ -175,28 +175,225 @@ def print_train(res: dict) -> None:
     print(f"{model}: tokens/s over PyTorch eager (same run): {ratios}")
 
 
+# ---- generation ---------------------------------------------------------------------------------
+GEN_SHAPES = {   # name: (style, model keys); max_len covers prompt 64 + 128 new tokens
+  'default': dict(style='llama', num_layers=4, num_heads=4, embed_dim=128, mlp_dim=512, vocab=512),
+  'gpt2_style_default': dict(style='gpt2', num_layers=4, num_heads=4, embed_dim=128, mlp_dim=512,
+                               vocab=512),
+  'gpt2_124m': dict(style='gpt2', num_layers=12, num_heads=12, embed_dim=768, mlp_dim=3072,
+                      vocab=50257, max_len=1024),
+}
+PROMPT, NEW = 64, 128
+
+
+def make_hf_dir(shape: str, out: str) -> None:
+  """A random checkpoint of `shape` in our model, written as a Hugging Face directory by our
+  exporter (the same weights for both frameworks)."""
+  import jax
+  import numpy as np
+  from lmresearch.convert import hf_model_type
+  from lmresearch.models import hf
+  from lmresearch.models.transformer import ModelConfig, Transformer
+  m = dict(GEN_SHAPES[shape])
+  vocab, max_len = m.pop('vocab'), m.pop('max_len', 256)
+  model = dict(m, num_kv_heads=0, max_len=max_len, norm_eps=1e-5, rope_theta=10000.0, head_size=0,
+                 qkv_bias=False, tie_embeddings=False)
+  cfg = ModelConfig(vocab_size=vocab, **{k: v for k, v in model.items()})
+  params = Transformer(cfg).init(jax.random.PRNGKey(0), np.zeros((1, 8), np.int32))['params']
+  params = jax.tree.map(np.asarray, __import__('flax').linen.unbox(params))
+  flat = {tuple(getattr(k, 'key', k) for k in path): leaf
+      for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+  model['hf_model_type'] = hf_model_type(model)
+  os.makedirs(out, exist_ok=True)
+  hf.export_params(lambda path, layer: flat[path], model, vocab, out, 'float32')
+  cfg_json = hf.FAMILIES[model['hf_model_type']].hf_config(model, vocab, {
+    'bos_token_id': 1, 'eos_token_id': 2, 'pad_token_id': 0})
+  with open(os.path.join(out, 'config.json'), 'w') as f:
+    json.dump(cfg_json, f)
+
+
+def prompts(batch: int, vocab: int):
+  import numpy as np
+  return np.random.default_rng(0).integers(3, vocab, (batch, PROMPT)).astype(np.int64)
+
+
+def gen_worker_jax(hf_dir: str, batches: list, repeats: int) -> dict:
+  """Our sampler (`sampling.generate`, greedy, no stop ids) on the imported checkpoint."""
+  from lmresearch.runtime import split_cpu
+  split_cpu(1)   # generation on one device using both cores (a serving process's shape)
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from lmresearch.models import hf
+  from lmresearch.models.transformer import ModelConfig, Transformer
+  hf_cfg = hf.read_config(hf_dir)
+  model = hf.family(hf_cfg).model_config(hf_cfg)
+  vocab = int(hf_cfg['vocab_size'])
+  cfg = ModelConfig(vocab_size=vocab, **{k: v for k, v in model.items()
+                                           if k in ModelConfig.__dataclass_fields__})
+  lm = Transformer(cfg)
+  from lmresearch import parallel
+  mesh = parallel.make_mesh({'data': 1, 'fsdp': 1, 'tensor': 1}, jax.devices()[:1])
+  rules = parallel.DEFAULT_RULES
+  with parallel.activate(mesh, rules):
+    abstract, shardings = parallel.abstract_and_shardings(
+      lambda: lm.init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))['params'], mesh, rules)
+    params = hf.import_params(hf_dir, dict(model, vocab_size=vocab), abstract, shardings, vocab)
+    from lmresearch import sampling
+    out = {}
+    for b in batches:
+      ids = prompts(b, vocab).tolist()
+      run = lambda n: sampling.generate(lm, params, ids, max_new_tokens=n, temperature=0.0,
+                                              stop_ids=())
+      jax.block_until_ready(run(NEW)['tokens']), jax.block_until_ready(run(1)['tokens'])  # compile
+      total, first = [], []
+      for _ in range(repeats):
+        t0 = time.perf_counter()
+        res = run(NEW)
+        jax.block_until_ready(res['tokens'])
+        total.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        jax.block_until_ready(run(1)['tokens'])
+        first.append(time.perf_counter() - t0)
+      out[b] = {'s': sorted(total)[len(total) // 2], 'ttft_s': sorted(first)[len(first) // 2],
+                      'first_row': [int(x) for x in res['completions'][0][:16]]}
+  return out
+
+
+def gen_worker_torch(hf_dir: str, batches: list, repeats: int) -> dict:
+  """transformers' generate on the same checkpoint: greedy, NEW tokens (no stop id)."""
+  import torch
+  from transformers import AutoModelForCausalLM
+  torch.set_num_threads(cores())
+  model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
+  model.generation_config.eos_token_id = None   # no stop id, as ours: exactly n tokens, none masked
+  vocab = model.config.vocab_size
+  out = {}
+  for b in batches:
+    ids = torch.from_numpy(prompts(b, vocab))
+    mask = torch.ones_like(ids)
+    run = lambda n: model.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
+                                       do_sample=False, pad_token_id=0)
+    with torch.no_grad():
+      run(2)
+      total, first = [], []
+      for _ in range(repeats):
+        t0 = time.perf_counter()
+        res = run(NEW)
+        total.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        run(1)
+        first.append(time.perf_counter() - t0)
+    out[b] = {'s': sorted(total)[len(total) // 2], 'ttft_s': sorted(first)[len(first) // 2],
+                  'first_row': res[0, PROMPT:PROMPT + 16].tolist()}
+  return out
+
+
+def copy_bandwidth() -> float:
+  """Bytes/s of a large array copy (read + write counted once each), the memory-bound reference."""
+  import numpy as np
+  a = np.ones(64 << 20, np.float32)   # 256 MB
+  b = np.empty_like(a)
+  best = 0.0
+  for _ in range(5):
+    t0 = time.perf_counter()
+    np.copyto(b, a)
+    best = max(best, 2 * a.nbytes / (time.perf_counter() - t0))
+  return best
+
+
+def section_generate(a) -> dict:
+  import tempfile
+  rows, batches = [], [int(x) for x in a.gen_batches.split(',')]
+  bw = copy_bandwidth()
+  for shape in a.gen_shapes.split(','):
+    with tempfile.TemporaryDirectory() as tmp:
+      print(f'generate: {shape}: writing a random checkpoint ...', file=sys.stderr, flush=True)
+      make_hf_dir(shape, tmp)
+      params = sum(v['shape'][0] * (v['shape'][1] if len(v['shape']) > 1 else 1)
+                         for v in _safetensors_header(tmp).values())
+      res = {}
+      for fw in ('jax', 'torch'):
+        print(f'generate: {shape}: {fw} ...', file=sys.stderr, flush=True)
+        res[fw] = run_json([sys.executable, os.path.abspath(__file__), '--gen_worker', fw,
+                  '--gen_dir', tmp, '--gen_batches', a.gen_batches,
+                  '--gen_repeats', str(a.gen_repeats)])
+      for b in batches:
+        row = {'shape': shape, 'batch': b, 'params': params, 'copy_bandwidth': bw}
+        for fw in ('jax', 'torch'):
+          r = res[fw].get(str(b)) if 'error' not in res[fw] else None
+          row[fw] = r
+          if r is None:
+            row[fw + '_error'] = res[fw].get('error', 'missing')
+        if row['jax'] and row['torch']:
+          row['same_tokens'] = row['jax']['first_row'] == row['torch']['first_row']
+        rows.append(row)
+  return {'rows': rows, 'copy_bandwidth': bw, 'prompt': PROMPT, 'new': NEW}
+
+
+def _safetensors_header(d: str) -> dict:
+  import struct
+  with open(os.path.join(d, 'model.safetensors'), 'rb') as f:
+    n = struct.unpack('<Q', f.read(8))[0]
+    h = json.loads(f.read(n))
+  h.pop('__metadata__', None)
+  return h
+
+
+def print_generate(res: dict) -> None:
+  g = res['generate']
+  print(f"\n## Generation ({res['machine']}; prompt {g['prompt']} tokens, {g['new']} new, greedy; "
+          f"copy bandwidth {g['copy_bandwidth'] / 1e9:.1f} GB/s)")
+  print(f"{'shape':20s}{'batch':>6s}{'ours tok/s':>12s}{'HF tok/s':>10s}{'ratio':>7s}{'ours TTFT ms':>14s}"
+          f"{'HF TTFT ms':>12s}{'same tokens':>13s}{'of bw bound':>13s}")
+  for r in g['rows']:
+    if not (r['jax'] and r['torch']):
+      print(f"{r['shape']:20s}{r['batch']:6d}  failed: {r.get('jax_error', '')[-150:]} {r.get('torch_error', '')[-150:]}")
+      continue
+    ours, theirs = r['batch'] * g['new'] / r['jax']['s'], r['batch'] * g['new'] / r['torch']['s']
+    bound = r['copy_bandwidth'] / (4 * r['params']) * r['batch']   # fp32 weights read once per step
+    of_bound = f'{ours / bound:.0%}' if r['batch'] == 1 else '-'
+    print(f"{r['shape']:20s}{r['batch']:6d}{ours:12,.0f}{theirs:10,.0f}{ours / theirs:6.2f}x"
+          f"{r['jax']['ttft_s'] * 1e3:14.1f}{r['torch']['ttft_s'] * 1e3:12.1f}"
+          f"{str(r['same_tokens']):>13s}{of_bound:>13s}")
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--sections', default='train', help='comma-separated: train')
+  p.add_argument('--sections', default='train,generate', help='comma-separated: train, generate')
   p.add_argument('--iters', type=int, default=100, help='timed iterations per row')
   p.add_argument('--warmup', type=int, default=10, help='untimed iterations first (the first compiles)')
   p.add_argument('--torch_compile', action='store_true', help='also time torch.compile of the reference')
   p.add_argument('--json', help='also write every figure to this JSON file')
+  p.add_argument('--gen_shapes', default='default,gpt2_style_default,gpt2_124m',
+                 help='generation: model shapes (' + ', '.join(GEN_SHAPES) + ')')
+  p.add_argument('--gen_batches', default='1,8,64', help='generation: batch sizes')
+  p.add_argument('--gen_repeats', type=int, default=3, help='generation: timed calls per batch')
   p.add_argument('--worker', choices=MODELS, help=argparse.SUPPRESS)
+  p.add_argument('--gen_worker', choices=('jax', 'torch'), help=argparse.SUPPRESS)
+  p.add_argument('--gen_dir', help=argparse.SUPPRESS)
   p.add_argument('--devices', type=int, default=1, help=argparse.SUPPRESS)
   a = p.parse_args()
+  if a.gen_worker:
+    batches = [int(x) for x in a.gen_batches.split(',')]
+    fn = gen_worker_jax if a.gen_worker == 'jax' else gen_worker_torch
+    print(json.dumps(fn(a.gen_dir, batches, a.gen_repeats)), flush=True)
+    return
   if a.worker:
     print(json.dumps(jax_worker(a.worker, a.devices, a.iters, a.warmup)), flush=True)
     return
   sections = [s for s in a.sections.split(',') if s]
-  unknown = set(sections) - {'train'}
+  unknown = set(sections) - {'train', 'generate'}
   if unknown:
-    p.error(f'--sections: unknown {sorted(unknown)} (available: train)')
+    p.error(f'--sections: unknown {sorted(unknown)} (available: train, generate)')
   res = {'machine': describe_machine(), 'date': time.strftime('%Y-%m-%d'), 'iters': a.iters,
          'warmup': a.warmup}
   if 'train' in sections:
     res['train'] = section_train(a)
     print_train(res)
+  if 'generate' in sections:
+    res['generate'] = section_generate(a)
+    print_generate(res)
   if a.json:
     with open(a.json, 'w') as f:
       json.dump(res, f, indent=1)

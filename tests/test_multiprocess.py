@@ -273,9 +273,27 @@ def test_the_pipeline_on_two_processes_reports_the_numbers_of_one_and_writes_eac
   assert b == pytest.approx(a, rel=1e-4, abs=1e-6)
   records = sorted(f for f in os.listdir(tmp_path / 'one' / 'eval') if f.endswith('.jsonl'))
   assert records == sorted(f for f in os.listdir(tmp_path / 'two' / 'eval') if f.endswith('.jsonl'))
-  for f in records:   # every sample and score present once, as one process writes them
-    assert (tmp_path / 'two' / 'eval' / f).read_text() == (tmp_path / 'one' / 'eval' / f).read_text()
+  for f in records:   # every sample and score present once, as one process writes them: the same
+    # lines, texts and samples exactly, numbers to float tolerance (another mesh, other roundings)
+    one_lines = (tmp_path / 'one' / 'eval' / f).read_text().splitlines()
+    two_lines = (tmp_path / 'two' / 'eval' / f).read_text().splitlines()
+    assert len(two_lines) == len(one_lines), f
+    for x, y in zip(two_lines, one_lines):
+      assert _same_record(json.loads(x), json.loads(y)), (f, x, y)
   assert not [f for f in os.listdir(tmp_path / 'two' / 'eval') if f.endswith('.tmp')]
+
+
+def _same_record(x, y) -> bool:
+  """Equal JSON values, floats to float tolerance: a record computed on another mesh (and thread
+  split) rounds differently; a sample's KL sums ~100 differences of fp32 log-probs near 5, so it
+  carries ~1e-5 of absolute rounding."""
+  if isinstance(x, float) or isinstance(y, float):
+    return x == pytest.approx(y, rel=1e-4, abs=1e-5)
+  if isinstance(x, dict) and isinstance(y, dict):
+    return x.keys() == y.keys() and all(_same_record(x[k], y[k]) for k in x)
+  if isinstance(x, list) and isinstance(y, list):
+    return len(x) == len(y) and all(_same_record(a, b) for a, b in zip(x, y))
+  return x == y
 
 
 # 'd': files every process reads: all fail, and all go back a step together. 'ocdbt.process_1/d':
