@@ -49,6 +49,11 @@ def test_a_decode_step_over_a_partly_filled_cache_equals_jax():
   ref = jax.nn.dot_product_attention(q, k, v, mask=mask)
   ours = dot_product_attention(q, k, v, mask, 'einsum', causal=False)
   np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)
+  # The KV cache's own layout, [b, kv_heads, slots, d], read as it is (both implementations).
+  kh, vh = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+  for impl in ('einsum', 'xla'):
+    ours = dot_product_attention(q, kh, vh, mask, impl, kv_heads_first=True)
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)
 
 
 def test_the_default_picks_the_einsum_path_on_cpu_and_blocks_only_self_attention():

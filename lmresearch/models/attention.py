@@ -42,13 +42,19 @@ def implementation(name: str) -> str:
   return 'einsum' if jax.default_backend() == 'cpu' else ''
 
 
-def dot_product_attention(q, k, v, mask, impl: str = '', causal: bool = False):
-  """q [b, t, h, d], k/v [b, s, kv_heads, d], mask broadcastable to [b, 1, t, s] (True = attend)
-  or None -> [b, t, h, d]. `causal`: the mask already holds the causal one (query i sees keys
-  <= i, t == s), so key blocks past a query block may be skipped."""
+def dot_product_attention(q, k, v, mask, impl: str = '', causal: bool = False,
+                          kv_heads_first: bool = False):
+  """q [b, t, h, d], k/v [b, s, kv_heads, d] (or [b, kv_heads, s, d] with kv_heads_first: the KV
+  cache's layout), mask broadcastable to [b, 1, t, s] (True = attend) or None -> [b, t, h, d].
+  `causal`: the mask already holds the causal one (query i sees keys <= i, t == s), so key blocks
+  past a query block may be skipped."""
   impl = implementation(impl)
   if impl != 'einsum':
+    if kv_heads_first:
+      k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
     return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl or None)
+  if kv_heads_first:
+    return einsum_attention(q, k, v, mask, 1, kv_heads_first=True)
   t, s = q.shape[1], k.shape[1]
   blocks = 1
   if causal and t == s:
@@ -58,13 +64,17 @@ def dot_product_attention(q, k, v, mask, impl: str = '', causal: bool = False):
   return einsum_attention(q, k, v, mask, blocks)
 
 
-def einsum_attention(q, k, v, mask, blocks: int = 1):
+def einsum_attention(q, k, v, mask, blocks: int = 1, kv_heads_first: bool = False):
   b, t, h, d = q.shape
-  s, kvh = k.shape[1], k.shape[2]
+  if kv_heads_first:
+    kvh, s = k.shape[1], k.shape[2]
+    kt, vt = k, v
+  else:
+    s, kvh = k.shape[1], k.shape[2]
+    kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)             # [b, kvh, s, d]
   g, rows = h // kvh, t // blocks
   # Query blocks on a leading axis: [blocks, b, kvh, g, rows, d], each block one contiguous slab.
   qb = q.reshape(b, blocks, rows, kvh, g, d).transpose(1, 0, 3, 4, 2, 5)
-  kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)               # [b, kvh, s, d]
   if mask is None:
     mask = jnp.ones((1, 1, t, s), jnp.bool_)
   mask = jnp.broadcast_to(mask, (mask.shape[0], 1, t, s))

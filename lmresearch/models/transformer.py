@@ -177,10 +177,12 @@ class Attention(nn.Module):
     q = nn.with_logical_constraint(q, ('batch', 'length', 'heads', 'kv'))
     k = nn.with_logical_constraint(k, ('batch', 'length', 'kv_heads', 'kv'))
 
+    heads_first = False
     if decode:
-      k, v, mask = self._update_cache(k, v, kv_mask)
+      k, v, mask, heads_first = self._update_cache(k, v, kv_mask)
 
-    out = attention.dot_product_attention(q, k, v, mask, cfg.attention_impl, causal=not decode)
+    out = attention.dot_product_attention(q, k, v, mask, cfg.attention_impl, causal=not decode,
+                                          kv_heads_first=heads_first)
     out = nn.with_logical_constraint(out, ('batch', 'length', 'heads', 'kv'))
     # GPT-2 scales residual projections by 1/sqrt(2 * layers) at init.
     out_std = 0.02 / (2 * cfg.num_layers) ** 0.5
@@ -188,17 +190,20 @@ class Attention(nn.Module):
                    'out', out, in_dims=2)
 
   def _update_cache(self, k, v, kv_mask):
-    """Writes this chunk's keys/values at the cache index; returns the whole cache and its mask."""
+    """Writes this chunk's keys/values at the cache index; returns the whole cache, its mask and
+    whether it is heads-first. The cache is kept as [batch, kv_heads, slots, head_dim], the layout
+    attention reads, so a decode step transposes only its own chunk, never the whole cache."""
     initialized = self.has_variable('cache', 'cached_key')
-    ck = self.variable('cache', 'cached_key', jnp.zeros, k.shape, k.dtype)
-    cv = self.variable('cache', 'cached_value', jnp.zeros, v.shape, v.dtype)
+    kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)            # [b, kvh, chunk, d]
+    ck = self.variable('cache', 'cached_key', jnp.zeros, kt.shape, k.dtype)
+    cv = self.variable('cache', 'cached_value', jnp.zeros, vt.shape, v.dtype)
     index = self.variable('cache', 'cache_index', lambda: jnp.zeros((), jnp.int32))
     if not initialized:   # the init call only sizes the cache
-      return k, v, None
-    chunk, cache_len = k.shape[1], ck.value.shape[1]
+      return k, v, None, False
+    chunk, cache_len = k.shape[1], ck.value.shape[2]
     i = index.value
-    ck.value = jax.lax.dynamic_update_slice(ck.value, k, (0, i, 0, 0))
-    cv.value = jax.lax.dynamic_update_slice(cv.value, v, (0, i, 0, 0))
+    ck.value = jax.lax.dynamic_update_slice(ck.value, kt, (0, 0, i, 0))
+    cv.value = jax.lax.dynamic_update_slice(cv.value, vt, (0, 0, i, 0))
     index.value = i + chunk
     # Query j of this chunk sits in slot i + j: it sees filled slots up to and including itself.
     slots = jnp.arange(cache_len)[None, :]
@@ -209,7 +214,7 @@ class Attention(nn.Module):
     if self.cfg.sliding_window:   # slots hold consecutive positions of each row (left padding)
       q_slot = (i + jnp.arange(chunk))[:, None]
       mask = mask & (slots > q_slot - self.cfg.sliding_window)[None, None]
-    return ck.value, cv.value, mask
+    return ck.value, cv.value, mask, True
 
 
 class Mlp(nn.Module):
