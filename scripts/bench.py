@@ -15,6 +15,7 @@ Sections still to come (issue 20): generation, RL, compile counts, the main job,
 """
 import argparse
 import json
+import math
 import os
 import platform
 import subprocess
@@ -198,7 +199,7 @@ def make_hf_dir(shape: str, out: str) -> None:
   vocab, max_len = m.pop('vocab'), m.pop('max_len', 256)
   model = dict(m, num_kv_heads=0, max_len=max_len, norm_eps=1e-5, rope_theta=10000.0, head_size=0,
                  qkv_bias=False, tie_embeddings=False)
-  cfg = ModelConfig(vocab_size=vocab, **{k: v for k, v in model.items()})
+  cfg = ModelConfig(vocab_size=vocab, **model)
   params = Transformer(cfg).init(jax.random.PRNGKey(0), np.zeros((1, 8), np.int32))['params']
   params = jax.tree.map(np.asarray, __import__('flax').linen.unbox(params))
   flat = {tuple(getattr(k, 'key', k) for k in path): leaf
@@ -229,8 +230,7 @@ def gen_worker_jax(hf_dir: str, batches: list, repeats: int) -> dict:
   hf_cfg = hf.read_config(hf_dir)
   model = hf.family(hf_cfg).model_config(hf_cfg)
   vocab = int(hf_cfg['vocab_size'])
-  cfg = ModelConfig(vocab_size=vocab, **{k: v for k, v in model.items()
-                                           if k in ModelConfig.__dataclass_fields__})
+  cfg = ModelConfig.from_config(model, vocab)
   lm = Transformer(cfg)
   from lmresearch import parallel
   mesh = parallel.make_mesh({'data': 1, 'fsdp': 1, 'tensor': 1}, jax.devices()[:1])
@@ -304,14 +304,15 @@ def copy_bandwidth() -> float:
 
 def section_generate(a) -> dict:
   import tempfile
+  from safetensors import safe_open
   rows, batches = [], [int(x) for x in a.gen_batches.split(',')]
   bw = copy_bandwidth()
   for shape in a.gen_shapes.split(','):
     with tempfile.TemporaryDirectory() as tmp:
       print(f'generate: {shape}: writing a random checkpoint ...', file=sys.stderr, flush=True)
       make_hf_dir(shape, tmp)
-      params = sum(v['shape'][0] * (v['shape'][1] if len(v['shape']) > 1 else 1)
-                         for v in _safetensors_header(tmp).values())
+      with safe_open(os.path.join(tmp, 'model.safetensors'), 'numpy') as f:
+        params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
       res = {}
       for fw in ('jax', 'torch'):
         print(f'generate: {shape}: {fw} ...', file=sys.stderr, flush=True)
@@ -329,15 +330,6 @@ def section_generate(a) -> dict:
           row['same_tokens'] = row['jax']['first_row'] == row['torch']['first_row']
         rows.append(row)
   return {'rows': rows, 'copy_bandwidth': bw, 'prompt': PROMPT, 'new': NEW}
-
-
-def _safetensors_header(d: str) -> dict:
-  import struct
-  with open(os.path.join(d, 'model.safetensors'), 'rb') as f:
-    n = struct.unpack('<Q', f.read(8))[0]
-    h = json.loads(f.read(n))
-  h.pop('__metadata__', None)
-  return h
 
 
 def print_generate(res: dict) -> None:
