@@ -19,13 +19,18 @@ setup(
         'safetensors>=0.4',       # Hugging Face checkpoints in and out (lmresearch.convert)
         'jinja2>=3.1',            # imported chat templates, rendered as transformers renders them
         'scipy',                  # Student's t for the verdicts' intervals (jax needs it too)
+        # lmresearch.serve: the labeling / chat / arena pages and the OpenAI-compatible API
+        'fastapi>=0.110', 'uvicorn>=0.29',
     ],
     extras_require={
         # torch: the PyTorch reference the benchmark compares with, checked against our model
         # by tests/test_torch_reference.py (pinned: 2.13.0 is the CPU wheel; unpinned is GBs).
         # transformers + peft: the Hugging Face parity tests (tests/test_hf.py) load, generate
         # and export against them; they are never imported by lmresearch itself.
-        'test': ['pytest>=8', 'torch==2.13.0', 'transformers>=4.45', 'peft>=0.13'],
+        # httpx: FastAPI's TestClient; openai: the official client against our server;
+        # selenium: drives Debian's chromium through chromium-driver in the page tests.
+        'test': ['pytest>=8', 'torch==2.13.0', 'transformers>=4.45', 'peft>=0.13', 'httpx>=0.27',
+                 'openai>=1.30', 'selenium>=4.20'],
         'bench': ['torch==2.13.0', 'psutil'],   # psutil: scripts/bench_data.py's RSS polling
         # a gs:// workdir: gcsfs (etils.epath's backend), google-cloud-storage (tensorboardX)
         'gcs': ['gcsfs', 'google-cloud-storage'],

@@ -202,6 +202,8 @@ class Attention(nn.Module):
       return k, v, None, False
     chunk, cache_len = k.shape[1], ck.value.shape[2]
     i = index.value
+    if i.ndim == 1:   # one index per row: the serving engine's slots, each its own sequence
+      return self._update_rows(k, v, ck, cv, index, kv_mask)
     ck.value = jax.lax.dynamic_update_slice(ck.value, kt, (0, 0, i, 0))
     cv.value = jax.lax.dynamic_update_slice(cv.value, vt, (0, 0, i, 0))
     index.value = i + chunk
@@ -215,6 +217,26 @@ class Attention(nn.Module):
       q_slot = (i + jnp.arange(chunk))[:, None]
       mask = mask & (slots > q_slot - self.cfg.sliding_window)[None, None]
     return ck.value, cv.value, mask, True
+
+  def _update_rows(self, k, v, ck, cv, index, kv_mask):
+    """`_update_cache` with a cache index per row ([batch]): row r's chunk goes to slots i[r],
+    i[r] + 1, ... (each row holds one sequence from slot 0, so its slot is its position)."""
+    b, chunk = k.shape[:2]
+    cache_len = ck.value.shape[2]
+    i = index.value
+    q_slot = i[:, None] + jnp.arange(chunk)[None, :]                       # [b, chunk]
+    rows = jnp.arange(b)[:, None]
+    # Advanced indices around a slice put their dims first: [b, chunk, kvh, d], k's own layout.
+    ck.value = ck.value.at[rows, :, q_slot, :].set(k, mode='drop')
+    cv.value = cv.value.at[rows, :, q_slot, :].set(v, mode='drop')
+    index.value = i + chunk
+    slots = jnp.arange(cache_len)[None, None, :]
+    mask = slots <= q_slot[:, :, None]                                      # [b, chunk, cache_len]
+    if kv_mask is not None:
+      mask = mask & kv_mask[:, None, :].astype(bool)
+    if self.cfg.sliding_window:
+      mask = mask & (slots > q_slot[:, :, None] - self.cfg.sliding_window)
+    return ck.value, cv.value, mask[:, None], True
 
 
 class Mlp(nn.Module):

@@ -1,0 +1,49 @@
+"""Serve the runs under a workdir: labeling, chat and arena pages and an OpenAI-compatible API.
+
+  python -m lmresearch.serve --workdir=runs/demo --db=labels.sqlite --port=8000
+
+Binds 127.0.0.1 unless --host says otherwise (the pages hand out model output to whoever can
+reach the port), and says where it listens. Pages: /label (needs --db and a labeler token from
+`python -m lmresearch.label add-labeler NAME`), /chat, /arena (needs --db); API: /v1/models,
+/v1/completions, /v1/chat/completions (open unless --api_key is set).
+"""
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+
+from lmresearch.runtime import check_args, fail, setup_jax
+
+flags.DEFINE_string('workdir', None, 'A run, or a directory of runs (e.g. a pipeline workdir): '
+                    'every language-model run under it can be chatted with and served.')
+flags.DEFINE_string('db', None, 'The label store (SQLite): enables /label and /arena.')
+flags.DEFINE_string('host', '127.0.0.1', 'Interface to bind (0.0.0.0: every interface).')
+flags.DEFINE_integer('port', 8000, 'Port to listen on.')
+flags.DEFINE_string('api_key', None, 'If set, /v1/* requires "Authorization: Bearer KEY".')
+flags.DEFINE_integer('slots', 16, 'Concurrent sequences per model in the shared decode batch.')
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  check_args(argv, FLAGS.workdir, 'to serve')
+  setup_jax()
+  import uvicorn
+
+  from lmresearch.serving.app import create_app
+  try:
+    web = create_app(FLAGS.workdir, FLAGS.db, api_key=FLAGS.api_key, slots=FLAGS.slots)
+  except (FileNotFoundError, ValueError) as e:
+    fail(e)
+  names = web.state.models.names()
+  print(f'serving {len(names)} model(s) from {FLAGS.workdir}: {", ".join(names) or "none"}',
+        file=sys.stderr)
+  where = ('every interface' if FLAGS.host in ('0.0.0.0', '::')
+           else 'this machine only' if FLAGS.host in ('127.0.0.1', 'localhost', '::1') else FLAGS.host)
+  print(f'listening on http://{FLAGS.host}:{FLAGS.port} ({where}; --host to change)',
+        file=sys.stderr, flush=True)
+  uvicorn.run(web, host=FLAGS.host, port=FLAGS.port, log_level='warning')
+
+
+if __name__ == '__main__':
+  app.run(main)

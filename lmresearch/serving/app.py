@@ -1,0 +1,81 @@
+"""The web app: pages, the labeling and arena APIs (labeler tokens) and the OpenAI-compatible API.
+
+Every route that generates awaits the engine (serving/engine.py), which runs its decode loop on
+its own thread, so a long generation never blocks the event loop that answers everyone else.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Optional
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'static')
+MAX_BODY_BYTES = 256 * 1024   # a ranking with a note is a few KB; a chat is the model's context
+PAGES = ('label', 'chat', 'arena')
+
+
+def create_app(workdir: Optional[str] = None, db: Optional[str] = None, *,
+               api_key: Optional[str] = None, slots: int = 16, max_body: int = MAX_BODY_BYTES,
+               models=None) -> FastAPI:
+  """The app for the runs under `workdir` (chat, arena, API) and the label store in `db`.
+  `models`: a ready `models.Registry` (tests share one across apps)."""
+  from lmresearch.serving import models as models_lib
+  registry = models if models is not None else models_lib.Registry(workdir, slots=slots)
+
+  @contextlib.asynccontextmanager
+  async def lifespan(app):
+    yield
+    registry.close()   # the engines' threads end with the server
+
+  app = FastAPI(title='lmresearch', docs_url='/docs', redoc_url=None, lifespan=lifespan)
+  app.state.models = registry
+  app.state.store = None
+  if db:
+    from lmresearch.serving.store import Store
+    app.state.store = Store(db)
+
+  @app.middleware('http')
+  async def limit_body(request: Request, call_next):
+    # Checked on the declared length before anything reads the body (and again on what arrives
+    # without one): an oversized request is refused whole, never half-processed.
+    size = request.headers.get('content-length')
+    if size is not None and (not size.isdigit() or int(size) > max_body):
+      return JSONResponse({'error': {'message': f'request body over {max_body} bytes',
+                                     'type': 'invalid_request_error'}}, status_code=413)
+    return await call_next(request)
+
+  @app.exception_handler(RequestValidationError)
+  async def invalid(request: Request, exc: RequestValidationError):
+    msgs = '; '.join(f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}"
+                     for e in exc.errors())
+    return JSONResponse({'error': {'message': msgs or 'malformed request',
+                                   'type': 'invalid_request_error'}}, status_code=400)
+
+  from lmresearch.serving import arena_api, openai_api
+
+  @app.exception_handler(openai_api.ApiError)
+  async def api_error(request: Request, exc: openai_api.ApiError):
+    return exc.response()
+
+  app.include_router(openai_api.router(api_key))
+  if app.state.store is not None:
+    from lmresearch.serving import label_api
+    app.include_router(label_api.router())
+    app.include_router(arena_api.router())
+
+  @app.get('/', include_in_schema=False)
+  async def index():
+    return RedirectResponse('/label' if app.state.store is not None else '/chat')
+
+  for page in PAGES:
+    def serve_page(page=page):
+      return FileResponse(os.path.join(STATIC, f'{page}.html'))
+    app.add_api_route(f'/{page}', serve_page, methods=['GET'], include_in_schema=False)
+  app.mount('/static', StaticFiles(directory=STATIC), name='static')
+
+  return app

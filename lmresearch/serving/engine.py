@@ -1,0 +1,406 @@
+"""Continuous batching: every request to one model shares a single KV-cache decode batch.
+
+The cache holds `slots` sequences of up to the model's context, each from its own slot 0 with
+its own cache index (`Attention._update_rows`). A thread runs the loop:
+
+  admit: a waiting request is prefilled alone (its prompt right-padded to a length bucket, into
+         a fresh one-row cache) and that row is written into a free slot; its first token comes
+         from the prefill
+  step:  one jitted decode step advances every slot by one token (free slots compute too and are
+         ignored: the batch shape never changes, so it never recompiles)
+  emit:  each live slot's token is appended, decoded to text (stop strings and unfinished UTF-8
+         held back) and handed to its request; a finished request frees its slot at once
+
+Compiled programs: one decode step, one prefill per prompt bucket (powers of two up to the
+context), one prompt scorer per bucket; `compiles()` counts them. The web server's event loop
+never waits on the device: requests hand back tokens through `loop.call_soon_threadsafe`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import queue
+import threading
+from typing import Any, Callable, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lmresearch.models.transformer import unembed
+
+TOP_LOGPROBS = 5      # alternatives returned per token (OpenAI's completions allow up to 5)
+MIN_BUCKET = 16
+
+
+class ContextError(ValueError):
+  """A request that cannot fit the model's context (the API answers 400 with this message)."""
+
+
+class Busy(RuntimeError):
+  """More requests waiting than the engine queues (the API answers 429: retry later)."""
+
+
+@dataclasses.dataclass
+class Request:
+  """One sequence to generate. Events go to `emit(kind, payload)` on the engine thread:
+  ('token', Token) per generated token with the text it adds, then ('done', finish_reason)."""
+  prompt: Sequence[int]
+  max_tokens: int
+  emit: Callable[[str, Any], None]
+  temperature: float = 1.0
+  top_p: float = 1.0
+  top_k: int = 0
+  seed: Optional[int] = None
+  stop_ids: Sequence[int] = ()
+  stop: Sequence[str] = ()
+  cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+
+@dataclasses.dataclass
+class Token:
+  id: int
+  text: str          # the text this token adds to the reply (may be '' while UTF-8 or a stop
+                     # string's prefix is held back; the held text comes with a later token)
+  logprob: float     # under the model's own distribution (temperature 1, no filtering)
+  top: list          # [(id, logprob)] of the TOP_LOGPROBS most likely tokens
+
+
+def buckets(max_len: int) -> list[int]:
+  out, b = [], MIN_BUCKET
+  while b < max_len:
+    out.append(b)
+    b *= 2
+  return out + [max_len]
+
+
+def bucket_for(n: int, max_len: int) -> int:
+  return next(b for b in buckets(max_len) if b >= n)
+
+
+def _row_keys(keys, steps):
+  return jax.vmap(jax.random.fold_in)(keys, steps)
+
+
+def sample_rows(logits, keys, temperature, top_k, top_p):
+  """One token per row, each row with its own settings ([rows] arrays): temperature 0 is greedy,
+  top_k 0 and top_p 1 are off. The sort that top-k / top-p need runs only when a row asks."""
+  greedy = jnp.argmax(logits, axis=-1)
+  scaled = logits / jnp.maximum(temperature, 1e-6)[:, None]
+  vocab = logits.shape[-1]
+
+  def truncate(x):
+    srt = -jnp.sort(-x, axis=-1)
+    k = jnp.where(top_k > 0, jnp.minimum(top_k, vocab), vocab)
+    kth = jnp.take_along_axis(srt, (k - 1)[:, None], axis=-1)
+    srt = jnp.where(jnp.arange(vocab)[None, :] < k[:, None], srt, -jnp.inf)
+    probs = jax.nn.softmax(srt, axis=-1)
+    keep = jnp.sum((jnp.cumsum(probs, axis=-1) - probs) < top_p[:, None], axis=-1)   # >= 1
+    pth = jnp.take_along_axis(srt, (keep - 1)[:, None], axis=-1)
+    return jnp.where((x >= kth) & (x >= pth), x, -jnp.inf)
+
+  needs = jnp.any((top_k > 0) | (top_p < 1.0))
+  scaled = jax.lax.cond(needs, truncate, lambda x: x, scaled)
+  sampled = jax.vmap(jax.random.categorical)(keys, scaled)
+  return jnp.where(temperature <= 0, greedy, sampled).astype(jnp.int32)
+
+
+def _log_probs(cfg, logits, tok):
+  logp = jax.nn.log_softmax(logits, axis=-1)
+  chosen = jnp.take_along_axis(logp, tok[:, None], axis=-1)[:, 0]
+  top_lp, top_id = jax.lax.top_k(logp, TOP_LOGPROBS)
+  return chosen, top_id, top_lp
+
+
+class Engine:
+  """Serves one loaded run (`runs.load`) to any number of concurrent requests."""
+
+  def __init__(self, run, slots: int = 16, max_waiting: Optional[int] = None):
+    self.run, self.model, self.tok = run, run.model, run.tok
+    self.cfg = run.model.cfg
+    self.max_len = self.cfg.max_len
+    self.slots = run.batch_rows(max(1, slots))
+    self.prefill_rows = run.batch_rows(1)   # the mesh's batch shards want whole rows each
+    self.limit = self.cfg.vocab_used or self.cfg.sample_vocab or 0
+    self._queue: queue.Queue = queue.Queue()
+    # Beyond this many waiting requests new ones are refused, not queued without end: a load
+    # spike gets clear 429s and the server's memory stays flat.
+    self.max_waiting = 8 * self.slots if max_waiting is None else max_waiting
+    self._live: list = [None] * self.slots
+    self._lock = threading.Lock()
+    self._stop = threading.Event()
+    self._seeds = itertools.count(1 << 20)
+    self.steps = 0            # decode steps run (for the benchmark and tests)
+    # One compiled program per shape: these jits belong to this engine, so `compiles()` counts
+    # its own programs only. The cache is donated: each step updates it in place.
+    self._prefill = jax.jit(self._prefill_impl, donate_argnums=1)
+    self._decode = jax.jit(self._decode_impl, donate_argnums=1)
+    self._score = jax.jit(self._score_impl)
+    with run.active():
+      self._params = nn.unbox(run.params)
+      self._cache_sharding = None
+      self._cache = jax.jit(lambda p: self._pin(self._empty_cache(p, self.slots, True)))(
+          self._params)
+    self._thread = threading.Thread(target=self._loop, name='engine', daemon=True)
+    self._thread.start()
+
+  # ---- the jitted pieces ----------------------------------------------------------------------
+
+  def _empty_cache(self, params, rows: int, per_row: bool):
+    """Zeros shaped like the model's cache for `rows` sequences of the whole context; per_row:
+    a cache index per row (the slots), else the sampler's one shared index."""
+    model = self.model
+
+    def init(params):
+      _, v = model.apply({'params': params}, jnp.zeros((rows, self.max_len), jnp.int32),
+                         decode=True, mutable=['cache'])
+      return v['cache']
+
+    shapes = jax.eval_shape(init, params)
+
+    def zeros(path, s):
+      if per_row and getattr(path[-1], 'key', None) == 'cache_index':   # [..., rows]
+        return jnp.zeros(s.shape + (rows,), jnp.int32)
+      return jnp.zeros(s.shape, s.dtype)
+    return jax.tree_util.tree_map_with_path(zeros, shapes)
+
+  def _pin(self, cache):
+    """The slots' cache with one fixed sharding (rows over the batch axes), in and out of every
+    program: a cache whose sharding drifted would compile each program a second time."""
+    if self.run.mesh is None:
+      return cache
+    if self._cache_sharding is None:
+      lead = ('layers',) if self.cfg.scan_layers else ()
+
+      def spec(path, x):
+        if getattr(path[-1], 'key', None) == 'cache_index':
+          return jax.sharding.PartitionSpec(*lead, 'batch')
+        return jax.sharding.PartitionSpec(*lead, 'batch', 'kv_heads', None, 'kv')
+      specs = jax.tree_util.tree_map_with_path(spec, cache)
+      self._cache_sharding = nn.logical_to_mesh_sharding(specs, self.run.mesh, self.run.rules)
+    return jax.lax.with_sharding_constraint(cache, self._cache_sharding)
+
+  def _logits(self, params, hidden):
+    logits = unembed(self.cfg, params, hidden).astype(jnp.float32)
+    if self.limit and self.limit < logits.shape[-1]:   # padding ids of the vocabulary: never
+      logits = jnp.where(jnp.arange(logits.shape[-1]) < self.limit, logits, -jnp.inf)
+    return logits
+
+  def _prefill_impl(self, params, cache, tokens, length, slot, key, temperature, top_k, top_p):
+    """tokens [rows, bucket] (row 0 real, right-padded to `length`) -> the big cache with row 0
+    written into `slot`, the first token and its log-probs. The padding's keys and values land
+    in slots past `length`, which decoding overwrites before any query may see them."""
+    small = self._empty_cache(params, tokens.shape[0], per_row=False)
+    hidden, v = self.model.apply({'params': params, 'cache': small}, tokens, decode=True,
+                                 mutable=['cache'], return_hidden=True)
+    last = jnp.take(hidden[:1], length - 1, axis=1)                         # [1, embed]
+    logits = self._logits(params, last[:, None])[:, 0]
+    tok = sample_rows(logits, _row_keys(key[None], jnp.zeros((1,), jnp.int32)),
+                      temperature[None], top_k[None], top_p[None])
+    chosen, top_id, top_lp = _log_probs(self.cfg, logits, tok)
+
+    def put(path, big, new):
+      if getattr(path[-1], 'key', None) == 'cache_index':   # this slot now holds `length` tokens
+        return big.at[..., slot].set(length)
+      axis = big.ndim - 4                                   # [layers?, batch, kvh, slots, d]
+      row = jax.lax.slice_in_dim(new, 0, 1, axis=axis)
+      return jax.lax.dynamic_update_slice_in_dim(big, row.astype(big.dtype), slot, axis)
+    cache = self._pin(jax.tree_util.tree_map_with_path(put, cache, v['cache']))
+    return cache, tok[0], chosen[0], top_id[0], top_lp[0]
+
+  def _decode_impl(self, params, cache, tokens, positions, live, keys, steps, temperature, top_k,
+              top_p):
+    """Every slot advances one token; slots not live keep their cache index."""
+    hidden, v = self.model.apply({'params': params, 'cache': cache}, tokens[:, None],
+                                 positions[:, None], decode=True, mutable=['cache'],
+                                 return_hidden=True)
+    logits = self._logits(params, hidden)[:, 0]
+    tok = sample_rows(logits, _row_keys(keys, steps), temperature, top_k, top_p)
+    chosen, top_id, top_lp = _log_probs(self.cfg, logits, tok)
+
+    def keep(path, new, old):
+      if getattr(path[-1], 'key', None) == 'cache_index':
+        return jnp.where(live, new, old)
+      return new
+    cache = self._pin(jax.tree_util.tree_map_with_path(keep, v['cache'], cache))
+    return cache, tok, chosen, top_id, top_lp
+
+  def _score_impl(self, params, tokens):
+    """Log-probs of each token given the ones before it: [rows, bucket - 1], with the top ones."""
+    logits = self.model.apply({'params': params}, tokens).astype(jnp.float32)[:, :-1]
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    chosen = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+    top_lp, top_id = jax.lax.top_k(logp, TOP_LOGPROBS)
+    return chosen, top_id, top_lp
+
+  def compiles(self) -> int:
+    """Programs compiled so far (prefill per bucket, decode, scorer per bucket)."""
+    return sum(f._cache_size() for f in (self._prefill, self._decode, self._score))
+
+  # ---- the host side --------------------------------------------------------------------------
+
+  def check(self, prompt_len: int, max_tokens: int) -> None:
+    if prompt_len < 1:
+      raise ContextError('the prompt is empty.')
+    if max_tokens < 1:
+      raise ContextError(f'max_tokens={max_tokens} must be at least 1.')
+    if prompt_len + max_tokens > self.max_len:
+      raise ContextError(
+          f"This model's maximum context length is {self.max_len} tokens. However, you requested "
+          f'{prompt_len + max_tokens} tokens ({prompt_len} in the prompt, {max_tokens} for the '
+          'completion). Please reduce the prompt or max_tokens.')
+
+  def submit(self, request: Request) -> Request:
+    self.check(len(request.prompt), request.max_tokens)
+    if self._queue.qsize() >= self.max_waiting:
+      raise Busy(f'{self._queue.qsize()} requests are waiting for this model; retry shortly.')
+    if request.seed is None:
+      request.seed = next(self._seeds)
+    self._queue.put(request)
+    return request
+
+  def score(self, ids: Sequence[int]):
+    """(logprob of each token after the first, top alternatives) for a prompt: what `echo` with
+    `logprobs` answers, and what log-likelihood evaluation harnesses ask for."""
+    n = len(ids)
+    if n > self.max_len:
+      raise ContextError(f"This model's maximum context length is {self.max_len} tokens; the "
+                         f'prompt has {n}.')
+    b = bucket_for(max(n, 2), self.max_len)
+    tokens = np.zeros((self.prefill_rows, b), np.int32)
+    tokens[:, :n] = ids
+    with self.run.active():
+      chosen, top_id, top_lp = jax.device_get(self._score(self._params, jnp.asarray(tokens)))
+    return (chosen[0, :n - 1].tolist(),
+            [list(zip(top_id[0, t].tolist(), top_lp[0, t].tolist())) for t in range(n - 1)])
+
+  def close(self):
+    self._stop.set()
+    self._queue.put(None)
+    self._thread.join(timeout=10)
+
+  def _admit(self, req: Request, slot: int) -> None:
+    n = len(req.prompt)
+    b = bucket_for(n, self.max_len)
+    tokens = np.zeros((self.prefill_rows, b), np.int32)
+    tokens[:, :n] = req.prompt
+    key = jax.random.PRNGKey(req.seed)
+    self._cache, tok, lp, top_id, top_lp = self._prefill(
+        self._params, self._cache, jnp.asarray(tokens), jnp.int32(n), jnp.int32(slot), key,
+        jnp.float32(req.temperature), jnp.int32(req.top_k), jnp.float32(req.top_p))
+    state = _Live(req, key, n)
+    self._live[slot] = state
+    self._host[slot] = (n, req.temperature, req.top_k, req.top_p, np.asarray(key))
+    self._next[slot] = int(tok)
+    self._accept(slot, int(tok), float(lp), np.asarray(top_id), np.asarray(top_lp))
+
+  def _accept(self, slot, tok, lp, top_id, top_lp) -> None:
+    state = self._live[slot]
+    req = state.req
+    if req.cancelled.is_set():
+      return self._finish(slot, 'cancelled')
+    if tok in req.stop_ids:
+      return self._finish(slot, 'stop')
+    state.ids.append(tok)
+    text = self.tok.decode(state.ids, skip_special=True)
+    reason = None
+    cut = _first_stop(text, req.stop)
+    if cut is not None:
+      text, reason = text[:cut], 'stop'
+    elif len(state.ids) >= req.max_tokens:
+      reason = 'length'
+    safe = len(text) if reason else _safe_len(text, req.stop)
+    delta = text[state.sent:safe] if safe > state.sent else ''
+    state.sent = max(state.sent, safe)
+    req.emit('token', Token(tok, delta, lp, list(zip(top_id.tolist(), top_lp.tolist()))))
+    if reason:
+      self._finish(slot, reason)
+
+  def _finish(self, slot, reason) -> None:
+    state = self._live[slot]
+    self._live[slot] = None
+    state.req.emit('done', reason)
+
+  def _loop(self) -> None:
+    self._host = [None] * self.slots
+    self._next = [0] * self.slots
+    with self.run.active():
+      while not self._stop.is_set():
+        self._fill(block=not any(self._live))
+        if self._stop.is_set():
+          break
+        if any(self._live):
+          self._step()
+
+  def _fill(self, block: bool) -> None:
+    while None in self._live:
+      try:
+        req = self._queue.get(block=block)
+      except queue.Empty:
+        return
+      if req is None:   # close()
+        return
+      block = False
+      if req.cancelled.is_set():
+        req.emit('done', 'cancelled')
+        continue
+      try:
+        self._admit(req, self._live.index(None))
+      except Exception as e:   # noqa: BLE001 - the request fails, the engine goes on
+        req.emit('error', f'{type(e).__name__}: {e}')
+
+  def _step(self) -> None:
+    s = self.slots
+    live = np.array([x is not None for x in self._live])
+    pos = np.zeros(s, np.int32)
+    steps = np.zeros(s, np.int32)
+    temp = np.zeros(s, np.float32)
+    top_k = np.zeros(s, np.int32)
+    top_p = np.ones(s, np.float32)
+    keys = np.zeros((s, 2), np.uint32)
+    for i, st in enumerate(self._live):
+      if st is None:
+        continue
+      n0, temp[i], top_k[i], top_p[i], keys[i] = self._host[i]
+      steps[i] = len(st.ids) + 1
+      pos[i] = n0 + len(st.ids) - 1   # the position of the token fed in: the last one accepted
+    toks = np.array(self._next, np.int32)
+    self._cache, tok, lp, top_id, top_lp = self._decode(
+        self._params, self._cache, jnp.asarray(toks), jnp.asarray(pos), jnp.asarray(live),
+        jnp.asarray(keys), jnp.asarray(steps), jnp.asarray(temp), jnp.asarray(top_k),
+        jnp.asarray(top_p))
+    tok, lp, top_id, top_lp = jax.device_get((tok, lp, top_id, top_lp))
+    self.steps += 1
+    for i in np.flatnonzero(live):
+      self._next[i] = int(tok[i])
+      self._accept(i, int(tok[i]), float(lp[i]), top_id[i], top_lp[i])
+
+
+@dataclasses.dataclass
+class _Live:
+  req: Request
+  key: Any
+  prompt_len: int
+  ids: list = dataclasses.field(default_factory=list)
+  sent: int = 0   # characters of text handed out so far
+
+
+def _first_stop(text: str, stops: Sequence[str]) -> Optional[int]:
+  hits = [i for i in (text.find(s) for s in stops if s) if i != -1]
+  return min(hits) if hits else None
+
+
+def _safe_len(text: str, stops: Sequence[str]) -> int:
+  """How much of `text` can be handed out: not a trailing replacement character (half of a UTF-8
+  sequence), nor a tail that may be the start of a stop string."""
+  end = len(text)
+  while end and text[end - 1] == '\ufffd':
+    end -= 1
+  hold = 0
+  for s in stops:
+    for j in range(min(len(s) - 1, end), 0, -1):
+      if text[end - j:end] == s[:j]:
+        hold = max(hold, j)
+        break
+  return end - hold

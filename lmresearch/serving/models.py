@@ -1,0 +1,123 @@
+"""The language-model runs under a workdir, each served by its own engine, loaded on first use;
+and the bridge from an engine's thread to the web server's event loop.
+
+A run is a directory with config.json and checkpoints/ (a stage of a pipeline workdir, a single
+run, an imported Hugging Face model, a LoRA run); reward models are not served. Its name is its
+path under the workdir ('sft', 'ppo', 'qwen').
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import threading
+from typing import AsyncIterator, Optional
+
+from lmresearch.serving.engine import Engine, Request, Token
+
+MAX_DEPTH = 3
+
+
+def discover(workdir: Optional[str]) -> dict:
+  """{name: path} of the language-model runs at or under `workdir`."""
+  if not workdir:
+    return {}
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f'--workdir={workdir}: no such directory.')
+  found = {}
+  root = os.path.abspath(workdir)
+  for here, dirs, files in os.walk(root):
+    depth = os.path.relpath(here, root).count(os.sep) + (here != root)
+    dirs[:] = sorted(d for d in dirs if not d.startswith('.') and d not in ('checkpoints',
+                                                                           'tensorboard'))
+    if depth >= MAX_DEPTH:
+      dirs[:] = []
+    if 'config.json' not in files or not os.path.isdir(os.path.join(here, 'checkpoints')):
+      continue
+    try:
+      with open(os.path.join(here, 'config.json')) as f:
+        stage = json.load(f).get('stage')
+    except (OSError, ValueError):
+      continue
+    if stage == 'reward':
+      continue
+    name = os.path.relpath(here, root) if here != root else os.path.basename(root)
+    found[name.replace(os.sep, '/')] = here
+  return found
+
+
+class Registry:
+  """Names -> engines. `engine(name)` loads the run (its latest checkpoint) on first use."""
+
+  def __init__(self, workdir: Optional[str], slots: int = 16):
+    self.paths = discover(workdir)
+    self.slots = slots
+    self._engines: dict = {}
+    self._lock = threading.Lock()
+
+  def names(self) -> list:
+    return sorted(self.paths)
+
+  def engine(self, name: str) -> Engine:
+    if name not in self.paths:
+      raise KeyError(name)
+    with self._lock:
+      if name not in self._engines:
+        from lmresearch import runs
+        self._engines[name] = Engine(runs.load(self.paths[name], chat=True), slots=self.slots)
+      return self._engines[name]
+
+  def loaded(self) -> list:
+    return sorted(self._engines)
+
+  def close(self) -> None:
+    with self._lock:
+      for e in self._engines.values():
+        e.close()
+      self._engines.clear()
+
+
+@dataclasses.dataclass
+class Result:
+  text: str = ''
+  tokens: list = dataclasses.field(default_factory=list)   # Token per generated token
+  finish_reason: Optional[str] = None
+
+
+class EngineError(RuntimeError):
+  pass
+
+
+async def stream(engine: Engine, prompt, *, max_tokens: int, **settings) -> AsyncIterator[Token]:
+  """Tokens of one generation as they come; the last yielded item is the finish reason (str).
+  Leaving the loop early (a client gone) cancels the request and frees its slot."""
+  loop = asyncio.get_running_loop()
+  events: asyncio.Queue = asyncio.Queue()
+  req = Request(list(prompt), max_tokens,
+                lambda kind, payload: loop.call_soon_threadsafe(events.put_nowait, (kind, payload)),
+                **settings)
+  engine.submit(req)
+  try:
+    while True:
+      kind, payload = await events.get()
+      if kind == 'token':
+        yield payload
+      elif kind == 'error':
+        raise EngineError(payload)
+      else:
+        yield payload
+        return
+  finally:
+    req.cancelled.set()
+
+
+async def complete(engine: Engine, prompt, *, max_tokens: int, **settings) -> Result:
+  out = Result()
+  async for ev in stream(engine, prompt, max_tokens=max_tokens, **settings):
+    if isinstance(ev, Token):
+      out.tokens.append(ev)
+      out.text += ev.text
+    else:
+      out.finish_reason = ev
+  return out

@@ -1,0 +1,390 @@
+"""The OpenAI-compatible API: /v1/models, /v1/completions, /v1/chat/completions.
+
+What an OpenAI client or an evaluation harness sends works as it does there: streaming
+(server-sent `data:` chunks, a final `data: [DONE]`, a usage chunk when
+`stream_options.include_usage`), `n`, `stop`, `max_tokens`, `temperature`, `top_p`, `seed`;
+completions also answer `logprobs` (up to 5 alternatives per token) and `echo`, with
+`max_tokens=0` to score a prompt alone (log-likelihood evaluation). A prompt's first token is
+scored given BOS, which every prompt starts with, so it has a log-prob where OpenAI gives null.
+Settings we do not implement (penalties, logit_bias, tools) are a 400 naming them, never ignored.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from typing import Any, Optional
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from lmresearch import tokenizers
+from lmresearch.serving.engine import Busy, ContextError
+from lmresearch.serving.models import EngineError, Result, complete, stream
+
+MAX_N = 16
+MAX_STOPS = 4
+
+
+class ApiError(Exception):
+  def __init__(self, status: int, message: str, param: Optional[str] = None,
+               kind: str = 'invalid_request_error', code: Optional[str] = None):
+    super().__init__(message)
+    self.status, self.message, self.param, self.kind, self.code = status, message, param, kind, code
+
+  def response(self):
+    return JSONResponse({'error': {'message': self.message, 'type': self.kind, 'param': self.param,
+                                   'code': self.code}}, status_code=self.status)
+
+
+def _num(body, key, default, lo, hi, kind=float):
+  v = body.get(key, default)
+  if v is None:
+    return default
+  if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and v != int(v)):
+    raise ApiError(400, f'{key} must be {"an integer" if kind is int else "a number"}, got {v!r}.',
+                   key)
+  if not lo <= v <= hi:
+    raise ApiError(400, f'{key}={v} is out of range [{lo}, {hi}].', key)
+  return kind(v)
+
+
+UNSUPPORTED = ('logit_bias', 'tools', 'functions', 'tool_choice', 'function_call',
+               'response_format', 'best_of', 'suffix')
+
+
+def _settings(body: dict) -> dict:
+  for key in ('presence_penalty', 'frequency_penalty'):
+    if body.get(key):
+      raise ApiError(400, f'{key} is not supported by this server (send 0 or leave it out).', key)
+  for key in UNSUPPORTED:
+    if body.get(key) not in (None, [], {}, 1 if key == 'best_of' else None):
+      raise ApiError(400, f'{key} is not supported by this server.', key)
+  stop = body.get('stop') or []
+  if isinstance(stop, str):
+    stop = [stop]
+  if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop) or len(stop) > MAX_STOPS:
+    raise ApiError(400, f'stop must be a string or a list of at most {MAX_STOPS} strings.', 'stop')
+  seed = body.get('seed')
+  if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+    raise ApiError(400, f'seed must be an integer, got {seed!r}.', 'seed')
+  return dict(temperature=_num(body, 'temperature', 1.0, 0.0, 2.0),
+              top_p=_num(body, 'top_p', 1.0, 1e-9, 1.0), stop=stop,
+              seed=None if seed is None else seed % (1 << 31),
+              n=_num(body, 'n', 1, 1, MAX_N, int))
+
+
+def _stream_opts(body):
+  if not body.get('stream'):
+    return False, False
+  opts = body.get('stream_options') or {}
+  return True, bool(opts.get('include_usage')) if isinstance(opts, dict) else False
+
+
+def _text_of(content) -> str:
+  if isinstance(content, str):
+    return content
+  if isinstance(content, list):   # [{"type": "text", "text": ...}, ...]
+    parts = []
+    for p in content:
+      if not isinstance(p, dict) or p.get('type') != 'text' or not isinstance(p.get('text'), str):
+        raise ApiError(400, 'message content parts must be {"type": "text", "text": ...}; this '
+                       'server reads text only.', 'messages')
+      parts.append(p['text'])
+    return ''.join(parts)
+  raise ApiError(400, 'message content must be a string or a list of text parts.', 'messages')
+
+
+def _messages(body) -> list:
+  msgs = body.get('messages')
+  if not isinstance(msgs, list) or not msgs:
+    raise ApiError(400, 'messages must be a non-empty list of {"role", "content"}.', 'messages')
+  out = []
+  for i, m in enumerate(msgs):
+    role = m.get('role') if isinstance(m, dict) else None
+    if role == 'developer':   # OpenAI's newer name for the system role
+      role = 'system'
+    if role not in tokenizers.ROLE_TOKENS:
+      raise ApiError(400, f'messages[{i}].role must be one of system, user, assistant; got '
+                     f'{role!r}.', 'messages')
+    out.append({'role': role, 'content': _text_of(m.get('content'))})
+  return out
+
+
+def _usage(prompt_tokens, results):
+  done = sum(len(r.tokens) for r in results)
+  return {'prompt_tokens': prompt_tokens, 'completion_tokens': done,
+          'total_tokens': prompt_tokens + done}
+
+
+def _sse(obj) -> str:
+  return f'data: {json.dumps(obj)}\n\n'
+
+
+def router(api_key: Optional[str] = None) -> APIRouter:
+
+  def authorize(request: Request):
+    if api_key is None:
+      return
+    auth = request.headers.get('authorization', '')
+    if not secrets.compare_digest(auth.encode(), f'Bearer {api_key}'.encode()):
+      raise ApiError(401, 'Incorrect API key provided (send "Authorization: Bearer <key>").',
+                     kind='invalid_request_error', code='invalid_api_key')
+
+  api = APIRouter(prefix='/v1', dependencies=[Depends(authorize)])
+
+  def engine_for(request: Request, body: dict):
+    name = body.get('model')
+    registry = request.app.state.models
+    if not isinstance(name, str) or not name:
+      raise ApiError(400, 'model is required (GET /v1/models lists them).', 'model')
+    if name not in registry.paths:
+      raise ApiError(404, f'The model {name!r} does not exist; this server has: '
+                     f'{", ".join(registry.names()) or "none"}.', 'model', code='model_not_found')
+    return name, registry.engine(name)
+
+  async def read(request: Request) -> dict:
+    try:
+      body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+      raise ApiError(400, 'the request body is not valid JSON.') from None
+    if not isinstance(body, dict):
+      raise ApiError(400, 'the request body must be a JSON object.')
+    return body
+
+  @api.get('/models')
+  async def list_models(request: Request):
+    registry = request.app.state.models
+    return {'object': 'list', 'data': [
+        {'id': n, 'object': 'model', 'created': 0, 'owned_by': 'lmresearch',
+         'loaded': n in registry.loaded()} for n in registry.names()]}
+
+  @api.post('/chat/completions')
+  async def chat(request: Request):
+    try:
+      body = await read(request)
+      name, engine = engine_for(request, body)
+      s = _settings(body)
+      msgs = _messages(body)
+      prompt = tokenizers.generation_prompt(engine.tok, msgs)
+      limit = body.get('max_completion_tokens', body.get('max_tokens'))
+      room = engine.max_len - len(prompt)
+      max_tokens = room if limit is None else _num(
+          {'max_tokens': limit}, 'max_tokens', None, 1, 1 << 30, int)
+      engine.check(len(prompt), max_tokens)
+      logprobs = bool(body.get('logprobs'))
+      top = _num(body, 'top_logprobs', 0, 0, 5, int) if logprobs else 0
+      return await _serve(engine, name, prompt, max_tokens, s, body, chat=True,
+                          logprobs=top if logprobs else None)
+    except ApiError as e:
+      return e.response()
+    except ContextError as e:
+      return ApiError(400, str(e), 'max_tokens', code='context_length_exceeded').response()
+
+  @api.post('/completions')
+  async def completions(request: Request):
+    try:
+      body = await read(request)
+      name, engine = engine_for(request, body)
+      s = _settings(body)
+      prompts = body.get('prompt')
+      if isinstance(prompts, str) or (isinstance(prompts, list) and prompts
+                                      and all(isinstance(t, int) for t in prompts)):
+        prompts = [prompts]
+      if not isinstance(prompts, list) or not prompts or not all(
+          isinstance(p, str) or (isinstance(p, list) and all(isinstance(t, int) for t in p))
+          for p in prompts):
+        raise ApiError(400, 'prompt must be a string, a list of strings, or token ids.', 'prompt')
+      ids = [engine.tok.prompt_ids(p) if isinstance(p, str) else list(p) for p in prompts]
+      echo = bool(body.get('echo'))
+      max_tokens = _num(body, 'max_tokens', 16, 0, 1 << 30, int)
+      if max_tokens == 0 and not echo:
+        raise ApiError(400, 'max_tokens=0 generates nothing: it needs echo=true (to score the '
+                       'prompt).', 'max_tokens')
+      for p in ids:
+        if max_tokens:
+          engine.check(len(p), max_tokens)
+        elif len(p) > engine.max_len:
+          engine.score(p)   # raises the context error
+      lp = body.get('logprobs')
+      lp = None if lp is None or lp is False else _num(body, 'logprobs', 0, 0, 5, int)
+      if len(ids) > 1 and body.get('stream'):
+        raise ApiError(400, 'stream with several prompts is not supported; send one request '
+                       'per prompt.', 'stream')
+      if len(ids) == 1:
+        return await _serve(engine, name, ids[0], max_tokens, s, body, chat=False, logprobs=lp,
+                            echo=echo)
+      outs = [await _serve(engine, name, p, max_tokens, s, body, chat=False, logprobs=lp,
+                           echo=echo, as_dict=True) for p in ids]
+      first = outs[0]
+      choices = [dict(c, index=i) for i, c in enumerate(c for o in outs for c in o['choices'])]
+      usage = {k: sum(o['usage'][k] for o in outs) for k in first['usage']}
+      return dict(first, choices=choices, usage=usage)
+    except ApiError as e:
+      return e.response()
+    except ContextError as e:
+      return ApiError(400, str(e), 'max_tokens', code='context_length_exceeded').response()
+
+  return api
+
+
+def _token_text(tok, i: int) -> str:
+  return tok.decode([i], skip_special=False)
+
+
+def _completion_logprobs(tok, tokens, top: int, offset0: int, prompt_part=None):
+  """OpenAI's completions logprobs: tokens, token_logprobs, top_logprobs, text_offset."""
+  out = {'tokens': [], 'token_logprobs': [], 'top_logprobs': [], 'text_offset': []}
+  offset = offset0
+  for tid, lp, alts in (prompt_part or []) + [(t.id, t.logprob, t.top) for t in tokens]:
+    s = _token_text(tok, tid)
+    out['tokens'].append(s)
+    out['token_logprobs'].append(lp)
+    out['top_logprobs'].append(None if lp is None else
+                               {_token_text(tok, a): b for a, b in alts[:top]} if top else None)
+    out['text_offset'].append(offset)
+    offset += len(s)
+  return out
+
+
+def _chat_logprobs(tok, tokens, top: int):
+  def entry(i, lp):
+    s = _token_text(tok, i)
+    return {'token': s, 'logprob': lp, 'bytes': list(s.encode('utf-8'))}
+  return {'content': [dict(entry(t.id, t.logprob), top_logprobs=[entry(a, b) for a, b in t.top[:top]])
+                      for t in tokens]}
+
+
+async def _serve(engine, name, prompt, max_tokens, s, body, *, chat, logprobs=None, echo=False,
+                 as_dict=False):
+  n = s['n']
+  settings = dict(temperature=s['temperature'], top_p=s['top_p'], stop=s['stop'],
+                  stop_ids=engine.tok.stop_ids)
+  seeds = [None if s['seed'] is None else s['seed'] + i for i in range(n)]
+  created = int(time.time())
+  rid = ('chatcmpl-' if chat else 'cmpl-') + secrets.token_hex(12)
+  kind = 'chat.completion' if chat else 'text_completion'
+  tok = engine.tok
+  prompt_text = prompt_part = None
+  if echo:
+    prompt_text = tok.decode(prompt, skip_special=True)
+    if logprobs is not None:
+      lps, alts = await asyncio.get_running_loop().run_in_executor(None, engine.score, prompt)
+      prompt_part = [(t, lp, a) for t, lp, a in zip(prompt[1:], lps, alts)]
+  do_stream, include_usage = _stream_opts(body)
+  try:
+    if not do_stream:
+      if max_tokens == 0:
+        results = [Result(finish_reason='length') for _ in range(n)]
+      else:
+        results = await asyncio.gather(*[complete(engine, prompt, max_tokens=max_tokens,
+                                                  seed=seeds[i], **settings) for i in range(n)])
+      choices = []
+      for i, r in enumerate(results):
+        if chat:
+          choices.append({'index': i, 'message': {'role': 'assistant', 'content': r.text},
+                          'logprobs': _chat_logprobs(tok, r.tokens, logprobs)
+                          if logprobs is not None else None, 'finish_reason': r.finish_reason})
+        else:
+          text = (prompt_text or '') + r.text
+          choices.append({'index': i, 'text': text, 'finish_reason': r.finish_reason,
+                          'logprobs': None if logprobs is None else _completion_logprobs(
+                              tok, r.tokens, logprobs, 0 if echo else len(prompt_text or ''),
+                              prompt_part)})
+      out = {'id': rid, 'object': kind, 'created': created, 'model': name, 'choices': choices,
+             'usage': _usage(len(prompt), results)}
+      return out if as_dict else JSONResponse(out)
+  except Busy as e:
+    return ApiError(429, str(e), kind='server_busy').response()
+  except EngineError as e:
+    return ApiError(500, str(e), kind='server_error').response()
+  return await _stream_response(engine, name, prompt, max_tokens, settings, seeds, rid, created,
+                                chat, logprobs, include_usage, prompt_text, prompt_part)
+
+
+async def _stream_response(engine, name, prompt, max_tokens, settings, seeds, rid, created, chat,
+                           logprobs, include_usage, prompt_text, prompt_part):
+  tok = engine.tok
+  kind = 'chat.completion.chunk' if chat else 'text_completion'
+  n = len(seeds)
+  # Submitted before the response starts: a full queue is still a 429, not a broken stream.
+  gens = [stream(engine, prompt, max_tokens=max_tokens, seed=seeds[i], **settings)
+          for i in range(n)]
+  firsts = []
+  try:
+    for g in gens:
+      firsts.append(await g.__anext__())
+  except Busy as e:
+    for g in gens:
+      await g.aclose()
+    return ApiError(429, str(e), kind='server_busy').response()
+
+  def chunk(i, *, delta=None, text=None, finish=None, lp=None):
+    c = {'index': i, 'finish_reason': finish}
+    if chat:
+      c['delta'] = delta if delta is not None else {}
+      c['logprobs'] = lp
+    else:
+      c['text'] = text or ''
+      c['logprobs'] = lp
+    return {'id': rid, 'object': kind, 'created': created, 'model': name, 'choices': [c]}
+
+  async def events():
+    counts = [0] * n
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def pump(i, g, first):
+      try:
+        ev = first
+        while True:
+          await queue.put((i, ev))
+          if isinstance(ev, str):
+            return
+          ev = await g.__anext__()
+      except StopAsyncIteration:
+        return
+      except EngineError as e:
+        await queue.put((i, RuntimeError(str(e))))
+
+    if chat:
+      for i in range(n):
+        yield _sse(chunk(i, delta={'role': 'assistant', 'content': ''}))
+    elif prompt_text:
+      for i in range(n):
+        lp = (_completion_logprobs(tok, [], logprobs, 0, prompt_part)
+              if logprobs is not None else None)
+        yield _sse(chunk(i, text=prompt_text, lp=lp))
+    tasks = [asyncio.create_task(pump(i, g, f)) for i, (g, f) in enumerate(zip(gens, firsts))]
+    left = n
+    try:
+      while left:
+        i, ev = await queue.get()
+        if isinstance(ev, RuntimeError):
+          yield _sse({'error': {'message': str(ev), 'type': 'server_error'}})
+          left -= 1
+        elif isinstance(ev, str):
+          left -= 1
+          yield _sse(chunk(i, finish=ev))
+        else:
+          counts[i] += 1
+          lp = None
+          if logprobs is not None:
+            lp = (_chat_logprobs(tok, [ev], logprobs) if chat else
+                  _completion_logprobs(tok, [ev], logprobs, 0))
+          if ev.text or lp is not None:
+            yield _sse(chunk(i, delta={'content': ev.text}, text=ev.text, lp=lp))
+      if include_usage:
+        done = sum(counts)
+        yield _sse({'id': rid, 'object': kind, 'created': created, 'model': name, 'choices': [],
+                    'usage': {'prompt_tokens': len(prompt), 'completion_tokens': done,
+                              'total_tokens': len(prompt) + done}})
+      yield 'data: [DONE]\n\n'
+    finally:
+      for t in tasks:
+        t.cancel()
+      for g in gens:
+        await g.aclose()
+
+  return StreamingResponse(events(), media_type='text/event-stream',
+                           headers={'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no'})

@@ -1,0 +1,197 @@
+"""The serving engine (continuous batching) and the OpenAI-compatible API, driven by the official
+`openai` client against a real uvicorn server on a tiny trained chat model."""
+import concurrent.futures
+import socket
+import threading
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from lmresearch import runs, sampling, tokenizers
+from lmresearch.serving.engine import ContextError, Engine, Request, _safe_len, bucket_for
+
+PROMPTS = ['What color is the banana?', 'Tom has 3 apples and buys 4 more. How many apples?',
+           'Hi', 'Where does the frog live? Answer in one sentence, please, and be brief.',
+           'What does the owl eat?']
+
+
+@pytest.fixture(scope='module')
+def sft_run(pipeline_dirs):
+  return runs.load(str(pipeline_dirs / 'sft'), chat=True)
+
+
+def _collect(engine, prompts, **kw):
+  """Submits every prompt at once; returns each request's (token ids, finish reason)."""
+  out = [dict(ids=[], text='', end=None) for _ in prompts]
+  done = threading.Semaphore(0)
+
+  def emit_for(i):
+    def emit(kind, payload):
+      if kind == 'token':
+        out[i]['ids'].append(payload.id)
+        out[i]['text'] += payload.text
+      else:
+        out[i]['end'] = payload
+        done.release()
+    return emit
+
+  for i, p in enumerate(prompts):
+    engine.submit(Request(p, kw.get('max_tokens', 24), emit_for(i), **{
+        k: v for k, v in kw.items() if k != 'max_tokens'}))
+  for _ in prompts:
+    assert done.acquire(timeout=120)
+  return out
+
+
+def test_engine_matches_the_sampler_and_compiles_once_per_bucket(sft_run):
+  tok = sft_run.tok
+  ids = [tokenizers.generation_prompt(tok, p) for p in PROMPTS]
+  with sft_run.active():
+    ref = sampling.generate(sft_run.model, sft_run.params, ids, max_new_tokens=24, temperature=0,
+                            stop_ids=tok.stop_ids, pad_id=tok.pad_id)
+  # Fewer slots than requests: some wait for a slot, and each is inserted into the running batch.
+  engine = Engine(sft_run, slots=2)
+  try:
+    got = _collect(engine, ids, temperature=0, stop_ids=tok.stop_ids)
+    for r, g in zip(ref['completions'], got):
+      assert g['ids'] == r
+      assert g['end'] == ('stop' if len(r) < 24 else 'length')
+      assert g['text'] == tok.decode(r, skip_special=True)
+    # The decode batch was shared: fewer steps than tokens generated.
+    assert engine.steps < sum(len(g['ids']) for g in got)
+    # Other prompts and settings: a new program only for a prompt length bucket not seen yet.
+    compiled = engine.compiles()
+    seen = {bucket_for(len(p), engine.max_len) for p in ids}
+    again = [tokenizers.generation_prompt(tok, p + ' Thanks.') for p in PROMPTS]
+    _collect(engine, again, temperature=0.8, top_p=0.9, seed=3, stop_ids=tok.stop_ids)
+    new = {bucket_for(len(p), engine.max_len) for p in again} - seen
+    assert engine.compiles() == compiled + len(new), 'a recompile inside a bucket'
+  finally:
+    engine.close()
+
+
+def test_seeded_sampling_does_not_depend_on_the_other_requests(sft_run):
+  tok = sft_run.tok
+  ids = [tokenizers.generation_prompt(tok, p) for p in PROMPTS]
+  engine = Engine(sft_run, slots=4)
+  try:
+    alone = _collect(engine, ids[:1], temperature=1.0, seed=7)
+    crowd = _collect(engine, ids, temperature=1.0, seed=7)
+    assert alone[0]['ids'] == crowd[0]['ids']
+    other_seed = _collect(engine, ids[:1], temperature=1.0, seed=8)
+    assert other_seed[0]['ids'] != alone[0]['ids']
+    with pytest.raises(ContextError, match='maximum context length'):
+      engine.check(len(ids[0]), engine.max_len)
+  finally:
+    engine.close()
+
+
+def test_stop_strings_are_never_streamed():
+  assert _safe_len('The answer is 4', ['is 4.']) == len('The answer ')
+  assert _safe_len('abc\ufffd', []) == 3
+  assert _safe_len('abc', ['zz']) == 3
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+@pytest.fixture(scope='module')
+def server(pipeline_dirs):
+  """uvicorn serving the tiny pipeline's runs (base, sft) on a free port, with an API key."""
+  import uvicorn
+
+  from lmresearch.serving.app import create_app
+  app = create_app(str(pipeline_dirs), None, api_key='sekret', slots=4)
+  port = _free_port()
+  srv = uvicorn.Server(uvicorn.Config(app, host='127.0.0.1', port=port, log_level='warning'))
+  t = threading.Thread(target=srv.run, daemon=True)
+  t.start()
+  deadline = time.time() + 30
+  while not srv.started:
+    assert time.time() < deadline, 'the server did not start'
+    time.sleep(0.05)
+  yield f'http://127.0.0.1:{port}', app
+  srv.should_exit = True
+  t.join(timeout=10)
+
+
+@pytest.fixture(scope='module')
+def client(server):
+  import openai
+  return openai.OpenAI(base_url=server[0] + '/v1', api_key='sekret', max_retries=0)
+
+
+def test_models_and_auth(server, client):
+  import openai
+  assert [m.id for m in client.models.list()] == ['base', 'sft']   # the reward model is not served
+  bad = openai.OpenAI(base_url=server[0] + '/v1', api_key='wrong', max_retries=0)
+  with pytest.raises(openai.AuthenticationError):
+    bad.models.list()
+  with pytest.raises(openai.NotFoundError, match='does not exist'):
+    client.chat.completions.create(model='nope', messages=[{'role': 'user', 'content': 'hi'}])
+
+
+def test_chat_completions_stream_and_not(client):
+  msgs = [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': PROMPTS[0]}]
+  full = client.chat.completions.create(model='sft', messages=msgs, max_tokens=12, temperature=0)
+  choice = full.choices[0]
+  assert choice.message.role == 'assistant' and choice.finish_reason in ('stop', 'length')
+  assert full.usage.completion_tokens <= 12 and full.usage.prompt_tokens > 5
+  chunks = list(client.chat.completions.create(
+      model='sft', messages=msgs, max_tokens=12, temperature=0, stream=True,
+      stream_options={'include_usage': True}))
+  text = ''.join(c.choices[0].delta.content or '' for c in chunks if c.choices)
+  assert text == choice.message.content   # greedy: the stream says what the whole reply said
+  assert chunks[-1].usage.completion_tokens == full.usage.completion_tokens
+  assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == choice.finish_reason
+  # n and seed: two seeded samples, reproducible
+  a = client.chat.completions.create(model='sft', messages=msgs, max_tokens=10, n=2, seed=5)
+  b = client.chat.completions.create(model='sft', messages=msgs, max_tokens=10, n=2, seed=5)
+  assert [c.message.content for c in a.choices] == [c.message.content for c in b.choices]
+  assert len(a.choices) == 2
+
+
+def test_completions_logprobs_echo_and_errors(client, server, sft_run):
+  import openai
+  prompt = 'The frog lives in'
+  r = client.completions.create(model='sft', prompt=prompt, max_tokens=0, echo=True, logprobs=2)
+  lp = r.choices[0].logprobs
+  assert r.choices[0].text == prompt
+  ids = sft_run.tok.prompt_ids(prompt)
+  assert len(lp.tokens) == len(ids) - 1 and ''.join(lp.tokens) == prompt
+  # The prompt's log-likelihood equals a plain forward pass of the model.
+  with sft_run.active():
+    logits = sft_run.model.apply({'params': sft_run.params},
+                                 jax.numpy.asarray([ids] * sft_run.batch_rows(1)))
+  want = jax.nn.log_softmax(logits[0, :-1].astype('float32'))[np.arange(len(ids) - 1), ids[1:]]
+  np.testing.assert_allclose(lp.token_logprobs, np.asarray(want), rtol=1e-4, atol=1e-4)
+  assert all(len(t) == 2 for t in lp.top_logprobs)
+  g = client.completions.create(model='sft', prompt=prompt, max_tokens=6, temperature=0,
+                                logprobs=1, stop=['\n\n'])
+  assert len(g.choices[0].logprobs.tokens) == g.usage.completion_tokens
+  with pytest.raises(openai.BadRequestError, match='maximum context length'):
+    client.completions.create(model='sft', prompt=prompt, max_tokens=100000)
+  with pytest.raises(openai.BadRequestError, match='presence_penalty'):
+    client.completions.create(model='sft', prompt=prompt, max_tokens=3, presence_penalty=1.0)
+
+
+def test_concurrent_streams_share_the_batch(client, server):
+  app = server[1]
+  engine = app.state.models.engine('sft')
+  steps0 = engine.steps
+
+  def one(i):
+    s = client.chat.completions.create(model='sft', messages=[{'role': 'user', 'content': PROMPTS[
+        i % len(PROMPTS)]}], max_tokens=16, temperature=1.0, seed=i, stream=True,
+        stream_options={'include_usage': True})
+    return [c for c in s][-1].usage.completion_tokens
+
+  with concurrent.futures.ThreadPoolExecutor(8) as pool:
+    tokens = list(pool.map(one, range(8)))
+  assert all(t >= 1 for t in tokens)
+  assert engine.steps - steps0 < sum(tokens)
