@@ -19,8 +19,9 @@ LAYERS = (
     ('stages',),                                      # what each stage optimizes
     ('runs',),                                        # a trained run loaded for use (builds a stage's model)
     ('evaluation',),                                  # tasks, prompting, the pipeline's measurements
+    ('serving',),                                     # engine, label store, web app, OpenAI API
     ('launch', 'runtime', 'main', 'pipeline', 'sample', 'evaluate', 'convert',   # CLIs, glue
-     'sweeps', 'sweep', 'docs'),
+     'sweeps', 'sweep', 'docs', 'serve', 'label'),
 )
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 

@@ -122,6 +122,14 @@ class Engine:
     self.max_len = self.cfg.max_len
     self.slots = run.batch_rows(max(1, slots))
     self.prefill_rows = run.batch_rows(1)   # the mesh's batch shards want whole rows each
+    # Row buckets from 2: one row sliced out of many ran ~40x slower than two on XLA:CPU.
+    first = self.prefill_rows if self.prefill_rows > 1 or self.slots == 1 else 2
+    self.row_buckets = sorted({min(self.slots, first << i)
+                               for i in range(self.slots.bit_length() + 1)})
+    # Per-slot settings live on the host between steps, sent as three arrays per step.
+    self._ints = np.zeros((5, self.slots), np.int32)    # token, position, live, step, top_k
+    self._floats = np.ones((2, self.slots), np.float32)  # temperature, top_p
+    self._keys = np.zeros((self.slots, 2), np.uint32)
     self.limit = self.cfg.vocab_used or self.cfg.sample_vocab or 0
     self._queue: queue.Queue = queue.Queue()
     # Beyond this many waiting requests new ones are refused, not queued without end: a load
@@ -135,7 +143,7 @@ class Engine:
     # One compiled program per shape: these jits belong to this engine, so `compiles()` counts
     # its own programs only. The cache is donated: each step updates it in place.
     self._prefill = jax.jit(self._prefill_impl, donate_argnums=1)
-    self._decode = jax.jit(self._decode_impl, donate_argnums=1)
+    self._decode = jax.jit(self._decode_impl, donate_argnums=1, static_argnames=('rows', 'length'))
     self._score = jax.jit(self._score_impl)
     with run.active():
       self._params = nn.unbox(run.params)
@@ -209,22 +217,37 @@ class Engine:
     cache = self._pin(jax.tree_util.tree_map_with_path(put, cache, v['cache']))
     return cache, tok[0], chosen[0], top_id[0], top_lp[0]
 
-  def _decode_impl(self, params, cache, tokens, positions, live, keys, steps, temperature, top_k,
-              top_p):
-    """Every slot advances one token; slots not live keep their cache index."""
-    hidden, v = self.model.apply({'params': params, 'cache': cache}, tokens[:, None],
+  def _decode_impl(self, params, cache, ints, floats, keys, *, rows: int, length: int):
+    """The first `rows` slots advance one token, attending to the first `length` cache slots (the
+    buckets that hold every live slot and position: a step costs what is live, not the whole
+    cache). ints [5, slots]: token fed in, its position, live, step, top_k; floats [2, slots]:
+    temperature, top_p; keys [slots, 2]. Returns the cache and one [rows, 2 + 2 * TOP] array:
+    token, its log-prob, the top ids, their log-probs (one transfer to the host)."""
+    tokens, positions, live, steps, top_k = (ints[j, :rows] for j in range(5))
+    temperature, top_p = floats[0, :rows], floats[1, :rows]
+
+    def view(path, x):
+      if getattr(path[-1], 'key', None) == 'cache_index':
+        return x[..., :rows]
+      lead = x.ndim - 4
+      return jax.lax.slice(x, (0,) * x.ndim, x.shape[:lead] + (rows, x.shape[lead + 1], length,
+                                                                x.shape[-1]))
+    small = jax.tree_util.tree_map_with_path(view, cache)
+    hidden, v = self.model.apply({'params': params, 'cache': small}, tokens[:, None],
                                  positions[:, None], decode=True, mutable=['cache'],
                                  return_hidden=True)
     logits = self._logits(params, hidden)[:, 0]
-    tok = sample_rows(logits, _row_keys(keys, steps), temperature, top_k, top_p)
+    tok = sample_rows(logits, _row_keys(keys[:rows], steps), temperature, top_k, top_p)
     chosen, top_id, top_lp = _log_probs(self.cfg, logits, tok)
 
-    def keep(path, new, old):
-      if getattr(path[-1], 'key', None) == 'cache_index':
-        return jnp.where(live, new, old)
-      return new
-    cache = self._pin(jax.tree_util.tree_map_with_path(keep, v['cache'], cache))
-    return cache, tok, chosen, top_id, top_lp
+    def put(path, big, new, old):
+      if getattr(path[-1], 'key', None) == 'cache_index':   # slots not live keep their index
+        new = jnp.where(live.astype(bool), new, old)
+      return jax.lax.dynamic_update_slice(big, new, (0,) * big.ndim)
+    cache = self._pin(jax.tree_util.tree_map_with_path(put, cache, v['cache'], small))
+    out = jnp.concatenate([tok[:, None].astype(jnp.float32), chosen[:, None],
+                           top_id.astype(jnp.float32), top_lp], axis=1)
+    return cache, out
 
   def _score_impl(self, params, tokens):
     """Log-probs of each token given the ones before it: [rows, bucket - 1], with the top ones."""
@@ -291,8 +314,9 @@ class Engine:
         jnp.float32(req.temperature), jnp.int32(req.top_k), jnp.float32(req.top_p))
     state = _Live(req, key, n)
     self._live[slot] = state
-    self._host[slot] = (n, req.temperature, req.top_k, req.top_p, np.asarray(key))
-    self._next[slot] = int(tok)
+    self._ints[:, slot] = (int(tok), n, 1, 1, req.top_k)
+    self._floats[:, slot] = (req.temperature, req.top_p)
+    self._keys[slot] = np.asarray(key)
     self._accept(slot, int(tok), float(lp), np.asarray(top_id), np.asarray(top_lp))
 
   def _accept(self, slot, tok, lp, top_id, top_lp) -> None:
@@ -320,11 +344,10 @@ class Engine:
   def _finish(self, slot, reason) -> None:
     state = self._live[slot]
     self._live[slot] = None
+    self._ints[2, slot] = 0
     state.req.emit('done', reason)
 
   def _loop(self) -> None:
-    self._host = [None] * self.slots
-    self._next = [0] * self.slots
     with self.run.active():
       while not self._stop.is_set():
         self._fill(block=not any(self._live))
@@ -351,30 +374,20 @@ class Engine:
         req.emit('error', f'{type(e).__name__}: {e}')
 
   def _step(self) -> None:
-    s = self.slots
-    live = np.array([x is not None for x in self._live])
-    pos = np.zeros(s, np.int32)
-    steps = np.zeros(s, np.int32)
-    temp = np.zeros(s, np.float32)
-    top_k = np.zeros(s, np.int32)
-    top_p = np.ones(s, np.float32)
-    keys = np.zeros((s, 2), np.uint32)
-    for i, st in enumerate(self._live):
-      if st is None:
-        continue
-      n0, temp[i], top_k[i], top_p[i], keys[i] = self._host[i]
-      steps[i] = len(st.ids) + 1
-      pos[i] = n0 + len(st.ids) - 1   # the position of the token fed in: the last one accepted
-    toks = np.array(self._next, np.int32)
-    self._cache, tok, lp, top_id, top_lp = self._decode(
-        self._params, self._cache, jnp.asarray(toks), jnp.asarray(pos), jnp.asarray(live),
-        jnp.asarray(keys), jnp.asarray(steps), jnp.asarray(temp), jnp.asarray(top_k),
-        jnp.asarray(top_p))
-    tok, lp, top_id, top_lp = jax.device_get((tok, lp, top_id, top_lp))
+    live = np.flatnonzero(self._ints[2])
+    rows = next(r for r in self.row_buckets if r > live[-1])
+    length = bucket_for(int(self._ints[1, live].max()) + 1, self.max_len)
+    self._cache, out = self._decode(self._params, self._cache, self._ints, self._floats,
+                                    self._keys, rows=rows, length=length)
+    out = np.asarray(out)
     self.steps += 1
-    for i in np.flatnonzero(live):
-      self._next[i] = int(tok[i])
-      self._accept(i, int(tok[i]), float(lp[i]), top_id[i], top_lp[i])
+    k = TOP_LOGPROBS
+    for i in live:
+      tok = int(out[i, 0])
+      self._ints[0, i] = tok
+      self._ints[1, i] += 1
+      self._ints[3, i] += 1
+      self._accept(i, tok, float(out[i, 1]), out[i, 2:2 + k].astype(np.int64), out[i, 2 + k:])
 
 
 @dataclasses.dataclass

@@ -7,6 +7,7 @@ completions also answer `logprobs` (up to 5 alternatives per token) and `echo`, 
 `max_tokens=0` to score a prompt alone (log-likelihood evaluation). A prompt's first token is
 scored given BOS, which every prompt starts with, so it has a log-prob where OpenAI gives null.
 Settings we do not implement (penalties, logit_bias, tools) are a 400 naming them, never ignored.
+One extension, vLLM's `ignore_eos: true`, generates exactly max_tokens (benchmarks use it).
 """
 from __future__ import annotations
 
@@ -69,7 +70,8 @@ def _settings(body: dict) -> dict:
   seed = body.get('seed')
   if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
     raise ApiError(400, f'seed must be an integer, got {seed!r}.', 'seed')
-  return dict(temperature=_num(body, 'temperature', 1.0, 0.0, 2.0),
+  return dict(ignore_eos=bool(body.get('ignore_eos')),
+              temperature=_num(body, 'temperature', 1.0, 0.0, 2.0),
               top_p=_num(body, 'top_p', 1.0, 1e-9, 1.0), stop=stop,
               seed=None if seed is None else seed % (1 << 31),
               n=_num(body, 'n', 1, 1, MAX_N, int))
@@ -260,7 +262,7 @@ async def _serve(engine, name, prompt, max_tokens, s, body, *, chat, logprobs=No
                  as_dict=False):
   n = s['n']
   settings = dict(temperature=s['temperature'], top_p=s['top_p'], stop=s['stop'],
-                  stop_ids=engine.tok.stop_ids)
+                  stop_ids=() if s['ignore_eos'] else engine.tok.stop_ids)
   seeds = [None if s['seed'] is None else s['seed'] + i for i in range(n)]
   created = int(time.time())
   rid = ('chatcmpl-' if chat else 'cmpl-') + secrets.token_hex(12)

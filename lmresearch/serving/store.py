@@ -160,8 +160,11 @@ class Store:
       self._migrate(SCHEMA_VERSION if schema is None else schema)
     except sqlite3.DatabaseError as e:
       self.close()
-      raise SchemaError(f'{self.path}: cannot open as a label store ({e}); give --db a new '
-                        'file name (its directory must exist) or an existing label store.') from None
+      raise self._unopenable(e) from None
+
+  def _unopenable(self, e: Exception) -> SchemaError:
+    return SchemaError(f'{self.path}: cannot open as a label store ({e}); give --db a new file '
+                       'name (its directory must exist) or an existing label store.')
 
   # ---- connections and transactions ---------------------------------------------------------
   def _conn(self) -> sqlite3.Connection:
@@ -176,8 +179,7 @@ class Store:
         conn.execute(f'PRAGMA busy_timeout={BUSY_TIMEOUT_MS}')
         conn.execute('PRAGMA foreign_keys=ON')
       except sqlite3.DatabaseError as e:
-        raise SchemaError(f'{self.path}: cannot open as a label store ({e}); give --db a new '
-                          'file name (its directory must exist) or an existing label store.') from None
+        raise self._unopenable(e) from None
       self._local.conn = conn
     return conn
 
@@ -280,7 +282,8 @@ class Store:
   # An item is open to a labeler when they were never assigned it and its submissions plus live
   # leases of others leave room; `?1` is the labeler, `?2` the time before which leases lapsed.
   _OPEN = """NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.labeler_id = ?1)
-             AND (SELECT COUNT(*) FROM assignments a LEFT JOIN submissions s ON s.assignment_id = a.id
+             AND (SELECT COUNT(*) FROM assignments a
+                  LEFT JOIN submissions s ON s.assignment_id = a.id
                   WHERE a.item_id = i.id AND (s.id IS NOT NULL OR a.leased > ?2)) < i.per_item"""
   _UNFINISHED = """SELECT a.* FROM assignments a LEFT JOIN submissions s ON s.assignment_id = a.id
                    WHERE a.labeler_id = ? AND s.id IS NULL ORDER BY a.id LIMIT 1"""
@@ -303,7 +306,8 @@ class Store:
         item = db.execute('SELECT prompt, responses FROM items WHERE id = ?', (item_id,)).fetchone()
       else:
         item = db.execute(f'SELECT id, prompt, responses FROM items i WHERE {self._OPEN} '
-                          'ORDER BY i.id LIMIT 1', (labeler_id, now - self.lease_seconds)).fetchone()
+                          'ORDER BY i.id LIMIT 1',
+                          (labeler_id, now - self.lease_seconds)).fetchone()
         if item is None:
           return None
         item_id = item['id']
@@ -318,7 +322,8 @@ class Store:
   def _progress(self, db, labeler_id: int, now: float) -> tuple[int, int]:
     done = db.execute('SELECT COUNT(*) FROM submissions WHERE labeler_id = ?',
                       (labeler_id,)).fetchone()[0]
-    unfinished = db.execute(f'SELECT COUNT(*) FROM ({self._UNFINISHED})', (labeler_id,)).fetchone()[0]
+    unfinished = db.execute(f'SELECT COUNT(*) FROM ({self._UNFINISHED})',
+                            (labeler_id,)).fetchone()[0]
     open_ = db.execute(f'SELECT COUNT(*) FROM items i WHERE {self._OPEN}',
                        (labeler_id, now - self.lease_seconds)).fetchone()[0]
     return done, unfinished + open_

@@ -1,0 +1,257 @@
+"""The server under load: aggregate tokens/s and time to first token at 1, 4, 16 and 64 concurrent
+streams, ours (`python -m lmresearch.serve`, continuous batching) against transformers' `generate`
+called per request on the same weights, in one run on one machine.
+
+  python scripts/bench_serve.py                       # default and gpt2_124m shapes
+  python scripts/bench_serve.py --shapes=default --json=docs/bench/serve.json
+
+Each shape: random weights of our model written as a Hugging Face directory (with a word-level
+tokenizer of the model's whole vocabulary, so that every sampled id decodes to text), imported
+with `python -m lmresearch.convert --from_hf`, served by `python -m lmresearch.serve` in its own
+process. Clients stream `/v1/completions` over HTTP (prompt: 64 token ids; 128 new tokens, greedy,
+`ignore_eos`), N at once, each sending requests one after another until the level's requests are
+done. Aggregate tokens/s = generated tokens / wall time of the level; TTFT = request sent -> first
+streamed token. transformers: N threads, each calling `generate` for its own request (batch 1, the
+same prompt and length, a streamer timing the first token). Never two measurements at once.
+"""
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, 'scripts'))
+from bench import GEN_SHAPES, NEW, PROMPT, make_hf_dir  # noqa: E402
+from bench_common import cores  # noqa: E402
+
+LEVELS = (1, 4, 16, 64)
+
+
+def make_tokenizer(out: str, vocab: int) -> None:
+  """A word-level tokenizer with exactly `vocab` ids (<pad> 0, <s> 1, </s> 2, then w3, w4, ...):
+  every id the model samples decodes to a word, so the server streams real text."""
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+  from transformers import PreTrainedTokenizerFast
+  words = {'<pad>': 0, '<s>': 1, '</s>': 2, **{f'w{i}': i for i in range(3, vocab)}}
+  tok = Tokenizer(models.WordLevel(words, unk_token='<pad>'))
+  tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+  tok.decoder = decoders.WordPiece(prefix='##')   # joins words with spaces
+  PreTrainedTokenizerFast(tokenizer_object=tok, bos_token='<s>', eos_token='</s>',
+                          pad_token='<pad>').save_pretrained(out)
+
+
+def prompt_ids(i: int, vocab: int) -> list:
+  import numpy as np
+  return [1] + np.random.default_rng(i).integers(3, vocab, PROMPT - 1).tolist()
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def requests_for(level: int) -> int:
+  return max(2 * level, 8)
+
+
+async def one_level(url: str, level: int, vocab: int, model: str) -> dict:
+  import httpx
+  n = requests_for(level)
+  todo = list(range(n))
+  ttft, tokens = [], [0]
+
+  async def client(c: httpx.AsyncClient):
+    while todo:
+      i = todo.pop()
+      body = {'model': model, 'prompt': prompt_ids(i, vocab), 'max_tokens': NEW,
+              'temperature': 0, 'ignore_eos': True, 'stream': True,
+              'stream_options': {'include_usage': True}}
+      t0 = time.perf_counter()
+      first = None
+      async with c.stream('POST', url + '/v1/completions', json=body) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+          if not line.startswith('data: ') or line == 'data: [DONE]':
+            continue
+          obj = json.loads(line[6:])
+          if obj.get('usage'):
+            tokens[0] += obj['usage']['completion_tokens']
+          elif first is None and obj['choices'][0].get('text'):
+            first = time.perf_counter() - t0
+      ttft.append(first)
+
+  limits = httpx.Limits(max_connections=level + 4)
+  async with httpx.AsyncClient(timeout=600, limits=limits) as c:
+    t0 = time.perf_counter()
+    await asyncio.gather(*[client(c) for _ in range(level)])
+    wall = time.perf_counter() - t0
+  return summary(level, n, tokens[0], wall, ttft)
+
+
+def summary(level, n, tokens, wall, ttft):
+  ttft = sorted(ttft)
+  return {'streams': level, 'requests': n, 'tokens': tokens, 'wall_s': wall,
+          'tokens_per_s': tokens / wall, 'ttft_median_s': statistics.median(ttft),
+          'ttft_p99_s': ttft[min(len(ttft) - 1, int(round(0.99 * (len(ttft) - 1))))]}
+
+
+def bench_ours(run_dir: str, levels, vocab: int, slots: int) -> list:
+  port = free_port()
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  proc = subprocess.Popen([sys.executable, '-m', 'lmresearch.serve', f'--workdir={run_dir}',
+                           f'--port={port}', f'--slots={slots}'], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  url = f'http://127.0.0.1:{port}'
+  try:
+    import httpx
+    deadline = time.time() + 300
+    while True:
+      try:
+        if httpx.get(url + '/v1/models', timeout=2).status_code == 200:
+          break
+      except httpx.HTTPError:
+        pass
+      if proc.poll() is not None or time.time() > deadline:
+        raise RuntimeError(f'the server did not start: {proc.stderr.read()[-2000:]}')
+      time.sleep(0.5)
+    model = httpx.get(url + '/v1/models').json()['data'][0]['id']
+    # Warm-up: load the model and compile the prefill bucket and the decode step.
+    asyncio.run(one_level(url, 1, vocab, model))
+    rows = []
+    for level in levels:
+      rows.append(asyncio.run(one_level(url, level, vocab, model)))
+      print(f"  ours  {level:>3} streams: {rows[-1]['tokens_per_s']:9.1f} tok/s, TTFT median "
+            f"{rows[-1]['ttft_median_s'] * 1e3:8.1f} ms, p99 {rows[-1]['ttft_p99_s'] * 1e3:8.1f} ms",
+            flush=True)
+    return rows
+  finally:
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def bench_hf(hf_dir: str, levels, vocab: int) -> list:
+  import torch
+  from transformers import AutoModelForCausalLM
+  from transformers.generation.streamers import BaseStreamer
+  torch.set_num_threads(cores())
+  model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
+  model.generation_config.eos_token_id = None   # exactly NEW tokens, as ignore_eos does for ours
+
+  class First(BaseStreamer):   # put() gets the prompt first, then each new token
+    def __init__(self):
+      self.calls, self.t = 0, None
+
+    def put(self, value):
+      self.calls += 1
+      if self.calls == 2:
+        self.t = time.perf_counter()
+
+    def end(self):
+      pass
+
+  def generate(i):
+    ids = torch.tensor([prompt_ids(i, vocab)])
+    streamer = First()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+      out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW,
+                           min_new_tokens=NEW, do_sample=False, pad_token_id=0, streamer=streamer)
+    return out.shape[1] - ids.shape[1], streamer.t - t0
+
+  generate(0)   # warm-up
+  rows = []
+  for level in levels:
+    n = requests_for(level)
+    todo, lock, ttft, tokens = list(range(n)), threading.Lock(), [], [0]
+
+    def worker():
+      while True:
+        with lock:
+          if not todo:
+            return
+          i = todo.pop()
+        k, first = generate(i)
+        with lock:
+          tokens[0] += k
+          ttft.append(first)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(level)]
+    for t in threads:
+      t.start()
+    for t in threads:
+      t.join()
+    rows.append(summary(level, n, tokens[0], time.perf_counter() - t0, ttft))
+    print(f"  hf    {level:>3} streams: {rows[-1]['tokens_per_s']:9.1f} tok/s, TTFT median "
+          f"{rows[-1]['ttft_median_s'] * 1e3:8.1f} ms, p99 {rows[-1]['ttft_p99_s'] * 1e3:8.1f} ms",
+          flush=True)
+  return rows
+
+
+def describe() -> dict:
+  import jax
+  import torch
+  import transformers
+  cpu = ''
+  try:
+    cpu = next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if 'model name' in l)
+  except (OSError, StopIteration):
+    pass
+  return {'cores': cores(), 'cpu': cpu or platform.processor(), 'python': platform.python_version(),
+          'jax': jax.__version__, 'torch': torch.__version__,
+          'transformers': transformers.__version__}
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--shapes', default='default,gpt2_124m')
+  p.add_argument('--levels', default=','.join(map(str, LEVELS)))
+  p.add_argument('--hf_levels', default='',
+                 help='transformers levels per shape, e.g. gpt2_124m=1,4 (default: all levels)')
+  p.add_argument('--slots', type=int, default=64, help='the server\'s decode batch (--slots)')
+  p.add_argument('--json', default='', help='write the figures here')
+  a = p.parse_args()
+  levels = [int(x) for x in a.levels.split(',')]
+  hf_levels = dict(kv.split('=') for kv in a.hf_levels.split(';') if kv)
+  res = {'machine': describe(), 'prompt': PROMPT, 'new_tokens': NEW, 'slots': a.slots,
+         'shapes': {}}
+  print(json.dumps(res['machine']))
+  for shape in a.shapes.split(','):
+    vocab = GEN_SHAPES[shape]['vocab']
+    with tempfile.TemporaryDirectory() as tmp:
+      hf_dir, run_dir = os.path.join(tmp, 'hf'), os.path.join(tmp, 'run')
+      make_hf_dir(shape, hf_dir)
+      make_tokenizer(hf_dir, vocab)
+      subprocess.run([sys.executable, '-m', 'lmresearch.convert', f'--from_hf={hf_dir}',
+                      f'--workdir={run_dir}'], check=True, env=dict(os.environ, PYTHONPATH=ROOT),
+                     stdout=subprocess.DEVNULL)
+      print(f'{shape}:', flush=True)
+      ours = bench_ours(run_dir, levels, vocab, a.slots)
+      hl = [int(x) for x in hf_levels.get(shape, a.levels).split(',')]
+      hf = bench_hf(hf_dir, hl, vocab)
+    res['shapes'][shape] = {'ours': ours, 'transformers': hf}
+    one = ours[0]['tokens_per_s']
+    for r in ours:
+      print(f"  ours at {r['streams']} streams / ours at 1: {r['tokens_per_s'] / one:.2f}x")
+    by = {r['streams']: r['tokens_per_s'] for r in hf}
+    for r in ours:
+      if r['streams'] in by:
+        print(f"  ours / transformers at {r['streams']} streams: "
+              f"{r['tokens_per_s'] / by[r['streams']]:.2f}x")
+  if a.json:
+    with open(a.json, 'w') as f:
+      json.dump(res, f, indent=1)
+
+
+if __name__ == '__main__':
+  main()
