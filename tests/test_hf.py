@@ -403,3 +403,29 @@ def test_the_streaming_writer_gives_a_safetensors_file_any_reader_loads(tmp_path
       np.testing.assert_array_equal(np.asarray(f.get_tensor(k), np.float32), v.astype(np.float32))
   with pytest.raises(ValueError, match='tensor d has dtype bool'):
     StreamingWriter(str(tmp_path / 'y.safetensors')).add('d', np.zeros(2, bool))
+
+
+def test_an_imported_chat_model_is_served_with_its_own_template(imported_qwen):
+  """The OpenAI-compatible chat endpoint on an imported Qwen2 run: its prompt is the model's own
+  chat template, and its greedy reply is transformers' on the same template."""
+  from fastapi.testclient import TestClient
+
+  from lmresearch.serving.app import create_app
+  msgs = [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': 'The banana is'}]
+  auto = transformers.AutoTokenizer.from_pretrained(str(imported_qwen / 'hf'))
+  model = transformers.AutoModelForCausalLM.from_pretrained(str(imported_qwen / 'hf')).eval()
+  ids = auto.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True,
+                                 return_dict=True)['input_ids']
+  stops = list(runs.load(str(imported_qwen / 'qwen')).tok.stop_ids)
+  with torch.no_grad():
+    ref = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False,
+                         eos_token_id=stops, pad_token_id=stops[0]).numpy()[0, len(ids):].tolist()
+  want = auto.decode([t for t in ref if t not in stops], skip_special_tokens=True)
+  with TestClient(create_app(str(imported_qwen), None, slots=2)) as client:
+    assert [m['id'] for m in client.get('/v1/models').json()['data']] == ['qwen']
+    r = client.post('/v1/chat/completions', json={'model': 'qwen', 'messages': msgs,
+                                                  'max_tokens': 12, 'temperature': 0})
+    assert r.status_code == 200, r.text
+    body = r.json()
+  assert body['usage']['prompt_tokens'] == len(ids)
+  assert body['choices'][0]['message']['content'] == want
