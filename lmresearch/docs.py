@@ -243,9 +243,34 @@ def generate_block() -> list[str]:
        'transformers TTFT ms', 'same tokens', 'of bandwidth bound (batch 1)'], rows)
 
 
+def serve_block() -> list[str]:
+  b = _bench('serve')
+  if b is None:
+    return ['(not measured yet: `python scripts/bench_serve.py --json=docs/bench/serve.json`)']
+  rows, m = [], b['machine']
+  for shape, r in b['shapes'].items():
+    one = r['ours'][0]['tokens_per_s']
+    hf = {x['streams']: x for x in r['transformers']}
+    for o in r['ours']:
+      h = hf.get(o['streams'])
+      rows.append([shape.replace('_', ' '), str(o['streams']), f'{o["tokens_per_s"]:,.0f}',
+                   f'{o["tokens_per_s"] / one:.1f}×', f'{o["ttft_median_s"] * 1e3:,.0f}',
+                   f'{o["ttft_p99_s"] * 1e3:,.0f}'] + (
+          [f'{h["tokens_per_s"]:,.0f}', f'{h["ttft_median_s"] * 1e3:,.0f}',
+           f'{o["tokens_per_s"] / h["tokens_per_s"]:.1f}×'] if h else ['–'] * 3))
+  return [f'`python scripts/bench_serve.py`, measured {b["date"]} on {m["cores"]} CPU cores '
+          f'({m["cpu"]}; jax {m["jax"]}, torch {m["torch"]}, transformers {m["transformers"]}); '
+          f'`lmresearch.serve` with {b["slots"]} slots, clients streaming /v1/completions over HTTP '
+          f'(prompt {b["prompt"]} tokens, {b["new_tokens"]} new, greedy); transformers: '
+          '`generate` per request in as many threads as streams. Aggregate tokens/s over the '
+          'level\'s wall time; TTFT from request to first streamed token.', ''] + render.md_table(
+      ['shape', 'streams', 'ours tokens/s', 'vs 1 stream', 'TTFT median ms', 'TTFT p99 ms',
+       'transformers tokens/s', 'transformers TTFT ms', 'ours / transformers'], rows)
+
+
 BLOCKS = {'DEFAULT RUN': default_run_block, 'SEEDS': seeds_block, 'EXPERIMENTS': experiments_block,
           'BENCH CONVERT': convert_block, 'BENCH LORA': lora_block,
-          'BENCH TRAIN': train_block, 'BENCH GENERATE': generate_block}
+          'BENCH TRAIN': train_block, 'BENCH GENERATE': generate_block, 'BENCH SERVE': serve_block}
 
 
 def splice_block(text: str, name: str, lines: list[str]) -> str:

@@ -223,7 +223,7 @@ def main():
   a = p.parse_args()
   levels = [int(x) for x in a.levels.split(',')]
   hf_levels = dict(kv.split('=') for kv in a.hf_levels.split(';') if kv)
-  res = {'machine': describe(), 'prompt': PROMPT, 'new_tokens': NEW, 'slots': a.slots,
+  res = {'date': time.strftime('%Y-%m-%d'), 'machine': describe(), 'prompt': PROMPT, 'new_tokens': NEW, 'slots': a.slots,
          'shapes': {}}
   print(json.dumps(res['machine']))
   for shape in a.shapes.split(','):
