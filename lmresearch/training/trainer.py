@@ -28,6 +28,7 @@ from tqdm import tqdm
 from lmresearch import parallel
 from lmresearch.models import lora
 from lmresearch.models.transformer import param_counts
+from lmresearch.training import compiles
 from lmresearch.training.checkpoint import Checkpointer, abstract_with_shardings
 from lmresearch.training.metrics import MetricWriter, peak_flops
 from lmresearch.training.optimizers import learning_rate_schedule, make_optimizer
@@ -197,6 +198,7 @@ class Trainer:
                 disable=None, file=sys.stderr)
     pending, t_last, steps_timed, last = [], None, 0, {}
     wall0 = time.time()
+    programs0 = compiles.count()
     try:
       with parallel.activate(self.mesh, self.rules):
         if start == 0:   # one step-0 record: what is trained (size axes read it) ...
@@ -236,6 +238,7 @@ class Trainer:
             row['perf/mfu'] = flops_per_step / dt / peak if peak else 0.0
           if eval_now:
             row.update(self._evaluate(eval_fn, state.full_params, eval_batches))
+          row['perf/programs'] = compiles.count() - programs0   # compiled since the loop began
           if log_now or eval_now:
             writer.write(done, row)
             last = row
