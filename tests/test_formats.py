@@ -126,3 +126,15 @@ def test_degenerate_share_counts_empty_unfinished_and_non_printable_answers():
   assert [_degenerate(r) for r in records] == [True, True, True, True] + [False] * 5
   assert _kinds(records) == {'empty': 2, 'unfinished': 1, 'garbage': 1, 'repeated': 1, 'echo': 1}
   assert labeler.labeler_quality('', True, False) == 0.0   # even "correct" by the answer check
+
+
+def test_rankings_that_tie_everything_are_an_error(tmp_path):
+  from lmresearch.data.formats import read_rankings
+  from lmresearch.errors import ConfigError
+  p = tmp_path / 'r.jsonl'
+  p.write_text(json.dumps({'prompt': 'q', 'responses': ['a', 'b', 'c'],
+                           'ties': [[0, 1], [1, 2], [0, 2]]}) + '\n')
+  with pytest.raises(ConfigError, match='no pair for a reward model'):
+    read_rankings(str(p))
+  p.write_text(json.dumps({'prompt': 'q', 'responses': ['a', 'b', 'c'], 'ties': [[0, 1]]}) + '\n')
+  assert read_rankings(str(p))[0]['ties'] == [[0, 1]]

@@ -72,7 +72,16 @@ def read_rankings(path: str) -> list[dict]:
                for t in ties):
       raise _bad(path, n, '"ties" must be a list of [i, j] response index pairs.')
     out.append({'prompt': prompt, 'responses': resp, 'ties': ties})
+  if out and all(_all_tied(r) for r in out):
+    raise ConfigError(f'{path}: every ranking ties all its responses, so there is no pair for a '
+                      'reward model to learn from; rank at least one response above another.')
   return out
+
+
+def _all_tied(ranking: dict) -> bool:
+  k = len(ranking['responses'])
+  tied = {tuple(sorted(t)) for t in ranking['ties']}
+  return all((i, j) in tied for i in range(k) for j in range(i + 1, k))
 
 
 def read_prompts(path: str) -> list[dict]:
