@@ -12,6 +12,7 @@ One extension, vLLM's `ignore_eos: true`, generates exactly max_tokens (benchmar
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import secrets
 import time
@@ -21,7 +22,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from lmresearch import tokenizers
-from lmresearch.serving.engine import Busy, ContextError
+from lmresearch.serving.engine import Busy, ContextError, Token
 from lmresearch.serving.models import EngineError, Result, complete, stream
 
 MAX_N = 16
@@ -334,20 +335,24 @@ async def _stream_response(engine, name, prompt, max_tokens, settings, seeds, ri
 
   async def events():
     counts = [0] * n
-    queue: asyncio.Queue = asyncio.Queue()
+    pending, wake = collections.deque(), asyncio.Event()   # (choice, event) from every choice
+
+    def put(item):
+      pending.append(item)
+      wake.set()
 
     async def pump(i, g, first):
       try:
         ev = first
         while True:
-          await queue.put((i, ev))
+          put((i, ev))
           if isinstance(ev, str):
             return
           ev = await g.__anext__()
       except StopAsyncIteration:
         return
       except EngineError as e:
-        await queue.put((i, RuntimeError(str(e))))
+        put((i, RuntimeError(str(e))))
 
     if chat:
       for i in range(n):
@@ -361,7 +366,11 @@ async def _stream_response(engine, name, prompt, max_tokens, settings, seeds, ri
     left = n
     try:
       while left:
-        i, ev = await queue.get()
+        if not pending:
+          wake.clear()
+          await wake.wait()
+          continue
+        i, ev = pending.popleft()
         if isinstance(ev, RuntimeError):
           yield _sse({'error': {'message': str(ev), 'type': 'server_error'}})
           left -= 1
@@ -369,13 +378,19 @@ async def _stream_response(engine, name, prompt, max_tokens, settings, seeds, ri
           left -= 1
           yield _sse(chunk(i, finish=ev))
         else:
-          counts[i] += 1
+          # Tokens already waiting for the same choice go out as one chunk (a client that reads
+          # slower than the engine writes gets fewer, longer chunks, as OpenAI's may be).
+          evs = [ev]
+          while pending and pending[0][0] == i and isinstance(pending[0][1], Token):
+            evs.append(pending.popleft()[1])
+          counts[i] += len(evs)
+          text = ''.join(e.text for e in evs)
           lp = None
           if logprobs is not None:
-            lp = (_chat_logprobs(tok, [ev], logprobs) if chat else
-                  _completion_logprobs(tok, [ev], logprobs, 0))
-          if ev.text or lp is not None:
-            yield _sse(chunk(i, delta={'content': ev.text}, text=ev.text, lp=lp))
+            lp = (_chat_logprobs(tok, evs, logprobs) if chat else
+                  _completion_logprobs(tok, evs, logprobs, 0))
+          if text or lp is not None:
+            yield _sse(chunk(i, delta={'content': text}, text=text, lp=lp))
       if include_usage:
         done = sum(counts)
         yield _sse({'id': rid, 'object': kind, 'created': created, 'model': name, 'choices': [],
