@@ -11,7 +11,9 @@ Each measurement is its own process, one after another (never two at once): JAX'
 fixed when it starts, and each framework's threads and memory stay its own. Printed per row:
 ms/iter median and interquartile range over the timed iterations, tokens/s, MFU against the fp32
 matmul peak measured in this run, peak RSS; and ratios of tokens/s measured in this run only.
-Sections still to come (issue 20): generation, RL, compile counts, the main job, the test suite.
+Section `generate`: our sampler against transformers' generate on the same exported weights.
+Section `rl`: PPO's rollout and update (scripts/bench_rl.py) and their shares of a PPO step.
+Still to come (issue 20): compile seconds per stage, the main job cold and warm, the test suite.
 """
 import argparse
 import json
@@ -350,9 +352,32 @@ def print_generate(res: dict) -> None:
           f"{str(r['same_tokens']):>13s}{of_bound:>13s}")
 
 
+# ---- RL -----------------------------------------------------------------------------------------
+def section_rl(a) -> dict:
+  """bench_rl.py in its own process: PPO on the default shapes (the pipeline's SFT and reward runs
+  under --rl_runs, else stand-ins of the same shapes), rollout and update times and their shares."""
+  import tempfile
+  out = os.path.join(tempfile.mkdtemp(), 'rl.json')
+  subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', 'bench_rl.py'), '--runs',
+                  a.rl_runs, '--iters', str(a.rl_iters), '--new', str(a.rl_new), '--json', out],
+                 check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+  return json.load(open(out))
+
+
+def print_rl(res: dict) -> None:
+  r = res['rl']
+  print(f"\nPPO ({r['prompts_per_rollout']} prompts x <= {r['max_new_tokens']} tokens, "
+        f"{r['devices']} devices): rollout {r['rollout_s_median']:.2f} s "
+        f"({r['rollout_tokens_per_s']:,.0f} generated tokens/s), of which generation "
+        f"{r['generation_s_median']:.2f} s; update {r['update_step_s_median']:.2f} s")
+  print(f"share of a PPO step: generation {r['share_generation']:.0%}, forwards (policy, "
+        f"reference, value, reward, GAE) {r['share_forwards']:.0%}, update {r['share_update']:.0%}")
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--sections', default='train,generate', help='comma-separated: train, generate')
+  p.add_argument('--sections', default='train,generate,rl',
+                 help='comma-separated: train, generate, rl')
   p.add_argument('--iters', type=int, default=100, help='timed iterations per row')
   p.add_argument('--warmup', type=int, default=10, help='untimed iterations first (the first compiles)')
   p.add_argument('--torch_compile', action='store_true', help='also time torch.compile of the reference')
@@ -361,6 +386,9 @@ def main():
                  help='generation: model shapes (' + ', '.join(GEN_SHAPES) + ')')
   p.add_argument('--gen_batches', default='1,8,64', help='generation: batch sizes')
   p.add_argument('--gen_repeats', type=int, default=3, help='generation: timed calls per batch')
+  p.add_argument('--rl_runs', default='runs/demo', help='rl: a pipeline workdir (sft/, reward/)')
+  p.add_argument('--rl_iters', type=int, default=5, help='rl: timed PPO steps')
+  p.add_argument('--rl_new', type=int, default=96, help='rl: max new tokens (the pipeline\'s)')
   p.add_argument('--worker', choices=MODELS, help=argparse.SUPPRESS)
   p.add_argument('--gen_worker', choices=('jax', 'torch'), help=argparse.SUPPRESS)
   p.add_argument('--gen_dir', help=argparse.SUPPRESS)
@@ -375,9 +403,9 @@ def main():
     print(json.dumps(jax_worker(a.worker, a.devices, a.iters, a.warmup)), flush=True)
     return
   sections = [s for s in a.sections.split(',') if s]
-  unknown = set(sections) - {'train', 'generate'}
+  unknown = set(sections) - {'train', 'generate', 'rl'}
   if unknown:
-    p.error(f'--sections: unknown {sorted(unknown)} (available: train, generate)')
+    p.error(f'--sections: unknown {sorted(unknown)} (available: train, generate, rl)')
   res = {'machine': describe_machine(), 'date': time.strftime('%Y-%m-%d'), 'iters': a.iters,
          'warmup': a.warmup}
   if 'train' in sections:
@@ -386,6 +414,9 @@ def main():
   if 'generate' in sections:
     res['generate'] = section_generate(a)
     print_generate(res)
+  if 'rl' in sections:
+    res['rl'] = section_rl(a)
+    print_rl(res)
   if a.json:
     with open(a.json, 'w') as f:
       json.dump(res, f, indent=1)

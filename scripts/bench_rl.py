@@ -1,4 +1,5 @@
-"""PPO throughput: rollout tokens/s (KV-cache sampling + scoring) and update step time.
+"""PPO throughput: rollout tokens/s (KV-cache sampling + scoring) and update step time, and the
+share of a PPO step in generation, in the forwards after it, and in the update.
 
   python scripts/bench_rl.py [--runs runs/demo] [--iters 5] [--batch 32] [--new 48] [--ptx 0.3]
 
@@ -71,11 +72,24 @@ def main():
   state = trainer.init_state(shardings)
   state = state.replace(params=stage.initial_params(state.params, shardings.params))
   step_fn = trainer.compile_step(shardings)
+  from lmresearch import sampling
+  from lmresearch.stages import rl
+  rc, tok = c.rl, stage.tokenizer
+  # The rollout's generation alone (same params, prompts and key: the same tokens), so that the
+  # rollout splits into generation and the forwards after it (policy, reference, value, reward
+  # model, GAE).
+  generate = jax.jit(lambda p, prompt, mask, rng: sampling.generate_arrays(
+      stage.model, p, prompt, mask, rng, max_new_tokens=rc.max_new_tokens,
+      temperature=rc.temperature, stop_ids=tok.stop_ids, pad_id=tok.pad_id)['tokens'])
   with parallel.activate(mesh, rules):
     it = stage.train_iterator()
-    roll, upd, gen_tokens = [], [], []
+    roll, upd, gen, gen_tokens = [], [], [], []
     for i in range(args.iters + 1):   # the first iteration compiles
       batch = parallel.put_batch(next(it), lambda nd: parallel.batch_sharding(mesh, rules, nd))
+      t = time.perf_counter()
+      jax.block_until_ready(generate(state.full_params['policy'], batch['prompt'],
+                                     batch['prompt_mask'], rl.rollout_rng(state)))
+      t_gen = time.perf_counter() - t
       t = time.perf_counter()
       batch = jax.block_until_ready(stage.prepare(batch, state))
       t_roll = time.perf_counter() - t
@@ -85,6 +99,7 @@ def main():
       if i:
         roll.append(t_roll)
         upd.append(t_upd)
+        gen.append(t_gen)
         gen_tokens.append(float(metrics['ppo/response_len']) * args.batch)
   out = {
       'devices': jax.device_count(), 'prompts_per_rollout': args.batch, 'max_new_tokens': args.new,
@@ -94,7 +109,13 @@ def main():
       'update_step_s_median': statistics.median(upd),
       'updates_per_step': c.ppo.epochs * c.ppo.minibatches,
       'mean_response_tokens': statistics.mean(gen_tokens) / args.batch,
+      'generation_s_median': statistics.median(gen),
   }
+  # A PPO step = rollout (generation + forwards) + update; each part's share of it (medians).
+  total = out['rollout_s_median'] + out['update_step_s_median']
+  out['share_generation'] = min(out['generation_s_median'], out['rollout_s_median']) / total
+  out['share_forwards'] = max(out['rollout_s_median'] - out['generation_s_median'], 0) / total
+  out['share_update'] = out['update_step_s_median'] / total
   for k, v in out.items():
     print(f'{k:>24}: {v:.4g}' if isinstance(v, float) else f'{k:>24}: {v}')
   if args.json:
