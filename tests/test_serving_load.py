@@ -86,3 +86,5 @@ def test_64_streams_for_a_minute(pipeline_dirs, tmp_path):
   finally:
     proc.terminate()
     proc.wait(timeout=30)
+  # It bound this machine only, unasked, and said so.
+  assert f'listening on http://127.0.0.1:{port} (this machine only' in proc.stderr.read()
