@@ -13,7 +13,9 @@ ms/iter median and interquartile range over the timed iterations, tokens/s, MFU 
 matmul peak measured in this run, peak RSS; and ratios of tokens/s measured in this run only.
 Section `generate`: our sampler against transformers' generate on the same exported weights.
 Section `rl`: PPO's rollout and update (scripts/bench_rl.py) and their shares of a PPO step.
-Still to come (issue 20): compile seconds per stage, the main job cold and warm, the test suite.
+Section `main`: the main job cold and warm (each stage's seconds, programs and compile seconds),
+normalised by the PyTorch eager reference's ms/iter measured in the same run.
+Still to come (issue 20): the test suite's wall time and slowest tests.
 """
 import argparse
 import json
@@ -374,10 +376,65 @@ def print_rl(res: dict) -> None:
         f"reference, value, reward, GAE) {r['share_forwards']:.0%}, update {r['share_update']:.0%}")
 
 
+# ---- the main job ------------------------------------------------------------------------------
+# The issue's baseline: the main job's stage + evaluation time where the PyTorch eager reference
+# (shakespeare_char) took 86.0 ms/iter: 1,997 s, i.e. 23,221 reference iterations.
+BASELINE_S, BASELINE_REF_MS = 1997.0, 86.0
+
+
+def section_main(a) -> dict:
+  """`python -m lmresearch.pipeline` on the default config (what scripts/demo.sh runs) twice:
+  cold (an empty compilation cache) and warm (the cache the cold run filled), each stage's
+  seconds, compile seconds and programs; and, in the same run, the PyTorch eager reference's
+  ms/iter on shakespeare_char, which normalises the job's time across machines."""
+  import tempfile
+  ref_jax = run_json([sys.executable, os.path.abspath(__file__), '--worker', 'shakespeare_char',
+                      '--devices', '2', '--iters', str(a.iters), '--warmup', str(a.warmup)])
+  ref_jax['model'] = 'shakespeare_char'
+  ref = torch_row(ref_jax, a, False)
+  cache = tempfile.mkdtemp(prefix='lmr-cache-')
+  runs = {}
+  for mode in ('cold', 'warm'):
+    wd = tempfile.mkdtemp(prefix=f'lmr-main-{mode}-')
+    print(f'main job, {mode} compilation cache ...', file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, '-m', 'lmresearch.pipeline', '--config=configs/pipeline.py',
+                    f'--workdir={wd}'], check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
+                   env=dict(os.environ, LMR_COMPILATION_CACHE=cache))
+    wall = time.perf_counter() - t0
+    report = json.load(open(os.path.join(wd, 'report.json')))
+    stages = {}
+    for name, sec in report['stage_seconds'].items():
+      rows = [json.loads(l) for l in open(os.path.join(wd, name, 'metrics.jsonl'))]
+      last = [r for r in rows if 'perf/programs' in r][-1:] or [{}]
+      stages[name] = {'s': sec, 'programs': last[0].get('perf/programs'),
+                      'compile_s': last[0].get('perf/compile_s')}
+    runs[mode] = {'wall_s': wall, 'stage_and_eval_s': report['wall_seconds'], 'stages': stages,
+                  'eval_s': report['wall_seconds'] - sum(report['stage_seconds'].values())}
+  ref_ms = ref.get('ms_per_iter_median')
+  return {'reference': {'model': 'shakespeare_char', 'framework': 'PyTorch eager',
+                        'ms_per_iter': ref_ms, 'jax_ms_per_iter': ref_jax.get('ms_per_iter_median')},
+          'runs': runs, 'baseline': {'s': BASELINE_S, 'ref_ms': BASELINE_REF_MS}}
+
+
+def print_main(res: dict) -> None:
+  m, ref = res['main'], res['main']['reference']['ms_per_iter']
+  print(f"\n## The main job (PyTorch eager reference in this run: {ref:.1f} ms/iter)")
+  for mode, r in m['runs'].items():
+    per = ', '.join(f"{k} {v['s']:.0f} s ({v['programs']} programs, {v['compile_s'] or 0:.0f} s "
+                    "compiling)" for k, v in r['stages'].items())
+    norm = r['stage_and_eval_s'] / (ref / 1e3)
+    base = BASELINE_S / (BASELINE_REF_MS / 1e3)
+    print(f"{mode}: {r['stage_and_eval_s']:.0f} s of stage + evaluation time ({per}; evaluation "
+          f"{r['eval_s']:.0f} s) = {norm:,.0f} reference iterations; the issue's baseline "
+          f"{base:,.0f}: {norm / base:.0%} of it")
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--sections', default='train,generate,rl',
-                 help='comma-separated: train, generate, rl')
+                 help='comma-separated: train, generate, rl, main (the main job, cold and warm: '
+                      'about twice its run time)')
   p.add_argument('--iters', type=int, default=100, help='timed iterations per row')
   p.add_argument('--warmup', type=int, default=10, help='untimed iterations first (the first compiles)')
   p.add_argument('--torch_compile', action='store_true', help='also time torch.compile of the reference')
@@ -403,9 +460,9 @@ def main():
     print(json.dumps(jax_worker(a.worker, a.devices, a.iters, a.warmup)), flush=True)
     return
   sections = [s for s in a.sections.split(',') if s]
-  unknown = set(sections) - {'train', 'generate', 'rl'}
+  unknown = set(sections) - {'train', 'generate', 'rl', 'main'}
   if unknown:
-    p.error(f'--sections: unknown {sorted(unknown)} (available: train, generate, rl)')
+    p.error(f'--sections: unknown {sorted(unknown)} (available: train, generate, rl, main)')
   res = {'machine': describe_machine(), 'date': time.strftime('%Y-%m-%d'), 'iters': a.iters,
          'warmup': a.warmup}
   if 'train' in sections:
@@ -417,6 +474,9 @@ def main():
   if 'rl' in sections:
     res['rl'] = section_rl(a)
     print_rl(res)
+  if 'main' in sections:
+    res['main'] = section_main(a)
+    print_main(res)
   if a.json:
     with open(a.json, 'w') as f:
       json.dump(res, f, indent=1)

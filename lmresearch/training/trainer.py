@@ -198,7 +198,7 @@ class Trainer:
                 disable=None, file=sys.stderr)
     pending, t_last, steps_timed, last = [], None, 0, {}
     wall0 = time.time()
-    programs0 = compiles.count()
+    programs0, compile_s0 = compiles.count(), compiles.seconds()
     try:
       with parallel.activate(self.mesh, self.rules):
         if start == 0:   # one step-0 record: what is trained (size axes read it) ...
@@ -239,6 +239,7 @@ class Trainer:
           if eval_now:
             row.update(self._evaluate(eval_fn, state.full_params, eval_batches))
           row['perf/programs'] = compiles.count() - programs0   # compiled since the loop began
+          row['perf/compile_s'] = compiles.seconds() - compile_s0
           if log_now or eval_now:
             writer.write(done, row)
             last = row
