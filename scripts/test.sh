@@ -20,4 +20,4 @@ if ! command -v chromedriver >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-
     echo "[test.sh] could not install chromium/chromium-driver: the browser tests will be skipped"
 fi
 export XLA_FLAGS="${XLA_FLAGS:---xla_force_host_platform_device_count=8}"
-python -m pytest -x -q tests "$@"
+python -m pytest -x -q --durations=15 tests "$@"
