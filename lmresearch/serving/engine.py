@@ -18,8 +18,8 @@ never waits on the device: requests hand back tokens through `loop.call_soon_thr
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import queue
+import secrets
 import threading
 from typing import Any, Callable, Optional, Sequence
 
@@ -138,7 +138,6 @@ class Engine:
     self._live: list = [None] * self.slots
     self._lock = threading.Lock()
     self._stop = threading.Event()
-    self._seeds = itertools.count(1 << 20)
     self.steps = 0            # decode steps run (for the benchmark and tests)
     # One compiled program per shape: these jits belong to this engine, so `compiles()` counts
     # its own programs only. The cache is donated: each step updates it in place.
@@ -278,8 +277,8 @@ class Engine:
     self.check(len(request.prompt), request.max_tokens)
     if self._queue.qsize() >= self.max_waiting:
       raise Busy(f'{self._queue.qsize()} requests are waiting for this model; retry shortly.')
-    if request.seed is None:
-      request.seed = next(self._seeds)
+    if request.seed is None:   # as OpenAI's: no seed, a fresh sample every time
+      request.seed = secrets.randbits(31)
     self._queue.put(request)
     return request
 

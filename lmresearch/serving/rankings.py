@@ -317,10 +317,13 @@ def win_rates(votes: Iterable[Sequence[str]]) -> dict[tuple[str, str], dict]:
   return out
 
 
+MIN_BATTLES = 5   # battles a model needs before its rating gets a bootstrap interval
+
+
 def arena_table(votes: Iterable[Sequence[str]], models: Optional[Iterable[str]] = None,
                 n: int = 1000, seed: int = 0) -> dict:
   """The arena's ratings as JSON: {'votes': count, 'models': [{'model', 'rating', 'lo', 'hi'
-  (bootstrap 95%), 'battles'}] best first, 'pairs': [{'a', 'b', 'n', 'a_win_rate', 'lo', 'hi'
+  (bootstrap 95%; None below MIN_BATTLES battles), 'battles'}] best first, 'pairs': [{'a', 'b', 'n', 'a_win_rate', 'lo', 'hi'
   (Wilson 95%), 'wins', 'losses', 'ties'}]}."""
   votes = [tuple(v) for v in votes]
   ratings = bradley_terry(votes, models)
@@ -329,8 +332,11 @@ def arena_table(votes: Iterable[Sequence[str]], models: Optional[Iterable[str]] 
   for a, b, _ in votes:
     battles[a] += 1
     battles[b] += 1
-  table = [{'model': m, 'rating': r, 'lo': intervals[m][0], 'hi': intervals[m][1],
-            'battles': battles[m]} for m, r in ratings.items()]
+  # Below MIN_BATTLES a resampled interval is not an interval (one vote resamples to itself).
+  ok = lambda m: battles[m] >= MIN_BATTLES
+  table = [{'model': m, 'rating': r, 'lo': intervals[m][0] if ok(m) else None,
+            'hi': intervals[m][1] if ok(m) else None, 'battles': battles[m]}
+           for m, r in ratings.items()]
   table.sort(key=lambda row: (-row['rating'], row['model']))
   pairs = [{'a': a, 'b': b, 'n': s['n'], 'a_win_rate': s['rate'], 'lo': s['lo'], 'hi': s['hi'],
             'wins': s['wins'], 'losses': s['losses'], 'ties': s['ties']}

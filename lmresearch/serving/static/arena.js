@@ -107,7 +107,7 @@
       fill($('models-table'), (ratings.models || []).map((m) => el('tr', {},
         el('th', {scope: 'row'}, m.model),
         cell(fixed(m.rating), true),
-        cell(`[${fixed(m.lo)}, ${fixed(m.hi)}]`, true),
+        cell(m.lo == null ? '–' : `[${fixed(m.lo)}, ${fixed(m.hi)}]`, true),
         cell(String(m.battles), true))), 4);
       fill($('pairs-table'), (ratings.pairs || []).map((p) => el('tr', {},
         cell(p.a), cell(p.b),
