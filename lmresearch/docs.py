@@ -7,6 +7,7 @@ README.md's blocks (between `<!-- BEGIN name ... -->` and `<!-- END name -->`):
   DEFAULT RUN   the default run's claims, stages and prompting tables, from
                 experiments/pipeline_seeds/report.json (seed 0 of the main job)
   SEEDS         the claims on every whole-pipeline seed, from experiments/pipeline_seeds/results.csv
+  RECIPES       the RLHF claims per seed under each recipe tried (pipeline_seeds/history/*.csv)
   EXPERIMENTS   each experiment's paper, verdict count, seeds and trial time, from its results.csv
 Each experiment README is rendered by sweeps/render.py. tests/test_docs.py runs the check.
 """
@@ -158,6 +159,37 @@ def seeds_block() -> list[str]:
       render.md_table(header, rows)
 
 
+# The recipes the whole-pipeline seeds were run with, oldest first: (label, results file).
+RECIPES = (('PPO-ptx, γ 0.3', os.path.join(SEEDS, 'history', 'ptx_0.3.csv')),
+           ('PPO, γ 0 (today)', os.path.join(SEEDS, 'results.csv')))
+RECIPE_CLAIMS = ('rlhf_gold_preferred', 'rlhf_keeps_accuracy')
+
+
+def recipe_block() -> list[str]:
+  """The RLHF claims on every seed under each recipe, from each recipe's results file."""
+  by_id = {c.id: c for c in claims_lib.PIPELINE}
+  rows = []
+  for label, rel in RECIPES:
+    path = os.path.join(ROOT, rel)
+    if not os.path.exists(path):
+      continue
+    for r in render.read_csv(path):
+      cells = []
+      for cid in RECIPE_CLAIMS:
+        v, lo, hi = (float(r[f'claim_values.{cid}.{k}']) for k in ('value', 'lo', 'hi'))
+        cells.append(f'{render.number(v)} [{render.number(lo)}, {render.number(hi)}] '
+                     f'{stats.verdict((v, lo, hi), by_id[cid].criterion)}')
+      rows.append([label, r['trial'].replace('seed=', 'seed ')] + cells +
+                  [render.number(float(r['stages.rlhf.kl_to_sft'])),
+                   render.number(float(r['stages.rlhf.sampled_padded_share']))])
+  return ['Each recipe\'s whole-pipeline seeds (the older recipe\'s runs were made on another machine '
+          'and code version, so the same seed is not the same base or SFT model: a comparison of '
+          'recipes, not a paired one).', ''] + render.md_table(
+      ['recipe', 'seed', f'{by_id[RECIPE_CLAIMS[0]].claim} ({by_id[RECIPE_CLAIMS[0]].criterion})',
+       f'{by_id[RECIPE_CLAIMS[1]].claim} ({by_id[RECIPE_CLAIMS[1]].criterion})', 'KL to SFT',
+       'RLHF padded share'], rows)
+
+
 def _bench(name: str):
   path = os.path.join(ROOT, 'docs', 'bench', f'{name}.json')
   return json.load(open(path)) if os.path.exists(path) else None
@@ -268,7 +300,7 @@ def serve_block() -> list[str]:
        'transformers tokens/s', 'transformers TTFT ms', 'ours / transformers'], rows)
 
 
-BLOCKS = {'DEFAULT RUN': default_run_block, 'SEEDS': seeds_block, 'EXPERIMENTS': experiments_block,
+BLOCKS = {'DEFAULT RUN': default_run_block, 'SEEDS': seeds_block, 'RECIPES': recipe_block, 'EXPERIMENTS': experiments_block,
           'BENCH CONVERT': convert_block, 'BENCH LORA': lora_block,
           'BENCH TRAIN': train_block, 'BENCH GENERATE': generate_block, 'BENCH SERVE': serve_block}
 
