@@ -422,7 +422,7 @@ def test_an_imported_chat_model_is_served_with_its_own_template(imported_qwen):
                          eos_token_id=stops, pad_token_id=stops[0]).numpy()[0, len(ids):].tolist()
   want = auto.decode([t for t in ref if t not in stops], skip_special_tokens=True)
   with TestClient(create_app(str(imported_qwen), None, slots=2)) as client:
-    assert [m['id'] for m in client.get('/v1/models').json()['data']] == ['qwen']
+    assert 'qwen' in [m['id'] for m in client.get('/v1/models').json()['data']]
     r = client.post('/v1/chat/completions', json={'model': 'qwen', 'messages': msgs,
                                                   'max_tokens': 12, 'temperature': 0})
     assert r.status_code == 200, r.text

@@ -195,3 +195,69 @@ def test_concurrent_streams_share_the_batch(client, server):
     tokens = list(pool.map(one, range(8)))
   assert all(t >= 1 for t in tokens)
   assert engine.steps - steps0 < sum(tokens)
+
+
+def test_a_failed_step_fails_its_requests_and_the_engine_goes_on(sft_run):
+  tok = sft_run.tok
+  ids = [tokenizers.generation_prompt(tok, p) for p in PROMPTS[:2]]
+  engine = Engine(sft_run, slots=2)
+  real, calls = engine._decode, []
+
+  def flaky(*a, **k):
+    calls.append(1)
+    if len(calls) == 1:
+      raise RuntimeError('injected')
+    return real(*a, **k)
+  engine._decode = flaky
+  try:
+    failed = _collect(engine, ids[:1], temperature=0, max_tokens=8)
+    assert failed[0]['end'].startswith('RuntimeError: injected')
+    ok = _collect(engine, ids, temperature=0, max_tokens=8)
+    assert all(g['end'] in ('stop', 'length') for g in ok)
+  finally:
+    engine.close()
+
+
+def test_text_held_back_for_a_stop_string_is_released_at_the_end(sft_run):
+  """The host side of a slot, fed known tokens: a reply's tail that might be the start of a stop
+  string is held back, and arrives when the reply ends on its stop id instead."""
+  from lmresearch.serving.engine import _Live
+  tok = sft_run.tok
+  engine = Engine(sft_run, slots=2)   # idle: its thread waits for a request, so slot 0 is ours
+  try:
+    text = 'The answer is 7'
+    got = []
+    req = Request([tok.bos_id], 50, lambda kind, p: got.append((kind, p)), stop=[' 7zz'],
+                  stop_ids=tok.stop_ids)
+    engine._live[0] = _Live(req, None, 1)
+    top = (np.zeros(5, np.int64), np.zeros(5, np.float32))
+    for t in tok.encode(text):
+      engine._accept(0, t, 0.0, *top)
+    assert ''.join(p.text for k, p in got if k == 'token') == text[:-2]   # ' 7' held back
+    engine._accept(0, tok.stop_ids[0], 0.0, *top)
+    assert ''.join(p.text for k, p in got if k == 'token') == text
+    assert got[-1] == ('done', 'stop') and engine._live[0] is None
+  finally:
+    engine.close()
+
+
+def test_token_id_prompts_are_checked_and_echoed_one_entry_per_id(client):
+  import openai
+  with pytest.raises(openai.BadRequestError, match='outside the vocabulary'):
+    client.completions.create(model='sft', prompt=[5, 10 ** 9], max_tokens=2)
+  r = client.completions.create(model='sft', prompt=[5, 6, 7, 8], max_tokens=0, echo=True,
+                                logprobs=1)
+  lp = r.choices[0].logprobs
+  assert len(lp.tokens) == 4 and lp.token_logprobs[0] is None
+  assert all(isinstance(x, float) for x in lp.token_logprobs[1:])
+
+
+def test_a_chunked_body_over_the_limit_is_refused(server):
+  import httpx
+
+  def body():   # no Content-Length: sent chunked
+    for _ in range(80):
+      yield b' ' * 65536
+  r = httpx.post(server[0] + '/v1/completions', content=body(),
+                 headers={'Authorization': 'Bearer sekret', 'Content-Type': 'application/json'})
+  assert r.status_code == 413 and 'over' in r.json()['error']['message']

@@ -6,6 +6,7 @@ its own thread, so a long generation never blocks the event loop that answers ev
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from typing import Optional
 
@@ -17,6 +18,52 @@ from fastapi.staticfiles import StaticFiles
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'static')
 MAX_BODY_BYTES = 256 * 1024   # a ranking with a note is a few KB; a chat is the model's context
 PAGES = ('label', 'chat', 'arena')
+
+
+class BodyLimit:
+  """Refuses a request body over `max_body` bytes with 413 before any route reads it: by its
+  declared Content-Length, or, for a chunked body that declares none, by counting what arrives
+  (buffered up to the limit, then handed on whole)."""
+
+  def __init__(self, app, max_body: int):
+    self.app, self.max_body = app, max_body
+
+  async def __call__(self, scope, receive, send):
+    if scope['type'] != 'http':
+      return await self.app(scope, receive, send)
+    size = dict(scope['headers']).get(b'content-length')
+    if size is not None:
+      if not size.isdigit() or int(size) > self.max_body:
+        return await self._refuse(send)
+      return await self.app(scope, receive, send)
+    chunks, total = [], 0
+    while True:
+      message = await receive()
+      if message['type'] != 'http.request':   # the client left
+        return
+      total += len(message.get('body', b''))
+      if total > self.max_body:
+        return await self._refuse(send)
+      chunks.append(message.get('body', b''))
+      if not message.get('more_body'):
+        break
+    body, replayed = b''.join(chunks), False
+
+    async def replay():
+      nonlocal replayed
+      if not replayed:
+        replayed = True
+        return {'type': 'http.request', 'body': body, 'more_body': False}
+      return await receive()   # later calls: disconnect detection
+    return await self.app(scope, replay, send)
+
+  async def _refuse(self, send):
+    msg = json.dumps({'error': {'message': f'request body over {self.max_body} bytes',
+                                'type': 'invalid_request_error'}}).encode()
+    await send({'type': 'http.response.start', 'status': 413,
+                'headers': [(b'content-type', b'application/json'),
+                            (b'content-length', str(len(msg)).encode())]})
+    await send({'type': 'http.response.body', 'body': msg})
 
 
 def create_app(workdir: Optional[str] = None, db: Optional[str] = None, *,
@@ -39,15 +86,7 @@ def create_app(workdir: Optional[str] = None, db: Optional[str] = None, *,
     from lmresearch.serving.store import Store
     app.state.store = Store(db)
 
-  @app.middleware('http')
-  async def limit_body(request: Request, call_next):
-    # Checked on the declared length before anything reads the body (and again on what arrives
-    # without one): an oversized request is refused whole, never half-processed.
-    size = request.headers.get('content-length')
-    if size is not None and (not size.isdigit() or int(size) > max_body):
-      return JSONResponse({'error': {'message': f'request body over {max_body} bytes',
-                                     'type': 'invalid_request_error'}}, status_code=413)
-    return await call_next(request)
+  app.add_middleware(BodyLimit, max_body=max_body)
 
   @app.exception_handler(RequestValidationError)
   async def invalid(request: Request, exc: RequestValidationError):

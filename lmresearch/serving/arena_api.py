@@ -7,7 +7,6 @@ bootstrap 95% intervals over the votes, per model and per pair.
 """
 from __future__ import annotations
 
-import asyncio
 import random
 
 from fastapi import APIRouter, Request
@@ -15,9 +14,8 @@ from fastapi.concurrency import run_in_threadpool
 
 from lmresearch import tokenizers
 from lmresearch.serving import rankings
-from lmresearch.serving.engine import Busy, ContextError
-from lmresearch.serving.models import complete
-from lmresearch.serving.openai_api import ApiError, _num
+from lmresearch.serving.models import complete, gather_or_cancel
+from lmresearch.serving.openai_api import ApiError, _errors, _num
 
 VOTES = ('a', 'b', 'tie', 'both_bad')
 DEFAULT_MAX_TOKENS = 128
@@ -74,12 +72,8 @@ def router() -> APIRouter:
                        f'{e.max_len} tokens.', 'prompt')
       jobs.append(complete(e, ids, max_tokens=n, temperature=temperature,
                            stop_ids=e.tok.stop_ids))
-    try:
-      a, b = await asyncio.gather(*jobs)
-    except Busy as e:
-      raise ApiError(429, str(e), kind='server_busy') from None
-    except ContextError as e:
-      raise ApiError(400, str(e), 'prompt') from None
+    with _errors():
+      a, b = await gather_or_cancel(*jobs)
     store = request.app.state.store
     bid = await run_in_threadpool(store.add_battle, who[0], prompt, pair[0], pair[1], a.text,
                                   b.text, {'temperature': temperature, 'max_tokens': max_tokens})

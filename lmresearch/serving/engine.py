@@ -42,6 +42,10 @@ class Busy(RuntimeError):
   """More requests waiting than the engine queues (the API answers 429: retry later)."""
 
 
+class Stopped(RuntimeError):
+  """The engine was closed (the API answers 503)."""
+
+
 @dataclasses.dataclass
 class Request:
   """One sequence to generate. Events go to `emit(kind, payload)` on the engine thread:
@@ -60,7 +64,7 @@ class Request:
 
 @dataclasses.dataclass
 class Token:
-  id: int
+  id: Optional[int]   # None: text held back until the end, not a token of its own
   text: str          # the text this token adds to the reply (may be '' while UTF-8 or a stop
                      # string's prefix is held back; the held text comes with a later token)
   logprob: float     # under the model's own distribution (temperature 1, no filtering)
@@ -275,6 +279,12 @@ class Engine:
 
   def submit(self, request: Request) -> Request:
     self.check(len(request.prompt), request.max_tokens)
+    if self._stop.is_set() or not self._thread.is_alive():
+      raise Stopped('this model\'s engine is not running; restart the server.')
+    vocab = self.cfg.vocab_used or self.cfg.vocab_size
+    bad = next((t for t in request.prompt if not 0 <= t < vocab), None)
+    if bad is not None:
+      raise ContextError(f'token id {bad} is outside this model\'s vocabulary [0, {vocab}).')
     if self._queue.qsize() >= self.max_waiting:
       raise Busy(f'{self._queue.qsize()} requests are waiting for this model; retry shortly.')
     if request.seed is None:   # as OpenAI's: no seed, a fresh sample every time
@@ -323,7 +333,10 @@ class Engine:
     req = state.req
     if req.cancelled.is_set():
       return self._finish(slot, 'cancelled')
-    if tok in req.stop_ids:
+    if tok in req.stop_ids:   # what was held back (a stop string's prefix, UTF-8) is final now
+      text = self.tok.decode(state.ids, skip_special=True)
+      if len(text) > state.sent:
+        _emit(req, 'token', Token(None, text[state.sent:], None, []))
       return self._finish(slot, 'stop')
     state.ids.append(tok)
     text = self.tok.decode(state.ids, skip_special=True)
@@ -336,7 +349,7 @@ class Engine:
     safe = len(text) if reason else _safe_len(text, req.stop)
     delta = text[state.sent:safe] if safe > state.sent else ''
     state.sent = max(state.sent, safe)
-    req.emit('token', Token(tok, delta, lp, list(zip(top_id.tolist(), top_lp.tolist()))))
+    _emit(req, 'token', Token(tok, delta, lp, list(zip(top_id.tolist(), top_lp.tolist()))))
     if reason:
       self._finish(slot, reason)
 
@@ -344,16 +357,31 @@ class Engine:
     state = self._live[slot]
     self._live[slot] = None
     self._ints[2, slot] = 0
-    state.req.emit('done', reason)
+    _emit(state.req, 'done', reason)
 
   def _loop(self) -> None:
     with self.run.active():
       while not self._stop.is_set():
-        self._fill(block=not any(self._live))
-        if self._stop.is_set():
-          break
-        if any(self._live):
-          self._step()
+        try:
+          self._fill(block=not any(self._live))
+          if self._stop.is_set():
+            break
+          if any(self._live):
+            self._step()
+        except Exception as e:   # noqa: BLE001 - fail what is live, keep serving the rest
+          self._recover(f'{type(e).__name__}: {e}')
+
+  def _recover(self, error: str) -> None:
+    """A step or prefill raised: every live request gets the error and its slot back, and a
+    cache the failed program had donated is made again."""
+    for i, st in enumerate(self._live):
+      if st is not None:
+        self._live[i] = None
+        _emit(st.req, 'error', error)
+    self._ints[2] = 0
+    if any(x.is_deleted() for x in jax.tree.leaves(self._cache)):
+      self._cache = jax.jit(lambda p: self._pin(self._empty_cache(p, self.slots, True)))(
+          self._params)
 
   def _fill(self, block: bool) -> None:
     while None in self._live:
@@ -365,12 +393,18 @@ class Engine:
         return
       block = False
       if req.cancelled.is_set():
-        req.emit('done', 'cancelled')
+        _emit(req, 'done', 'cancelled')
         continue
+      slot = self._live.index(None)
       try:
-        self._admit(req, self._live.index(None))
+        self._admit(req, slot)
       except Exception as e:   # noqa: BLE001 - the request fails, the engine goes on
-        req.emit('error', f'{type(e).__name__}: {e}')
+        if self._live[slot] is not None and self._live[slot].req is req:
+          self._live[slot] = None
+          self._ints[2, slot] = 0
+        _emit(req, 'error', f'{type(e).__name__}: {e}')
+        if any(x.is_deleted() for x in jax.tree.leaves(self._cache)):
+          self._recover(f'the engine recovered from: {type(e).__name__}: {e}')
 
   def _step(self) -> None:
     live = np.flatnonzero(self._ints[2])
@@ -396,6 +430,15 @@ class _Live:
   prompt_len: int
   ids: list = dataclasses.field(default_factory=list)
   sent: int = 0   # characters of text handed out so far
+
+
+def _emit(req: Request, kind: str, payload) -> None:
+  """Hands an event to its request; a receiver that is gone (its event loop closed) cancels the
+  request instead of stopping the engine."""
+  try:
+    req.emit(kind, payload)
+  except Exception:   # noqa: BLE001
+    req.cancelled.set()
 
 
 def _first_stop(text: str, stops: Sequence[str]) -> Optional[int]:

@@ -54,15 +54,23 @@ class Registry:
     self.paths = discover(workdir)
     self.slots = slots
     self._engines: dict = {}
+    self._loading: dict = {}   # name -> the lock its first load holds
     self._lock = threading.Lock()
 
   def names(self) -> list:
     return sorted(self.paths)
 
   def engine(self, name: str) -> Engine:
+    """The model's engine; the first call loads its run (seconds: call it off the event loop).
+    A loaded engine is returned without taking a lock; loading one model never waits on another."""
     if name not in self.paths:
       raise KeyError(name)
+    engine = self._engines.get(name)
+    if engine is not None:
+      return engine
     with self._lock:
+      lock = self._loading.setdefault(name, threading.Lock())
+    with lock:
       if name not in self._engines:
         from lmresearch import runs
         self._engines[name] = Engine(runs.load(self.paths[name], chat=True), slots=self.slots)
@@ -86,7 +94,7 @@ class Result:
 
 
 class EngineError(RuntimeError):
-  pass
+  """The engine failed this request (a step or prefill raised): the API answers 500."""
 
 
 class _Mailbox:
@@ -98,12 +106,18 @@ class _Mailbox:
     self.loop, self.items, self.lock, self.scheduled = loop, [], threading.Lock(), False
 
   def post(self, queue, item) -> None:
+    """Raises RuntimeError when the loop is closed (the engine then cancels the request)."""
     with self.lock:
       self.items.append((queue, item))
       if self.scheduled:
         return
       self.scheduled = True
-    self.loop.call_soon_threadsafe(self._deliver)
+    try:
+      self.loop.call_soon_threadsafe(self._deliver)
+    except RuntimeError:
+      with self.lock:
+        self.scheduled = False
+      raise
 
   def _deliver(self) -> None:
     with self.lock:
@@ -146,11 +160,25 @@ async def stream(engine: Engine, prompt, *, max_tokens: int, **settings) -> Asyn
     req.cancelled.set()
 
 
+async def gather_or_cancel(*coros) -> list:
+  """asyncio.gather that cancels the rest when one fails (a 429 on one choice must not leave its
+  siblings generating into slots the server needs)."""
+  tasks = [asyncio.ensure_future(c) for c in coros]
+  try:
+    return await asyncio.gather(*tasks)
+  except BaseException:
+    for t in tasks:
+      t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    raise
+
+
 async def complete(engine: Engine, prompt, *, max_tokens: int, **settings) -> Result:
   out = Result()
   async for ev in stream(engine, prompt, max_tokens=max_tokens, **settings):
     if isinstance(ev, Token):
-      out.tokens.append(ev)
+      if ev.id is not None:   # (id None: held-back text released at the end)
+        out.tokens.append(ev)
       out.text += ev.text
     else:
       out.finish_reason = ev

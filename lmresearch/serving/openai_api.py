@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
+import math
 import secrets
 import time
 from typing import Any, Optional
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from lmresearch import tokenizers
-from lmresearch.serving.engine import Busy, ContextError, Token
-from lmresearch.serving.models import EngineError, Result, complete, stream
+from lmresearch.serving.engine import Busy, ContextError, Stopped, Token
+from lmresearch.serving.models import EngineError, Result, complete, gather_or_cancel, stream
 
 MAX_N = 16
 MAX_STOPS = 4
@@ -44,7 +47,8 @@ def _num(body, key, default, lo, hi, kind=float):
   v = body.get(key, default)
   if v is None:
     return default
-  if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and v != int(v)):
+  if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (
+      kind is int and v != int(v)):
     raise ApiError(400, f'{key} must be {"an integer" if kind is int else "a number"}, got {v!r}.',
                    key)
   if not lo <= v <= hi:
@@ -137,7 +141,7 @@ def router(api_key: Optional[str] = None) -> APIRouter:
 
   api = APIRouter(prefix='/v1', dependencies=[Depends(authorize)])
 
-  def engine_for(request: Request, body: dict):
+  async def engine_for(request: Request, body: dict):
     name = body.get('model')
     registry = request.app.state.models
     if not isinstance(name, str) or not name:
@@ -145,7 +149,8 @@ def router(api_key: Optional[str] = None) -> APIRouter:
     if name not in registry.paths:
       raise ApiError(404, f'The model {name!r} does not exist; this server has: '
                      f'{", ".join(registry.names()) or "none"}.', 'model', code='model_not_found')
-    return name, registry.engine(name)
+    # The first request for a model loads it (seconds): off the event loop.
+    return name, await run_in_threadpool(registry.engine, name)
 
   async def read(request: Request) -> dict:
     try:
@@ -165,9 +170,9 @@ def router(api_key: Optional[str] = None) -> APIRouter:
 
   @api.post('/chat/completions')
   async def chat(request: Request):
-    try:
+    with _errors():
       body = await read(request)
-      name, engine = engine_for(request, body)
+      name, engine = await engine_for(request, body)
       s = _settings(body)
       msgs = _messages(body)
       prompt = tokenizers.generation_prompt(engine.tok, msgs)
@@ -180,26 +185,30 @@ def router(api_key: Optional[str] = None) -> APIRouter:
       top = _num(body, 'top_logprobs', 0, 0, 5, int) if logprobs else 0
       return await _serve(engine, name, prompt, max_tokens, s, body, chat=True,
                           logprobs=top if logprobs else None)
-    except ApiError as e:
-      return e.response()
-    except ContextError as e:
-      return ApiError(400, str(e), 'max_tokens', code='context_length_exceeded').response()
 
   @api.post('/completions')
   async def completions(request: Request):
-    try:
+    with _errors():
       body = await read(request)
-      name, engine = engine_for(request, body)
+      name, engine = await engine_for(request, body)
       s = _settings(body)
       prompts = body.get('prompt')
       if isinstance(prompts, str) or (isinstance(prompts, list) and prompts
                                       and all(isinstance(t, int) for t in prompts)):
         prompts = [prompts]
       if not isinstance(prompts, list) or not prompts or not all(
-          isinstance(p, str) or (isinstance(p, list) and all(isinstance(t, int) for t in p))
-          for p in prompts):
+          isinstance(p, str) or (isinstance(p, list) and p and all(
+              isinstance(t, int) and not isinstance(t, bool) for t in p)) for p in prompts):
         raise ApiError(400, 'prompt must be a string, a list of strings, or token ids.', 'prompt')
+      vocab = engine.cfg.vocab_used or engine.cfg.vocab_size
+      for p in prompts:
+        bad = next((t for t in p if not 0 <= t < vocab), None) if isinstance(p, list) else None
+        if bad is not None:
+          raise ApiError(400, f'token id {bad} is outside the vocabulary [0, {vocab}).', 'prompt')
+      # A string gets BOS, as in pretraining; ids are taken as sent (their first one has no
+      # log-prob with echo, as OpenAI's).
       ids = [engine.tok.prompt_ids(p) if isinstance(p, str) else list(p) for p in prompts]
+      from_ids = [not isinstance(p, str) for p in prompts]
       echo = bool(body.get('echo'))
       max_tokens = _num(body, 'max_tokens', 16, 0, 1 << 30, int)
       if max_tokens == 0 and not echo:
@@ -217,19 +226,31 @@ def router(api_key: Optional[str] = None) -> APIRouter:
                        'per prompt.', 'stream')
       if len(ids) == 1:
         return await _serve(engine, name, ids[0], max_tokens, s, body, chat=False, logprobs=lp,
-                            echo=echo)
-      outs = [await _serve(engine, name, p, max_tokens, s, body, chat=False, logprobs=lp,
-                           echo=echo, as_dict=True) for p in ids]
+                            echo=echo, from_ids=from_ids[0])
+      outs = await gather_or_cancel(*[
+          _serve(engine, name, p, max_tokens, s, body, chat=False, logprobs=lp, echo=echo,
+                 from_ids=f, as_dict=True) for p, f in zip(ids, from_ids)])
       first = outs[0]
       choices = [dict(c, index=i) for i, c in enumerate(c for o in outs for c in o['choices'])]
       usage = {k: sum(o['usage'][k] for o in outs) for k in first['usage']}
       return dict(first, choices=choices, usage=usage)
-    except ApiError as e:
-      return e.response()
-    except ContextError as e:
-      return ApiError(400, str(e), 'max_tokens', code='context_length_exceeded').response()
 
   return api
+
+
+@contextlib.contextmanager
+def _errors():
+  """The engine's refusals as the API's statuses (raised: the app's handler answers them)."""
+  try:
+    yield
+  except ContextError as e:
+    raise ApiError(400, str(e), 'max_tokens', code='context_length_exceeded') from None
+  except Busy as e:
+    raise ApiError(429, str(e), kind='server_busy') from None
+  except Stopped as e:
+    raise ApiError(503, str(e), kind='server_error') from None
+  except EngineError as e:
+    raise ApiError(500, str(e), kind='server_error') from None
 
 
 def _token_text(tok, i: int) -> str:
@@ -240,7 +261,8 @@ def _completion_logprobs(tok, tokens, top: int, offset0: int, prompt_part=None):
   """OpenAI's completions logprobs: tokens, token_logprobs, top_logprobs, text_offset."""
   out = {'tokens': [], 'token_logprobs': [], 'top_logprobs': [], 'text_offset': []}
   offset = offset0
-  for tid, lp, alts in (prompt_part or []) + [(t.id, t.logprob, t.top) for t in tokens]:
+  for tid, lp, alts in (prompt_part or []) + [(t.id, t.logprob, t.top) for t in tokens
+                                              if t.id is not None]:
     s = _token_text(tok, tid)
     out['tokens'].append(s)
     out['token_logprobs'].append(lp)
@@ -256,11 +278,11 @@ def _chat_logprobs(tok, tokens, top: int):
     s = _token_text(tok, i)
     return {'token': s, 'logprob': lp, 'bytes': list(s.encode('utf-8'))}
   return {'content': [dict(entry(t.id, t.logprob), top_logprobs=[entry(a, b) for a, b in t.top[:top]])
-                      for t in tokens]}
+                      for t in tokens if t.id is not None]}
 
 
 async def _serve(engine, name, prompt, max_tokens, s, body, *, chat, logprobs=None, echo=False,
-                 as_dict=False):
+                 from_ids=False, as_dict=False):
   n = s['n']
   settings = dict(temperature=s['temperature'], top_p=s['top_p'], stop=s['stop'],
                   stop_ids=() if s['ignore_eos'] else engine.tok.stop_ids)
@@ -273,37 +295,36 @@ async def _serve(engine, name, prompt, max_tokens, s, body, *, chat, logprobs=No
   if echo:
     prompt_text = tok.decode(prompt, skip_special=True)
     if logprobs is not None:
-      lps, alts = await asyncio.get_running_loop().run_in_executor(None, engine.score, prompt)
-      prompt_part = [(t, lp, a) for t, lp, a in zip(prompt[1:], lps, alts)]
+      lps, alts = await run_in_threadpool(engine.score, prompt)
+      # Every token the client sent gets an entry; the first of sent ids has nothing before it.
+      prompt_part = ([(prompt[0], None, [])] if from_ids else []) + \
+          [(t, lp, a) for t, lp, a in zip(prompt[1:], lps, alts)]
   do_stream, include_usage = _stream_opts(body)
-  try:
-    if not do_stream:
-      if max_tokens == 0:
-        results = [Result(finish_reason='length') for _ in range(n)]
-      else:
-        results = await asyncio.gather(*[complete(engine, prompt, max_tokens=max_tokens,
+  if do_stream:
+    return await _stream_response(engine, name, prompt, max_tokens, settings, seeds, rid,
+                                  created, chat, logprobs, include_usage, prompt_text,
+                                  prompt_part)
+  with _errors():
+    if max_tokens == 0:
+      results = [Result(finish_reason='length') for _ in range(n)]
+    else:
+      results = await gather_or_cancel(*[complete(engine, prompt, max_tokens=max_tokens,
                                                   seed=seeds[i], **settings) for i in range(n)])
-      choices = []
-      for i, r in enumerate(results):
-        if chat:
-          choices.append({'index': i, 'message': {'role': 'assistant', 'content': r.text},
-                          'logprobs': _chat_logprobs(tok, r.tokens, logprobs)
-                          if logprobs is not None else None, 'finish_reason': r.finish_reason})
-        else:
-          text = (prompt_text or '') + r.text
-          choices.append({'index': i, 'text': text, 'finish_reason': r.finish_reason,
-                          'logprobs': None if logprobs is None else _completion_logprobs(
-                              tok, r.tokens, logprobs, 0 if echo else len(prompt_text or ''),
-                              prompt_part)})
-      out = {'id': rid, 'object': kind, 'created': created, 'model': name, 'choices': choices,
-             'usage': _usage(len(prompt), results)}
-      return out if as_dict else JSONResponse(out)
-  except Busy as e:
-    return ApiError(429, str(e), kind='server_busy').response()
-  except EngineError as e:
-    return ApiError(500, str(e), kind='server_error').response()
-  return await _stream_response(engine, name, prompt, max_tokens, settings, seeds, rid, created,
-                                chat, logprobs, include_usage, prompt_text, prompt_part)
+  choices = []
+  for i, r in enumerate(results):
+    if chat:
+      choices.append({'index': i, 'message': {'role': 'assistant', 'content': r.text},
+                      'logprobs': _chat_logprobs(tok, r.tokens, logprobs)
+                      if logprobs is not None else None, 'finish_reason': r.finish_reason})
+    else:
+      text = (prompt_text or '') + r.text
+      choices.append({'index': i, 'text': text, 'finish_reason': r.finish_reason,
+                      'logprobs': None if logprobs is None else _completion_logprobs(
+                          tok, r.tokens, logprobs, 0 if echo else len(prompt_text or ''),
+                          prompt_part)})
+  out = {'id': rid, 'object': kind, 'created': created, 'model': name, 'choices': choices,
+         'usage': _usage(len(prompt), results)}
+  return out if as_dict else JSONResponse(out)
 
 
 async def _stream_response(engine, name, prompt, max_tokens, settings, seeds, rid, created, chat,
@@ -311,30 +332,31 @@ async def _stream_response(engine, name, prompt, max_tokens, settings, seeds, ri
   tok = engine.tok
   kind = 'chat.completion.chunk' if chat else 'text_completion'
   n = len(seeds)
-  # Submitted before the response starts: a full queue is still a 429, not a broken stream.
+  # Each choice's first event is awaited before the response starts: a full queue or a failed
+  # prefill is still a status code (429, 500), not a broken stream.
   gens = [stream(engine, prompt, max_tokens=max_tokens, seed=seeds[i], **settings)
           for i in range(n)]
   firsts = []
   try:
-    for g in gens:
-      firsts.append(await g.__anext__())
-  except Busy as e:
+    with _errors():
+      for g in gens:
+        firsts.append(await g.__anext__())
+  except BaseException:
     for g in gens:
       await g.aclose()
-    return ApiError(429, str(e), kind='server_busy').response()
+    raise
 
   def chunk(i, *, delta=None, text=None, finish=None, lp=None):
     c = {'index': i, 'finish_reason': finish}
     if chat:
       c['delta'] = delta if delta is not None else {}
-      c['logprobs'] = lp
     else:
       c['text'] = text or ''
-      c['logprobs'] = lp
+    c['logprobs'] = lp
     return {'id': rid, 'object': kind, 'created': created, 'model': name, 'choices': [c]}
 
   async def events():
-    counts = [0] * n
+    counts, offsets = [0] * n, [len(prompt_text or '')] * n
     pending, wake = collections.deque(), asyncio.Event()   # (choice, event) from every choice
 
     def put(item):
@@ -354,17 +376,18 @@ async def _stream_response(engine, name, prompt, max_tokens, settings, seeds, ri
       except EngineError as e:
         put((i, RuntimeError(str(e))))
 
-    if chat:
-      for i in range(n):
-        yield _sse(chunk(i, delta={'role': 'assistant', 'content': ''}))
-    elif prompt_text:
-      for i in range(n):
-        lp = (_completion_logprobs(tok, [], logprobs, 0, prompt_part)
-              if logprobs is not None else None)
-        yield _sse(chunk(i, text=prompt_text, lp=lp))
-    tasks = [asyncio.create_task(pump(i, g, f)) for i, (g, f) in enumerate(zip(gens, firsts))]
-    left = n
+    tasks = []
     try:
+      if chat:
+        for i in range(n):
+          yield _sse(chunk(i, delta={'role': 'assistant', 'content': ''}))
+      elif prompt_text:
+        for i in range(n):
+          lp = (_completion_logprobs(tok, [], logprobs, 0, prompt_part)
+                if logprobs is not None else None)
+          yield _sse(chunk(i, text=prompt_text, lp=lp))
+      tasks = [asyncio.create_task(pump(i, g, f)) for i, (g, f) in enumerate(zip(gens, firsts))]
+      left = n
       while left:
         if not pending:
           wake.clear()
@@ -383,13 +406,14 @@ async def _stream_response(engine, name, prompt, max_tokens, settings, seeds, ri
           evs = [ev]
           while pending and pending[0][0] == i and isinstance(pending[0][1], Token):
             evs.append(pending.popleft()[1])
-          counts[i] += len(evs)
+          counts[i] += sum(e.id is not None for e in evs)
           text = ''.join(e.text for e in evs)
           lp = None
           if logprobs is not None:
             lp = (_chat_logprobs(tok, evs, logprobs) if chat else
-                  _completion_logprobs(tok, evs, logprobs, 0))
-          if text or lp is not None:
+                  _completion_logprobs(tok, evs, logprobs, offsets[i]))
+          offsets[i] += sum(len(_token_text(tok, e.id)) for e in evs if e.id is not None)
+          if text or (lp is not None and any(e.id is not None for e in evs)):
             yield _sse(chunk(i, delta={'content': text}, text=text, lp=lp))
       if include_usage:
         done = sum(counts)
@@ -398,8 +422,11 @@ async def _stream_response(engine, name, prompt, max_tokens, settings, seeds, ri
                               'total_tokens': len(prompt) + done}})
       yield 'data: [DONE]\n\n'
     finally:
+      # A client gone mid-stream: cancel the pumps and let each finish cancelling (which marks
+      # its request cancelled and frees the slot) before closing the generators they drive.
       for t in tasks:
         t.cancel()
+      await asyncio.gather(*tasks, return_exceptions=True)
       for g in gens:
         await g.aclose()
 
