@@ -44,11 +44,9 @@ def get_config(arg=None):
   s.sft.data.seq_len = 192
   s.sft.train.steps = 200
   # RLHF is plain PPO (InstructGPT's "PPO", ptx gamma 0). PPO-ptx with gamma 0.3 was the default
-  # until the whole-pipeline seeds: its pretraining term pulls the policy away from SFT (KL 0.96
-  # vs 0.20 at gamma 0, experiments/instructgpt_ptx) and cost word-problem accuracy (-0.033
-  # [-0.061, -0.006] against gamma 0, same seeds); on seed 1 it left the gold labeler's gain not
-  # significant (+0.029 [-0.026, 0.083]), which gamma 0 turned into +0.106 [0.056, 0.155]
-  # (README, "How the RLHF recipe got here").
+  # until the whole-pipeline seeds: its pretraining term pulls the policy further from SFT and
+  # costs word-problem accuracy (experiments/instructgpt_ptx), and on one seed of three it left
+  # the gold labeler's gain not significant (README, "How the RLHF recipe got here").
   s.ppo.ppo.ptx_coef = 0.0
   # KL 2.0, not the stage's 0.5: with a reward model that cannot check a terse answer's arithmetic,
   # kl 0.5 drifts into terse wrong answers (README, "RLHF across seeds").

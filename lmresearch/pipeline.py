@@ -44,7 +44,8 @@ def run_stages(config, workdir: str, devices=None) -> dict:
     if name in reuse and not fileio.exists(marker):
       if os.path.islink(stage_dir):   # a link whose target has gone: point it again
         os.remove(stage_dir)
-      link_upstream(config.upstream, name, stage_dir)
+      # '{seed}' in config.upstream: a sweep over seeds takes each seed's own upstream run.
+      link_upstream(config.upstream.format(seed=config.seed), name, stage_dir)
     if fileio.exists(marker):
       done[name] = {**_load_json(marker), 'reused': os.path.islink(stage_dir)}
       print(f'[pipeline] {name}: finished earlier, skipped', flush=True)
