@@ -219,24 +219,33 @@ class Attention(nn.Module):
     return ck.value, cv.value, mask, True
 
   def _update_rows(self, k, v, ck, cv, index, kv_mask):
-    """`_update_cache` with a cache index per row ([batch]): row r's chunk goes to slots i[r],
-    i[r] + 1, ... (each row holds one sequence from slot 0, so its slot is its position)."""
+    """`_update_cache` with a cache index per row ([rows]): row r's chunk goes to slots i[r],
+    i[r] + 1, ... (each row holds one sequence from slot 0, so its slot is its position). The
+    chunk may come for the first b <= rows rows only, and kv_mask's length L may be shorter than
+    the cache: then only those rows' first L slots are attended (the serving engine's buckets:
+    a step reads what is live, and writes only its new keys and values into the whole cache)."""
     b, chunk = k.shape[:2]
-    cache_len = ck.value.shape[2]
-    i = index.value
+    rows_all, cache_len = ck.value.shape[0], ck.value.shape[2]
+    length = cache_len if kv_mask is None else kv_mask.shape[1]
+    i = index.value[:b]
     q_slot = i[:, None] + jnp.arange(chunk)[None, :]                       # [b, chunk]
     rows = jnp.arange(b)[:, None]
     # Advanced indices around a slice put their dims first: [b, chunk, kvh, d], k's own layout.
     ck.value = ck.value.at[rows, :, q_slot, :].set(k, mode='drop')
     cv.value = cv.value.at[rows, :, q_slot, :].set(v, mode='drop')
-    index.value = i + chunk
-    slots = jnp.arange(cache_len)[None, None, :]
-    mask = slots <= q_slot[:, :, None]                                      # [b, chunk, cache_len]
+    index.value = index.value.at[:b].add(chunk) if b < rows_all else i + chunk
+    keys, values = ck.value, cv.value
+    if b < rows_all or length < cache_len:
+      keys = jax.lax.slice(keys, (0, 0, 0, 0), (b,) + keys.shape[1:2] + (length,) + keys.shape[3:])
+      values = jax.lax.slice(values, (0, 0, 0, 0),
+                             (b,) + values.shape[1:2] + (length,) + values.shape[3:])
+    slots = jnp.arange(length)[None, None, :]
+    mask = slots <= q_slot[:, :, None]                                      # [b, chunk, length]
     if kv_mask is not None:
       mask = mask & kv_mask[:, None, :].astype(bool)
     if self.cfg.sliding_window:
       mask = mask & (slots > q_slot[:, :, None] - self.cfg.sliding_window)
-    return ck.value, cv.value, mask[:, None], True
+    return keys, values, mask[:, None], True
 
 
 class Mlp(nn.Module):

@@ -221,33 +221,27 @@ class Engine:
     return cache, tok[0], chosen[0], top_id[0], top_lp[0]
 
   def _decode_impl(self, params, cache, ints, floats, keys, *, rows: int, length: int):
-    """The first `rows` slots advance one token, attending to the first `length` cache slots (the
-    buckets that hold every live slot and position: a step costs what is live, not the whole
-    cache). ints [5, slots]: token fed in, its position, live, step, top_k; floats [2, slots]:
-    temperature, top_p; keys [slots, 2]. Returns the cache and one [rows, 2 + 2 * TOP] array:
-    token, its log-prob, the top ids, their log-probs (one transfer to the host)."""
+    """The first `rows` slots advance one token, attending to their first `length` cache slots
+    (the buckets that hold every live slot and position: a step reads what is live, and writes
+    only the new keys and values into the cache). ints [5, slots]: token fed in, its position,
+    live, step, top_k; floats [2, slots]: temperature, top_p; keys [slots, 2]. Returns the cache
+    and one [rows, 2 + 2 * TOP] array: token, its log-prob, the top ids, their log-probs (one
+    transfer to the host)."""
     tokens, positions, live, steps, top_k = (ints[j, :rows] for j in range(5))
     temperature, top_p = floats[0, :rows], floats[1, :rows]
-
-    def view(path, x):
-      if getattr(path[-1], 'key', None) == 'cache_index':
-        return x[..., :rows]
-      lead = x.ndim - 4
-      return jax.lax.slice(x, (0,) * x.ndim, x.shape[:lead] + (rows, x.shape[lead + 1], length,
-                                                                x.shape[-1]))
-    small = jax.tree_util.tree_map_with_path(view, cache)
-    hidden, v = self.model.apply({'params': params, 'cache': small}, tokens[:, None],
-                                 positions[:, None], decode=True, mutable=['cache'],
-                                 return_hidden=True)
+    hidden, v = self.model.apply({'params': params, 'cache': cache}, tokens[:, None],
+                                 positions[:, None], kv_mask=jnp.ones((rows, length), jnp.bool_),
+                                 decode=True, mutable=['cache'], return_hidden=True)
     logits = self._logits(params, hidden)[:, 0]
     tok = sample_rows(logits, _row_keys(keys[:rows], steps), temperature, top_k, top_p)
     chosen, top_id, top_lp = _log_probs(self.cfg, logits, tok)
+    alive = ints[2].astype(bool)
 
-    def put(path, big, new, old):
-      if getattr(path[-1], 'key', None) == 'cache_index':   # slots not live keep their index
-        new = jnp.where(live.astype(bool), new, old)
-      return jax.lax.dynamic_update_slice(big, new, (0,) * big.ndim)
-    cache = self._pin(jax.tree_util.tree_map_with_path(put, cache, v['cache'], small))
+    def keep(path, new, old):   # slots not live keep their cache index
+      if getattr(path[-1], 'key', None) == 'cache_index':
+        return jnp.where(alive, new, old)
+      return new
+    cache = self._pin(jax.tree_util.tree_map_with_path(keep, v['cache'], cache))
     out = jnp.concatenate([tok[:, None].astype(jnp.float32), chosen[:, None],
                            top_id.astype(jnp.float32), top_lp], axis=1)
     return cache, out
