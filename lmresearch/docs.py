@@ -161,7 +161,8 @@ def seeds_block() -> list[str]:
 
 # The recipes the whole-pipeline seeds were run with, oldest first: (label, results file).
 RECIPES = (('PPO-ptx, γ 0.3', os.path.join(SEEDS, 'history', 'ptx_0.3.csv')),
-           ('PPO, γ 0 (today)', os.path.join(SEEDS, 'results.csv')))
+           ('PPO, γ 0, KL price 3.0', os.path.join(SEEDS, 'history', 'kl_3.csv')),
+           ('PPO, γ 0, KL price 2.0 (today)', os.path.join(SEEDS, 'results.csv')))
 RECIPE_CLAIMS = ('rlhf_gold_preferred', 'rlhf_keeps_accuracy')
 
 
@@ -182,9 +183,11 @@ def recipe_block() -> list[str]:
       rows.append([label, r['trial'].replace('seed=', 'seed ')] + cells +
                   [render.number(float(r['stages.rlhf.kl_to_sft'])),
                    render.number(float(r['stages.rlhf.sampled_padded_share']))])
-  return ['Each recipe\'s whole-pipeline seeds (the older recipe\'s runs were made on another machine '
-          'and code version, so the same seed is not the same base or SFT model: a comparison of '
-          'recipes, not a paired one).', ''] + render.md_table(
+  return ['Each recipe\'s whole-pipeline seeds. The PPO-ptx runs were made on another machine and '
+          'code version, so their seeds are not the same base or SFT models as today\'s (a '
+          'comparison of recipes, not a paired one); the KL-3.0 runs retrained only PPO on '
+          'today\'s seeds\' pretraining, SFT and reward model (paired with them by seed).', ''] + \
+      render.md_table(
       ['recipe', 'seed', f'{by_id[RECIPE_CLAIMS[0]].claim} ({by_id[RECIPE_CLAIMS[0]].criterion})',
        f'{by_id[RECIPE_CLAIMS[1]].claim} ({by_id[RECIPE_CLAIMS[1]].criterion})', 'KL to SFT',
        'RLHF padded share'], rows)
