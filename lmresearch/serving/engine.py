@@ -106,7 +106,10 @@ def sample_rows(logits, keys, temperature, top_k, top_p):
 
   needs = jnp.any((top_k > 0) | (top_p < 1.0))
   scaled = jax.lax.cond(needs, truncate, lambda x: x, scaled)
-  sampled = jax.vmap(jax.random.categorical)(keys, scaled)
+  # Random draws (a Gumbel variate per vocabulary entry and row) only when some row samples.
+  sampled = jax.lax.cond(jnp.any(temperature > 0),
+                         lambda: jax.vmap(jax.random.categorical)(keys, scaled),
+                         lambda: greedy)
   return jnp.where(temperature <= 0, greedy, sampled).astype(jnp.int32)
 
 
@@ -328,24 +331,39 @@ class Engine:
     if req.cancelled.is_set():
       return self._finish(slot, 'cancelled')
     if tok in req.stop_ids:   # what was held back (a stop string's prefix, UTF-8) is final now
-      text = self.tok.decode(state.ids, skip_special=True)
+      text = state.text + self.tok.decode(state.ids[state.read:], skip_special=True) \
+          if state.read < len(state.ids) else state.text
       if len(text) > state.sent:
         _emit(req, 'token', Token(None, text[state.sent:], None, []))
       return self._finish(slot, 'stop')
     state.ids.append(tok)
-    text = self.tok.decode(state.ids, skip_special=True)
+    text = self._detokenize(state)
     reason = None
-    cut = _first_stop(text, req.stop)
+    cut = _first_stop(text, req.stop, state.sent)
     if cut is not None:
       text, reason = text[:cut], 'stop'
     elif len(state.ids) >= req.max_tokens:
       reason = 'length'
-    safe = len(text) if reason else _safe_len(text, req.stop)
+      text = state.text + self.tok.decode(state.ids[state.read:], skip_special=True)
+    safe = len(text) if reason else _safe_len(text, req.stop, state.sent)
     delta = text[state.sent:safe] if safe > state.sent else ''
     state.sent = max(state.sent, safe)
     _emit(req, 'token', Token(tok, delta, lp, list(zip(top_id.tolist(), top_lp.tolist()))))
     if reason:
       self._finish(slot, reason)
+
+  def _detokenize(self, state) -> str:
+    """The reply's text so far, decoding only its last few tokens (vLLM's prefix / read offsets):
+    a token's text can depend on the one before it (a space, a byte of UTF-8), so the new text is
+    the window's decoding minus what the window decoded to before this token. Text whose last
+    character is incomplete UTF-8 waits for the next token."""
+    ids = state.ids
+    before = self.tok.decode(ids[state.prefix:state.read], skip_special=True)
+    window = self.tok.decode(ids[state.prefix:], skip_special=True)
+    if len(window) > len(before) and not window.endswith('\ufffd'):
+      state.text += window[len(before):]
+      state.prefix, state.read = state.read, len(ids)
+    return state.text
 
   def _finish(self, slot, reason) -> None:
     state = self._live[slot]
@@ -423,7 +441,10 @@ class _Live:
   key: Any
   prompt_len: int
   ids: list = dataclasses.field(default_factory=list)
-  sent: int = 0   # characters of text handed out so far
+  sent: int = 0     # characters of text handed out so far
+  text: str = ''    # the text of ids[:read]
+  prefix: int = 0   # ids[prefix:read]: the window the next token's text is read against
+  read: int = 0
 
 
 def _emit(req: Request, kind: str, payload) -> None:
@@ -435,16 +456,18 @@ def _emit(req: Request, kind: str, payload) -> None:
     req.cancelled.set()
 
 
-def _first_stop(text: str, stops: Sequence[str]) -> Optional[int]:
-  hits = [i for i in (text.find(s) for s in stops if s) if i != -1]
+def _first_stop(text: str, stops: Sequence[str], start: int = 0) -> Optional[int]:
+  """Where the earliest stop string begins, looking only where one could begin after `start`
+  characters were handed out (the rest was checked on earlier tokens)."""
+  hits = [i for i in (text.find(s, max(0, start - len(s) + 1)) for s in stops if s) if i != -1]
   return min(hits) if hits else None
 
 
-def _safe_len(text: str, stops: Sequence[str]) -> int:
+def _safe_len(text: str, stops: Sequence[str], start: int = 0) -> int:
   """How much of `text` can be handed out: not a trailing replacement character (half of a UTF-8
   sequence), nor a tail that may be the start of a stop string."""
   end = len(text)
-  while end and text[end - 1] == '\ufffd':
+  while end > start and text[end - 1] == '\ufffd':
     end -= 1
   hold = 0
   for s in stops:
