@@ -303,9 +303,53 @@ def serve_block() -> list[str]:
        'transformers tokens/s', 'transformers TTFT ms', 'ours / transformers'], rows)
 
 
+def rl_block() -> list[str]:
+  b = _bench('rl')
+  if b is None:
+    return ['(not measured yet: `python scripts/bench.py --sections=rl --json=...`)']
+  r = b['rl']
+  return [f'`python scripts/bench.py --sections=rl`, measured {b["date"]} on {b["machine"]}; PPO '
+          f'on the default shapes, {r["prompts_per_rollout"]} prompts × ≤ {r["max_new_tokens"]} '
+          f'tokens, {r["devices"]} devices, medians of the timed steps:', ''] + render.md_table(
+      ['rollout s', 'of which generation s', 'generated tokens/s', 'update s (epochs × minibatches)',
+       'share: generation', 'share: forwards (policy, reference, value, reward, GAE)',
+       'share: update'],
+      [[f'{r["rollout_s_median"]:.2f}', f'{r["generation_s_median"]:.2f}',
+        f'{r["rollout_tokens_per_s"]:,.0f}',
+        f'{r["update_step_s_median"]:.2f} ({r["updates_per_step"]})',
+        f'{r["share_generation"]:.0%}', f'{r["share_forwards"]:.0%}', f'{r["share_update"]:.0%}']])
+
+
+def main_block() -> list[str]:
+  b = _bench('main')
+  if b is None:
+    return ['(not measured yet: `python scripts/bench.py --sections=main --json=...`)']
+  m, ref = b['main'], b['main']['reference']['ms_per_iter']
+  base = m['baseline']['s'] / (m['baseline']['ref_ms'] / 1e3)
+  rows = []
+  for mode, r in m['runs'].items():
+    norm = r['stage_and_eval_s'] / (ref / 1e3)
+    rows.append([mode] + [f'{v["s"]:,.0f} ({v["programs"]} programs, {v["compile_s"] or 0:.0f} s '
+                          'compiling)' for v in r['stages'].values()] +
+                [f'{r["eval_s"]:,.0f}', f'{r["stage_and_eval_s"]:,.0f}', f'{norm:,.0f}',
+                 f'{norm / base:.0%}'])
+  names = list(next(iter(m['runs'].values()))['stages'])
+  return [f'`python scripts/bench.py --sections=main`, measured {b["date"]} on {b["machine"]}: '
+          'the default pipeline (what `scripts/demo.sh` runs) with an empty compilation cache, '
+          'then again with the cache it filled; seconds per stage (programs compiled in its '
+          f'training loop, seconds tracing and compiling them). The PyTorch eager reference ran '
+          f'at {ref:.1f} ms/iter in the same run (shakespeare_char); "reference iterations" = '
+          'stage + evaluation seconds ÷ that, against the issue\'s baseline of '
+          f'{m["baseline"]["s"]:,.0f} s at {m["baseline"]["ref_ms"]:.1f} ms/iter '
+          f'({base:,.0f}).', ''] + render.md_table(
+      ['cache'] + [f'{n} s' for n in names] + ['evaluation s', 'stage + evaluation s',
+                                               'reference iterations', 'of the baseline'], rows)
+
+
 BLOCKS = {'DEFAULT RUN': default_run_block, 'SEEDS': seeds_block, 'RECIPES': recipe_block, 'EXPERIMENTS': experiments_block,
           'BENCH CONVERT': convert_block, 'BENCH LORA': lora_block,
-          'BENCH TRAIN': train_block, 'BENCH GENERATE': generate_block, 'BENCH SERVE': serve_block}
+          'BENCH TRAIN': train_block, 'BENCH GENERATE': generate_block, 'BENCH SERVE': serve_block,
+          'BENCH RL': rl_block, 'BENCH MAIN': main_block}
 
 
 def splice_block(text: str, name: str, lines: list[str]) -> str:
