@@ -329,7 +329,7 @@ def main_block() -> list[str]:
   rows = []
   for mode, r in m['runs'].items():
     norm = r['stage_and_eval_s'] / (ref / 1e3)
-    rows.append([mode] + [f'{v["s"]:,.0f} ({v["programs"]} programs, {v["compile_s"] or 0:.0f} s '
+    rows.append([mode] + [f'{v["s"]:,.0f} ({v["programs"]:.0f} programs, {v["compile_s"] or 0:.0f} s '
                           'compiling)' for v in r['stages'].values()] +
                 [f'{r["eval_s"]:,.0f}', f'{r["stage_and_eval_s"]:,.0f}', f'{norm:,.0f}',
                  f'{norm / base:.0%}'])
