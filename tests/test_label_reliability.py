@@ -3,26 +3,18 @@ models, many labelers at once, and `kill -9` in the middle of their work."""
 import contextlib
 import random
 import signal
-import socket
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
 
 import httpx
-import pytest
 
 from conftest import ROOT
+from servers import free_port, running
 from lmresearch.serving.store import Store
 
 K = 4
-
-
-def free_port() -> int:
-  with contextlib.closing(socket.socket()) as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -31,33 +23,10 @@ def server(tmp_path, db):
   workdir = tmp_path / 'runs'
   workdir.mkdir(exist_ok=True)
   port = free_port()
-  log = open(tmp_path / f'server-{port}.log', 'w')
-  proc = subprocess.Popen([sys.executable, '-m', 'lmresearch.serve', f'--workdir={workdir}',
-                           f'--db={db}', f'--port={port}'], cwd=ROOT, stdout=log,
-                          stderr=subprocess.STDOUT)
-  url = f'http://127.0.0.1:{port}'
-  try:
-    deadline = time.time() + 60
-    while True:
-      if proc.poll() is not None:
-        pytest.fail(f'the server exited ({proc.returncode}): {open(log.name).read()}')
-      try:
-        httpx.get(f'{url}/api/label/me', timeout=2)
-        break
-      except httpx.TransportError:
-        if time.time() > deadline:
-          pytest.fail(f'the server did not answer in 60 s: {open(log.name).read()}')
-        time.sleep(0.1)
-    yield url, proc
-  finally:
-    if proc.poll() is None:
-      proc.send_signal(signal.SIGINT)
-      try:
-        proc.wait(10)
-      except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
+  with running([sys.executable, '-m', 'lmresearch.serve', f'--workdir={workdir}', f'--db={db}',
+                f'--port={port}'], port, tmp_path / f'server-{port}.log', cwd=ROOT,
+               probe='/api/label/me', timeout=60, stop_wait=10) as served:
+    yield served
 
 
 def setup_store(db, items: int, labelers: int, per_item: int = 1) -> list[str]:

@@ -13,8 +13,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -24,6 +22,7 @@ import httpx
 import pytest
 
 from conftest import ROOT
+from servers import free_port, running
 
 
 def walkthrough() -> str:
@@ -65,12 +64,6 @@ def commands(port: int) -> list[list[str]]:
   return out
 
 
-def free_port() -> int:
-  with contextlib.closing(socket.socket()) as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 def env() -> dict:
   return {**os.environ, 'PYTHONPATH': ROOT,
           'XLA_FLAGS': '--xla_force_host_platform_device_count=1'}
@@ -89,31 +82,8 @@ def run(argv, cwd, timeout=600) -> str:
 @contextlib.contextmanager
 def serving(argv, cwd, port):
   """The server command running until the block ends: yields its URL once it answers."""
-  log = open(cwd / f'serve-{port}.log', 'w')
-  proc = subprocess.Popen(argv, cwd=cwd, env=env(), stdout=log, stderr=subprocess.STDOUT)
-  url = f'http://127.0.0.1:{port}'
-  try:
-    deadline = time.time() + 120
-    while True:
-      if proc.poll() is not None:
-        pytest.fail(f'the server exited ({proc.returncode}): {open(log.name).read()}')
-      try:
-        httpx.get(f'{url}/v1/models', timeout=5)
-        break
-      except httpx.TransportError:
-        if time.time() > deadline:
-          pytest.fail(f'the server did not answer in 120 s: {open(log.name).read()}')
-        time.sleep(0.2)
+  with running(argv, port, cwd / f'serve-{port}.log', cwd=cwd, env=env()) as (url, _):
     yield url
-  finally:
-    if proc.poll() is None:
-      proc.send_signal(signal.SIGINT)
-      try:
-        proc.wait(20)
-      except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
 
 
 def label_as_gold(url: str, token: str, items: dict) -> int:
