@@ -129,7 +129,8 @@ def default_run_block() -> list[str]:
   secs = rep.get('stage_seconds', {})
   if secs:
     parts = ', '.join(f'{k} {v:.0f} s' for k, v in secs.items())
-    out += ['', f'Wall time of the run: {rep["wall_seconds"]:.0f} s of stage and evaluation time '
+    out += ['', f'Wall time of the run: {rep.get("pipeline_seconds", rep["wall_seconds"]):.0f} s '
+            'of stage and evaluation time '
             f'({parts}; evaluation the rest).']
   return out
 

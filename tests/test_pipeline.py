@@ -59,7 +59,11 @@ def test_a_pipeline_reuses_upstream_stages_and_trains_only_the_rest(smoke_pipeli
     assert os.path.islink(tmp_path / 'down' / name)
     assert os.path.realpath(tmp_path / 'down' / name) == os.path.realpath(up / name)
   assert not os.path.islink(tmp_path / 'down' / 'ppo')
-  assert set(out['stage_seconds']) == {'ppo'}            # only what this run trained
+  assert out['reused_stages'] == ['pretrain', 'sft', 'reward']   # their time is upstream's ...
+  up_secs = {n: json.load(open(up / n / 'DONE.json'))['seconds'] for n in out['reused_stages']}
+  assert {n: out['stage_seconds'][n] for n in up_secs} == up_secs
+  assert out['wall_seconds'] < out['pipeline_seconds']   # ... counted by the pipeline's, not ours
+  assert out['pipeline_seconds'] == pytest.approx(out['wall_seconds'] + sum(up_secs.values()))
   assert set(out['stages']) == {'sft', 'rlhf'} and out['prompting'] == {}
   assert list(out['best_of_n']) == ['1', '2', '4']
   c.upstream = str(tmp_path / 'nowhere')

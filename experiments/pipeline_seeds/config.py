@@ -2,7 +2,7 @@
 
 Machines differ the way seeds of the *whole* pipeline do (another CPU changes the base and SFT
 models too), so each trial is the main job itself, `configs/pipeline.py` with `config.seed` set:
-tokenizer, pretraining, SFT, reward model and PPO-ptx, each evaluated in full. Trial seed=0 is
+tokenizer, pretraining, SFT, reward model and PPO, each evaluated in full. Trial seed=0 is
 `bash scripts/demo.sh` (the same config and seed); its report.json is kept beside this file as
 the default run the top-level README shows.
 
@@ -43,7 +43,7 @@ def get_report():
           S.format('rlhf', 'degenerate_share'): 'RLHF greedy degenerate',
           S.format('rlhf', 'sampled_win_rate_vs_previous'): 'RM win (samples)',
           S.format('rlhf', 'kl_to_sft'): 'KL to SFT', 'reward_model_accuracy': 'RM held-out pairs',
-          'wall_seconds': 'stage + eval seconds'}
+          'pipeline_seconds': 'stage + eval seconds'}
   return {
       'title': 'The default pipeline on three whole-pipeline seeds',
       'claims': claims, 'labels': cols, 'metrics': {k: v for k, v in cols.items()},

@@ -166,8 +166,13 @@ def write(workdir: str, results: dict, runs: dict) -> dict:
   sh, sr = stage_table(results)
   rh, rr = reward_model_table(results)
   ph, pr = prompting_table(results)
+  reused = results.get('reused_stages', [])
+  wall = f"Wall time: {results['wall_seconds']:.0f} s."
+  if reused:   # their models were trained by the upstream run, and measured again by this one
+    wall += (f" The stages {', '.join(reused)} were reused from an upstream run: with them the "
+             f"pipeline takes {results['pipeline_seconds']:.0f} s.")
   md = ['# lmresearch pipeline report', '',
-        f"Wall time: {results['wall_seconds']:.0f} s. Everything below was measured by this run.", '',
+        f"{wall} Everything below was measured by this run.", '',
         '## Claims this run tests', '', _md_table(ch, cr), '',
         '## Stages', '', _md_table(sh, sr), '', results.get('stage_notes', ''), '']
   md += [f'![{bars}]({bars})', ''] if bars else []
@@ -209,6 +214,8 @@ def write(workdir: str, results: dict, runs: dict) -> dict:
              'reward_model': results.get('reward_model'), 'claims': results.get('claims', []),
              'claim_values': results.get('claim_values', {}),
              'stage_seconds': results.get('stage_seconds', {}),
+             'reused_stages': results.get('reused_stages', []),
+             'pipeline_seconds': results.get('pipeline_seconds', results['wall_seconds']),
              'prompting': {m: {k: v['all'] for k, v in by.items()}
                            for m, by in results['prompting_by_steps'].items()},
              'prompting_by_steps': results['prompting_by_steps'], 'plots': plots}
