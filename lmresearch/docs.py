@@ -163,7 +163,8 @@ def seeds_block() -> list[str]:
 # The recipes the whole-pipeline seeds were run with, oldest first: (label, results file).
 RECIPES = (('PPO-ptx, γ 0.3', os.path.join(SEEDS, 'history', 'ptx_0.3.csv')),
            ('PPO, γ 0, KL price 3.0', os.path.join(SEEDS, 'history', 'kl_3.csv')),
-           ('PPO, γ 0, KL price 2.0 (today)', os.path.join(SEEDS, 'results.csv')))
+           ('PPO, γ 0, KL price 2.0, 32 rollouts a step', os.path.join(SEEDS, 'history', 'ppo_b32.csv')),
+           ('PPO, γ 0, KL price 2.0, 64 rollouts a step (today)', os.path.join(SEEDS, 'results.csv')))
 RECIPE_CLAIMS = ('rlhf_gold_preferred', 'rlhf_keeps_accuracy')
 
 
@@ -186,8 +187,10 @@ def recipe_block() -> list[str]:
                    render.number(float(r['stages.rlhf.sampled_padded_share']))])
   return ['Each recipe\'s whole-pipeline seeds. The PPO-ptx runs were made on another machine and '
           'code version, so their seeds are not the same base or SFT models as today\'s (a '
-          'comparison of recipes, not a paired one); the KL-3.0 runs retrained only PPO on '
-          'today\'s seeds\' pretraining, SFT and reward model (paired with them by seed).', ''] + \
+          'comparison of recipes, not a paired one); the KL-3.0 and the 64-rollout runs retrained '
+          'only PPO on the 32-rollout seeds\' pretraining, SFT and reward model (paired with them '
+          'by seed: on this machine a seed\'s stages are the same bit for bit, so each is that '
+          'seed\'s whole pipeline).', ''] + \
       render.md_table(
       ['recipe', 'seed', f'{by_id[RECIPE_CLAIMS[0]].claim} ({by_id[RECIPE_CLAIMS[0]].criterion})',
        f'{by_id[RECIPE_CLAIMS[1]].claim} ({by_id[RECIPE_CLAIMS[1]].criterion})', 'KL to SFT',
