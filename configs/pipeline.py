@@ -4,7 +4,7 @@
   configs/pipeline.py               the default on the embedded world (~18 min on 2 CPU cores; README)
   configs/pipeline.py:size=smoke    seconds-sized stages, for the smoke test
   configs/pipeline.py:all=1         also DPO and GRPO
-  configs/pipeline.py:lora=8        SFT and PPO-ptx with rank-8 LoRA adapters (the rest as default)
+  configs/pipeline.py:lora=8        SFT and PPO with rank-8 LoRA adapters (the rest as default)
   --config.upstream=runs/demo --config.run=pretrain,sft,reward,ppo
                                     reuse runs/demo's finished pretrain, SFT and reward stages
 
@@ -79,7 +79,7 @@ def get_config(arg=None):
       models='',              # which models to evaluate ('rlhf': it and SFT, the KL reference); '' = all
       prompting=True,         # the prompting methods on the base and SFT models
       best_of=0))             # > 0: best-of-n of SFT's samples by the reward model, n = 1, 2, 4, ...
-  if args.get('lora'):   # SFT and PPO-ptx with rank-r adapters on every projection
+  if args.get('lora'):   # SFT and PPO with rank-r adapters on every projection
     for name in ('sft', 'ppo'):
       s[name].lora.update(rank=int(args['lora']), alpha=2.0 * int(args['lora']),
                           targets='query,key,value,out,gate,up,down')

@@ -35,7 +35,11 @@ def get_config(arg=None):
   rm.checkpoint.every = 95
   ppo = c.stages.ppo
   ppo.ppo.update(ptx_coef=0.0, kl_coef=0.05)
-  ppo.train.update(steps=40, eval_every=5)
+  # The rollouts its results were measured with (2026-11-30, the pipeline's PPO then): 32 prompts
+  # a step, 48 new tokens. The pipeline has since moved to 64 x 96; pinned so that this config
+  # still describes its results.csv.
+  ppo.train.update(steps=40, eval_every=5, batch_size=32)
+  ppo.rl.max_new_tokens = 48
   ppo.rl.eval_prompts = 64
   c.eval.update(per_step=30, models='rlhf', prompting=False, rm_rankings=200, compare_prompts=2,
                 sample_prompts=60, samples_per_prompt=1, best_of=max(BON))
