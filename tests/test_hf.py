@@ -401,6 +401,26 @@ def test_the_streaming_writer_gives_a_safetensors_file_any_reader_loads(tmp_path
     assert f.metadata() == {'format': 'pt'}
     for k, v in tensors.items():
       np.testing.assert_array_equal(np.asarray(f.get_tensor(k), np.float32), v.astype(np.float32))
+  # A transposed view and a cast are written slab by slab (slabs smaller than a row, too), as a
+  # scalar is: the bytes are those of the whole contiguous, cast array.
+  from lmresearch.models.hf import writer as writer_lib
+  big = np.random.default_rng(0).standard_normal((37, 11, 5)).astype(np.float32)
+  w = StreamingWriter(str(tmp_path / 'z.safetensors'))
+  old, writer_lib.SLAB_BYTES = writer_lib.SLAB_BYTES, 7 * 11 * 5 * 2
+  try:
+    w.add('t', big.transpose(2, 0, 1), ml_dtypes.bfloat16)
+    w.add('r', big[:, 0, :].T)
+    w.add('s', np.float32(3.5))
+  finally:
+    writer_lib.SLAB_BYTES = old
+  w.close()
+  with safe_open(str(tmp_path / 'z.safetensors'), 'numpy') as f:
+    assert f.get_slice('t').get_dtype() == 'BF16'
+  with safe_open(str(tmp_path / 'z.safetensors'), 'flax') as f:
+    np.testing.assert_array_equal(np.asarray(f.get_tensor('t'), np.float32),
+                                  big.transpose(2, 0, 1).astype(ml_dtypes.bfloat16).astype(np.float32))
+    np.testing.assert_array_equal(np.asarray(f.get_tensor('r')), big[:, 0, :].T)
+    assert np.asarray(f.get_tensor('s')).shape == () and float(f.get_tensor('s')) == 3.5
   with pytest.raises(ValueError, match='tensor d has dtype bool'):
     StreamingWriter(str(tmp_path / 'y.safetensors')).add('d', np.zeros(2, bool))
 

@@ -176,15 +176,16 @@ def export_params(fetch: Callable[[tuple, Optional[int]], np.ndarray], model: di
       pieces.append(layout.to_hf(p, np.asarray(fetch(path, layer), np.float32), hf_vocab))
     tensor = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=t.axis)
     del pieces
-    tensor = tensor.astype(np_dtype, copy=False)
-    if size and size + tensor.nbytes > max_shard_bytes:
+    nbytes = tensor.size * np.dtype(np_dtype).itemsize
+    if size and size + nbytes > max_shard_bytes:
       flush()
     if writer is None:
       writer = StreamingWriter(os.path.join(out_dir, f'part-{len(shards):05d}.safetensors'),
                                {'format': 'pt'})
-    writer.add(t.name, tensor)   # on disk now: the host holds one tensor at a time
+    # On disk now, cast and made contiguous slab by slab: the host holds one tensor at a time.
+    writer.add(t.name, tensor, np_dtype)
     keys.append(t.name)
-    size += tensor.nbytes
+    size += nbytes
     del tensor
   flush()
   return _name_shards(shards, out_dir)

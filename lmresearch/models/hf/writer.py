@@ -16,6 +16,7 @@ import struct
 
 import numpy as np
 
+SLAB_BYTES = 16 << 20   # what one write holds beside the tensor it reads from
 DTYPES = {'float32': 'F32', 'float16': 'F16', 'bfloat16': 'BF16', 'int32': 'I32', 'int64': 'I64'}
 
 
@@ -26,16 +27,28 @@ class StreamingWriter:
     self._data = open(path + '.data', 'wb')
     self.header, self.offset = {}, 0
 
-  def add(self, name: str, array: np.ndarray) -> None:
-    array = np.ascontiguousarray(array)
-    dtype = DTYPES.get(array.dtype.name)
-    if dtype is None:
-      raise ValueError(f'{self.path}: tensor {name} has dtype {array.dtype}, which this writer '
+  def add(self, name: str, array: np.ndarray, dtype=None) -> None:
+    """Appends `array` (any layout: a transposed view is fine) as `dtype` (default its own).
+    It is written in slabs along its first axis, each made contiguous and cast on its own: the
+    C-order bytes of consecutive slabs are the whole array's, and the host never holds a second
+    whole copy of a transposed or cast tensor (on a 1B model's untied head, 1 GB)."""
+    out = np.dtype(dtype) if dtype is not None else array.dtype
+    code = DTYPES.get(out.name)
+    if code is None:
+      raise ValueError(f'{self.path}: tensor {name} has dtype {out}, which this writer '
                        f'does not store (one of {sorted(DTYPES)}).')
-    array.tofile(self._data)   # raw little-endian bytes, no copy
-    self.header[name] = {'dtype': dtype, 'shape': list(array.shape),
-                         'data_offsets': [self.offset, self.offset + array.nbytes]}
-    self.offset += array.nbytes
+    array = np.asarray(array)
+    shape = list(array.shape)
+    if array.ndim == 0:
+      array = array.reshape(1)
+    row_bytes = max(1, array[0].size * out.itemsize) if len(array) else 1
+    step = max(1, SLAB_BYTES // row_bytes)
+    for i in range(0, len(array), step):
+      np.ascontiguousarray(array[i:i + step], dtype=out).tofile(self._data)
+    nbytes = array.size * out.itemsize
+    self.header[name] = {'dtype': code, 'shape': shape,
+                         'data_offsets': [self.offset, self.offset + nbytes]}
+    self.offset += nbytes
 
   def close(self) -> None:
     self._data.close()
