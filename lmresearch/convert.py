@@ -228,7 +228,22 @@ def jax_fetch(tree):
           for k, v in tree.items()}
 
 
+def return_freed_buffers() -> bool:
+  """Large host buffers are mmapped, so a tensor freed after its read or write leaves RSS at
+  once. glibc's default threshold rises after the first large free (up to 32 MB), and every
+  buffer under it comes from a heap that keeps freed pages: after restoring a 124M model the
+  process held about a model's worth of freed buffers. Returns whether it applied (glibc only)."""
+  import ctypes
+  import ctypes.util
+  try:
+    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+    return bool(libc.mallopt(-3, 1 << 20))   # M_MMAP_THRESHOLD: fixed at 1 MB
+  except (OSError, AttributeError):
+    return False
+
+
 def main(argv):
+  return_freed_buffers()
   if len(argv) > 1:
     fail(f'unexpected arguments {argv[1:]}.')
   if not FLAGS.workdir or bool(FLAGS.from_hf) == bool(FLAGS.to_hf):
