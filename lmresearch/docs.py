@@ -213,13 +213,14 @@ def convert_block() -> list[str]:
   rows = [[r['model'], f'{r["params"] / 1e6:,.0f}M ({r["source_dtype"]})', f'{r["model_gb"]:.2f}',
            f'{r["largest_tensor_gb"]:.2f}', f'{r["import_s"]:.1f}', f'{r["import_peak_rss_gb"]:.2f}',
            f'{r["export_s"]:.1f}', f'{r["export_peak_rss_gb"]:.2f}', f'{r["bound_gb"]:.2f}',
-           'yes' if r['within_bound'] else '**no**'] for r in b['rows']]
+           *['yes' if r[f'{k}_peak_rss_gb'] <= r['bound_gb'] else '**no**'
+             for k in ('import', 'export')]] for r in b['rows']]
   return [f'`python scripts/bench_convert.py`, {_machine(b["machine"])}; random checkpoints of the '
           'published shapes, each conversion its own process; the bound is the model\'s bytes as '
           'placed (fp32) + its largest tensor + the overhead (the same command\'s peak on a '
           f'one-layer model: {b["rows"][0]["overhead_gb"]:.2f} GB).', ''] + render.md_table(
       ['model', 'params', 'model GB', 'largest tensor GB', 'import s', 'import peak RSS GB',
-       'export s', 'export peak RSS GB', 'bound GB', 'within'], rows)
+       'export s', 'export peak RSS GB', 'bound GB', 'import within', 'export within'], rows)
 
 
 def lora_block() -> list[str]:
