@@ -42,7 +42,11 @@ def main(argv):
            else 'this machine only' if FLAGS.host in ('127.0.0.1', 'localhost', '::1') else FLAGS.host)
   print(f'listening on http://{FLAGS.host}:{FLAGS.port} ({where}; --host to change)',
         file=sys.stderr, flush=True)
-  uvicorn.run(web, host=FLAGS.host, port=FLAGS.port, log_level='warning')
+  # Idle keep-alive connections live longer here (75 s, nginx's default) than in the clients'
+  # pools (httpx, and so the OpenAI client, drop them after 5 s): with uvicorn's 5 s on both
+  # sides a client could send on a connection the server was closing, and see the request fail
+  # with a read error (seen once in the 64-stream load test).
+  uvicorn.run(web, host=FLAGS.host, port=FLAGS.port, log_level='warning', timeout_keep_alive=75)
 
 
 if __name__ == '__main__':
