@@ -60,8 +60,10 @@ def base_config(stage: str = 'pretrain', init_from: str = '') -> ml_collections.
       log_every=25, eval_every=250, eval_batches=20, eval_at_start=True, peak_flops=0.0))
 
   # LoRA (models/lora.py): rank 0 = full fine-tuning. targets: projections by the model's own
-  # names (query, key, value, out, gate, up, down).
-  c.lora = ml_collections.ConfigDict(dict(rank=0, alpha=16.0, dropout=0.0, targets='query,value'))
+  # names (query, key, value, out, gate, up, down). tokens: ids or token strings (or 'specials')
+  # whose embedding and head rows train too, PEFT's trainable_token_indices ('' = none).
+  c.lora = ml_collections.ConfigDict(dict(rank=0, alpha=16.0, dropout=0.0, targets='query,value',
+                                          tokens=''))
   c.checkpoint = ml_collections.ConfigDict(dict(every=250, max_to_keep=2, use_async=True))
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   c.rules = [list(r) for r in parallel.DEFAULT_RULES]

@@ -208,6 +208,19 @@ def export_adapters(workdir: str, out_dir: str, dtype: str = 'float32') -> list[
       key = f'base_model.model.model.layers.{i}.{PEFT_NAMES[name]}'
       tensors[key + '.lora_A.weight'] = np.ascontiguousarray(ai.reshape(-1, r).T, np.float32)
       tensors[key + '.lora_B.weight'] = np.ascontiguousarray(bi.reshape(r, -1).T, np.float32)
+  token_indices = None
+  if any(p[-1] == 'rows' for p in flat):   # token rows: PEFT stores the rows' values, not deltas
+    from lmresearch import runs
+    from lmresearch.tokenizers import load_tokenizer
+    ids = lora.token_ids(cfg.lora.tokens, load_tokenizer(workdir))
+    merged = lora._flat(jax_fetch(runs.load(workdir, mesh=mesh, rules=parallel.rules_from_config(cfg)).params))
+    tensors['base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta'] = \
+        np.ascontiguousarray(merged[('embed', 'embedding')][list(ids)], np.float32)
+    token_indices = list(ids)
+    if ('head', 'kernel') in merged:   # untied: the head's rows are their own
+      tensors['base_model.model.lm_head.token_adapter.trainable_tokens_delta'] = \
+          np.ascontiguousarray(merged[('head', 'kernel')][:, list(ids)].T, np.float32)
+      token_indices = {'embed_tokens': list(ids), 'lm_head': list(ids)}
   os.makedirs(out_dir, exist_ok=True)
   save_file({k: v.astype({'float32': np.float32, 'float16': np.float16}.get(dtype, np.float32))
              for k, v in tensors.items()}, os.path.join(out_dir, 'adapter_model.safetensors'))
@@ -217,7 +230,7 @@ def export_adapters(workdir: str, out_dir: str, dtype: str = 'float32') -> list[
       'lora_dropout': lc.dropout, 'bias': 'none', 'fan_in_fan_out': False,
       'target_modules': sorted(PEFT_NAMES[n].split('.')[-1] for n in used),
       'base_model_name_or_path': cfg.get('init_from', ''), 'inference_mode': True,
-      'modules_to_save': None}, indent=2)
+      'modules_to_save': None, 'trainable_token_indices': token_indices}, indent=2)
   return ['adapter_config.json', 'adapter_model.safetensors']
 
 

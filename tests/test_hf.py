@@ -249,7 +249,8 @@ def test_our_trained_rlhf_model_exported_gives_our_logits_and_greedy_completions
   assert completion[:len(expected)] == expected
 
 
-def test_lora_adapters_exported_as_peft_load_onto_the_exported_base(tmp_path):
+@pytest.mark.parametrize('tokens', ['', '<|begin_of_text|>,<|end_of_text|>,9'])
+def test_lora_adapters_exported_as_peft_load_onto_the_exported_base(tmp_path, tokens):
   peft = pytest.importorskip('peft', reason='peft is a test extra')
   from conftest import load_config, tiny
   from lmresearch import launch
@@ -258,7 +259,7 @@ def test_lora_adapters_exported_as_peft_load_onto_the_exported_base(tmp_path):
   c = tiny(load_config('pretrain'))   # continued pretraining with adapters on the imported model
   c.init_from = str(tmp_path / 'base')
   c.data.update(tokenizer='hf', seq_len=64)
-  c.lora.update(rank=4, alpha=8.0, targets='query,key,value,out,gate,up,down')
+  c.lora.update(rank=4, alpha=8.0, targets='query,key,value,out,gate,up,down', tokens=tokens)
   c.train.update(steps=3, lr=1e-2)
   launch.run(c, str(tmp_path / 'lora'), devices=jax.devices()[:1])
   convert.export_run(str(tmp_path / 'base'), str(tmp_path / 'base_hf'))

@@ -22,12 +22,15 @@ def _lora(c, rank=4, targets='query,key,value,out,gate,up,down'):
   return c
 
 
-def test_a_lora_model_at_step_0_is_its_base_and_merging_changes_nothing():
+@pytest.mark.parametrize('style,tie,rows', [('llama', False, ()), ('llama', False, (3, 5, 60)),
+                                            ('llama', True, (3, 5)), ('gpt2', False, (0, 7))])
+def test_a_lora_model_at_step_0_is_its_base_and_merging_changes_nothing(style, tie, rows):
   base_cfg = ModelConfig(vocab_size=64, num_layers=2, num_heads=4, embed_dim=32, mlp_dim=64,
-                         max_len=32, style='llama')
+                         max_len=32, style=style, tie_embeddings=tie)
   lcfg = ModelConfig(**{**base_cfg.__dict__, 'lora_rank': 4, 'lora_alpha': 8.0,
-                        'lora_targets': 'query,value,down'})
+                        'lora_targets': 'query,value,down', 'lora_tokens': rows})
   tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 16), 0, 64)
+  tokens = tokens.at[:, :4].set(jnp.asarray((rows + (1, 2, 3, 4))[:4]))   # the rows' tokens occur
   params = Transformer(lcfg).init(jax.random.PRNGKey(0), tokens)['params']
   params = jax.tree.map(lambda x: x.value if hasattr(x, 'value') else x, params,
                         is_leaf=lambda x: hasattr(x, 'value'))
@@ -35,13 +38,24 @@ def test_a_lora_model_at_step_0_is_its_base_and_merging_changes_nothing():
   ours = Transformer(lcfg).apply({'params': params}, tokens)
   np.testing.assert_array_equal(ours, Transformer(base_cfg).apply({'params': base}, tokens))
   # with trained (non-zero) B, the merged weights give the adapted model's logits
+  # (and trained token rows, their rows of the embedding and head)
   trained = jax.tree_util.tree_map_with_path(
-      lambda p, x: x + 0.05 if str(p[-1]) == "['b']" else x, params)
+      lambda p, x: x + 0.05 if str(p[-1]) == "['b']" else
+      x + 0.3 * jax.random.normal(jax.random.PRNGKey(2), x.shape) if str(p[-1]) == "['rows']" else x,
+      params)
+  assert {p[0] for p in lora._flat(params) if 'rows' in p} == (
+      set() if not rows else {'embed_lora'} if style == 'gpt2' or tie else {'embed_lora', 'head_lora'})
   adapted = Transformer(lcfg).apply({'params': trained}, tokens)
-  merged = parents.fold(trained, 8.0 / 4)
+  merged = parents.fold(trained, 8.0 / 4, rows)
   np.testing.assert_allclose(Transformer(base_cfg).apply({'params': merged}, tokens), adapted,
                              atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(Transformer(base_cfg).apply({'params': lora.merged(trained, 2.0, rows)}, tokens),
+                             adapted, atol=1e-5, rtol=1e-5)
   assert not np.allclose(adapted, ours)
+  if rows:   # the chunked loss's unembedding sees the rows too
+    from lmresearch.models.transformer import unembed
+    hidden = Transformer(lcfg).apply({'params': trained}, tokens, return_hidden=True)
+    np.testing.assert_allclose(unembed(lcfg, trained, hidden), adapted, atol=1e-5, rtol=1e-5)
 
 
 def test_lora_sft_trains_and_saves_only_adapters(pipeline_dirs, tmp_path):
@@ -59,6 +73,22 @@ def test_lora_sft_trains_and_saves_only_adapters(pipeline_dirs, tmp_path):
              if not np.array_equal(v, lora._flat(base.params)[p])]
   assert changed and all(p[-1] == 'kernel' for p in changed)
   assert {p[-2] for p in changed} <= set(lora.TARGETS)
+
+
+def test_lora_token_rows_train_only_their_rows_of_the_embedding_and_head(pipeline_dirs, tmp_path):
+  from test_stages import _saved_params
+  c = _lora(stage_config('sft', pipeline_dirs), targets='query,value')
+  c.lora.tokens = '<|user|>,<|end|>'
+  c.train.lr = 1e-2
+  launch.run(c, str(tmp_path / 'sft'), devices=DEV)
+  saved = lora._flat(_saved_params(tmp_path / 'sft'))
+  assert {p[0] for p in saved if p[-1] == 'rows'} == {'embed_lora', 'head_lora'}
+  run, base = runs.load(str(tmp_path / 'sft')), runs.load(str(pipeline_dirs / 'base'))
+  ids = sorted({run.tok.special_id('<|user|>'), run.tok.end_id})
+  for table, axis in ((('embed', 'embedding'), 0), (('head', 'kernel'), 1)):
+    diff = np.abs(np.asarray(lora._flat(run.params)[table]) - np.asarray(lora._flat(base.params)[table]))
+    changed = np.flatnonzero(diff.max(axis=1 - axis) > 0)
+    assert changed.tolist() == ids, table   # those rows (head: columns) and no others
 
 
 def test_lora_ppos_reference_is_the_adapter_free_base(pipeline_dirs, tmp_path):

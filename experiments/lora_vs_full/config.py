@@ -35,9 +35,12 @@ def get_config(arg=None):
 
 def get_sweep(h):
   lora = load_config('pipeline', f'lora={RANK}').stages
+  adapters = {'stages.sft.lora.rank': RANK, 'stages.ppo.lora.rank': RANK, 'reuse': 'pretrain',
+              **{f'stages.{n}.train.{k}': lora[n].train[k] for n in ('sft', 'ppo') for k in ('lr', 'min_lr')}}
   arm = h.chain([
-      [{'stages.sft.lora.rank': RANK, 'stages.ppo.lora.rank': RANK, 'reuse': 'pretrain',
-        **{f'stages.{n}.train.{k}': lora[n].train[k] for n in ('sft', 'ppo') for k in ('lr', 'min_lr')}}],
+      # adapters on the projections only (the first published arm), then with the special
+      # tokens' embedding and head rows trained too, as configs/pipeline.py:lora=8 now does
+      [adapters, {**adapters, **{f'stages.{n}.lora.tokens': lora[n].lora.tokens for n in ('sft', 'ppo')}}],
       h.fixed('reuse', 'pretrain,sft,reward,ppo')])   # full fine-tuning: the seed's own run
   return h.product([h.sweep('seed', list(SEEDS)), arm])
 
@@ -45,8 +48,13 @@ def get_sweep(h):
 R = 'stages.{}.{}'
 
 
+ROWS = f'LoRA r={RANK} + token rows'
+
+
 def _arm(row):
-  return f'LoRA r={RANK}' if row.get('sft.lora.rank') else 'full'
+  if not row.get('sft.lora.rank'):
+    return 'full'
+  return ROWS if row.get('sft.lora.tokens') else f'LoRA r={RANK}'
 
 
 def get_report():
@@ -61,24 +69,33 @@ def get_report():
              'sft_gain': lambda r: r[R.format('sft', 'answer_accuracy')] - r[R.format('base', 'answer_accuracy')],
              'rlhf_gold_gain': lambda r: r['claim_values.rlhf_gold_preferred.value'],
              'rlhf_acc_change': lambda r: r['claim_values.rlhf_keeps_accuracy.value']}
-  lora = {'arm': f'LoRA r={RANK}'}
   measure = {c.id: c.measure for c in PIPELINE}   # the run's own claims, judged in the run
   hu = 'Hu et al. 2021 (LoRA), Sec. 5: on par with or better than full fine-tuning'
+  claims = []
+  for name in (ROWS, f'LoRA r={RANK}'):
+    claims += [{**c, 'claim': c['claim'].replace('LoRA', name, 1)} for c in _claims({'arm': name}, measure, hu)]
+  claims.append({'claim': 'Token rows raise LoRA SFT\'s accuracy gain (paired by seed)', 'contrast': 'sft_gain',
+                 'where': {'arm': ROWS}, 'versus': {'arm': f'LoRA r={RANK}'}, 'criterion': '> 0',
+                 'paper': "PEFT's trainable_token_indices: new tokens need their own rows"})
   return {
       'title': f'LoRA (rank {RANK}) vs full fine-tuning in the default pipeline',
       'head': ['arm'], 'derived': derived, 'labels': cols, 'metrics': cols, 'describe': {},
-      'claims': [
-          {'claim': 'LoRA SFT makes the base model answer (each seed)', 'interval': 'claim_values.sft_answers', 'measure': measure['sft_answers'],
-           'where': lora, 'each': 'seed', 'criterion': '> 0', 'paper': hu},
-          {'claim': "LoRA RLHF's samples are preferred by the gold labeler (each seed)",
-           'interval': 'claim_values.rlhf_gold_preferred', 'measure': measure['rlhf_gold_preferred'], 'where': lora, 'each': 'seed',
-           'criterion': '> 0', 'paper': 'the pipeline\'s claim, with adapters'},
-          {'claim': "LoRA RLHF keeps its SFT's greedy accuracy (each seed)",
-           'interval': 'claim_values.rlhf_keeps_accuracy', 'measure': measure['rlhf_keeps_accuracy'], 'where': lora, 'each': 'seed',
-           'criterion': '>= -0.05', 'paper': 'the pipeline\'s claim, with adapters'},
-          {'claim': 'LoRA keeps full SFT\'s accuracy gain (paired by seed)', 'contrast': 'sft_gain',
-           'where': lora, 'versus': {'arm': 'full'}, 'criterion': '>= -0.05', 'paper': hu},
-          {'claim': "LoRA keeps full RLHF's gold gain (paired by seed)", 'contrast': 'rlhf_gold_gain',
-           'where': lora, 'versus': {'arm': 'full'}, 'criterion': '>= -0.1', 'paper': hu},
-      ],
+      'claims': claims,
   }
+
+
+def _claims(lora, measure, hu):
+  return [
+    {'claim': 'LoRA SFT makes the base model answer (each seed)', 'interval': 'claim_values.sft_answers', 'measure': measure['sft_answers'],
+     'where': lora, 'each': 'seed', 'criterion': '> 0', 'paper': hu},
+    {'claim': "LoRA RLHF's samples are preferred by the gold labeler (each seed)",
+     'interval': 'claim_values.rlhf_gold_preferred', 'measure': measure['rlhf_gold_preferred'], 'where': lora, 'each': 'seed',
+     'criterion': '> 0', 'paper': 'the pipeline\'s claim, with adapters'},
+    {'claim': "LoRA RLHF keeps its SFT's greedy accuracy (each seed)",
+     'interval': 'claim_values.rlhf_keeps_accuracy', 'measure': measure['rlhf_keeps_accuracy'], 'where': lora, 'each': 'seed',
+     'criterion': '>= -0.05', 'paper': 'the pipeline\'s claim, with adapters'},
+    {'claim': 'LoRA keeps full SFT\'s accuracy gain (paired by seed)', 'contrast': 'sft_gain',
+     'where': lora, 'versus': {'arm': 'full'}, 'criterion': '>= -0.05', 'paper': hu},
+    {'claim': "LoRA keeps full RLHF's gold gain (paired by seed)", 'contrast': 'rlhf_gold_gain',
+     'where': lora, 'versus': {'arm': 'full'}, 'criterion': '>= -0.1', 'paper': hu},
+  ]

@@ -6,6 +6,12 @@ adapters carry the logical axis names of the weight they adapt (the rank axis un
 they shard like it, scanned layers too. They are sibling modules named `<projection>_lora`
 (query_lora, ..., down_lora), which is how `split` tells them from the base.
 
+Token rows (PEFT's `trainable_token_indices`): with config.lora.tokens the embedding row and the
+head row of those tokens train too, as zero-initialised deltas (`embed_lora/rows`, and for an
+untied head `head_lora/rows`). Tokens a base model never saw in pretraining (our chat roles and
+<|end|>) keep the rows pretraining left them (pushed down by every softmax), which adapters on
+the projections cannot undo: a LoRA SFT model then rarely ends its turn.
+
 With config.lora.rank > 0 a stage trains only the adapters (and any new scalar head); the base
 is read from init_from and kept frozen beside the train state (`TrainState.frozen`), never in the
 optimizer state or the stage's checkpoints, and a frozen reference is the base with adapters
@@ -61,6 +67,63 @@ class LoRA(nn.Module):
     return y * (self.alpha / self.rank)
 
 
+class TokenRows(nn.Module):
+  """Trainable deltas for the rows of `ids` in a [vocab, embed] table: `embed` adds them to the
+  looked-up embeddings, `attend` gives the extra logits of those ids (for `add_logits`)."""
+  ids: tuple
+  embed_dim: int
+  dtype: object = jnp.float32
+  param_dtype: object = jnp.float32
+
+  def setup(self):
+    self.rows = self.param('rows', nn.with_logical_partitioning(nn.initializers.zeros_init(),
+                                                                (None, 'embed')),
+                           (len(self.ids), self.embed_dim), self.param_dtype)
+
+  def embed(self, tokens):
+    hit = (tokens[..., None] == jnp.asarray(self.ids, tokens.dtype)).astype(self.dtype)
+    return hit @ self.rows.astype(self.dtype)
+
+  def attend(self, x):
+    return x.astype(self.dtype) @ self.rows.astype(self.dtype).T
+
+  def __call__(self, tokens):
+    return self.embed(tokens)
+
+
+def add_logits(logits, ids: tuple, extra):
+  """logits [..., vocab] with `extra` [..., len(ids)] added at the columns of ids."""
+  return logits.at[..., jnp.asarray(ids)].add(extra.astype(logits.dtype))
+
+
+def token_ids(spec, tok) -> tuple:
+  """config.lora.tokens -> sorted token ids: 'specials' (the tokenizer's special tokens), or a
+  comma list of ids and token strings ('<|user|>,<|end|>,7')."""
+  spec = str(spec or '').strip()
+  if not spec:
+    return ()
+  if spec == 'specials':
+    return tuple(sorted(int(i) for i in tok.special_ids))
+  ids = []
+  for t in (t.strip() for t in spec.split(',') if t.strip()):
+    if t.lstrip('-').isdigit():
+      i = int(t)
+    else:
+      try:
+        i = tok.special_id(t) if hasattr(tok, 'special_id') else None
+      except KeyError:
+        i = None
+      if i is None and hasattr(tok, 'hf'):
+        i = tok.hf.token_to_id(t)
+      if i is None:
+        raise ValueError(f'config.lora.tokens: {t!r} is not a token of this tokenizer (give ids '
+                         "or token strings, or 'specials').")
+    if not 0 <= i < tok.vocab_size:
+      raise ValueError(f'config.lora.tokens: id {i} is outside the vocabulary (0..{tok.vocab_size - 1}).')
+    ids.append(i)
+  return tuple(sorted(set(ids)))
+
+
 def is_adapter(path) -> bool:
   return any(str(getattr(k, 'key', k)).endswith(SUFFIX) for k in path)
 
@@ -109,11 +172,21 @@ def base(params):
   return _nest({p: v for p, v in _flat(params).items() if not is_adapter(p)})
 
 
-def merged(params, scale: float):
-  """The base with every adapter folded in, W + scale · A B (for export and serving)."""
+def merged(params, scale: float, token_ids: tuple = ()):
+  """The base with every adapter folded in, W + scale · A B (for export and serving), and any
+  token rows added to the rows (columns of the head) they adapt."""
   flat = _flat(params)
   out = {p: v for p, v in flat.items() if not is_adapter(p)}
   for p, v in flat.items():
+    if p[-1] == 'rows' and is_adapter(p):
+      target, ids = _rows_target(p), np.asarray(token_ids)
+      w = np.array(out[target], np.float32)
+      if target[-1] == 'kernel':   # the head, [embed, vocab]
+        w[:, ids] += np.asarray(v, np.float32).T
+      else:
+        w[ids] += np.asarray(v, np.float32)
+      out[target] = w
+      continue
     if is_adapter(p) and p[-1] == 'a':
       i = next(j for j, k in enumerate(p) if str(k).endswith(SUFFIX))
       target = p[:i] + (p[i][:-len(SUFFIX)],) + p[i + 1:-1] + ('kernel',)
@@ -123,3 +196,9 @@ def merged(params, scale: float):
                else np.tensordot(a, b, axes=1))
       out[target] = np.asarray(out[target], np.float32) + scale * delta
   return _nest(out)
+
+
+def _rows_target(path) -> tuple:
+  """('embed_lora', 'rows') -> ('embed', 'embedding'); ('head_lora', 'rows') -> ('head', 'kernel')."""
+  owner = path[-2][:-len(SUFFIX)]
+  return path[:-2] + (owner, 'embedding' if owner == 'embed' else 'kernel')

@@ -65,6 +65,7 @@ class ModelConfig:
   lora_alpha: float = 16.0
   lora_dropout: float = 0.0
   lora_targets: str = 'query,value'
+  lora_tokens: tuple = ()        # with lora_rank: ids whose embedding (and head) rows train too
   vocab_used: int = 0            # ids >= this pad the vocabulary for sharding: their logits are
                                  # masked, so never sampled (imported models); 0 = none masked
   sample_vocab: int = 0          # ids >= this are never sampled (our models' padding: their
@@ -81,6 +82,13 @@ class ModelConfig:
     return lora_lib.LoRA(tuple(in_shape), tuple(out_shape), tuple(in_names), tuple(out_names),
                          self.lora_rank, self.lora_alpha, self.lora_dropout,
                          jnp.dtype(self.dtype), jnp.dtype(self.param_dtype), name=name + lora_lib.SUFFIX)
+
+  def token_rows(self, name: str):
+    """Trainable rows of the lora_tokens in table `name` ('embed' or 'head'), or None."""
+    if not (self.lora_rank and self.lora_tokens):
+      return None
+    return lora_lib.TokenRows(tuple(self.lora_tokens), self.embed_dim, jnp.dtype(self.dtype),
+                              jnp.dtype(self.param_dtype), name=name + lora_lib.SUFFIX)
 
   @property
   def kv_heads(self) -> int:
@@ -322,6 +330,9 @@ class Transformer(nn.Module):
     embed = nn.Embed(cfg.vocab_size, cfg.embed_dim, dtype=dt, param_dtype=pdt, name='embed',
                      embedding_init=_init(0.02, ('vocab', 'embed')))
     x = embed(tokens)
+    embed_rows = cfg.token_rows('embed')
+    if embed_rows is not None:
+      x = x + embed_rows(tokens)
     if cfg.gpt2:
       pos_table = self.param('pos_embed', _init(0.01, (None, 'embed')),
                              (cfg.max_len, cfg.embed_dim), pdt)
@@ -348,9 +359,13 @@ class Transformer(nn.Module):
       return x
     if cfg.gpt2 or cfg.tie_embeddings:
       logits = matmul(x, embed.embedding.astype(dt).T)
+      head_rows = embed_rows
     else:
       logits = Proj((cfg.embed_dim, cfg.vocab_size), ('embed', 'vocab'), dtype=dt, param_dtype=pdt,
                     name='head')(x)
+      head_rows = cfg.token_rows('head')
+    if head_rows is not None:
+      logits = lora_lib.add_logits(logits, cfg.lora_tokens, head_rows.attend(x))
     return nn.with_logical_constraint(mask_padding(cfg, logits), ('batch', 'length', 'vocab'))
 
 
@@ -366,11 +381,12 @@ def unembed(cfg: ModelConfig, params, x):
   """Final hidden states -> logits, the same computation as the end of Transformer.__call__ (tied
   embedding for gpt2, the head for llama), for losses that make logits a chunk at a time."""
   dt = jnp.dtype(cfg.dtype)
-  if cfg.gpt2 or cfg.tie_embeddings:
-    w = params['embed']['embedding'].astype(dt).T
-  else:
-    w = params['head']['kernel'].astype(dt)
+  table = 'embed' if cfg.gpt2 or cfg.tie_embeddings else 'head'
+  w = params['embed']['embedding'].astype(dt).T if table == 'embed' else params['head']['kernel'].astype(dt)
   logits = matmul(x.astype(dt), w)
+  rows = params.get(table + lora_lib.SUFFIX) if cfg.lora_rank and cfg.lora_tokens else None
+  if rows is not None:
+    logits = lora_lib.add_logits(logits, cfg.lora_tokens, x.astype(dt) @ rows['rows'].astype(dt).T)
   return nn.with_logical_constraint(mask_padding(cfg, logits), ('batch', 'length', 'vocab'))
 
 

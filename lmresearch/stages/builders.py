@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from lmresearch.errors import ConfigError
+from lmresearch.models import lora as lora_lib
 from lmresearch.models.heads import ScalarHeadModel
 from lmresearch.models.transformer import ModelConfig, Transformer
 
@@ -27,8 +29,13 @@ def model_config(config, tok, lora: bool = True) -> ModelConfig:
     m = dataclasses.replace(m, sample_vocab=tok.vocab_size)
   lc = config.get('lora') or {}
   if lora and lc.get('rank', 0) > 0:
+    try:
+      ids = lora_lib.token_ids(lc.get('tokens', ''), tok)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
     m = dataclasses.replace(m, lora_rank=lc.rank, lora_alpha=float(lc.alpha),
-                            lora_dropout=float(lc.dropout), lora_targets=lc.targets)
+                            lora_dropout=float(lc.dropout), lora_targets=lc.targets,
+                            lora_tokens=ids)
   return m
 
 

@@ -22,10 +22,18 @@ def _lm_init(model):
   return lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))['params']
 
 
-def fold(params, scale: float):
-  """Every adapter folded into its weight; the tree without adapters."""
+def fold(params, scale: float, token_ids: tuple = ()):
+  """Every adapter folded into its weight (token rows into their rows of the embedding, or
+  columns of the head); the tree without adapters."""
   flat = lora._flat(params)
   out = {p: v for p, v in flat.items() if not lora.is_adapter(p)}
+  for p, rows in flat.items():
+    if lora.is_adapter(p) and p[-1] == 'rows':
+      target, ids = lora._rows_target(p), jnp.asarray(token_ids)
+      w = out[target]
+      w2 = w.at[:, ids].add(rows.T.astype(w.dtype)) if target[-1] == 'kernel' else \
+          w.at[ids].add(rows.astype(w.dtype))
+      out[target] = jax.device_put(w2, w.sharding)
   for p, a in flat.items():
     if lora.is_adapter(p) and p[-1] == 'a':
       i = next(j for j, k in enumerate(p) if str(k).endswith(lora.SUFFIX))
@@ -96,7 +104,8 @@ def load(workdir: str, abstract, shardings):
     base = {'backbone': load(cfg.init_from, base_abs['backbone'], base_sh['backbone'])}
   else:
     base = load(cfg.init_from, base_abs, base_sh)
-  folded = fold(lora.merge(base, trained), cfg.lora.alpha / cfg.lora.rank)
+  folded = fold(lora.merge(base, trained), cfg.lora.alpha / cfg.lora.rank,
+                lora.token_ids(cfg.lora.get('tokens', ''), tok))
   if cfg.stage == 'ppo' and 'policy' not in abstract:
     return folded['policy']
   return folded
