@@ -31,13 +31,23 @@ def abstract_with_shardings(abstract_tree, shardings):
 
 
 class Checkpointer:
-  def __init__(self, directory: str, max_to_keep: int = 3, use_async: bool = True):
+  def __init__(self, directory: str, max_to_keep: int = 3, use_async: bool = True,
+               save_concurrent_bytes: int = 0):
+    """save_concurrent_bytes > 0: at most that many bytes of params in flight to storage at once
+    (at least the largest array). Orbax otherwise writes every array at once, each through its
+    own copy in tensorstore: a second model's worth of memory, where `convert` holds the only
+    other copy."""
     self.directory = fileio.absolute(directory)
+    handlers = {}
+    if save_concurrent_bytes:
+      handlers = {'item_handlers': {
+          'params': ocp.StandardCheckpointHandler(save_concurrent_gb=save_concurrent_bytes / 1e9),
+          'train': ocp.StandardCheckpointHandler(), 'data': ocp.JsonCheckpointHandler()}}
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                              enable_async_checkpointing=use_async),
-        item_names=ITEMS)
+        **(handlers or {'item_names': ITEMS}))
 
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
