@@ -59,6 +59,10 @@ def _arm(row):
 
 def get_report():
   cols = {R.format('sft', 'answer_accuracy'): 'SFT greedy accuracy',
+          R.format('base', 'arithmetic_accuracy'): 'base word problems',
+          R.format('sft', 'arithmetic_accuracy'): 'SFT word problems',
+          R.format('sft', 'fact_accuracy'): 'SFT facts',
+          R.format('sft', 'sampled_degenerate_share'): 'SFT samples degenerate',
           R.format('sft', 'sampled_labeler_quality'): 'SFT sampled gold',
           R.format('rlhf', 'answer_accuracy'): 'RLHF greedy accuracy',
           R.format('rlhf', 'sampled_labeler_quality'): 'RLHF sampled gold',
