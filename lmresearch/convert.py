@@ -98,7 +98,7 @@ def import_run(hf_dir: str, workdir: str, mesh_spec: str = 'data=1,fsdp=-1,tenso
     params = hf.import_params(hf_dir, c.model.to_dict(), abstract, shardings, hf_vocab)
   largest = max(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract))
   ckpt = Checkpointer(fileio.join(workdir, 'checkpoints'), use_async=False,
-                      save_concurrent_bytes=int(largest * 1.01) + (1 << 20))
+                      save_concurrent_bytes=int(largest * 1.01) + (1 << 20), save_chunk_bytes=4 << 20)
   ckpt.save(0, params, {'step': jax.numpy.zeros((), jax.numpy.int32)}, {})
   ckpt.close()
   lmc.save(c, workdir)

@@ -216,9 +216,12 @@ def convert_block() -> list[str]:
            *['yes' if r[f'{k}_peak_rss_gb'] <= r['bound_gb'] else '**no**'
              for k in ('import', 'export')]] for r in b['rows']]
   return [f'`python scripts/bench_convert.py`, {_machine(b["machine"])}; random checkpoints of the '
-          'published shapes, each conversion its own process; the bound is the model\'s bytes as '
-          'placed (fp32) + its largest tensor + the overhead (the same command\'s peak on a '
-          f'one-layer model: {b["rows"][0]["overhead_gb"]:.2f} GB).', ''] + render.md_table(
+          'published shapes, each conversion its own process'
+          + (f', run {b["rows"][0]["repeats"]} times (peak: the highest; seconds: the median)'
+             if b['rows'][0].get('repeats', 1) > 1 else '')
+          + '; the bound is the model\'s bytes as placed (fp32) + its largest tensor + the '
+          'overhead (the same command\'s peak on a one-layer model: '
+          f'{b["rows"][0]["overhead_gb"]:.2f} GB).', ''] + render.md_table(
       ['model', 'params', 'model GB', 'largest tensor GB', 'import s', 'import peak RSS GB',
        'export s', 'export peak RSS GB', 'bound GB', 'import within', 'export within'], rows)
 

@@ -6,7 +6,11 @@ where the overhead is the peak RSS of the same command's process on a model of o
 worth (Python, JAX, the libraries, compiled code), measured in the same run. Each conversion
 runs in its own process, so its peak is its own.
 
-  python scripts/bench_convert.py [--only=gpt2_124m,llama_1b] [--out=docs/bench/convert.json]
+  python scripts/bench_convert.py [--only=gpt2_124m,llama_1b] [--repeat=3] [--out=docs/bench/convert.json]
+
+A conversion's peak moves between runs of the same command (by several percent on 1B: thread
+timing in Orbax and tensorstore), so each is run --repeat times; the table shows the highest
+peak (a bound must hold every time) and the JSON also the lowest.
 
 The checkpoints are random (no download), in the published shapes: GPT-2 small (124M, fp32) and
 Llama 3.2 1B (1.24B, bf16 as released; imported into fp32 params).
@@ -17,6 +21,8 @@ import argparse
 import json
 import os
 import platform
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -139,6 +145,7 @@ def main():
   ap.add_argument('--only', default='gpt2_124m,llama_1b')
   ap.add_argument('--out', default='')
   ap.add_argument('--tmp', default=tempfile.gettempdir())
+  ap.add_argument('--repeat', type=int, default=3, help='runs of each conversion (the highest peak counts)')
   a = ap.parse_args()
   rows = []
   with tempfile.TemporaryDirectory(dir=a.tmp) as tmp:
@@ -149,15 +156,23 @@ def main():
       kind, cfg, dtype = SHAPES[name]
       src = os.path.join(tmp, name)
       info = write_checkpoint(kind, cfg, dtype, src)
-      wall_in, rss_in = measure([f'--from_hf={src}', f'--workdir={tmp}/{name}_run'])
-      wall_out, rss_out = measure([f'--to_hf={tmp}/{name}_out', f'--workdir={tmp}/{name}_run'])
+      ins, outs = [], []
+      for _ in range(max(1, a.repeat)):
+        shutil.rmtree(f'{tmp}/{name}_run', ignore_errors=True)
+        ins.append(measure([f'--from_hf={src}', f'--workdir={tmp}/{name}_run']))
+        shutil.rmtree(f'{tmp}/{name}_out', ignore_errors=True)
+        outs.append(measure([f'--to_hf={tmp}/{name}_out', f'--workdir={tmp}/{name}_run']))
+      wall_in, rss_in = statistics.median(w for w, _ in ins), max(r for _, r in ins)
+      wall_out, rss_out = statistics.median(w for w, _ in outs), max(r for _, r in outs)
       model_gb = info['params'] * 4 / 1e9   # fp32 params as placed
       largest_gb = info['largest_tensor_params'] * 4 / 1e9
       bound = model_gb + largest_gb + overhead
       rows.append({'model': name, 'params': info['params'], 'source_dtype': dtype,
                    'model_gb': model_gb, 'largest_tensor_gb': largest_gb, 'overhead_gb': overhead,
                    'import_s': wall_in, 'import_peak_rss_gb': rss_in, 'export_s': wall_out,
-                   'export_peak_rss_gb': rss_out, 'bound_gb': bound,
+                   'export_peak_rss_gb': rss_out, 'bound_gb': bound, 'repeats': len(ins),
+                   'import_peak_rss_gb_min': min(r for _, r in ins),
+                   'export_peak_rss_gb_min': min(r for _, r in outs),
                    'within_bound': rss_in <= bound and rss_out <= bound})
       print(json.dumps(rows[-1]), flush=True)
   machine = {'cpus': os.cpu_count(), 'cpu': platform.processor() or platform.machine(),

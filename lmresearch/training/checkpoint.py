@@ -32,12 +32,14 @@ def abstract_with_shardings(abstract_tree, shardings):
 
 class Checkpointer:
   def __init__(self, directory: str, max_to_keep: int = 3, use_async: bool = True,
-               save_concurrent_bytes: int = 0):
+               save_concurrent_bytes: int = 0, save_chunk_bytes: int = 0):
     """save_concurrent_bytes > 0: at most that many bytes of params in flight to storage at once
     (at least the largest array). Orbax otherwise writes every array at once, each through its
     own copy in tensorstore: a second model's worth of memory, where `convert` holds the only
-    other copy."""
+    other copy. save_chunk_bytes > 0: params stored in chunks of at most that many bytes (smaller
+    write buffers; on the 124M import, 4 MB chunks lowered the peak by a few percent)."""
     self.directory = fileio.absolute(directory)
+    self.save_chunk_bytes = save_chunk_bytes
     handlers = {}
     if save_concurrent_bytes:
       handlers = {'item_handlers': {
@@ -53,8 +55,11 @@ class Checkpointer:
     return self.manager.latest_step()
 
   def save(self, step: int, params, train: dict, data_state: dict) -> None:
+    save_args = None
+    if self.save_chunk_bytes:
+      save_args = jax.tree.map(lambda _: ocp.SaveArgs(chunk_byte_size=self.save_chunk_bytes), params)
     self.manager.save(step, args=ocp.args.Composite(
-        params=ocp.args.StandardSave(params), train=ocp.args.StandardSave(train),
+        params=ocp.args.StandardSave(params, save_args=save_args), train=ocp.args.StandardSave(train),
         data=ocp.args.JsonSave(data_state)))
 
   def restore_latest_intact(self, abstract_params, abstract_train):
