@@ -172,30 +172,38 @@ def base(params):
   return _nest({p: v for p, v in _flat(params).items() if not is_adapter(p)})
 
 
-def merged(params, scale: float, token_ids: tuple = ()):
-  """The base with every adapter folded in, W + scale · A B (for export and serving), and any
-  token rows added to the rows (columns of the head) they adapt."""
+def fold(params, scale: float, token_ids: tuple = ()):
+  """Every adapter folded into its weight, W + scale · A B, and token rows added to their rows
+  of the embedding (columns of the head), in each weight's own sharding; the tree without
+  adapters. (Loading a LoRA run, `stages/parents.py`, and export.)"""
   flat = _flat(params)
   out = {p: v for p, v in flat.items() if not is_adapter(p)}
-  for p, v in flat.items():
-    if p[-1] == 'rows' and is_adapter(p):
-      target, ids = _rows_target(p), np.asarray(token_ids)
-      w = np.array(out[target], np.float32)
-      if target[-1] == 'kernel':   # the head, [embed, vocab]
-        w[:, ids] += np.asarray(v, np.float32).T
-      else:
-        w[ids] += np.asarray(v, np.float32)
-      out[target] = w
-      continue
+  place = lambda new, w: jax.device_put(new, w.sharding) if hasattr(w, 'sharding') else new
+  for p, rows in flat.items():
+    if is_adapter(p) and p[-1] == 'rows':
+      target, ids = _rows_target(p), jnp.asarray(token_ids)
+      w = out[target]
+      w2 = (jnp.asarray(w).at[:, ids].add(rows.T.astype(w.dtype)) if target[-1] == 'kernel' else
+            jnp.asarray(w).at[ids].add(rows.astype(w.dtype)))
+      out[target] = place(w2, w)
+  for p, a in flat.items():
     if is_adapter(p) and p[-1] == 'a':
       i = next(j for j, k in enumerate(p) if str(k).endswith(SUFFIX))
       target = p[:i] + (p[i][:-len(SUFFIX)],) + p[i + 1:-1] + ('kernel',)
-      a, b = np.asarray(v, np.float32), np.asarray(flat[p[:-1] + ('b',)], np.float32)
-      stacked = 'layers' in p   # scanned: [layers, in..., r] x [layers, r, out...]
-      delta = (np.stack([np.tensordot(a[l], b[l], axes=1) for l in range(a.shape[0])]) if stacked
-               else np.tensordot(a, b, axes=1))
-      out[target] = np.asarray(out[target], np.float32) + scale * delta
+      b, w = flat[p[:-1] + ('b',)], out[target]
+      if 'layers' in p:   # scanned layers: a leading [layers] axis on a, b and w
+        delta = jax.vmap(lambda x, y: jnp.tensordot(x, y, axes=1))(a, b)
+      else:
+        delta = jnp.tensordot(a, b, axes=1)
+      out[target] = place((w + scale * delta).astype(w.dtype), w)
   return _nest(out)
+
+
+def merged(params, scale: float, token_ids: tuple = ()):
+  """`fold` in float32 on the host (for export and serving): a bf16 run's adapters are added to
+  its weights at full precision, rounded once by the caller's export dtype."""
+  host = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
+  return jax.tree.map(lambda x: np.asarray(x, np.float32), fold(host, scale, token_ids))
 
 
 def _rows_target(path) -> tuple:

@@ -22,29 +22,7 @@ def _lm_init(model):
   return lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))['params']
 
 
-def fold(params, scale: float, token_ids: tuple = ()):
-  """Every adapter folded into its weight (token rows into their rows of the embedding, or
-  columns of the head); the tree without adapters."""
-  flat = lora._flat(params)
-  out = {p: v for p, v in flat.items() if not lora.is_adapter(p)}
-  for p, rows in flat.items():
-    if lora.is_adapter(p) and p[-1] == 'rows':
-      target, ids = lora._rows_target(p), jnp.asarray(token_ids)
-      w = out[target]
-      w2 = w.at[:, ids].add(rows.T.astype(w.dtype)) if target[-1] == 'kernel' else \
-          w.at[ids].add(rows.astype(w.dtype))
-      out[target] = jax.device_put(w2, w.sharding)
-  for p, a in flat.items():
-    if lora.is_adapter(p) and p[-1] == 'a':
-      i = next(j for j, k in enumerate(p) if str(k).endswith(lora.SUFFIX))
-      target = p[:i] + (p[i][:-len(lora.SUFFIX)],) + p[i + 1:-1] + ('kernel',)
-      b, w = flat[p[:-1] + ('b',)], out[target]
-      if 'layers' in p:   # scanned layers: a leading [layers] axis on a, b and w
-        delta = jax.vmap(lambda x, y: jnp.tensordot(x, y, axes=1))(a, b)
-      else:
-        delta = jnp.tensordot(a, b, axes=1)
-      out[target] = jax.device_put((w + scale * delta).astype(w.dtype), w.sharding)
-  return lora._nest(out)
+fold = lora.fold   # (here too: later stages and tests read it from parents)
 
 
 def _models(config):
