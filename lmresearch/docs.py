@@ -219,11 +219,25 @@ def convert_block() -> list[str]:
           'published shapes, each conversion its own process'
           + (f', run {b["rows"][0]["repeats"]} times (peak: the highest; seconds: the median)'
              if b['rows'][0].get('repeats', 1) > 1 else '')
+          + (f', the params sharded over {b["machine"]["devices"]} host devices (fsdp)'
+             if b['machine'].get('devices', 1) > 1 else ', on one host device')
           + '; the bound is the model\'s bytes as placed (fp32) + its largest tensor + the '
           'overhead (the same command\'s peak on a one-layer model: '
           f'{b["rows"][0]["overhead_gb"]:.2f} GB).', ''] + render.md_table(
       ['model', 'params', 'model GB', 'largest tensor GB', 'import s', 'import peak RSS GB',
-       'export s', 'export peak RSS GB', 'bound GB', 'import within', 'export within'], rows)
+       'export s', 'export peak RSS GB', 'bound GB', 'import within', 'export within'], rows) + [
+      '', convert_verdict(b['rows'])]
+
+
+def convert_verdict(rows: list) -> str:
+  """One sentence: which conversions stayed within the bound on their worst run."""
+  over = [f'{r["model"]} {k} ({r[f"{k}_peak_rss_gb"]:.2f} GB over {r["bound_gb"]:.2f})'
+          for r in rows for k in ('import', 'export') if r[f'{k}_peak_rss_gb'] > r['bound_gb']]
+  if not over:
+    return ('**Every conversion stayed within the bound on every run** (the highest of '
+            f'{rows[0].get("repeats", 1)} runs is the one shown).')
+  return f'**Over the bound on its worst run: {"; ".join(over)}.**'
+
 
 
 def lora_block() -> list[str]:

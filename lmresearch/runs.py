@@ -46,10 +46,12 @@ class Run:
 
 
 def load(workdir: str, reward: bool = False, chat: Optional[bool] = None, mesh=None,
-         rules=None, step: Optional[int] = None) -> Run:
+         rules=None, step: Optional[int] = None, lean: bool = False) -> Run:
   """A run directory's latest checkpoint: its language model, or (reward=True) its reward model.
   chat None: the chat template unless the run is a pretrained base model. (sample.load_run does
-  the same for language models only, and importing it would define the sampler's CLI flags.)"""
+  the same for language models only, and importing it would define the sampler's CLI flags.)
+  lean: the checkpoint is read about one array at a time (memory for `convert`; see
+  checkpoint.restore_params)."""
   config = lmc.load(workdir)
   own = fileio.exists(fileio.join(workdir, tokenizers.FILENAME))
   tok = tokenizers.load_tokenizer(workdir if own else config.data.get('tokenizer_path') or workdir)
@@ -78,7 +80,8 @@ def load(workdir: str, reward: bool = False, chat: Optional[bool] = None, mesh=N
     step = checkpoint.Checkpointer(fileio.join(workdir, 'checkpoints')).latest_step()
   else:
     params, step = checkpoint.restore_params(
-        workdir, checkpoint.abstract_with_shardings(abstract, shardings), step)
+        workdir, checkpoint.abstract_with_shardings(abstract, shardings), step,
+        concurrent_bytes=checkpoint.largest_bytes(abstract) if lean else 0)
   if config.stage == 'ppo' and not reward and not lora_run:
     params = params['policy']
   if chat is None:   # a base model completes documents; an imported instruct model chats

@@ -125,10 +125,11 @@ def _tokenizer(out):
     json.dump({'eos_token': '<|end|>', 'tokenizer_class': 'PreTrainedTokenizerFast'}, f)
 
 
-def measure(args: list[str]) -> tuple[float, float]:
+def measure(args: list[str], devices: int = 1) -> tuple[float, float]:
   """(wall seconds, peak RSS in GB) of one command in its own process (GNU time's maximum
-  resident set size)."""
-  env = {**os.environ, 'PYTHONPATH': ROOT, 'XLA_FLAGS': '--xla_force_host_platform_device_count=1'}
+  resident set size), on `devices` host devices."""
+  env = {**os.environ, 'PYTHONPATH': ROOT,
+         'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}'}
   t = time.perf_counter()
   out = subprocess.run(['/usr/bin/time', '-v', sys.executable, '-m', 'lmresearch.convert', *args],
                        env=env, capture_output=True, text=True, cwd=ROOT)
@@ -146,12 +147,15 @@ def main():
   ap.add_argument('--out', default='')
   ap.add_argument('--tmp', default=tempfile.gettempdir())
   ap.add_argument('--repeat', type=int, default=3, help='runs of each conversion (the highest peak counts)')
+  ap.add_argument('--devices', type=int, default=len(os.sched_getaffinity(0)),
+                  help='host devices (default: one per core, as `convert` runs): the params are '
+                       'sharded over them (fsdp), so export gathers each tensor from its shards')
   a = ap.parse_args()
   rows = []
   with tempfile.TemporaryDirectory(dir=a.tmp) as tmp:
     base = os.path.join(tmp, 'tiny')
     write_checkpoint(*SHAPES['tiny'][:1], SHAPES['tiny'][1], SHAPES['tiny'][2], base)
-    _, overhead = measure([f'--from_hf={base}', f'--workdir={tmp}/tiny_run'])
+    _, overhead = measure([f'--from_hf={base}', f'--workdir={tmp}/tiny_run'], a.devices)
     for name in a.only.split(','):
       kind, cfg, dtype = SHAPES[name]
       src = os.path.join(tmp, name)
@@ -159,9 +163,9 @@ def main():
       ins, outs = [], []
       for _ in range(max(1, a.repeat)):
         shutil.rmtree(f'{tmp}/{name}_run', ignore_errors=True)
-        ins.append(measure([f'--from_hf={src}', f'--workdir={tmp}/{name}_run']))
+        ins.append(measure([f'--from_hf={src}', f'--workdir={tmp}/{name}_run'], a.devices))
         shutil.rmtree(f'{tmp}/{name}_out', ignore_errors=True)
-        outs.append(measure([f'--to_hf={tmp}/{name}_out', f'--workdir={tmp}/{name}_run']))
+        outs.append(measure([f'--to_hf={tmp}/{name}_out', f'--workdir={tmp}/{name}_run'], a.devices))
       wall_in, rss_in = statistics.median(w for w, _ in ins), max(r for _, r in ins)
       wall_out, rss_out = statistics.median(w for w, _ in outs), max(r for _, r in outs)
       model_gb = info['params'] * 4 / 1e9   # fp32 params as placed
@@ -176,7 +180,8 @@ def main():
                    'within_bound': rss_in <= bound and rss_out <= bound})
       print(json.dumps(rows[-1]), flush=True)
   machine = {'cpus': os.cpu_count(), 'cpu': platform.processor() or platform.machine(),
-             'python': platform.python_version(), 'date': time.strftime('%Y-%m-%d')}
+             'python': platform.python_version(), 'date': time.strftime('%Y-%m-%d'),
+             'devices': a.devices}
   print(f'\n{machine}')
   print('| model | params | import s | import peak RSS GB | export s | export peak RSS GB | bound GB |')
   print('| --- | --- | --- | --- | --- | --- | --- |')

@@ -89,3 +89,13 @@ def test_claims_judge_values_differences_and_contrasts_by_seed():
 def test_a_readme_without_the_markers_is_refused_with_the_fix():
   with pytest.raises(ValueError, match='BEGIN RESULTS'):
     render.splice('# title\nprose\n', '# new', 'block', 'x/README.md')
+
+
+def test_the_conversion_verdict_names_every_conversion_over_its_bound():
+  from lmresearch import docs
+  row = lambda name, imp, exp: {'model': name, 'import_peak_rss_gb': imp,
+                                'export_peak_rss_gb': exp, 'bound_gb': 1.0, 'repeats': 3}
+  assert 'within the bound on every run' in docs.convert_verdict([row('a', 0.9, 1.0), row('b', 0.5, 0.5)])
+  over = docs.convert_verdict([row('a', 0.9, 1.01), row('b', 1.2, 0.5)])
+  assert 'a export (1.01 GB over 1.00)' in over and 'b import (1.20 GB over 1.00)' in over
+  assert 'a import' not in over and 'within' not in over
