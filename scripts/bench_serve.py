@@ -14,6 +14,10 @@ done, after one untimed round at that level (its row and cache-length buckets co
 Aggregate tokens/s = generated tokens / wall time of the level; TTFT = request sent -> first
 streamed token. transformers: N threads, each calling `generate` for its own request (batch 1, the
 same prompt and length, a streamer timing the first token). Never two measurements at once.
+
+Beside them, the engine's decode program alone (`bench_program`: called in a loop in its own
+process, no server): its tokens/s at each level's row bucket. How those grow from one stream to
+16 is the most continuous batching can give on this machine, however little the server costs.
 """
 import argparse
 import asyncio
@@ -143,6 +147,64 @@ def bench_ours(run_dir: str, levels, vocab: int, slots: int) -> list:
     proc.wait(timeout=30)
 
 
+PROGRAM = r"""
+import json, statistics, sys, time
+import numpy as np
+from lmresearch.runtime import setup_jax
+setup_jax()   # as `lmresearch.serve` starts JAX
+from lmresearch import runs
+from lmresearch.serving import engine as E
+run_dir, slots, levels, prompt, new, calls = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+run = runs.load(run_dir, chat=False)
+eng = E.Engine(run, slots=slots)
+out = {}
+with run.active():
+  for level in levels:
+    rows = next(r for r in eng.row_buckets if r >= level)
+    ints = np.zeros((5, eng.slots), np.int32)
+    ints[2, :level] = 1
+    floats = np.zeros((2, eng.slots), np.float32)   # greedy, as the served benchmark
+    floats[1] = 1.0
+    per_length = []
+    # A reply's positions run from `prompt` to `prompt + new`: its steps fall into these length
+    # buckets, each weighted by its share of the reply's steps.
+    pos = list(range(prompt, prompt + new))
+    for length in sorted({E.bucket_for(q + 1, eng.max_len) for q in pos}):
+      ints[1, :level] = min(q for q in pos if E.bucket_for(q + 1, eng.max_len) == length)
+      share = sum(E.bucket_for(q + 1, eng.max_len) == length for q in pos) / len(pos)
+      times = []
+      for i in range(calls + 5):
+        t = time.perf_counter()
+        eng._cache, o = eng._decode(eng._params, eng._cache, ints, floats, eng._keys, rows=rows, length=length)
+        np.asarray(o)
+        if i >= 5:
+          times.append(time.perf_counter() - t)
+      per_length.append((share, statistics.median(times)))
+    step = sum(w * t for w, t in per_length)
+    out[level] = {'rows': rows, 'step_ms': step * 1e3, 'tokens_per_s': level / step}
+eng.close()
+print('PROGRAM ' + json.dumps(out))
+"""
+
+
+def bench_program(run_dir: str, levels, slots: int, calls: int = 100) -> dict:
+  """The engine's decode program alone, called in a loop with no server, no HTTP and no
+  detokenizing: tokens/s at each level's row bucket (median step over `calls`, weighted over
+  the cache-length buckets a reply's steps fall into). Its ratio between levels is the most
+  that continuous batching can give on this machine, whatever the server does around it."""
+  out = subprocess.run([sys.executable, '-c', PROGRAM, run_dir, str(slots), json.dumps(levels),
+                        str(PROMPT), str(NEW), str(calls)], env=dict(os.environ, PYTHONPATH=ROOT),
+                       capture_output=True, text=True, cwd=ROOT)
+  line = next((l for l in out.stdout.splitlines() if l.startswith('PROGRAM ')), None)
+  if out.returncode or line is None:
+    raise RuntimeError(f'the decode-program timing failed: {out.stderr[-2000:]}')
+  res = {int(k): v for k, v in json.loads(line[len('PROGRAM '):]).items()}
+  for level, r in res.items():
+    print(f"  program {level:>3} streams ({r['rows']} rows): {r['tokens_per_s']:9.1f} tok/s, "
+          f"{r['step_ms']:.2f} ms/step", flush=True)
+  return res
+
+
 def bench_hf(hf_dir: str, levels, vocab: int) -> list:
   import torch
   from transformers import AutoModelForCausalLM
@@ -241,12 +303,16 @@ def main():
                      stdout=subprocess.DEVNULL)
       print(f'{shape}:', flush=True)
       ours = bench_ours(run_dir, levels, vocab, a.slots)
+      program = bench_program(run_dir, levels, a.slots)
       hl = [int(x) for x in hf_levels.get(shape, a.levels).split(',')]
       hf = bench_hf(hf_dir, hl, vocab)
-    res['shapes'][shape] = {'ours': ours, 'transformers': hf}
+    res['shapes'][shape] = {'ours': ours, 'transformers': hf,
+                            'program': [{'streams': k, **v} for k, v in sorted(program.items())]}
     one = ours[0]['tokens_per_s']
     for r in ours:
-      print(f"  ours at {r['streams']} streams / ours at 1: {r['tokens_per_s'] / one:.2f}x")
+      print(f"  ours at {r['streams']} streams / ours at 1: {r['tokens_per_s'] / one:.2f}x "
+            f"(the decode program alone: "
+            f"{program[r['streams']]['tokens_per_s'] / program[levels[0]]['tokens_per_s']:.2f}x)")
     by = {r['streams']: r['tokens_per_s'] for r in hf}
     for r in ours:
       if r['streams'] in by:

@@ -1,4 +1,4 @@
-"""At what rank does LoRA keep SFT's gain? Rank 8, 32 and 128 against full fine-tuning, SFT only.
+"""At what rank does LoRA keep SFT's gain? Ranks 8, 32 and 128 against full fine-tuning, SFT only.
 
   python -m lmresearch.sweep --config=experiments/lora_rank/config.py:upstream=runs/exp/pipeline_seeds_v3 \
       --workdir=runs/exp/lora_rank --publish
@@ -14,7 +14,8 @@ The learning rate moves with the rank. Adapters are scaled by alpha / rank with 
 A B about rank times as far as at rank 8. "LoRA Without Regret" (Schulman et al. 2025) found the
 best rate about the same across ranks when the scale is 32 / rank, that is, with the step's effect
 falling as 1 / rank; here that is lr = 1e-2 x 8 / rank (1e-2 is the rate chosen for rank 8 by
-held-out loss on seed 0). At 1e-2, rank 128 diverged on seed 0.
+held-out loss on seed 0). At 1e-2, rank 128 diverged on seed 0. Ranks 32 and 128 also run at
+1e-2 x sqrt(8 / rank), a rate between that rule and one rate for all ranks.
 """
 import os
 import sys
@@ -30,7 +31,16 @@ LR_AT_8 = 1e-2
 
 
 def lr(rank: int) -> float:
+  """The rate by the 1 / rank rule."""
   return round(LR_AT_8 * 8 / rank, 8)
+
+
+def lr_sqrt(rank: int) -> float:
+  """A second rule, between 1 / rank and one rate for all: 1 / sqrt(rank) (rsLoRA's scale)."""
+  return round(LR_AT_8 * (8 / rank) ** 0.5, 8)
+
+
+ARMS = [(r, lr(r)) for r in RANKS] + [(r, lr_sqrt(r)) for r in RANKS[1:]]
 
 
 def get_config(arg=None):
@@ -46,21 +56,27 @@ def get_config(arg=None):
 
 def get_sweep(h):
   arms = [{'stages.sft.lora.rank': r, 'stages.sft.lora.alpha': 2.0 * r,
-           'stages.sft.train.lr': lr(r), 'stages.sft.train.min_lr': lr(r) / 10} for r in RANKS]
+           'stages.sft.train.lr': rate, 'stages.sft.train.min_lr': rate / 10} for r, rate in ARMS]
   arm = h.chain([arms, h.fixed('reuse', 'pretrain,sft')])   # full fine-tuning: the seed's own SFT
   return h.product([h.sweep('seed', list(SEEDS)), arm])
 
 
+def _name(rank: int, rate: float) -> str:
+  return f'LoRA r={rank}' + ('' if rate == lr(rank) else f', lr {rate:g}')
+
+
 def _arm(row):
-  r = row.get('sft.lora.rank')
-  return f'LoRA r={int(r)}' if r == r and r else 'full'   # r == r: not NaN
+  r = row.get('rank')   # the sweep's short name for stages.sft.lora.rank; empty in the full arm
+  if r in (None, '') or r != r:   # r != r: NaN
+    return 'full'
+  return _name(int(float(r)), round(float(row['lr']), 8))
 
 
 S = 'stages.{}.{}'
 
 
 def get_report():
-  cols = {S.format('sft', 'heldout_loss'): 'SFT held-out loss',
+  cols = {S.format('sft', 'heldout_loss'): 'SFT loss on held-out documents',
           S.format('sft', 'answer_accuracy'): 'SFT greedy accuracy',
           S.format('sft', 'arithmetic_accuracy'): 'SFT word problems',
           S.format('sft', 'fact_accuracy'): 'SFT facts',
@@ -72,13 +88,13 @@ def get_report():
   measure = {c.id: c.measure for c in PIPELINE}
   hu = 'Hu et al. 2021 (LoRA), Sec. 5: on par with or better than full fine-tuning'
   claims = []
-  for r in RANKS:
-    name = {'arm': f'LoRA r={r}'}
+  for r, rate in ARMS:
+    name = {'arm': _name(r, rate)}
     claims += [
-      {'claim': f'LoRA r={r} SFT makes the base model answer (each seed)',
+      {'claim': f'{_name(r, rate)} SFT makes the base model answer (each seed)',
        'interval': 'claim_values.sft_answers', 'measure': measure['sft_answers'],
        'where': name, 'each': 'seed', 'criterion': '> 0', 'paper': hu},
-      {'claim': f"LoRA r={r} keeps full SFT's accuracy gain (paired by seed)", 'contrast': 'sft_gain',
+      {'claim': f"{_name(r, rate)} keeps full SFT's accuracy gain (paired by seed)", 'contrast': 'sft_gain',
        'where': name, 'versus': {'arm': 'full'}, 'criterion': '>= -0.05', 'paper': hu},
     ]
   for lo, hi in zip(RANKS, RANKS[1:]):
@@ -86,6 +102,12 @@ def get_report():
                    'contrast': 'sft_gain', 'where': {'arm': f'LoRA r={hi}'},
                    'versus': {'arm': f'LoRA r={lo}'}, 'criterion': '> 0',
                    'paper': 'Hu et al. 2021, Sec. 7.2: a low rank suffices (rank 1-8 on GPT-3)'})
+  for r in RANKS[1:]:
+    claims.append({'claim': f'At rank {r}, the 1 / sqrt(rank) rate gains more from SFT than the '
+                            '1 / rank rate (paired by seed)', 'contrast': 'sft_gain',
+                   'where': {'arm': _name(r, lr_sqrt(r))}, 'versus': {'arm': _name(r, lr(r))},
+                   'criterion': '> 0', 'paper': 'Schulman et al. 2025 ("LoRA Without Regret"): '
+                   'the best rate is about the same across ranks with the scale 32 / rank'})
   return {
       'title': 'LoRA rank vs full fine-tuning for SFT in the default pipeline',
       'head': ['arm'], 'derived': derived, 'labels': cols, 'metrics': cols, 'describe': {},
