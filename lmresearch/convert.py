@@ -118,8 +118,7 @@ def hf_model_type(model: dict) -> str:
 def export_run(workdir: str, out_dir: str, dtype: str = 'float32') -> list[str]:
   """A run directory -> an HF directory transformers' from_pretrained reads."""
   import jax
-  import numpy as np
-  from lmresearch import fileio, parallel, runs
+  from lmresearch import fileio, runs
   from lmresearch.hf_tokenizer import HFTokenizer
   from lmresearch.models import hf
   run = runs.load(workdir, chat=False, lean=True)
@@ -242,13 +241,11 @@ def export_adapters(workdir: str, out_dir: str, dtype: str = 'float32') -> list[
 
 
 def jax_fetch(tree):
-  import numpy as np
-  from lmresearch import parallel
-  return {k: (jax_fetch(v) if isinstance(v, dict) else np.asarray(parallel.fetch(v)))
-          for k, v in tree.items()}
+  """A nested dict of params on the host (`host_copy` of each)."""
+  return {k: (jax_fetch(v) if isinstance(v, dict) else host_copy(v)) for k, v in tree.items()}
 
 
-def host_copy(x) -> 'np.ndarray':
+def host_copy(x):
   """One param whole on the host, assembled from its shards. Not `device_get`: a jax.Array keeps
   the host copy it was converted to, so exporting a sharded model that way held a second copy
   of the whole model by the end (0.5 GB more for 124M on two devices)."""

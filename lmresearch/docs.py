@@ -239,7 +239,6 @@ def convert_verdict(rows: list) -> str:
   return f'**Over the bound on its worst run: {"; ".join(over)}.**'
 
 
-
 def lora_block() -> list[str]:
   b = _bench('lora')
   if b is None:

@@ -11,7 +11,6 @@ from conftest import stage_config
 from lmresearch import launch, runs
 from lmresearch.models import lora
 from lmresearch.models.transformer import ModelConfig, Transformer
-from lmresearch.stages import parents
 from lmresearch.training.metrics import read_metrics
 
 DEV = jax.devices()[:1]
@@ -46,7 +45,7 @@ def test_a_lora_model_at_step_0_is_its_base_and_merging_changes_nothing(style, t
   assert {p[0] for p in lora._flat(params) if 'rows' in p} == (
       set() if not rows else {'embed_lora'} if style == 'gpt2' or tie else {'embed_lora', 'head_lora'})
   adapted = Transformer(lcfg).apply({'params': trained}, tokens)
-  merged = parents.fold(trained, 8.0 / 4, rows)
+  merged = lora.fold(trained, 8.0 / 4, rows)
   np.testing.assert_allclose(Transformer(base_cfg).apply({'params': merged}, tokens), adapted,
                              atol=1e-5, rtol=1e-5)
   np.testing.assert_allclose(Transformer(base_cfg).apply({'params': lora.merged(trained, 2.0, rows)}, tokens),

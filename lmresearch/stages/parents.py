@@ -22,9 +22,6 @@ def _lm_init(model):
   return lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))['params']
 
 
-fold = lora.fold   # (here too: later stages and tests read it from parents)
-
-
 def _models(config):
   return tokenizers, build_model, build_scalar_model
 
@@ -82,7 +79,7 @@ def load(workdir: str, abstract, shardings):
     base = {'backbone': load(cfg.init_from, base_abs['backbone'], base_sh['backbone'])}
   else:
     base = load(cfg.init_from, base_abs, base_sh)
-  folded = fold(lora.merge(base, trained), cfg.lora.alpha / cfg.lora.rank,
+  folded = lora.fold(lora.merge(base, trained), cfg.lora.alpha / cfg.lora.rank,
                 lora.token_ids(cfg.lora.get('tokens', ''), tok))
   if cfg.stage == 'ppo' and 'policy' not in abstract:
     return folded['policy']

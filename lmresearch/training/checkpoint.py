@@ -44,17 +44,15 @@ class Checkpointer:
     save from about 0.25 GB over the params to about 0.07 GB."""
     self.directory = fileio.absolute(directory)
     self.save_chunk_bytes, self.save_file_bytes = save_chunk_bytes, save_file_bytes
-    handlers = {}
+    items = {'item_names': ITEMS}
     if save_concurrent_bytes or save_file_bytes:
-      handlers = {'item_handlers': {
-          'params': ocp.PyTreeCheckpointHandler(
-              save_concurrent_gb=save_concurrent_bytes / 1e9 if save_concurrent_bytes else 96),
-          'train': ocp.StandardCheckpointHandler(), 'data': ocp.JsonCheckpointHandler()}}
+      limit = {'save_concurrent_gb': save_concurrent_bytes / 1e9} if save_concurrent_bytes else {}
+      items = _items(ocp.PyTreeCheckpointHandler(**limit))
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                              enable_async_checkpointing=use_async),
-        **(handlers or {'item_names': ITEMS}))
+        **items)
 
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
@@ -200,6 +198,13 @@ def _first_line(e: Exception) -> str:
   return (f'{type(e).__name__}: ' + (lines[-1] if lines else ''))[:200]
 
 
+def _items(params_handler) -> dict:
+  """CheckpointManager's items with the params read or written by `params_handler` (its limits
+  on bytes in flight); the others as the default handlers."""
+  return {'item_handlers': {'params': params_handler, 'train': ocp.StandardCheckpointHandler(),
+                            'data': ocp.JsonCheckpointHandler()}}
+
+
 def largest_bytes(tree) -> int:
   """A limit on bytes in flight that lets the largest array through alone (Orbax admits an
   array only while the total stays under the limit)."""
@@ -215,12 +220,9 @@ def restore_params(workdir: str, abstract_params, step: Optional[int] = None,
   directory = fileio.join(fileio.absolute(workdir), 'checkpoints')
   if not fileio.isdir(directory):
     raise FileNotFoundError(f'{workdir}: no checkpoints/ directory; train in that workdir first.')
-  if concurrent_bytes:
-    manager = ocp.CheckpointManager(directory, item_handlers={
-        'params': ocp.StandardCheckpointHandler(restore_concurrent_gb=concurrent_bytes / 1e9),
-        'train': ocp.StandardCheckpointHandler(), 'data': ocp.JsonCheckpointHandler()})
-  else:
-    manager = ocp.CheckpointManager(directory, item_names=ITEMS)
+  manager = ocp.CheckpointManager(directory, **(
+      _items(ocp.StandardCheckpointHandler(restore_concurrent_gb=concurrent_bytes / 1e9))
+      if concurrent_bytes else {'item_names': ITEMS}))
   if step is not None and step not in manager.all_steps():
     raise FileNotFoundError(f'{directory}: no checkpoint of step {step} '
                             f'(there are {manager.all_steps()}).')
