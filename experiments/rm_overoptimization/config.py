@@ -5,9 +5,11 @@ held-out evaluation along training, KL measured); gold reward (the embedded worl
 labeler) and proxy reward against d = sqrt(KL), with the paper's fits
 R_bon(d) = d (alpha - beta d) and R_RL(d) = d (alpha - beta log d).
 
-  bash scripts/demo.sh        # once: runs/demo holds the base and SFT models reused here
-  python -m lmresearch.sweep --config=experiments/rm_overoptimization/config.py \
+  python -m lmresearch.sweep --config=experiments/pipeline_seeds/config.py --workdir=runs/exp/pipeline_seeds
+  python -m lmresearch.sweep --config=experiments/rm_overoptimization/config.py:upstream=runs/exp/pipeline_seeds \
       --workdir=runs/exp/rm_overoptimization
+
+Each seed's trials start from that seed's base and SFT models (`upstream`/seed=N, reused).
 
 Each trial trains one proxy reward model (label noise 0.25) and one PPO run against it (plain PPO,
 a small KL coefficient so that KL grows), and best-of-64 from SFT. Rewards are in each proxy's own
@@ -26,7 +28,7 @@ BON = (1, 2, 4, 8, 16, 32, 64)
 
 def get_config(arg=None):
   c = load_config('pipeline')
-  c.upstream = parse_arg(arg).get('upstream', 'runs/demo')
+  c.upstream = os.path.join(parse_arg(arg).get('upstream', 'runs/exp/pipeline_seeds'), 'seed={seed}')
   c.reuse = 'pretrain,sft'
   c.run = 'pretrain,sft,reward,ppo'
   rm = c.stages.reward
@@ -35,9 +37,8 @@ def get_config(arg=None):
   rm.checkpoint.every = 95
   ppo = c.stages.ppo
   ppo.ppo.update(ptx_coef=0.0, kl_coef=0.05)
-  # The rollouts its results were measured with (2026-11-30, the pipeline's PPO then): 32 prompts
-  # a step, 48 new tokens. The pipeline has since moved to 64 x 96; pinned so that this config
-  # still describes its results.csv.
+  # Rollouts of 32 prompts x 48 new tokens (the pipeline's PPO when this experiment was designed;
+  # the pipeline has since moved to 64 x 96): half the PPO cost, so that 3 seeds fit.
   ppo.train.update(steps=40, eval_every=5, batch_size=32)
   ppo.rl.max_new_tokens = 48
   ppo.rl.eval_prompts = 64
@@ -46,8 +47,12 @@ def get_config(arg=None):
   return c
 
 
+SEEDS = (0, 1, 2)
+
+
 def get_sweep(h):
-  return h.sweep('stages.reward.data.synthetic.num_docs', [200, 800, 3200])
+  return h.product([h.sweep('seed', list(SEEDS)),
+                    h.sweep('stages.reward.data.synthetic.num_docs', [200, 800, 3200])])
 
 
 def _sqrt(x):
