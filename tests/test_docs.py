@@ -86,6 +86,19 @@ def test_claims_judge_values_differences_and_contrasts_by_seed():
   assert verdicts.summary(found) == '5 of 6 claims hold, 1 not significant'
 
 
+def test_a_claim_no_trial_measured_is_said_so_not_called_not_significant():
+  # results.csv older than the claim: its column is in no row (rm_overoptimization's README once
+  # published 20 such claims as "not significant")
+  found = verdicts.evaluate(TABLE, [
+      {'claim': 'x > 0', 'value': 'x', 'where': {'g': [1, 2]}, 'criterion': '> 0'},
+      {'claim': 'new > 0', 'value': 'new_column', 'each': 'g', 'criterion': '> 0'},
+      {'claim': 'new grows', 'contrast': 'new_column', 'where': {'g': 2}, 'versus': {'g': 1},
+       'criterion': '> 0'}])
+  assert [f['verdict'] for f in found] == ['holds'] + ['not measured'] * 4
+  assert all(f['n'] == 0 for f in found[1:])
+  assert verdicts.summary(found) == '1 of 5 claims holds, 4 not measured'
+
+
 def test_a_readme_without_the_markers_is_refused_with_the_fix():
   with pytest.raises(ValueError, match='BEGIN RESULTS'):
     render.splice('# title\nprose\n', '# new', 'block', 'x/README.md')

@@ -5,6 +5,8 @@ Its 95% interval decides:
   holds            the whole interval satisfies the criterion;
   does not hold    the whole interval violates it;
   not significant  the interval straddles the boundary (the data cannot tell).
+  not measured     no finished run gives the quantity a value (an experiment's results predate
+                   the claim, or its trials have not run): said, never counted as a verdict.
 A mean's interval is Student's t with n - 1 degrees of freedom (4.30 standard errors at n = 3
 seeds, 1.98 at n = 150 questions); a share's is Wilson's score interval, which stays sensible at
 0 and 1. With one value and a standard error measured inside that run (over its questions), the
@@ -19,7 +21,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 Z = 1.959963984540054
-VERDICTS = ('holds', 'not significant', 'does not hold')
+VERDICTS = ('holds', 'not significant', 'does not hold', 'not measured')
 
 
 def t975(df: int) -> float:

@@ -185,7 +185,7 @@ def render(exp, table: list[dict], out_dir: Optional[str], config_path: Optional
     lines += ['**Verdicts** (95% intervals: Student\'s t over seeds, or with one seed the '
               'normal interval on the run\'s own standard error over its questions; *holds* when '
               'the whole interval meets the criterion, *does not hold* when none of it does, '
-              '*not significant* otherwise):', ''] + claims_section(found) + ['']
+              '*not significant* otherwise; *not measured* when no finished trial gives it a value):', ''] + claims_section(found) + ['']
   described = spec.get('describe', spec.get('metrics'))
   if described:
     lines += [f'- `{labels.get(m, m)}`' + (f' (`{m}`)' if m in labels else '') + f': {d}'

@@ -180,7 +180,8 @@ def evaluate(table: list[dict], claims: list[dict], labels: Optional[dict] = Non
                   'ci95': [iv.lo, iv.hi], 'n': iv.n, 'criterion': c['criterion'],
                   'interval': 'the run\'s own' if 'interval' in c and len(values) == 1 else
                   'normal (within-run s.e.)' if iv.n == 1 and np.isfinite(iv.lo)
-                  else 't over seeds', 'verdict': stats.verdict(iv, c['criterion'])})
+                  else 't over seeds',
+                  'verdict': stats.verdict(iv, c['criterion']) if iv.n else 'not measured'})
   return out
 
 
@@ -195,4 +196,6 @@ def summary(found: list[dict]) -> str:
   if counts['does not hold']:
     k = counts['does not hold']
     parts.append(f'{k} do{"es" if k == 1 else ""} not hold')
+  if counts['not measured']:
+    parts.append(f'{counts["not measured"]} not measured')
   return ', '.join(parts)
