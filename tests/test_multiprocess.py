@@ -296,22 +296,35 @@ def _same_record(x, y) -> bool:
   return x == y
 
 
+DAMAGE_ARGS = ['-m', 'lmresearch.main'] + LONG + ['--config.train.decay_steps=6',
+                                                  '--config.checkpoint.every=2',
+                                                  '--config.checkpoint.max_to_keep=3',
+                                                  '--config.mesh.data=1', '--config.mesh.fsdp=8']
+
+
+@pytest.fixture(scope='module')
+def two_process_runs(tmp_path_factory):
+  """Two-process runs the damaged-checkpoint cases share: 6 steps uninterrupted (the losses to
+  match) and 4 steps with checkpoints at 2 and 4 (each case damages its own copy)."""
+  root = tmp_path_factory.mktemp('two_process_runs')
+  assert_ok(multiprocess.run(DAMAGE_ARGS + [f'--workdir={root}/whole', '--config.train.steps=6'], 2, 4))
+  assert_ok(multiprocess.run(DAMAGE_ARGS + [f'--workdir={root}/four', '--config.train.steps=4'], 2, 4))
+  return root
+
+
 # 'd': files every process reads: all fail, and all go back a step together. 'ocdbt.process_1/d':
 # the shards process 1 wrote, which only it reads back on this fsdp=8 mesh. Process 0 restores
 # step 4 whole and waits for process 1 inside Orbax's restore, so the job stops with process 1
 # naming the damage and marking the step; the rerun goes back a step on every process.
 @pytest.mark.slow
 @pytest.mark.parametrize('part', ['d', 'ocdbt.process_1/d'])
-def test_a_damaged_latest_checkpoint_of_a_two_process_run_is_named_and_skipped(tmp_path, part):
+def test_a_damaged_latest_checkpoint_of_a_two_process_run_is_named_and_skipped(tmp_path, part,
+                                                                             two_process_runs):
   import os
+  import shutil
   from test_resume import _damage
-  args = ['-m', 'lmresearch.main'] + LONG + ['--config.train.decay_steps=6',
-                                             '--config.checkpoint.every=2',
-                                             '--config.checkpoint.max_to_keep=3',
-                                             '--config.mesh.data=1', '--config.mesh.fsdp=8']
-  run = tmp_path / 'run'
-  assert_ok(multiprocess.run(args + [f'--workdir={tmp_path}/whole', '--config.train.steps=6'], 2, 4))
-  assert_ok(multiprocess.run(args + [f'--workdir={run}', '--config.train.steps=4'], 2, 4))
+  args, run = DAMAGE_ARGS, tmp_path / 'run'
+  shutil.copytree(two_process_runs / 'four', run)
   _damage(str(run), 4, part, every_file=True)
   again = multiprocess.run(args + [f'--workdir={run}', '--config.train.steps=6'], 2, 4,
                            env={'LMR_RESTORE_AGREE_MS': '10000'})
@@ -323,7 +336,7 @@ def test_a_damaged_latest_checkpoint_of_a_two_process_run_is_named_and_skipped(t
   assert_ok(again)
   assert "checkpoint step 4 is damaged (item" in again[0].output, again[0].output[-3000:]
   assert sorted(os.listdir(run / 'checkpoints')) == ['2', '4', '4.damaged', '6']
-  assert losses(run) == pytest.approx(losses(tmp_path / 'whole'), rel=1e-6)   # resumed from 2
+  assert losses(run) == pytest.approx(losses(two_process_runs / 'whole'), rel=1e-6)   # resumed from 2
 
 
 @pytest.mark.slow
