@@ -375,10 +375,26 @@ def main_block() -> list[str]:
                                                'reference iterations', 'of the baseline'], rows)
 
 
+def suite_block() -> list[str]:
+  b = _bench('suite')
+  if b is None:
+    return ['(not measured yet: `python scripts/bench.py --sections=suite --json=docs/bench/suite.json`)']
+  s = b['suite']
+  goal = 'met' if s['wall_s'] < 15 * 60 and not s['returncode'] else 'not met'
+  return [f'`python scripts/bench.py --sections=suite`, measured {b["date"]} on {b["machine"]}: '
+          f'`bash scripts/test.sh` took **{s["wall_s"] / 60:.1f} min** of wall time (exit '
+          f'{s["returncode"]}; {s.get("passed", 0)} passed, {s.get("skipped", 0)} skipped, '
+          f'{s.get("failed", 0)} failed; pytest\'s own count {s["pytest_s"] / 60:.1f} min). The '
+          f'PyTorch eager reference ran at {s["reference"]["ms_per_iter"]:.1f} ms/iter in the same '
+          f'run. Issue 20\'s goal, under 15 minutes: {goal}. The slowest test phases:', ''
+          ] + render.md_table(['seconds', 'phase', 'test'],
+                              [[f'{t["s"]:.1f}', t['phase'], f'`{t["test"]}`'] for t in s['slowest']])
+
+
 BLOCKS = {'DEFAULT RUN': default_run_block, 'SEEDS': seeds_block, 'RECIPES': recipe_block, 'EXPERIMENTS': experiments_block,
           'BENCH CONVERT': convert_block, 'BENCH LORA': lora_block,
           'BENCH TRAIN': train_block, 'BENCH GENERATE': generate_block, 'BENCH SERVE': serve_block,
-          'BENCH RL': rl_block, 'BENCH MAIN': main_block}
+          'BENCH RL': rl_block, 'BENCH MAIN': main_block, 'BENCH SUITE': suite_block}
 
 
 def splice_block(text: str, name: str, lines: list[str]) -> str:

@@ -15,7 +15,9 @@ Section `generate`: our sampler against transformers' generate on the same expor
 Section `rl`: PPO's rollout and update (scripts/bench_rl.py) and their shares of a PPO step.
 Section `main`: the main job cold and warm (each stage's seconds, programs and compile seconds),
 normalised by the PyTorch eager reference's ms/iter measured in the same run.
-Still to come (issue 20): the test suite's wall time and slowest tests.
+Section `suite`: `bash scripts/test.sh` (the README's test command) timed whole, its pass and skip
+counts and pytest's 15 slowest test phases, with the PyTorch reference's ms/iter of the same run
+(how fast this machine is). The accelerator benchmark is scripts/bench_gpu.sh.
 """
 import argparse
 import json
@@ -430,11 +432,60 @@ def print_main(res: dict) -> None:
           f"{base:,.0f}: {norm / base:.0%} of it")
 
 
+def parse_pytest(text: str) -> dict:
+  """pytest's own figures from its output: the counts and seconds of its last summary line and
+  the --durations table (seconds, phase, test id), slowest first."""
+  import re
+  summary = [l for l in text.splitlines() if re.search(r'\b(passed|failed|error)\b.* in [\d.]+s', l)]
+  out = {'slowest': [], 'pytest_s': None}
+  if summary:
+    last = summary[-1]
+    for kind in ('passed', 'failed', 'skipped', 'errors', 'error', 'deselected'):
+      m = re.search(rf'(\d+) {kind}\b', last)
+      if m:
+        out['errors' if kind == 'error' else kind] = int(m.group(1))
+    out['pytest_s'] = float(re.search(r' in ([\d.]+)s', last).group(1))
+  table = text.split('slowest', 1)[1] if 'slowest' in text else ''
+  for m in re.finditer(r'^([\d.]+)s (call|setup|teardown)\s+(\S+)$', table, re.M):
+    out['slowest'].append({'s': float(m.group(1)), 'phase': m.group(2), 'test': m.group(3)})
+  return out
+
+
+def section_suite(a) -> dict:
+  """`bash scripts/test.sh` as the README's quick start runs it (its own setup included), timed
+  whole; and, in the same run, the PyTorch eager reference's ms/iter (the machine's speed)."""
+  ref_jax = run_json([sys.executable, os.path.abspath(__file__), '--worker', 'shakespeare_char',
+                      '--devices', '2', '--iters', str(a.iters), '--warmup', str(a.warmup)])
+  ref_jax['model'] = 'shakespeare_char'
+  ref = torch_row(ref_jax, a, False)
+  print('the test suite (bash scripts/test.sh) ...', file=sys.stderr, flush=True)
+  t0 = time.perf_counter()
+  proc = subprocess.run(['bash', 'scripts/test.sh'] + a.suite_args.split(), cwd=ROOT,
+                        capture_output=True, text=True)
+  wall = time.perf_counter() - t0
+  res = parse_pytest(proc.stdout)
+  res.update(wall_s=wall, returncode=proc.returncode, args=a.suite_args,
+             reference={'model': 'shakespeare_char', 'framework': 'PyTorch eager',
+                        'ms_per_iter': ref.get('ms_per_iter_median')})
+  if proc.returncode:
+    print(proc.stdout[-5000:], proc.stderr[-2000:], file=sys.stderr)
+  return res
+
+
+def print_suite(res: dict) -> None:
+  s = res['suite']
+  print(f"\n## The test suite: {s['wall_s'] / 60:.1f} min wall (exit {s['returncode']}; "
+        f"{s.get('passed', 0)} passed, {s.get('skipped', 0)} skipped, {s.get('failed', 0)} failed; "
+        f"PyTorch eager reference {s['reference']['ms_per_iter']:.1f} ms/iter)")
+  for t in s['slowest']:
+    print(f"{t['s']:8.1f} s  {t['phase']:8s} {t['test']}")
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--sections', default='train,generate,rl',
                  help='comma-separated: train, generate, rl, main (the main job, cold and warm: '
-                      'about twice its run time)')
+                      'about twice its run time), suite (bash scripts/test.sh, timed)')
   p.add_argument('--iters', type=int, default=100, help='timed iterations per row')
   p.add_argument('--warmup', type=int, default=10, help='untimed iterations first (the first compiles)')
   p.add_argument('--torch_compile', action='store_true', help='also time torch.compile of the reference')
@@ -446,6 +497,7 @@ def main():
   p.add_argument('--rl_runs', default='runs/demo', help='rl: a pipeline workdir (sft/, reward/)')
   p.add_argument('--rl_iters', type=int, default=5, help='rl: timed PPO steps')
   p.add_argument('--rl_new', type=int, default=96, help='rl: max new tokens (the pipeline\'s)')
+  p.add_argument('--suite_args', default='', help='suite: extra pytest arguments (e.g. "-k docs")')
   p.add_argument('--worker', choices=MODELS, help=argparse.SUPPRESS)
   p.add_argument('--gen_worker', choices=('jax', 'torch'), help=argparse.SUPPRESS)
   p.add_argument('--gen_dir', help=argparse.SUPPRESS)
@@ -460,9 +512,9 @@ def main():
     print(json.dumps(jax_worker(a.worker, a.devices, a.iters, a.warmup)), flush=True)
     return
   sections = [s for s in a.sections.split(',') if s]
-  unknown = set(sections) - {'train', 'generate', 'rl', 'main'}
+  unknown = set(sections) - {'train', 'generate', 'rl', 'main', 'suite'}
   if unknown:
-    p.error(f'--sections: unknown {sorted(unknown)} (available: train, generate, rl, main)')
+    p.error(f'--sections: unknown {sorted(unknown)} (available: train, generate, rl, main, suite)')
   res = {'machine': describe_machine(), 'date': time.strftime('%Y-%m-%d'), 'iters': a.iters,
          'warmup': a.warmup}
   if 'train' in sections:
@@ -477,6 +529,9 @@ def main():
   if 'main' in sections:
     res['main'] = section_main(a)
     print_main(res)
+  if 'suite' in sections:
+    res['suite'] = section_suite(a)
+    print_suite(res)
   if a.json:
     with open(a.json, 'w') as f:
       json.dump(res, f, indent=1)
