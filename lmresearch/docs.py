@@ -257,7 +257,7 @@ def train_block() -> list[str]:
   b = _bench('train')
   if b is None:
     return ['(not measured yet: `python scripts/bench.py --sections=train --json=docs/bench/train.json`)']
-  rows, ratios = [], []
+  rows = []
   found = [r for r in b['train']['rows'] if 'error' not in r]
   for r in found:
     peak = next(x['peak_flops'] for x in found if x['model'] == r['model'] and 'peak_flops' in x)

@@ -230,7 +230,6 @@ def gen_worker_jax(hf_dir: str, batches: list, repeats: int) -> dict:
   split_cpu(1)   # generation on one device using both cores (a serving process's shape)
   import jax
   import jax.numpy as jnp
-  import numpy as np
   from lmresearch.models import hf
   from lmresearch.models.transformer import ModelConfig, Transformer
   hf_cfg = hf.read_config(hf_dir)

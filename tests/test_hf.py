@@ -321,7 +321,7 @@ def imported_qwen(tmp_path_factory):
 
 
 def _on_imported(stage, root, init_from):
-  from conftest import load_config, stage_config, tiny
+  from conftest import load_config, tiny
   c = tiny(load_config(stage))
   c.init_from = str(root / init_from)
   c.data.update(seq_len=200, tokenizer='hf')

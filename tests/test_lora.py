@@ -1,6 +1,5 @@
 """LoRA in every post-training stage: step 0 is the base, only adapters train (and are saved),
 merged equals unmerged, meshes agree, resume is exact, PPO's reference is the adapter-free base."""
-import json
 
 import jax
 import jax.numpy as jnp

@@ -106,7 +106,6 @@ def test_torch_reference_computes_our_shakespeare_char_logits_and_loss():
 def _to_torch_llama_state(params, layers: int) -> dict:
   """Our Llama-style param tree -> the reference Llama's state_dict (torch Linear is [out, in])."""
   t = lambda x: torch.from_numpy(np.asarray(x, np.float32).copy())
-  flat = lambda k: np.asarray(k).reshape(-1, np.asarray(k).shape[-1]) if k.ndim == 2 else k
   sd = {'embed.weight': t(params['embed']['embedding']), 'norm.weight': t(params['ln_final']['scale']),
         'lm_head.weight': t(np.asarray(params['head']['kernel']).T)}
   for i in range(layers):
