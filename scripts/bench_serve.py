@@ -169,14 +169,14 @@ with run.active():
     # A reply's positions run from `prompt` to `prompt + new`: its steps fall into these length
     # buckets, each weighted by its share of the reply's steps.
     pos = list(range(prompt, prompt + new))
-    for length in sorted({E.bucket_for(q + 1, eng.max_len) for q in pos}):
-      ints[1, :level] = min(q for q in pos if E.bucket_for(q + 1, eng.max_len) == length)
-      share = sum(E.bucket_for(q + 1, eng.max_len) == length for q in pos) / len(pos)
+    for length in sorted({eng.step_length(q + 1, rows) for q in pos}):
+      ints[1, :level] = min(q for q in pos if eng.step_length(q + 1, rows) == length)
+      share = sum(eng.step_length(q + 1, rows) == length for q in pos) / len(pos)
+      eng._ints[:], eng._floats[:] = ints, floats
       times = []
       for i in range(calls + 5):
         t = time.perf_counter()
-        eng._cache, o = eng._decode(eng._params, eng._cache, ints, floats, eng._keys, rows=rows, length=length)
-        np.asarray(o)
+        np.asarray(eng._advance(rows, length))
         if i >= 5:
           times.append(time.perf_counter() - t)
       per_length.append((share, statistics.median(times)))

@@ -72,6 +72,26 @@ def test_engine_matches_the_sampler_and_compiles_once_per_bucket(sft_run):
     engine.close()
 
 
+def test_a_cache_in_row_blocks_gives_the_sampler_s_tokens(sft_run):
+  # Blocks of one batch shard's worth of slots each (8 here, on 8 devices): 11 requests fill 2
+  # blocks, then fewer as they finish; each block is attended on its own (no copy of the cache).
+  tok = sft_run.tok
+  ids = [tokenizers.generation_prompt(tok, p + q) for q in ('', ' Thanks.', ' Please.')
+         for p in PROMPTS][:11]
+  with sft_run.active():
+    ref = sampling.generate(sft_run.model, sft_run.params, ids, max_new_tokens=24, temperature=0,
+                            stop_ids=tok.stop_ids, pad_id=tok.pad_id)
+  block = sft_run.batch_rows(1)
+  engine = Engine(sft_run, slots=2 * block, block_rows=block)
+  try:
+    assert engine.block == block and len(engine._cache) == 2
+    got = _collect(engine, ids, temperature=0, stop_ids=tok.stop_ids)
+    assert [g['ids'] for g in got] == ref['completions']
+    assert engine.steps < sum(len(g['ids']) for g in got)
+  finally:
+    engine.close()
+
+
 def test_seeded_sampling_does_not_depend_on_the_other_requests(sft_run):
   tok = sft_run.tok
   ids = [tokenizers.generation_prompt(tok, p) for p in PROMPTS]

@@ -189,8 +189,16 @@ class Attention(nn.Module):
     if decode:
       k, v, mask, heads_first = self._update_cache(k, v, kv_mask)
 
-    out = attention.dot_product_attention(q, k, v, mask, cfg.attention_impl, causal=not decode,
-                                          kv_heads_first=heads_first)
+    if isinstance(k, tuple):   # the serving engine's row blocks: each block attends on its own
+      outs, lo = [], 0
+      for kb, vb, mb in zip(k, v, mask):
+        outs.append(attention.dot_product_attention(q[lo:lo + mb.shape[0]], kb, vb, mb,
+                                                    cfg.attention_impl, kv_heads_first=True))
+        lo += mb.shape[0]
+      out = jnp.concatenate(outs)
+    else:
+      out = attention.dot_product_attention(q, k, v, mask, cfg.attention_impl, causal=not decode,
+                                            kv_heads_first=heads_first)
     out = nn.with_logical_constraint(out, ('batch', 'length', 'heads', 'kv'))
     # GPT-2 scales residual projections by 1/sqrt(2 * layers) at init.
     out_std = 0.02 / (2 * cfg.num_layers) ** 0.5
@@ -208,10 +216,10 @@ class Attention(nn.Module):
     index = self.variable('cache', 'cache_index', lambda: jnp.zeros((), jnp.int32))
     if not initialized:   # the init call only sizes the cache
       return k, v, None, False
-    chunk, cache_len = k.shape[1], ck.value.shape[2]
     i = index.value
-    if i.ndim == 1:   # one index per row: the serving engine's slots, each its own sequence
+    if isinstance(i, tuple) or i.ndim == 1:   # an index per row: the engine's slots (or blocks)
       return self._update_rows(k, v, ck, cv, index, kv_mask)
+    chunk, cache_len = k.shape[1], ck.value.shape[2]
     ck.value = jax.lax.dynamic_update_slice(ck.value, kt, (0, 0, i, 0))
     cv.value = jax.lax.dynamic_update_slice(cv.value, vt, (0, 0, i, 0))
     index.value = i + chunk
@@ -231,18 +239,41 @@ class Attention(nn.Module):
     i[r] + 1, ... (each row holds one sequence from slot 0, so its slot is its position). The
     chunk may come for the first b <= rows rows only, and kv_mask's length L may be shorter than
     the cache: then only those rows' first L slots are attended (the serving engine's buckets:
-    a step reads what is live, and writes only its new keys and values into the whole cache)."""
+    a step reads what is live, and writes only its new keys and values into the whole cache).
+
+    The cache may also be a tuple of row blocks (each [block rows, kv_heads, slots, head_dim]
+    with its own [block rows] index): the chunk's rows fill the blocks in order, and keys, values
+    and mask come back per block, for attention block by block. XLA:CPU copies any slice of the
+    cache into a buffer of its own before the attention dots read it, and those copies were the
+    largest share of a 16-row decode step (the README's serving section); a whole block at the
+    whole length is read where it lies."""
+    if not isinstance(ck.value, tuple):
+      ck.value, cv.value, index.value, keys, values, mask = self._rows(
+          k, v, ck.value, cv.value, index.value, kv_mask)
+      return keys, values, mask, True
+    out, lo = [], 0
+    for kb, vb, ib in zip(ck.value, cv.value, index.value):
+      hi = min(k.shape[0], lo + kb.shape[0])
+      out.append(self._rows(k[lo:hi], v[lo:hi], kb, vb, ib,
+                            None if kv_mask is None else kv_mask[lo:hi]))
+      lo = hi
+    assert lo == k.shape[0], (lo, k.shape)   # the caller passes the blocks the rows fill
+    ck.value, cv.value, index.value, keys, values, mask = (tuple(x) for x in zip(*out))
+    return keys, values, mask, True
+
+  def _rows(self, k, v, ck, cv, index, kv_mask):
+    """One per-row cache (arrays): the updated cache and index, and what the chunk attends."""
     b, chunk = k.shape[:2]
-    rows_all, cache_len = ck.value.shape[0], ck.value.shape[2]
+    rows_all, cache_len = ck.shape[0], ck.shape[2]
     length = cache_len if kv_mask is None else kv_mask.shape[1]
-    i = index.value[:b]
+    i = index[:b]
     q_slot = i[:, None] + jnp.arange(chunk)[None, :]                       # [b, chunk]
     rows = jnp.arange(b)[:, None]
     # Advanced indices around a slice put their dims first: [b, chunk, kvh, d], k's own layout.
-    ck.value = ck.value.at[rows, :, q_slot, :].set(k, mode='drop')
-    cv.value = cv.value.at[rows, :, q_slot, :].set(v, mode='drop')
-    index.value = index.value.at[:b].add(chunk) if b < rows_all else i + chunk
-    keys, values = ck.value, cv.value
+    ck = ck.at[rows, :, q_slot, :].set(k, mode='drop')
+    cv = cv.at[rows, :, q_slot, :].set(v, mode='drop')
+    index = index.at[:b].add(chunk) if b < rows_all else i + chunk
+    keys, values = ck, cv
     if b < rows_all or length < cache_len:
       keys = jax.lax.slice(keys, (0, 0, 0, 0), (b,) + keys.shape[1:2] + (length,) + keys.shape[3:])
       values = jax.lax.slice(values, (0, 0, 0, 0),
@@ -253,7 +284,7 @@ class Attention(nn.Module):
       mask = mask & kv_mask[:, None, :].astype(bool)
     if self.cfg.sliding_window:
       mask = mask & (slots > q_slot[:, :, None] - self.cfg.sliding_window)
-    return keys, values, mask[:, None], True
+    return ck, cv, index, keys, values, mask[:, None]
 
 
 class Mlp(nn.Module):

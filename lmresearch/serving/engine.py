@@ -1,7 +1,10 @@
 """Continuous batching: every request to one model shares a single KV-cache decode batch.
 
 The cache holds `slots` sequences of up to the model's context, each from its own slot 0 with
-its own cache index (`Attention._update_rows`). A thread runs the loop:
+its own cache index (`Attention._update_rows`), kept as blocks of BLOCK_ROWS slots, each its own
+array: a step over 16 or more rows passes the blocks those rows fill and attends to each where it
+lies, since XLA:CPU copies any slice of one big cache before the attention reads it. A thread runs
+the loop:
 
   admit: a waiting request is prefilled alone (its prompt right-padded to a length bucket, into
          a fresh one-row cache) and that row is written into a free slot; its first token comes
@@ -32,6 +35,7 @@ from lmresearch.models.transformer import unembed
 
 TOP_LOGPROBS = 5      # alternatives returned per token (OpenAI's completions allow up to 5)
 MIN_BUCKET = 16
+BLOCK_ROWS = 16       # slots per cache block (rows beyond one block come in whole blocks)
 
 
 class ContextError(ValueError):
@@ -123,7 +127,8 @@ def _log_probs(cfg, logits, tok):
 class Engine:
   """Serves one loaded run (`runs.load`) to any number of concurrent requests."""
 
-  def __init__(self, run, slots: int = 16, max_waiting: Optional[int] = None):
+  def __init__(self, run, slots: int = 16, max_waiting: Optional[int] = None,
+               block_rows: int = BLOCK_ROWS):
     self.run, self.model, self.tok = run, run.model, run.tok
     self.cfg = run.model.cfg
     self.max_len = self.cfg.max_len
@@ -133,6 +138,12 @@ class Engine:
     first = self.prefill_rows if self.prefill_rows > 1 or self.slots == 1 else 2
     self.row_buckets = sorted({min(self.slots, first << i)
                                for i in range(self.slots.bit_length() + 1)})
+    # Blocks of `block_rows` slots where every row bucket past one block is whole blocks (and a
+    # block holds whole rows of each batch shard); else the cache is one block, as before.
+    b = block_rows
+    whole = all(r % b == 0 for r in self.row_buckets if r > b)
+    self.block = b if b < self.slots and self.slots % b == 0 and b % self.prefill_rows == 0 \
+        and whole else self.slots
     # Per-slot settings live on the host between steps, sent as three arrays per step.
     self._ints = np.zeros((5, self.slots), np.int32)    # token, position, live, step, top_k
     self._floats = np.ones((2, self.slots), np.float32)  # temperature, top_p
@@ -154,10 +165,33 @@ class Engine:
     with run.active():
       self._params = nn.unbox(run.params)
       self._cache_sharding = None
-      self._cache = jax.jit(lambda p: self._pin(self._empty_cache(p, self.slots, True)))(
-          self._params)
+      self._cache = self._new_cache()
     self._thread = threading.Thread(target=self._loop, name='engine', daemon=True)
     self._thread.start()
+
+  def _new_cache(self) -> tuple:
+    """Zeros for every slot, as a tuple of blocks (each the model's per-row cache of its slots)."""
+    n = self.slots // self.block
+    return jax.jit(lambda p: tuple(self._pin(self._empty_cache(p, self.block, True))
+                                   for _ in range(n)))(self._params)
+
+  def step_length(self, longest: int, rows: int) -> int:
+    """How many cache slots a step of `rows` rows attends to when its longest sequence holds
+    `longest` tokens: a bucket (powers of two); for whole blocks, the whole context once the
+    bucket is at least half of it (on the default shape, reading a whole 16-row block where it
+    lies cost less than copying out half of it; a part of a block is copied out anyway, so there
+    less is better)."""
+    length = bucket_for(longest, self.max_len)
+    whole = rows % self.block == 0
+    return self.max_len if whole and 2 * length >= self.max_len else length
+
+  def _advance(self, rows: int, length: int):
+    """One decode step of the first `rows` slots (the blocks they fill); the step's output."""
+    n = -(-rows // self.block)
+    head, out = self._decode(self._params, self._cache[:n], self._ints, self._floats, self._keys,
+                             rows=rows, length=length)
+    self._cache = tuple(head) + self._cache[n:]
+    return out
 
   # ---- the jitted pieces ----------------------------------------------------------------------
 
@@ -202,9 +236,9 @@ class Engine:
     return logits
 
   def _prefill_impl(self, params, cache, tokens, length, slot, key, temperature, top_k, top_p):
-    """tokens [rows, bucket] (row 0 real, right-padded to `length`) -> the big cache with row 0
-    written into `slot`, the first token and its log-probs. The padding's keys and values land
-    in slots past `length`, which decoding overwrites before any query may see them."""
+    """tokens [rows, bucket] (row 0 real, right-padded to `length`) -> the block `cache` with
+    row 0 written into its row `slot`, the first token and its log-probs. The padding's keys and
+    values land in slots past `length`, which decoding overwrites before any query may see them."""
     small = self._empty_cache(params, tokens.shape[0], per_row=False)
     hidden, v = self.model.apply({'params': params, 'cache': small}, tokens, decode=True,
                                  mutable=['cache'], return_hidden=True)
@@ -223,31 +257,35 @@ class Engine:
     cache = self._pin(jax.tree_util.tree_map_with_path(put, cache, v['cache']))
     return cache, tok[0], chosen[0], top_id[0], top_lp[0]
 
-  def _decode_impl(self, params, cache, ints, floats, keys, *, rows: int, length: int):
+  def _decode_impl(self, params, blocks, ints, floats, keys, *, rows: int, length: int):
     """The first `rows` slots advance one token, attending to their first `length` cache slots
     (the buckets that hold every live slot and position: a step reads what is live, and writes
-    only the new keys and values into the cache). ints [5, slots]: token fed in, its position,
-    live, step, top_k; floats [2, slots]: temperature, top_p; keys [slots, 2]. Returns the cache
-    and one [rows, 2 + 2 * TOP] array: token, its log-prob, the top ids, their log-probs (one
-    transfer to the host)."""
+    only the new keys and values into the cache). `blocks`: the cache blocks those rows fill.
+    ints [5, slots]: token fed in, its position, live, step, top_k; floats [2, slots]:
+    temperature, top_p; keys [slots, 2]. Returns the blocks and one [rows, 2 + 2 * TOP] array:
+    token, its log-prob, the top ids, their log-probs (one transfer to the host)."""
     tokens, positions, live, steps, top_k = (ints[j, :rows] for j in range(5))
     temperature, top_p = floats[0, :rows], floats[1, :rows]
+    cache = jax.tree.map(lambda *xs: tuple(xs), *blocks)   # each leaf: its blocks, in order
     hidden, v = self.model.apply({'params': params, 'cache': cache}, tokens[:, None],
                                  positions[:, None], kv_mask=jnp.ones((rows, length), jnp.bool_),
                                  decode=True, mutable=['cache'], return_hidden=True)
     logits = self._logits(params, hidden)[:, 0]
     tok = sample_rows(logits, _row_keys(keys[:rows], steps), temperature, top_k, top_p)
     chosen, top_id, top_lp = _log_probs(self.cfg, logits, tok)
-    alive = ints[2].astype(bool)
+    out_blocks = []
+    for j, old in enumerate(blocks):
+      alive = ints[2, j * self.block:(j + 1) * self.block].astype(bool)
+      new = jax.tree.map(lambda t, j=j: t[j], v['cache'], is_leaf=lambda x: isinstance(x, tuple))
 
-    def keep(path, new, old):   # slots not live keep their cache index
-      if getattr(path[-1], 'key', None) == 'cache_index':
-        return jnp.where(alive, new, old)
-      return new
-    cache = self._pin(jax.tree_util.tree_map_with_path(keep, v['cache'], cache))
+      def keep(path, new, old, alive=alive):   # slots not live keep their cache index
+        if getattr(path[-1], 'key', None) == 'cache_index':
+          return jnp.where(alive, new, old)
+        return new
+      out_blocks.append(self._pin(jax.tree_util.tree_map_with_path(keep, new, old)))
     out = jnp.concatenate([tok[:, None].astype(jnp.float32), chosen[:, None],
                            top_id.astype(jnp.float32), top_lp], axis=1)
-    return cache, out
+    return tuple(out_blocks), out
 
   def _score_impl(self, params, tokens):
     """Log-probs of each token given the ones before it: [rows, bucket - 1], with the top ones."""
@@ -315,9 +353,11 @@ class Engine:
     tokens = np.zeros((self.prefill_rows, b), np.int32)
     tokens[:, :n] = req.prompt
     key = jax.random.PRNGKey(req.seed)
-    self._cache, tok, lp, top_id, top_lp = self._prefill(
-        self._params, self._cache, jnp.asarray(tokens), jnp.int32(n), jnp.int32(slot), key,
+    j, row = divmod(slot, self.block)
+    block, tok, lp, top_id, top_lp = self._prefill(
+        self._params, self._cache[j], jnp.asarray(tokens), jnp.int32(n), jnp.int32(row), key,
         jnp.float32(req.temperature), jnp.int32(req.top_k), jnp.float32(req.top_p))
+    self._cache = self._cache[:j] + (block,) + self._cache[j + 1:]
     state = _Live(req, key, n)
     self._live[slot] = state
     self._ints[:, slot] = (int(tok), n, 1, 1, req.top_k)
@@ -392,8 +432,7 @@ class Engine:
         _emit(st.req, 'error', error)
     self._ints[2] = 0
     if any(x.is_deleted() for x in jax.tree.leaves(self._cache)):
-      self._cache = jax.jit(lambda p: self._pin(self._empty_cache(p, self.slots, True)))(
-          self._params)
+      self._cache = self._new_cache()
 
   def _fill(self, block: bool) -> None:
     while None in self._live:
@@ -421,10 +460,8 @@ class Engine:
   def _step(self) -> None:
     live = np.flatnonzero(self._ints[2])
     rows = next(r for r in self.row_buckets if r > live[-1])
-    length = bucket_for(int(self._ints[1, live].max()) + 1, self.max_len)
-    self._cache, out = self._decode(self._params, self._cache, self._ints, self._floats,
-                                    self._keys, rows=rows, length=length)
-    out = np.asarray(out)
+    length = self.step_length(int(self._ints[1, live].max()) + 1, rows)
+    out = np.asarray(self._advance(rows, length))
     self.steps += 1
     k = TOP_LOGPROBS
     for i in live:
