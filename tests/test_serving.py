@@ -92,6 +92,29 @@ def test_a_cache_in_row_blocks_gives_the_sampler_s_tokens(sft_run):
     engine.close()
 
 
+def test_row_blocks_of_a_model_with_scanned_layers_give_the_sampler_s_tokens(sft_run):
+  # Scanned layers put a layer axis before each block's rows (the pod presets' models).
+  import flax.linen as nn
+  import jax.numpy as jnp
+  from lmresearch.models.transformer import ModelConfig, Transformer
+  tok = sft_run.tok
+  lm = Transformer(ModelConfig(vocab_size=sft_run.model.cfg.vocab_size, style='llama',
+                               num_layers=2, num_heads=4, embed_dim=32, mlp_dim=64,
+                               num_kv_heads=2, max_len=128, scan_layers=True))
+  params = jax.jit(lambda: nn.unbox(lm.init(jax.random.PRNGKey(1), jnp.zeros((1, 8), jnp.int32))
+                                    ['params']))()
+  ids = [tokenizers.generation_prompt(tok, p) for p in PROMPTS[:4]]
+  ref = sampling.generate(lm, params, ids, max_new_tokens=12, temperature=0, stop_ids=(),
+                          pad_id=tok.pad_id)
+  engine = Engine(runs.Run(lm, params, tok, True), slots=4, block_rows=2)
+  try:
+    assert len(engine._cache) == 2
+    got = _collect(engine, ids, temperature=0, max_tokens=12)
+    assert [g['ids'] for g in got] == ref['completions']
+  finally:
+    engine.close()
+
+
 def test_seeded_sampling_does_not_depend_on_the_other_requests(sft_run):
   tok = sft_run.tok
   ids = [tokenizers.generation_prompt(tok, p) for p in PROMPTS]
