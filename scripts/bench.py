@@ -378,6 +378,15 @@ def print_rl(res: dict) -> None:
 
 
 # ---- the main job ------------------------------------------------------------------------------
+def reference(a) -> tuple:
+  """The machine's speed in this run: our shakespeare_char step (2 devices) and the PyTorch eager
+  reference of the same shape, each its own process."""
+  ref_jax = run_json([sys.executable, os.path.abspath(__file__), '--worker', 'shakespeare_char',
+                      '--devices', '2', '--iters', str(a.iters), '--warmup', str(a.warmup)])
+  ref_jax['model'] = 'shakespeare_char'
+  return ref_jax, torch_row(ref_jax, a, False)
+
+
 # The issue's baseline: the main job's stage + evaluation time where the PyTorch eager reference
 # (shakespeare_char) took 86.0 ms/iter: 1,997 s, i.e. 23,221 reference iterations.
 BASELINE_S, BASELINE_REF_MS = 1997.0, 86.0
@@ -389,10 +398,7 @@ def section_main(a) -> dict:
   seconds, compile seconds and programs; and, in the same run, the PyTorch eager reference's
   ms/iter on shakespeare_char, which normalises the job's time across machines."""
   import tempfile
-  ref_jax = run_json([sys.executable, os.path.abspath(__file__), '--worker', 'shakespeare_char',
-                      '--devices', '2', '--iters', str(a.iters), '--warmup', str(a.warmup)])
-  ref_jax['model'] = 'shakespeare_char'
-  ref = torch_row(ref_jax, a, False)
+  ref_jax, ref = reference(a)
   cache = tempfile.mkdtemp(prefix='lmr-cache-')
   runs = {}
   for mode in ('cold', 'warm'):
@@ -453,10 +459,7 @@ def parse_pytest(text: str) -> dict:
 def section_suite(a) -> dict:
   """`bash scripts/test.sh` as the README's quick start runs it (its own setup included), timed
   whole; and, in the same run, the PyTorch eager reference's ms/iter (the machine's speed)."""
-  ref_jax = run_json([sys.executable, os.path.abspath(__file__), '--worker', 'shakespeare_char',
-                      '--devices', '2', '--iters', str(a.iters), '--warmup', str(a.warmup)])
-  ref_jax['model'] = 'shakespeare_char'
-  ref = torch_row(ref_jax, a, False)
+  _, ref = reference(a)
   print('the test suite (bash scripts/test.sh) ...', file=sys.stderr, flush=True)
   t0 = time.perf_counter()
   proc = subprocess.run(['bash', 'scripts/test.sh'] + a.suite_args.split(), cwd=ROOT,

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from lmresearch import runs, sampling, tokenizers
-from lmresearch.serving.engine import ContextError, Engine, Request, _safe_len, bucket_for
+from lmresearch.serving.engine import ContextError, Engine, Request, bucket_for
+from lmresearch.serving.textstream import Live, safe_len
 
 PROMPTS = ['What color is the banana?', 'Tom has 3 apples and buys 4 more. How many apples?',
            'Hi', 'Where does the frog live? Answer in one sentence, please, and be brief.',
@@ -132,9 +133,9 @@ def test_seeded_sampling_does_not_depend_on_the_other_requests(sft_run):
 
 
 def test_stop_strings_are_never_streamed():
-  assert _safe_len('The answer is 4', ['is 4.']) == len('The answer ')
-  assert _safe_len('abc\ufffd', []) == 3
-  assert _safe_len('abc', ['zz']) == 3
+  assert safe_len('The answer is 4', ['is 4.']) == len('The answer ')
+  assert safe_len('abc\ufffd', []) == 3
+  assert safe_len('abc', ['zz']) == 3
 
 
 def _free_port():
@@ -264,7 +265,6 @@ def test_a_failed_step_fails_its_requests_and_the_engine_goes_on(sft_run):
 def test_text_held_back_for_a_stop_string_is_released_at_the_end(sft_run):
   """The host side of a slot, fed known tokens: a reply's tail that might be the start of a stop
   string is held back, and arrives when the reply ends on its stop id instead."""
-  from lmresearch.serving.engine import _Live
   tok = sft_run.tok
   engine = Engine(sft_run, slots=2)   # idle: its thread waits for a request, so slot 0 is ours
   try:
@@ -272,7 +272,7 @@ def test_text_held_back_for_a_stop_string_is_released_at_the_end(sft_run):
     got = []
     req = Request([tok.bos_id], 50, lambda kind, p: got.append((kind, p)), stop=[' 7zz'],
                   stop_ids=tok.stop_ids)
-    engine._live[0] = _Live(req, None, 1)
+    engine._live[0] = Live(req, None, 1)
     top = (np.zeros(5, np.int64), np.zeros(5, np.float32))
     for t in tok.encode(text):
       engine._accept(0, t, 0.0, *top)

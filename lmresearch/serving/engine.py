@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmresearch.models.transformer import unembed
+from lmresearch.serving.textstream import Live, detokenize, final_text, first_stop, safe_len
 
 TOP_LOGPROBS = 5      # alternatives returned per token (OpenAI's completions allow up to 5)
 MIN_BUCKET = 16
@@ -358,7 +359,7 @@ class Engine:
         self._params, self._cache[j], jnp.asarray(tokens), jnp.int32(n), jnp.int32(row), key,
         jnp.float32(req.temperature), jnp.int32(req.top_k), jnp.float32(req.top_p))
     self._cache = self._cache[:j] + (block,) + self._cache[j + 1:]
-    state = _Live(req, key, n)
+    state = Live(req, key, n)
     self._live[slot] = state
     self._ints[:, slot] = (int(tok), n, 1, 1, req.top_k)
     self._floats[:, slot] = (req.temperature, req.top_p)
@@ -371,39 +372,25 @@ class Engine:
     if req.cancelled.is_set():
       return self._finish(slot, 'cancelled')
     if tok in req.stop_ids:   # what was held back (a stop string's prefix, UTF-8) is final now
-      text = state.text + self.tok.decode(state.ids[state.read:], skip_special=True) \
-          if state.read < len(state.ids) else state.text
+      text = final_text(self.tok, state)
       if len(text) > state.sent:
         _emit(req, 'token', Token(None, text[state.sent:], None, []))
       return self._finish(slot, 'stop')
     state.ids.append(tok)
-    text = self._detokenize(state)
+    text = detokenize(self.tok, state)
     reason = None
-    cut = _first_stop(text, req.stop, state.sent)
+    cut = first_stop(text, req.stop, state.sent)
     if cut is not None:
       text, reason = text[:cut], 'stop'
     elif len(state.ids) >= req.max_tokens:
       reason = 'length'
-      text = state.text + self.tok.decode(state.ids[state.read:], skip_special=True)
-    safe = len(text) if reason else _safe_len(text, req.stop, state.sent)
+      text = final_text(self.tok, state)
+    safe = len(text) if reason else safe_len(text, req.stop, state.sent)
     delta = text[state.sent:safe] if safe > state.sent else ''
     state.sent = max(state.sent, safe)
     _emit(req, 'token', Token(tok, delta, lp, list(zip(top_id.tolist(), top_lp.tolist()))))
     if reason:
       self._finish(slot, reason)
-
-  def _detokenize(self, state) -> str:
-    """The reply's text so far, decoding only its last few tokens (vLLM's prefix / read offsets):
-    a token's text can depend on the one before it (a space, a byte of UTF-8), so the new text is
-    the window's decoding minus what the window decoded to before this token. Text whose last
-    character is incomplete UTF-8 waits for the next token."""
-    ids = state.ids
-    before = self.tok.decode(ids[state.prefix:state.read], skip_special=True)
-    window = self.tok.decode(ids[state.prefix:], skip_special=True)
-    if len(window) > len(before) and not window.endswith('\ufffd'):
-      state.text += window[len(before):]
-      state.prefix, state.read = state.read, len(ids)
-    return state.text
 
   def _finish(self, slot, reason) -> None:
     state = self._live[slot]
@@ -472,18 +459,6 @@ class Engine:
       self._accept(i, tok, float(out[i, 1]), out[i, 2:2 + k].astype(np.int64), out[i, 2 + k:])
 
 
-@dataclasses.dataclass
-class _Live:
-  req: Request
-  key: Any
-  prompt_len: int
-  ids: list = dataclasses.field(default_factory=list)
-  sent: int = 0     # characters of text handed out so far
-  text: str = ''    # the text of ids[:read]
-  prefix: int = 0   # ids[prefix:read]: the window the next token's text is read against
-  read: int = 0
-
-
 def _emit(req: Request, kind: str, payload) -> None:
   """Hands an event to its request; a receiver that is gone (its event loop closed) cancels the
   request instead of stopping the engine."""
@@ -491,25 +466,3 @@ def _emit(req: Request, kind: str, payload) -> None:
     req.emit(kind, payload)
   except Exception:   # noqa: BLE001
     req.cancelled.set()
-
-
-def _first_stop(text: str, stops: Sequence[str], start: int = 0) -> Optional[int]:
-  """Where the earliest stop string begins, looking only where one could begin after `start`
-  characters were handed out (the rest was checked on earlier tokens)."""
-  hits = [i for i in (text.find(s, max(0, start - len(s) + 1)) for s in stops if s) if i != -1]
-  return min(hits) if hits else None
-
-
-def _safe_len(text: str, stops: Sequence[str], start: int = 0) -> int:
-  """How much of `text` can be handed out: not a trailing replacement character (half of a UTF-8
-  sequence), nor a tail that may be the start of a stop string."""
-  end = len(text)
-  while end > start and text[end - 1] == '\ufffd':
-    end -= 1
-  hold = 0
-  for s in stops:
-    for j in range(min(len(s) - 1, end), 0, -1):
-      if text[end - j:end] == s[:j]:
-        hold = max(hold, j)
-        break
-  return end - hold
