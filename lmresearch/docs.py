@@ -329,7 +329,24 @@ def serve_block() -> list[str]:
              'most batching can give on this machine).' if program else ''), ''] + render.md_table(
       ['shape', 'streams', 'ours tokens/s', 'vs 1 stream'] + (['program alone vs 1 stream'] if program else [])
       + ['TTFT median ms', 'TTFT p99 ms', 'transformers tokens/s', 'transformers TTFT ms',
-         'ours / transformers'], rows)
+         'ours / transformers'], rows) + _burst_table(b)
+
+
+def _burst_table(b) -> list[str]:
+  rows = []
+  for shape, r in b['shapes'].items():
+    for k, x in sorted(r.get('burst', {}).items(), key=lambda kv: int(kv[0])):
+      one, tog = x['one_by_one'], x['together']
+      rows.append([shape.replace('_', ' '), k] + [
+          f'{one[key] * 1e3:,.0f} / {tog[key] * 1e3:,.0f}' for key in ('ttft_median_s', 'ttft_last_s')]
+          + [f'{one["tokens_per_s"]:,.0f} / {tog["tokens_per_s"]:,.0f}'])
+  if not rows:
+    return []
+  return ['', 'Bursts: k requests submitted to the engine at once (no HTTP), as a request with `n` '
+          'choices or a batch client sends them, the waiting requests prefilled one by one / '
+          'together (one program for up to 16; the engine\'s way), in the same run, median of '
+          'three bursts:', ''] + render.md_table(
+      ['shape', 'requests at once', 'TTFT median ms', 'TTFT of the last ms', 'tokens/s'], rows)
 
 
 def rl_block() -> list[str]:

@@ -18,6 +18,8 @@ same prompt and length, a streamer timing the first token). Never two measuremen
 Beside them, the engine's decode program alone (`bench_program`: called in a loop in its own
 process, no server): its tokens/s at each level's row bucket. How those grow from one stream to
 16 is the most continuous batching can give on this machine, however little the server costs.
+And bursts (`bench_burst`): 16 and 64 requests submitted to the engine at once, as a request with
+`n` choices or a batch client sends them, prefilled together and one by one, in the same run.
 """
 import argparse
 import asyncio
@@ -187,21 +189,82 @@ print('PROGRAM ' + json.dumps(out))
 """
 
 
+def _engine_script(code: str, tag: str, what: str, run_dir: str, slots: int, sizes, *args):
+  """Runs one of the engine timings above in its own process; the JSON it prints after `tag`."""
+  out = subprocess.run([sys.executable, '-c', code, run_dir, str(slots), json.dumps(sizes)]
+                       + [str(a) for a in args], env=dict(os.environ, PYTHONPATH=ROOT),
+                       capture_output=True, text=True, cwd=ROOT)
+  line = next((l for l in out.stdout.splitlines() if l.startswith(tag + ' ')), None)
+  if out.returncode or line is None:
+    raise RuntimeError(f'the {what} timing failed: {out.stderr[-2000:]}')
+  return json.loads(line[len(tag) + 1:])
+
+
 def bench_program(run_dir: str, levels, slots: int, calls: int = 100) -> dict:
   """The engine's decode program alone, called in a loop with no server, no HTTP and no
   detokenizing: tokens/s at each level's row bucket (median step over `calls`, weighted over
   the cache-length buckets a reply's steps fall into). Its ratio between levels is the most
   that continuous batching can give on this machine, whatever the server does around it."""
-  out = subprocess.run([sys.executable, '-c', PROGRAM, run_dir, str(slots), json.dumps(levels),
-                        str(PROMPT), str(NEW), str(calls)], env=dict(os.environ, PYTHONPATH=ROOT),
-                       capture_output=True, text=True, cwd=ROOT)
-  line = next((l for l in out.stdout.splitlines() if l.startswith('PROGRAM ')), None)
-  if out.returncode or line is None:
-    raise RuntimeError(f'the decode-program timing failed: {out.stderr[-2000:]}')
-  res = {int(k): v for k, v in json.loads(line[len('PROGRAM '):]).items()}
+  res = {int(k): v for k, v in _engine_script(PROGRAM, 'PROGRAM', 'decode-program', run_dir, slots,
+                                                levels, PROMPT, NEW, calls).items()}
   for level, r in res.items():
     print(f"  program {level:>3} streams ({r['rows']} rows): {r['tokens_per_s']:9.1f} tok/s, "
           f"{r['step_ms']:.2f} ms/step", flush=True)
+  return res
+
+
+BURST = r"""
+import json, statistics, sys, threading, time
+import numpy as np
+from lmresearch.runtime import setup_jax
+setup_jax()
+from lmresearch import runs
+from lmresearch.serving import engine as E
+run_dir, slots, sizes, prompt, new, vocab = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+run = runs.load(run_dir, chat=False)
+out = {}
+with run.active():
+  for together in (1, E.MAX_PREFILL):
+    eng = E.Engine(run, slots=slots, max_prefill=together)
+
+    def burst(k):
+      first, done, t0 = {}, threading.Semaphore(0), time.perf_counter()
+      for i in range(k):
+        def emit(kind, p, i=i):
+          if kind == 'token' and i not in first:
+            first[i] = time.perf_counter() - t0
+          elif kind == 'done':
+            done.release()
+        ids = [1] + np.random.default_rng(i).integers(3, vocab, prompt - 1).tolist()
+        eng.submit(E.Request(ids, new, emit, temperature=0))
+      for _ in range(k):
+        done.acquire()
+      wall = time.perf_counter() - t0
+      return {'ttft_median_s': statistics.median(first.values()), 'ttft_last_s': max(first.values()),
+              'tokens_per_s': k * new / wall}
+
+    for k in sizes:   # compile this burst's programs
+      burst(k)
+    for k in sizes:
+      runs_ = [burst(k) for _ in range(3)]
+      out.setdefault(str(k), {})['together' if together > 1 else 'one_by_one'] = {
+          key: statistics.median(r[key] for r in runs_) for key in runs_[0]}
+    eng.close()
+print('BURST ' + json.dumps(out))
+"""
+
+
+def bench_burst(run_dir: str, sizes, slots: int, vocab: int) -> dict:
+  """k requests submitted at once to the engine in its own process (no HTTP), as a request with
+  `n` choices or a batch client sends them: the time to the first token of the median and the
+  last request, and tokens/s, with the waiting requests prefilled together (the engine's way)
+  and one by one (max_prefill=1), in the same run. Median of three bursts each."""
+  res = _engine_script(BURST, 'BURST', 'burst', run_dir, slots, sizes, PROMPT, NEW, vocab)
+  for k, r in res.items():
+    a, b = r['one_by_one'], r['together']
+    print(f"  burst of {k:>3}: TTFT last {a['ttft_last_s'] * 1e3:7.1f} ms one by one, "
+          f"{b['ttft_last_s'] * 1e3:7.1f} ms prefilled together; {a['tokens_per_s']:8.1f} vs "
+          f"{b['tokens_per_s']:8.1f} tok/s", flush=True)
   return res
 
 
@@ -304,10 +367,12 @@ def main():
       print(f'{shape}:', flush=True)
       ours = bench_ours(run_dir, levels, vocab, a.slots)
       program = bench_program(run_dir, levels, a.slots)
+      burst = bench_burst(run_dir, [k for k in (16, 64) if k <= a.slots], a.slots, vocab)
       hl = [int(x) for x in hf_levels.get(shape, a.levels).split(',')]
       hf = bench_hf(hf_dir, hl, vocab)
     res['shapes'][shape] = {'ours': ours, 'transformers': hf,
-                            'program': [{'streams': k, **v} for k, v in sorted(program.items())]}
+                            'program': [{'streams': k, **v} for k, v in sorted(program.items())],
+                            'burst': burst}
     one = ours[0]['tokens_per_s']
     for r in ours:
       print(f"  ours at {r['streams']} streams / ours at 1: {r['tokens_per_s'] / one:.2f}x "

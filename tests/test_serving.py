@@ -60,15 +60,19 @@ def test_engine_matches_the_sampler_and_compiles_once_per_bucket(sft_run):
       assert g['ids'] == r
       assert g['end'] == ('stop' if len(r) < 24 else 'length')
       assert g['text'] == tok.decode(r, skip_special=True)
-    # The decode batch was shared: fewer steps than tokens generated.
+    # The decode batch was shared: fewer steps than tokens generated; requests that waited
+    # together were prefilled together.
     assert engine.steps < sum(len(g['ids']) for g in got)
-    # Other prompts and settings: a new program only for a prompt length bucket not seen yet.
-    compiled = engine.compiles()
-    seen = {bucket_for(len(p), engine.max_len) for p in ids}
+    assert engine.prefills < len(ids)
+    # One program per bucket (prefill: rows x prompt length; decode: rows x cache length), never
+    # a second one for a bucket already run, whatever the prompts and settings.
+    assert engine.compiles() == len(engine.shapes)
+    seen = set(engine.shapes)
     again = [tokenizers.generation_prompt(tok, p + ' Thanks.') for p in PROMPTS]
     _collect(engine, again, temperature=0.8, top_p=0.9, seed=3, stop_ids=tok.stop_ids)
-    new = {bucket_for(len(p), engine.max_len) for p in again} - seen
-    assert engine.compiles() == compiled + len(new), 'a recompile inside a bucket'
+    _collect(engine, ids[:1], temperature=0, stop_ids=tok.stop_ids)   # alone: a smaller bucket
+    assert engine.compiles() == len(engine.shapes), 'a recompile inside a bucket'
+    assert {s[0] for s in engine.shapes - seen} <= {'prefill', 'decode'}
   finally:
     engine.close()
 

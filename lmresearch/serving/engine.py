@@ -6,17 +6,18 @@ array: a step over 16 or more rows passes the blocks those rows fill and attends
 lies, since XLA:CPU copies any slice of one big cache before the attention reads it. A thread runs
 the loop:
 
-  admit: a waiting request is prefilled alone (its prompt right-padded to a length bucket, into
-         a fresh one-row cache) and that row is written into a free slot; its first token comes
-         from the prefill
+  admit: the waiting requests (up to MAX_PREFILL) are prefilled together (their prompts
+         right-padded to a length bucket, into a fresh cache of a row bucket) and each row is
+         written into a free slot; each one's first token comes from the prefill
   step:  one jitted decode step advances every slot by one token (free slots compute too and are
          ignored: the batch shape never changes, so it never recompiles)
   emit:  each live slot's token is appended, decoded to text (stop strings and unfinished UTF-8
          held back) and handed to its request; a finished request frees its slot at once
 
-Compiled programs: one decode step, one prefill per prompt bucket (powers of two up to the
-context), one prompt scorer per bucket; `compiles()` counts them. The web server's event loop
-never waits on the device: requests hand back tokens through `loop.call_soon_threadsafe`.
+Compiled programs: one decode step per row and length bucket, one prefill per row bucket and
+prompt bucket (powers of two up to the context), one prompt scorer per bucket; `compiles()`
+counts them. The web server's event loop never waits on the device: requests hand back tokens
+through `loop.call_soon_threadsafe`.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from lmresearch.serving.textstream import Live, detokenize, final_text, first_st
 TOP_LOGPROBS = 5      # alternatives returned per token (OpenAI's completions allow up to 5)
 MIN_BUCKET = 16
 BLOCK_ROWS = 16       # slots per cache block (rows beyond one block come in whole blocks)
+MAX_PREFILL = 16      # requests prefilled together in one program, at most
 
 
 class ContextError(ValueError):
@@ -129,7 +131,7 @@ class Engine:
   """Serves one loaded run (`runs.load`) to any number of concurrent requests."""
 
   def __init__(self, run, slots: int = 16, max_waiting: Optional[int] = None,
-               block_rows: int = BLOCK_ROWS):
+               block_rows: int = BLOCK_ROWS, max_prefill: int = MAX_PREFILL):
     self.run, self.model, self.tok = run, run.model, run.tok
     self.cfg = run.model.cfg
     self.max_len = self.cfg.max_len
@@ -145,6 +147,15 @@ class Engine:
     whole = all(r % b == 0 for r in self.row_buckets if r > b)
     self.block = b if b < self.slots and self.slots % b == 0 and b % self.prefill_rows == 0 \
         and whole else self.slots
+    # Requests that wait together share one prefill of max_prefill rows (a burst: a round of
+    # clients, a batch job); fewer are prefilled one by one. Two row buckets only, so that arrivals
+    # in any pattern meet programs already compiled (each new bucket compiled mid-serving stalled
+    # every stream for its compile).
+    cap = max(self.prefill_rows, min(self.slots, max_prefill))
+    self.prefill_buckets = sorted({self.prefill_rows, self.prefill_rows << (
+        (cap // self.prefill_rows).bit_length() - 1)})
+    self.max_prefill = self.prefill_buckets[-1]
+    self.batch_from = max(2, self.max_prefill // 4)   # this many waiting: one prefill for them
     # Per-slot settings live on the host between steps, sent as three arrays per step.
     self._ints = np.zeros((5, self.slots), np.int32)    # token, position, live, step, top_k
     self._floats = np.ones((2, self.slots), np.float32)  # temperature, top_p
@@ -158,6 +169,8 @@ class Engine:
     self._lock = threading.Lock()
     self._stop = threading.Event()
     self.steps = 0            # decode steps run (for the benchmark and tests)
+    self.prefills = 0         # prefill programs run (each admits one or more requests)
+    self.shapes: set = set()  # (program, its bucket) run so far: compiles() should equal its size
     # One compiled program per shape: these jits belong to this engine, so `compiles()` counts
     # its own programs only. The cache is donated: each step updates it in place.
     self._prefill = jax.jit(self._prefill_impl, donate_argnums=1)
@@ -189,6 +202,7 @@ class Engine:
   def _advance(self, rows: int, length: int):
     """One decode step of the first `rows` slots (the blocks they fill); the step's output."""
     n = -(-rows // self.block)
+    self.shapes.add(('decode', rows, length))
     head, out = self._decode(self._params, self._cache[:n], self._ints, self._floats, self._keys,
                              rows=rows, length=length)
     self._cache = tuple(head) + self._cache[n:]
@@ -236,27 +250,38 @@ class Engine:
       logits = jnp.where(jnp.arange(logits.shape[-1]) < self.limit, logits, -jnp.inf)
     return logits
 
-  def _prefill_impl(self, params, cache, tokens, length, slot, key, temperature, top_k, top_p):
-    """tokens [rows, bucket] (row 0 real, right-padded to `length`) -> the block `cache` with
-    row 0 written into its row `slot`, the first token and its log-probs. The padding's keys and
-    values land in slots past `length`, which decoding overwrites before any query may see them."""
-    small = self._empty_cache(params, tokens.shape[0], per_row=False)
+  def _prefill_impl(self, params, blocks, tokens, lengths, dest, keys, temperature, top_k, top_p):
+    """tokens [rows, bucket] (row r real up to lengths[r], right-padded) -> the cache `blocks`
+    with row r written into slot dest[r] (a slot past the cache: a padding row, dropped), each
+    row's first token and its log-probs as one [rows, 2 + 2 * TOP] array. The padding's keys
+    and values land in slots past each row's length, which decoding overwrites before any query
+    may see them."""
+    rows = tokens.shape[0]
+    small = self._empty_cache(params, rows, per_row=False)
     hidden, v = self.model.apply({'params': params, 'cache': small}, tokens, decode=True,
                                  mutable=['cache'], return_hidden=True)
-    last = jnp.take(hidden[:1], length - 1, axis=1)                         # [1, embed]
-    logits = self._logits(params, last[:, None])[:, 0]
-    tok = sample_rows(logits, _row_keys(key[None], jnp.zeros((1,), jnp.int32)),
-                      temperature[None], top_k[None], top_p[None])
-    chosen, top_id, top_lp = _log_probs(self.cfg, logits, tok)
+    last = jnp.take_along_axis(hidden, (lengths - 1)[:, None, None], axis=1)   # [rows, 1, embed]
+    logits = self._logits(params, last)[:, 0]
+    tok = sample_rows(logits, _row_keys(keys, jnp.zeros((rows,), jnp.int32)), temperature, top_k,
+                      top_p)
+    out_blocks = []
+    for j, block in enumerate(blocks):
+      local = dest - j * self.block
+      local = jnp.where((local >= 0) & (local < self.block), local, self.block)   # else dropped
 
-    def put(path, big, new):
-      if getattr(path[-1], 'key', None) == 'cache_index':   # this slot now holds `length` tokens
-        return big.at[..., slot].set(length)
-      axis = big.ndim - 4                                   # [layers?, batch, kvh, slots, d]
-      row = jax.lax.slice_in_dim(new, 0, 1, axis=axis)
-      return jax.lax.dynamic_update_slice_in_dim(big, row.astype(big.dtype), slot, axis)
-    cache = self._pin(jax.tree_util.tree_map_with_path(put, cache, v['cache']))
-    return cache, tok[0], chosen[0], top_id[0], top_lp[0]
+      def put(path, big, new, local=local):
+        if getattr(path[-1], 'key', None) == 'cache_index':   # each slot now holds its prompt
+          return big.at[..., local].set(lengths, mode='drop')
+        at = (slice(None),) * (big.ndim - 4) + (local,)       # [layers?, batch, kvh, slots, d]
+        return big.at[at].set(new.astype(big.dtype), mode='drop')
+      out_blocks.append(self._pin(jax.tree_util.tree_map_with_path(put, block, v['cache'])))
+    return tuple(out_blocks), self._pack(logits, tok)
+
+  def _pack(self, logits, tok):
+    """The sampled tokens with their log-probs and the top ones: one array, one transfer."""
+    chosen, top_id, top_lp = _log_probs(self.cfg, logits, tok)
+    return jnp.concatenate([tok[:, None].astype(jnp.float32), chosen[:, None],
+                            top_id.astype(jnp.float32), top_lp], axis=1)
 
   def _decode_impl(self, params, blocks, ints, floats, keys, *, rows: int, length: int):
     """The first `rows` slots advance one token, attending to their first `length` cache slots
@@ -273,7 +298,6 @@ class Engine:
                                  decode=True, mutable=['cache'], return_hidden=True)
     logits = self._logits(params, hidden)[:, 0]
     tok = sample_rows(logits, _row_keys(keys[:rows], steps), temperature, top_k, top_p)
-    chosen, top_id, top_lp = _log_probs(self.cfg, logits, tok)
     out_blocks = []
     for j, old in enumerate(blocks):
       alive = ints[2, j * self.block:(j + 1) * self.block].astype(bool)
@@ -284,9 +308,7 @@ class Engine:
           return jnp.where(alive, new, old)
         return new
       out_blocks.append(self._pin(jax.tree_util.tree_map_with_path(keep, new, old)))
-    out = jnp.concatenate([tok[:, None].astype(jnp.float32), chosen[:, None],
-                           top_id.astype(jnp.float32), top_lp], axis=1)
-    return tuple(out_blocks), out
+    return tuple(out_blocks), self._pack(logits, tok)
 
   def _score_impl(self, params, tokens):
     """Log-probs of each token given the ones before it: [rows, bucket - 1], with the top ones."""
@@ -339,6 +361,7 @@ class Engine:
     tokens = np.zeros((self.prefill_rows, b), np.int32)
     tokens[:, :n] = ids
     with self.run.active():
+      self.shapes.add(('score', b))
       chosen, top_id, top_lp = jax.device_get(self._score(self._params, jnp.asarray(tokens)))
     return (chosen[0, :n - 1].tolist(),
             [list(zip(top_id[0, t].tolist(), top_lp[0, t].tolist())) for t in range(n - 1)])
@@ -348,23 +371,36 @@ class Engine:
     self._queue.put(None)
     self._thread.join(timeout=10)
 
-  def _admit(self, req: Request, slot: int) -> None:
-    n = len(req.prompt)
-    b = bucket_for(n, self.max_len)
-    tokens = np.zeros((self.prefill_rows, b), np.int32)
-    tokens[:, :n] = req.prompt
-    key = jax.random.PRNGKey(req.seed)
-    j, row = divmod(slot, self.block)
-    block, tok, lp, top_id, top_lp = self._prefill(
-        self._params, self._cache[j], jnp.asarray(tokens), jnp.int32(n), jnp.int32(row), key,
-        jnp.float32(req.temperature), jnp.int32(req.top_k), jnp.float32(req.top_p))
-    self._cache = self._cache[:j] + (block,) + self._cache[j + 1:]
-    state = Live(req, key, n)
-    self._live[slot] = state
-    self._ints[:, slot] = (int(tok), n, 1, 1, req.top_k)
-    self._floats[:, slot] = (req.temperature, req.top_p)
-    self._keys[slot] = np.asarray(key)
-    self._accept(slot, int(tok), float(lp), np.asarray(top_id), np.asarray(top_lp))
+  def _admit(self, reqs: list, slots: list) -> None:
+    """Prefills waiting requests together (a row bucket of them, their prompts right-padded to
+    the longest one's length bucket) and writes each into its free slot of the running batch:
+    requests that arrive together, as a round of clients does, cost one program, not one each."""
+    n = [len(r.prompt) for r in reqs]
+    rows = next(r for r in self.prefill_buckets if r >= len(reqs))
+    tokens = np.zeros((rows, bucket_for(max(n), self.max_len)), np.int32)
+    lengths = np.ones((rows,), np.int32)
+    dest = np.full((rows,), self.slots, np.int32)   # padding rows: dropped
+    keys = np.zeros((rows, 2), np.uint32)
+    floats = np.ones((2, rows), np.float32)
+    top_k = np.zeros((rows,), np.int32)
+    for r, (req, slot) in enumerate(zip(reqs, slots)):
+      tokens[r, :n[r]] = req.prompt
+      lengths[r], dest[r], top_k[r] = n[r], slot, req.top_k
+      keys[r] = np.asarray(jax.random.PRNGKey(req.seed))
+      floats[:, r] = (req.temperature, req.top_p)
+    self.shapes.add(('prefill',) + tokens.shape)
+    self._cache, out = self._prefill(self._params, self._cache, tokens, lengths, dest, keys,
+                                     floats[0], top_k, floats[1])
+    out = np.asarray(out)
+    self.prefills += 1
+    for r, (req, slot) in enumerate(zip(reqs, slots)):
+      self._live[slot] = Live(req, keys[r], n[r])
+      tok = int(out[r, 0])
+      self._ints[:, slot] = (tok, n[r], 1, 1, req.top_k)
+      self._floats[:, slot] = (req.temperature, req.top_p)
+      self._keys[slot] = keys[r]
+      self._accept(slot, tok, float(out[r, 1]), out[r, 2:2 + TOP_LOGPROBS].astype(np.int64),
+                   out[r, 2 + TOP_LOGPROBS:])
 
   def _accept(self, slot, tok, lp, top_id, top_lp) -> None:
     state = self._live[slot]
@@ -422,27 +458,36 @@ class Engine:
       self._cache = self._new_cache()
 
   def _fill(self, block: bool) -> None:
+    """Admits waiting requests into free slots, up to `max_prefill` per program."""
     while None in self._live:
-      try:
-        req = self._queue.get(block=block)
-      except queue.Empty:
+      reqs = []
+      free = [i for i, st in enumerate(self._live) if st is None]
+      while len(reqs) < min(len(free), self.max_prefill) and (
+          len(reqs) < 1 or self._queue.qsize() + len(reqs) >= self.batch_from):
+        try:
+          req = self._queue.get(block=block and not reqs)
+        except queue.Empty:
+          break
+        if req is None:   # close()
+          break
+        if req.cancelled.is_set():
+          _emit(req, 'done', 'cancelled')
+          continue
+        reqs.append(req)
+      if not reqs:
         return
-      if req is None:   # close()
-        return
-      block = False
-      if req.cancelled.is_set():
-        _emit(req, 'done', 'cancelled')
-        continue
-      slot = self._live.index(None)
+      slots = free[:len(reqs)]
       try:
-        self._admit(req, slot)
-      except Exception as e:   # noqa: BLE001 - the request fails, the engine goes on
-        if self._live[slot] is not None and self._live[slot].req is req:
-          self._live[slot] = None
-          self._ints[2, slot] = 0
-        _emit(req, 'error', f'{type(e).__name__}: {e}')
+        self._admit(reqs, slots)
+      except Exception as e:   # noqa: BLE001 - these requests fail, the engine goes on
+        for req, slot in zip(reqs, slots):
+          if self._live[slot] is not None and self._live[slot].req is req:
+            self._live[slot] = None
+            self._ints[2, slot] = 0
+          _emit(req, 'error', f'{type(e).__name__}: {e}')
         if any(x.is_deleted() for x in jax.tree.leaves(self._cache)):
           self._recover(f'the engine recovered from: {type(e).__name__}: {e}')
+      block = False
 
   def _step(self) -> None:
     live = np.flatnonzero(self._ints[2])
