@@ -321,7 +321,9 @@ def serve_block() -> list[str]:
   return [f'`python scripts/bench_serve.py`, measured {b["date"]} on {m["cores"]} CPU cores '
           f'({m["cpu"]}; jax {m["jax"]}, torch {m["torch"]}, transformers {m["transformers"]}); '
           f'`lmresearch.serve` with {b["slots"]} slots, clients streaming /v1/completions over HTTP '
-          f'(prompt {b["prompt"]} tokens, {b["new_tokens"]} new, greedy); transformers: '
+          f'(prompt {b["prompt"]} tokens, {b["new_tokens"]} new, greedy'
+          + ('; plain HTTP/1.1 clients that cost the shared cores little' if b.get('client') == 'raw'
+             else '') + '); transformers: '
           '`generate` per request in as many threads as streams. Aggregate tokens/s over the '
           'level\'s wall time; TTFT from request to first streamed token.'
           + (' "Program alone": the engine\'s decode program called in a loop with no server, '
@@ -342,8 +344,9 @@ def _burst_table(b) -> list[str]:
           + [f'{one["tokens_per_s"]:,.0f} / {tog["tokens_per_s"]:,.0f}'])
   if not rows:
     return []
-  return ['', 'Bursts: k requests submitted to the engine at once (no HTTP), as a request with `n` '
-          'choices or a batch client sends them, the waiting requests prefilled one by one / '
+  return ['', 'Bursts: k requests (32 new tokens each) submitted to the engine at once (no HTTP), '
+          'as a request with `n` choices or a batch client sends them, the waiting requests '
+          'prefilled one by one / '
           'together (one program for up to 16; the engine\'s way), in the same run, median of '
           'three bursts:', ''] + render.md_table(
       ['shape', 'requests at once', 'TTFT median ms', 'TTFT of the last ms', 'tokens/s'], rows)

@@ -22,6 +22,9 @@ flags.DEFINE_string('host', '127.0.0.1', 'Interface to bind (0.0.0.0: every inte
 flags.DEFINE_integer('port', 8000, 'Port to listen on.')
 flags.DEFINE_string('api_key', None, 'If set, /v1/* requires "Authorization: Bearer KEY".')
 flags.DEFINE_integer('slots', 16, 'Concurrent sequences per model in the shared decode batch.')
+flags.DEFINE_bool('warmup', False, 'Load every model and compile all its programs before '
+                  'listening, so that no request waits on a compile (else each model loads on '
+                  'its first request and compiles a program the first time a bucket comes).')
 FLAGS = flags.FLAGS
 
 
@@ -32,12 +35,20 @@ def main(argv):
 
   from lmresearch.serving.app import create_app
   try:
-    web = create_app(FLAGS.workdir, FLAGS.db, api_key=FLAGS.api_key, slots=FLAGS.slots)
+    web = create_app(FLAGS.workdir, FLAGS.db, api_key=FLAGS.api_key, slots=FLAGS.slots,
+                     warm=FLAGS.warmup)
   except (FileNotFoundError, ValueError) as e:
     fail(e)
   names = web.state.models.names()
   print(f'serving {len(names)} model(s) from {FLAGS.workdir}: {", ".join(names) or "none"}',
         file=sys.stderr)
+  if FLAGS.warmup:
+    import time
+    for name in names:
+      t = time.perf_counter()
+      engine = web.state.models.engine(name)
+      print(f'warmed {name}: {len(engine.warmed)} programs compiled in '
+            f'{time.perf_counter() - t:.1f} s', file=sys.stderr, flush=True)
   where = ('every interface' if FLAGS.host in ('0.0.0.0', '::')
            else 'this machine only' if FLAGS.host in ('127.0.0.1', 'localhost', '::1') else FLAGS.host)
   print(f'listening on http://{FLAGS.host}:{FLAGS.port} ({where}; --host to change)',

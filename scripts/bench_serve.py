@@ -9,8 +9,9 @@ Each shape: random weights of our model written as a Hugging Face directory (wit
 tokenizer of the model's whole vocabulary, so that every sampled id decodes to text), imported
 with `python -m lmresearch.convert --from_hf`, served by `python -m lmresearch.serve` in its own
 process. Clients stream `/v1/completions` over HTTP (prompt: 64 token ids; 128 new tokens, greedy,
-`ignore_eos`), N at once, each sending requests one after another until the level's requests are
-done, after one untimed round at that level (its row and cache-length buckets compile once).
+`ignore_eos`; plain HTTP/1.1 over asyncio streams, see `one_level`), N at once, each sending
+requests one after another until the level's 4N (at least 16) are done. The server starts with
+`--warmup`: every program is compiled before it listens, so no level waits on a compile.
 Aggregate tokens/s = generated tokens / wall time of the level; TTFT = request sent -> first
 streamed token. transformers: N threads, each calling `generate` for its own request (batch 1, the
 same prompt and length, a streamer timing the first token). Never two measurements at once.
@@ -18,8 +19,9 @@ same prompt and length, a streamer timing the first token). Never two measuremen
 Beside them, the engine's decode program alone (`bench_program`: called in a loop in its own
 process, no server): its tokens/s at each level's row bucket. How those grow from one stream to
 16 is the most continuous batching can give on this machine, however little the server costs.
-And bursts (`bench_burst`): 16 and 64 requests submitted to the engine at once, as a request with
-`n` choices or a batch client sends them, prefilled together and one by one, in the same run.
+And bursts (`bench_burst`): 16 and 64 requests (32 new tokens each) submitted to the engine at
+once, as a request with `n` choices or a batch client sends them, prefilled together and one by
+one, in the same run.
 """
 import argparse
 import asyncio
@@ -68,41 +70,63 @@ def free_port() -> int:
 
 
 def requests_for(level: int) -> int:
-  return max(2 * level, 8)
+  return max(4 * level, 16)   # a level runs >= 1.5 s on the default shape: a hiccup matters less
 
 
 async def one_level(url: str, level: int, vocab: int, model: str, n: int = 0) -> dict:
-  import httpx
+  """`level` clients, each streaming requests one after another until `n` are done. A client is
+  plain HTTP/1.1 over asyncio streams that finds the first text and the usage in the SSE bytes
+  without parsing every chunk: the clients share the machine's cores with the server, and a
+  client library's per-chunk work (httpx and json: ~90 us a chunk measured here, 40% of a core
+  at 16 streams) would be the server's loss. The API tests drive the server with `openai`."""
   n = n or requests_for(level)
   todo = list(range(n))
   ttft, tokens = [], [0]
+  host, port = url.split('//')[1].split(':')
 
-  async def client(c: httpx.AsyncClient):
+  async def request(body: bytes):
+    t0 = time.perf_counter()
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b'POST /v1/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json'
+                 b'\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s'
+                 % (host.encode(), len(body), body))
+    first, usage, buf = None, None, b''
+    status = await reader.readline()
+    if b' 200 ' not in status:
+      raise RuntimeError(f'the server answered {status!r}')
+    while True:
+      data = await reader.read(1 << 16)
+      if not data:
+        break
+      buf += data
+      *events, buf = buf.split(b'\n\n')
+      for ev in events:
+        at = ev.find(b'data: ')
+        if at < 0:
+          continue
+        line = ev[at + 6:]
+        if first is None and b'"text": "' in line and b'"text": ""' not in line:
+          first = time.perf_counter() - t0
+        if b'"usage": {' in line:
+          usage = json.loads(line)['usage']
+    writer.close()
+    if usage is None:
+      raise RuntimeError('the stream ended without usage')
+    return first, usage['completion_tokens']
+
+  async def client():
     while todo:
       i = todo.pop()
-      body = {'model': model, 'prompt': prompt_ids(i, vocab), 'max_tokens': NEW,
-              'temperature': 0, 'ignore_eos': True, 'stream': True,
-              'stream_options': {'include_usage': True}}
-      t0 = time.perf_counter()
-      first = None
-      async with c.stream('POST', url + '/v1/completions', json=body) as r:
-        r.raise_for_status()
-        async for line in r.aiter_lines():
-          if not line.startswith('data: ') or line == 'data: [DONE]':
-            continue
-          obj = json.loads(line[6:])
-          if obj.get('usage'):
-            tokens[0] += obj['usage']['completion_tokens']
-          elif first is None and obj['choices'][0].get('text'):
-            first = time.perf_counter() - t0
+      body = json.dumps({'model': model, 'prompt': prompt_ids(i, vocab), 'max_tokens': NEW,
+                         'temperature': 0, 'ignore_eos': True, 'stream': True,
+                         'stream_options': {'include_usage': True}}).encode()
+      first, k = await request(body)
+      tokens[0] += k
       ttft.append(first)
 
-  limits = httpx.Limits(max_connections=level + 4)
-  async with httpx.AsyncClient(timeout=600, limits=limits) as c:
-    t0 = time.perf_counter()
-    await asyncio.gather(*[client(c) for _ in range(level)])
-    wall = time.perf_counter() - t0
-  return summary(level, n, tokens[0], wall, ttft)
+  t0 = time.perf_counter()
+  await asyncio.gather(*[client() for _ in range(level)])
+  return summary(level, n, tokens[0], time.perf_counter() - t0, ttft)
 
 
 def summary(level, n, tokens, wall, ttft):
@@ -116,12 +140,12 @@ def bench_ours(run_dir: str, levels, vocab: int, slots: int) -> list:
   port = free_port()
   env = dict(os.environ, PYTHONPATH=ROOT)
   proc = subprocess.Popen([sys.executable, '-m', 'lmresearch.serve', f'--workdir={run_dir}',
-                           f'--port={port}', f'--slots={slots}'], env=env,
+                           f'--port={port}', f'--slots={slots}', '--warmup'], env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   url = f'http://127.0.0.1:{port}'
   try:
     import httpx
-    deadline = time.time() + 300
+    deadline = time.time() + 1200   # --warmup compiles every program before listening
     while True:
       try:
         if httpx.get(url + '/v1/models', timeout=2).status_code == 200:
@@ -132,13 +156,9 @@ def bench_ours(run_dir: str, levels, vocab: int, slots: int) -> list:
         raise RuntimeError(f'the server did not start: {proc.stderr.read()[-2000:]}')
       time.sleep(0.5)
     model = httpx.get(url + '/v1/models').json()['data'][0]['id']
-    # Warm-up: load the model and compile the prefill bucket and the decode step.
-    asyncio.run(one_level(url, 1, vocab, model))
+    asyncio.run(one_level(url, 1, vocab, model, n=2))   # the first requests' one-off costs
     rows = []
     for level in levels:
-      # Untimed first: this level's row and cache-length buckets compile once (as they would in
-      # the first minutes of serving), then the timed requests.
-      asyncio.run(one_level(url, level, vocab, model, n=level))
       rows.append(asyncio.run(one_level(url, level, vocab, model)))
       print(f"  ours  {level:>3} streams: {rows[-1]['tokens_per_s']:9.1f} tok/s, TTFT median "
             f"{rows[-1]['ttft_median_s'] * 1e3:8.1f} ms, p99 {rows[-1]['ttft_p99_s'] * 1e3:8.1f} ms",
@@ -254,12 +274,15 @@ print('BURST ' + json.dumps(out))
 """
 
 
+BURST_NEW = 32   # new tokens per request in a burst: its figure is the time to first tokens
+
+
 def bench_burst(run_dir: str, sizes, slots: int, vocab: int) -> dict:
   """k requests submitted at once to the engine in its own process (no HTTP), as a request with
   `n` choices or a batch client sends them: the time to the first token of the median and the
   last request, and tokens/s, with the waiting requests prefilled together (the engine's way)
   and one by one (max_prefill=1), in the same run. Median of three bursts each."""
-  res = _engine_script(BURST, 'BURST', 'burst', run_dir, slots, sizes, PROMPT, NEW, vocab)
+  res = _engine_script(BURST, 'BURST', 'burst', run_dir, slots, sizes, PROMPT, BURST_NEW, vocab)
   for k, r in res.items():
     a, b = r['one_by_one'], r['together']
     print(f"  burst of {k:>3}: TTFT last {a['ttft_last_s'] * 1e3:7.1f} ms one by one, "
@@ -300,7 +323,7 @@ def bench_hf(hf_dir: str, levels, vocab: int) -> list:
   generate(0)   # warm-up
   rows = []
   for level in levels:
-    n = requests_for(level)
+    n = max(2 * level, 8)   # generate per request is slow: fewer requests than ours
     todo, lock, ttft, tokens = list(range(n)), threading.Lock(), [], [0]
 
     def worker():
@@ -353,6 +376,7 @@ def main():
   levels = [int(x) for x in a.levels.split(',')]
   hf_levels = dict(kv.split('=') for kv in a.hf_levels.split(';') if kv)
   res = {'date': time.strftime('%Y-%m-%d'), 'machine': describe(), 'prompt': PROMPT, 'new_tokens': NEW, 'slots': a.slots,
+         'client': 'raw',
          'shapes': {}}
   print(json.dumps(res['machine']))
   for shape in a.shapes.split(','):

@@ -77,6 +77,34 @@ def test_engine_matches_the_sampler_and_compiles_once_per_bucket(sft_run):
     engine.close()
 
 
+def test_a_warmed_engine_compiles_nothing_while_serving(sft_run):
+  # `serve --warmup`: every program compiled before the first request, so none waits on one.
+  compiled = []
+
+  def listen(event, secs, **kw):
+    if event == '/jax/core/compile/backend_compile_duration':
+      compiled.append(kw.get('fun_name'))
+
+  tok = sft_run.tok
+  short = [tokenizers.generation_prompt(tok, p) for p in PROMPTS]
+  long = tokenizers.generation_prompt(tok, ' '.join(PROMPTS))
+  engine = Engine(sft_run, slots=4, warm=True)
+  try:
+    assert bucket_for(len(long), engine.max_len) > max(bucket_for(len(p), engine.max_len)
+                                                       for p in short)
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+      _collect(engine, short[:1], temperature=0, max_tokens=8)                  # alone
+      _collect(engine, short + [long], temperature=0.7, top_p=0.9, seed=1, max_tokens=8)
+      engine.score(short[0])                                                     # echo
+    finally:
+      jax.monitoring.unregister_event_duration_listener(listen)
+    assert compiled == [], compiled
+    assert engine.shapes and engine.shapes <= engine.warmed
+  finally:
+    engine.close()
+
+
 def test_a_cache_in_row_blocks_gives_the_sampler_s_tokens(sft_run):
   # Blocks of one batch shard's worth of slots each (8 here, on 8 devices): 11 requests fill 2
   # blocks, then fewer as they finish; each block is attended on its own (no copy of the cache).

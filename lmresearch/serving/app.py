@@ -68,11 +68,13 @@ class BodyLimit:
 
 def create_app(workdir: Optional[str] = None, db: Optional[str] = None, *,
                api_key: Optional[str] = None, slots: int = 16, max_body: int = MAX_BODY_BYTES,
-               models=None) -> FastAPI:
+               models=None, warm: bool = False) -> FastAPI:
   """The app for the runs under `workdir` (chat, arena, API) and the label store in `db`.
-  `models`: a ready `models.Registry` (tests share one across apps)."""
+  `models`: a ready `models.Registry` (tests share one across apps); warm: each engine compiles
+  all its programs when its model loads (`Engine.warm`)."""
   from lmresearch.serving import models as models_lib
-  registry = models if models is not None else models_lib.Registry(workdir, slots=slots)
+  registry = models if models is not None else models_lib.Registry(workdir, slots=slots,
+                                                                             warm=warm)
 
   @contextlib.asynccontextmanager
   async def lifespan(app):

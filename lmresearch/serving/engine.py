@@ -131,7 +131,7 @@ class Engine:
   """Serves one loaded run (`runs.load`) to any number of concurrent requests."""
 
   def __init__(self, run, slots: int = 16, max_waiting: Optional[int] = None,
-               block_rows: int = BLOCK_ROWS, max_prefill: int = MAX_PREFILL):
+               block_rows: int = BLOCK_ROWS, max_prefill: int = MAX_PREFILL, warm: bool = False):
     self.run, self.model, self.tok = run, run.model, run.tok
     self.cfg = run.model.cfg
     self.max_len = self.cfg.max_len
@@ -180,6 +180,9 @@ class Engine:
       self._params = nn.unbox(run.params)
       self._cache_sharding = None
       self._cache = self._new_cache()
+    self.warmed: set = set()   # programs compiled ahead of requests (warm())
+    if warm:
+      self.warm()
     self._thread = threading.Thread(target=self._loop, name='engine', daemon=True)
     self._thread.start()
 
@@ -362,7 +365,7 @@ class Engine:
     tokens[:, :n] = ids
     with self.run.active():
       self.shapes.add(('score', b))
-      chosen, top_id, top_lp = jax.device_get(self._score(self._params, jnp.asarray(tokens)))
+      chosen, top_id, top_lp = jax.device_get(self._score(self._params, tokens))
     return (chosen[0, :n - 1].tolist(),
             [list(zip(top_id[0, t].tolist(), top_lp[0, t].tolist())) for t in range(n - 1)])
 
@@ -371,26 +374,27 @@ class Engine:
     self._queue.put(None)
     self._thread.join(timeout=10)
 
+  def _prefill_args(self, rows: int, bucket: int) -> tuple:
+    """Host arrays for a prefill of `rows` x `bucket`, every row padding (its slot dropped)."""
+    return (np.zeros((rows, bucket), np.int32), np.ones((rows,), np.int32),
+            np.full((rows,), self.slots, np.int32), np.zeros((rows, 2), np.uint32),
+            np.zeros((rows,), np.float32), np.zeros((rows,), np.int32), np.ones((rows,), np.float32))
+
   def _admit(self, reqs: list, slots: list) -> None:
     """Prefills waiting requests together (a row bucket of them, their prompts right-padded to
     the longest one's length bucket) and writes each into its free slot of the running batch:
     requests that arrive together, as a round of clients does, cost one program, not one each."""
     n = [len(r.prompt) for r in reqs]
     rows = next(r for r in self.prefill_buckets if r >= len(reqs))
-    tokens = np.zeros((rows, bucket_for(max(n), self.max_len)), np.int32)
-    lengths = np.ones((rows,), np.int32)
-    dest = np.full((rows,), self.slots, np.int32)   # padding rows: dropped
-    keys = np.zeros((rows, 2), np.uint32)
-    floats = np.ones((2, rows), np.float32)
-    top_k = np.zeros((rows,), np.int32)
+    args = self._prefill_args(rows, bucket_for(max(n), self.max_len))
+    tokens, lengths, dest, keys, temperature, top_k, top_p = args
     for r, (req, slot) in enumerate(zip(reqs, slots)):
       tokens[r, :n[r]] = req.prompt
       lengths[r], dest[r], top_k[r] = n[r], slot, req.top_k
       keys[r] = np.asarray(jax.random.PRNGKey(req.seed))
-      floats[:, r] = (req.temperature, req.top_p)
+      temperature[r], top_p[r] = req.temperature, req.top_p
     self.shapes.add(('prefill',) + tokens.shape)
-    self._cache, out = self._prefill(self._params, self._cache, tokens, lengths, dest, keys,
-                                     floats[0], top_k, floats[1])
+    self._cache, out = self._prefill(self._params, self._cache, *args)
     out = np.asarray(out)
     self.prefills += 1
     for r, (req, slot) in enumerate(zip(reqs, slots)):
@@ -401,6 +405,29 @@ class Engine:
       self._keys[slot] = keys[r]
       self._accept(slot, tok, float(out[r, 1]), out[r, 2:2 + TOP_LOGPROBS].astype(np.int64),
                    out[r, 2 + TOP_LOGPROBS:])
+
+  def warm(self) -> int:
+    """Compiles, ahead of any request, every program serving can ask for: the prefill at each
+    row and prompt bucket, the decode step at each row bucket and the cache lengths its steps
+    attend to, the prompt scorer at each bucket. Nothing runs (compiled, not called), so no
+    request ever waits on a compile; the persistent compilation cache makes a restart's warm-up
+    quick. Call before the first request (`python -m lmresearch.serve --warmup`). Returns the
+    programs compiled."""
+    with self.run.active():
+      jax.random.PRNGKey(0)   # seeding (per request, on the host) is a program of its own
+      for b in buckets(self.max_len):
+        for rows in self.prefill_buckets:
+          self._prefill.lower(self._params, self._cache, *self._prefill_args(rows, b)).compile()
+          self.warmed.add(('prefill', rows, b))
+        self._score.lower(self._params, np.zeros((self.prefill_rows, b), np.int32)).compile()
+        self.warmed.add(('score', b))
+      for rows in self.row_buckets:
+        n = -(-rows // self.block)
+        for length in sorted({self.step_length(k, rows) for k in range(1, self.max_len + 1)}):
+          self._decode.lower(self._params, self._cache[:n], self._ints, self._floats, self._keys,
+                             rows=rows, length=length).compile()
+          self.warmed.add(('decode', rows, length))
+    return len(self.warmed)
 
   def _accept(self, slot, tok, lp, top_id, top_lp) -> None:
     state = self._live[slot]

@@ -50,9 +50,9 @@ def discover(workdir: Optional[str]) -> dict:
 class Registry:
   """Names -> engines. `engine(name)` loads the run (its latest checkpoint) on first use."""
 
-  def __init__(self, workdir: Optional[str], slots: int = 16):
+  def __init__(self, workdir: Optional[str], slots: int = 16, warm: bool = False):
     self.paths = discover(workdir)
-    self.slots = slots
+    self.slots, self.warm = slots, warm
     self._engines: dict = {}
     self._loading: dict = {}   # name -> the lock its first load holds
     self._lock = threading.Lock()
@@ -73,7 +73,8 @@ class Registry:
     with lock:
       if name not in self._engines:
         from lmresearch import runs
-        self._engines[name] = Engine(runs.load(self.paths[name], chat=True), slots=self.slots)
+        self._engines[name] = Engine(runs.load(self.paths[name], chat=True), slots=self.slots,
+                                     warm=self.warm)
       return self._engines[name]
 
   def loaded(self) -> list:
