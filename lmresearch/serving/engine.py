@@ -147,15 +147,14 @@ class Engine:
     whole = all(r % b == 0 for r in self.row_buckets if r > b)
     self.block = b if b < self.slots and self.slots % b == 0 and b % self.prefill_rows == 0 \
         and whole else self.slots
-    # Requests that wait together share one prefill of max_prefill rows (a burst: a round of
-    # clients, a batch job); fewer are prefilled one by one. Two row buckets only, so that arrivals
-    # in any pattern meet programs already compiled (each new bucket compiled mid-serving stalled
-    # every stream for its compile).
+    # Requests that wait together share one prefill (a burst: a request with n choices, a round
+    # of clients, a batch job): row buckets of powers of two up to max_prefill, and a prefill
+    # takes the largest bucket the waiting requests fill, so that no row is padding (on the
+    # 124M shape a prefill is compute-bound: 4 requests padded to 16 rows cost 4x their time).
     cap = max(self.prefill_rows, min(self.slots, max_prefill))
-    self.prefill_buckets = sorted({self.prefill_rows, self.prefill_rows << (
-        (cap // self.prefill_rows).bit_length() - 1)})
+    self.prefill_buckets = [self.prefill_rows << i for i in range(cap.bit_length())
+                            if self.prefill_rows << i <= cap]
     self.max_prefill = self.prefill_buckets[-1]
-    self.batch_from = max(2, self.max_prefill // 4)   # this many waiting: one prefill for them
     # Per-slot settings live on the host between steps, sent as three arrays per step.
     self._ints = np.zeros((5, self.slots), np.int32)    # token, position, live, step, top_k
     self._floats = np.ones((2, self.slots), np.float32)  # temperature, top_p
@@ -485,12 +484,15 @@ class Engine:
       self._cache = self._new_cache()
 
   def _fill(self, block: bool) -> None:
-    """Admits waiting requests into free slots, up to `max_prefill` per program."""
+    """Admits waiting requests into free slots: as many per prefill program as fill its largest
+    row bucket (up to `max_prefill`), the rest in the next."""
     while None in self._live:
       reqs = []
       free = [i for i, st in enumerate(self._live) if st is None]
-      while len(reqs) < min(len(free), self.max_prefill) and (
-          len(reqs) < 1 or self._queue.qsize() + len(reqs) >= self.batch_from):
+      waiting = min(len(free), self._queue.qsize() or 1)
+      fits = [r for r in self.prefill_buckets if r <= waiting]
+      take = fits[-1] if fits else waiting   # fewer than one shard's rows: they fill its rows
+      while len(reqs) < take:
         try:
           req = self._queue.get(block=block and not reqs)
         except queue.Empty:
