@@ -9,8 +9,9 @@ the loop:
   admit: the waiting requests (up to MAX_PREFILL) are prefilled together (their prompts
          right-padded to a length bucket, into a fresh cache of a row bucket) and each row is
          written into a free slot; each one's first token comes from the prefill
-  step:  one jitted decode step advances every slot by one token (free slots compute too and are
-         ignored: the batch shape never changes, so it never recompiles)
+  step:  one jitted decode step advances the live slots by one token, on the smallest row and
+         cache-length buckets that hold them (free slots inside the bucket compute too and are
+         ignored)
   emit:  each live slot's token is appended, decoded to text (stop strings and unfinished UTF-8
          held back) and handed to its request; a finished request frees its slot at once
 
@@ -154,7 +155,6 @@ class Engine:
     cap = max(self.prefill_rows, min(self.slots, max_prefill))
     self.prefill_buckets = [self.prefill_rows << i for i in range(cap.bit_length())
                             if self.prefill_rows << i <= cap]
-    self.max_prefill = self.prefill_buckets[-1]
     # Per-slot settings live on the host between steps, sent as three arrays per step.
     self._ints = np.zeros((5, self.slots), np.int32)    # token, position, live, step, top_k
     self._floats = np.ones((2, self.slots), np.float32)  # temperature, top_p
@@ -402,8 +402,7 @@ class Engine:
       self._ints[:, slot] = (tok, n[r], 1, 1, req.top_k)
       self._floats[:, slot] = (req.temperature, req.top_p)
       self._keys[slot] = keys[r]
-      self._accept(slot, tok, float(out[r, 1]), out[r, 2:2 + TOP_LOGPROBS].astype(np.int64),
-                   out[r, 2 + TOP_LOGPROBS:])
+      self._accept_row(slot, out[r])
 
   def warm(self) -> int:
     """Compiles, ahead of any request, every program serving can ask for: the prefill at each
@@ -427,6 +426,11 @@ class Engine:
                              rows=rows, length=length).compile()
           self.warmed.add(('decode', rows, length))
     return len(self.warmed)
+
+  def _accept_row(self, slot, row) -> None:
+    """A program's output row for `slot` (`_pack`: token, log-prob, top ids, their log-probs)."""
+    k = TOP_LOGPROBS
+    self._accept(slot, int(row[0]), float(row[1]), row[2:2 + k].astype(np.int64), row[2 + k:])
 
   def _accept(self, slot, tok, lp, top_id, top_lp) -> None:
     state = self._live[slot]
@@ -485,7 +489,7 @@ class Engine:
 
   def _fill(self, block: bool) -> None:
     """Admits waiting requests into free slots: as many per prefill program as fill its largest
-    row bucket (up to `max_prefill`), the rest in the next."""
+    row bucket (up to `max_prefill` rows), the rest in the next."""
     while None in self._live:
       reqs = []
       free = [i for i, st in enumerate(self._live) if st is None]
@@ -524,13 +528,11 @@ class Engine:
     length = self.step_length(int(self._ints[1, live].max()) + 1, rows)
     out = np.asarray(self._advance(rows, length))
     self.steps += 1
-    k = TOP_LOGPROBS
     for i in live:
-      tok = int(out[i, 0])
-      self._ints[0, i] = tok
+      self._ints[0, i] = int(out[i, 0])
       self._ints[1, i] += 1
       self._ints[3, i] += 1
-      self._accept(i, tok, float(out[i, 1]), out[i, 2:2 + k].astype(np.int64), out[i, 2 + k:])
+      self._accept_row(i, out[i])
 
 
 def _emit(req: Request, kind: str, payload) -> None:
