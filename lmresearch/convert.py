@@ -67,8 +67,7 @@ def import_run(hf_dir: str, workdir: str, mesh_spec: str = 'data=1,fsdp=-1,tenso
   from lmresearch.stages.base import build_model, padded_vocab
   from lmresearch.training.checkpoint import Checkpointer, largest_bytes
   hf_cfg = hf.read_config(hf_dir)
-  fam = hf.family(hf_cfg, os.path.join(hf_dir, 'config.json'))
-  model = fam.model_config(hf_cfg)
+  fam, model, neutral = hf.model_config(hf_cfg, os.path.join(hf_dir, 'config.json'))
   if not os.path.exists(os.path.join(hf_dir, 'tokenizer.json')):
     raise FileNotFoundError(f'{hf_dir}: no tokenizer.json (the fast tokenizer file save_pretrained '
                             'writes); save the tokenizer beside the model.')
@@ -87,8 +86,10 @@ def import_run(hf_dir: str, workdir: str, mesh_spec: str = 'data=1,fsdp=-1,tenso
   c.data.update(tokenizer='hf', vocab_size=tok.vocab_size, seq_len=min(c.data.seq_len, c.model.max_len))
   c.mesh.update(mesh_config(mesh_spec))
   c.train.steps = 0
+  # The keys accepted as changing nothing are named here; config.json itself is kept beside it.
   c.hf = {'source': os.path.abspath(hf_dir), 'model_type': fam.MODEL_TYPE,
-          'chat': bool(tok.chat_template)}
+          'chat': bool(tok.chat_template), 'accepted_keys': ','.join(sorted(neutral))}
+  fileio.write_json(fileio.join(workdir, 'hf_config.json'), hf_cfg)
   mesh = parallel.make_mesh(c.mesh, devices)
   rules = parallel.rules_from_config(c)
   lm = build_model(c, tok)

@@ -11,7 +11,7 @@ fi
 STAMP=.venv/.lmresearch-installed
 if [ ! -f "$STAMP" ] || [ setup.py -nt "$STAMP" ] || [ constraints.txt -nt "$STAMP" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[test]" -c constraints.txt
+  .venv/bin/python -m pip install -q -e ".[test,real]" -c constraints.txt
   touch "$STAMP"
 fi
 export PATH="$ROOT/.venv/bin:$PATH"

@@ -77,20 +77,41 @@ FAMILIES = {
         vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
         tie_word_embeddings=True, rope_theta=1e6),
+    'qwen3': lambda: transformers.Qwen3Config(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=12, max_position_embeddings=1024,
+        tie_word_embeddings=True, rope_theta=1e6),
+    # Three layers, the third global (Gemma 3's pattern is 6): a window of 64 that the 520-token
+    # row crosses; the global layers' RoPE linearly scaled, the local ones' with their own base;
+    # head_dim apart from hidden/heads and query_pre_attn_scalar apart from head_dim.
+    'gemma3': lambda: transformers.Gemma3TextConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=24,
+        max_position_embeddings=1024, sliding_window=64,
+        layer_types=['sliding_attention', 'sliding_attention', 'full_attention'],
+        rope_parameters={'full_attention': {'rope_type': 'linear', 'factor': 8.0, 'rope_theta': 1e6},
+                         'sliding_attention': {'rope_type': 'default', 'rope_theta': 1e4}}),
+    'gemma2': lambda: transformers.Gemma2Config(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=24,
+        max_position_embeddings=1024, sliding_window=64, attn_logit_softcapping=5.0,
+        final_logit_softcapping=3.0),
 }
 SPECIALS = {'gpt2': ['<|endoftext|>'], 'llama_gqa': ['<|begin_of_text|>', '<|end_of_text|>'],
             'llama3_rope_scaling': ['<|begin_of_text|>', '<|end_of_text|>'],
-            'mistral': ['<s>', '</s>'], 'qwen2': ['<|endoftext|>', '<|im_start|>', '<|im_end|>']}
+            'mistral': ['<s>', '</s>'], 'qwen2': ['<|endoftext|>', '<|im_start|>', '<|im_end|>'],
+            'qwen3': ['<|endoftext|>', '<|im_start|>', '<|im_end|>'],
+            'gemma3': ['<bos>', '<eos>'], 'gemma2': ['<bos>', '<eos>']}
 
 
 def build(name, root):
   torch.manual_seed(0)
   cfg = FAMILIES[name]()
   specials = SPECIALS[name]
-  bos = specials[0] if name.startswith(('llama', 'mistral')) else None
+  bos = specials[0] if name.startswith(('llama', 'mistral', 'gemma')) else None
   eos = specials[1] if bos else specials[0]
-  tok = tiny_tokenizer(root, specials, QWEN_TEMPLATE if name == 'qwen2' else None, bos, eos,
-                       qwen=name == 'qwen2')
+  qwen = name.startswith('qwen')
+  tok = tiny_tokenizer(root, specials, QWEN_TEMPLATE if qwen else None, bos, eos, qwen=qwen)
   cfg.bos_token_id, cfg.eos_token_id = tok.bos_token_id, tok.eos_token_id
   model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
   with torch.no_grad():   # random, not tiny-at-init, weights: every parameter matters

@@ -43,11 +43,14 @@ def implementation(name: str) -> str:
 
 
 def dot_product_attention(q, k, v, mask, impl: str = '', causal: bool = False,
-                          kv_heads_first: bool = False):
+                          kv_heads_first: bool = False, softcap: float = 0.0):
   """q [b, t, h, d], k/v [b, s, kv_heads, d] (or [b, kv_heads, s, d] with kv_heads_first: the KV
   cache's layout), mask broadcastable to [b, 1, t, s] (True = attend) or None -> [b, t, h, d].
   `causal`: the mask already holds the causal one (query i sees keys <= i, t == s), so key blocks
-  past a query block may be skipped."""
+  past a query block may be skipped. `softcap` > 0: scores -> cap * tanh(scores / cap) before
+  the mask (Gemma 2), on the plain path below (autodiff's backward)."""
+  if softcap:
+    return capped_attention(q, k, v, mask, softcap, kv_heads_first)
   impl = implementation(impl)
   if impl != 'einsum':
     if kv_heads_first:
@@ -62,6 +65,23 @@ def dot_product_attention(q, k, v, mask, impl: str = '', causal: bool = False,
     while t % blocks:
       blocks -= 1
   return einsum_attention(q, k, v, mask, blocks)
+
+
+def capped_attention(q, k, v, mask, cap: float, kv_heads_first: bool = False):
+  """Attention with soft-capped scores, written plainly (fp32 scores and softmax, as above)."""
+  if kv_heads_first:
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+  b, t, h, d = q.shape
+  kvh = k.shape[2]
+  qg = q.reshape(b, t, kvh, h // kvh, d)
+  scores = jnp.einsum('btkgd,bskd->bkgts', qg, k, preferred_element_type=jnp.float32)
+  scores = jnp.tanh(scores * jnp.float32(d ** -0.5) / cap) * jnp.float32(cap)
+  if mask is not None:
+    m = jnp.broadcast_to(mask, (mask.shape[0], 1, t, k.shape[1]))[:, :, None]   # [b, 1, 1, t, s]
+    scores = jnp.where(m, scores, jnp.float32(BIG_NEGATIVE))
+  p = jax.nn.softmax(scores, axis=-1)
+  out = jnp.einsum('bkgts,bskd->btkgd', p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+  return out.reshape(b, t, h, d).astype(q.dtype)
 
 
 def einsum_attention(q, k, v, mask, blocks: int = 1, kv_heads_first: bool = False):

@@ -5,8 +5,9 @@ Two families share the code, chosen by `cfg.style`:
   gpt2:  learned positions, LayerNorm, GELU MLP, tied embeddings, biases.
   llama: RoPE, RMSNorm, SwiGLU MLP, grouped-query attention, untied head, no biases.
 Options that imported checkpoints need (models/hf/: head size, q/k/v biases, a tied head, Llama
-3.1's RoPE scaling, a sliding window, a padded vocabulary) and LoRA adapters beside any projection
-(models/lora.py) are fields of ModelConfig, off by default.
+3.1's RoPE scaling, a sliding window on all or on a pattern of layers, QK-norm, Gemma's extra
+norms, GeGLU, scaled embeddings and soft-capping, a padded vocabulary) and LoRA adapters beside any
+projection (models/lora.py) are fields of ModelConfig, off by default.
 
 Sharding is declared, not coded: every parameter and large activation carries logical axis
 names (batch, length, embed, heads, kv_heads, kv, mlp, vocab, layers); `parallel.py` maps them to
@@ -61,6 +62,17 @@ class ModelConfig:
   rope_high_freq_factor: float = 4.0
   rope_original_max_len: int = 8192
   sliding_window: int = 0        # > 0: each query sees at most this many keys (Mistral)
+  sliding_pattern: int = 0       # > 0: every Nth layer sees all keys, the others the window
+                                 # (Gemma 2: 2, Gemma 3: 6); 0: every layer alike
+  rope_local_theta: float = 0.0  # > 0: the sliding layers' RoPE base, unscaled (Gemma 3)
+  norm_plus_one: bool = False    # RMSNorm as x / rms(x) * (1 + w) (Gemma)
+  qk_norm: bool = False          # RMSNorm on each head's queries and keys before RoPE (Qwen3, Gemma 3)
+  post_norms: bool = False       # norms on the attention and MLP outputs too (Gemma 2, 3)
+  mlp_act: str = 'silu'          # the gated MLP: 'silu' (SwiGLU) | 'gelu_tanh' (GeGLU, Gemma)
+  embed_scale: bool = False      # token embeddings x sqrt(embed_dim) (Gemma; the tied head is not)
+  query_scale: float = 0.0       # > 0: scores scaled by query_scale**-0.5, not head_dim's (Gemma)
+  attn_softcap: float = 0.0      # > 0: scores -> cap * tanh(scores / cap) (Gemma 2)
+  final_softcap: float = 0.0     # > 0: the same on the logits (Gemma 2)
   lora_rank: int = 0             # > 0: LoRA adapters beside the `lora_targets` projections
   lora_alpha: float = 16.0
   lora_dropout: float = 0.0
@@ -89,6 +101,21 @@ class ModelConfig:
       return None
     return lora_lib.TokenRows(tuple(self.lora_tokens), self.embed_dim, jnp.dtype(self.dtype),
                               jnp.dtype(self.param_dtype), name=name + lora_lib.SUFFIX)
+
+  def is_sliding(self, layer):
+    """Whether `layer` (an int, or a traced index under scan_layers) uses the sliding window."""
+    if not self.sliding_window:
+      return False
+    if not self.sliding_pattern:
+      return True
+    return (layer + 1) % self.sliding_pattern != 0
+
+  def window(self, layer):
+    """Layer `layer`'s window (0 = every key); traced where the layer index is."""
+    sliding = self.is_sliding(layer)
+    if isinstance(sliding, bool):
+      return self.sliding_window if sliding else 0
+    return jnp.where(sliding, self.sliding_window, 0)
 
   @property
   def kv_heads(self) -> int:
@@ -131,13 +158,30 @@ def matmul(x, kernel, in_dims: int = 1):
   return y.reshape(*lead, *out)
 
 
-def _norm(cfg: ModelConfig, name: str):
+def _norm(cfg: ModelConfig, name: str, axis: str = 'embed'):
   dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
   if cfg.gpt2:
     return nn.LayerNorm(epsilon=cfg.norm_eps, dtype=dt, param_dtype=pdt, name=name,
-                        scale_init=_ones(('embed',)), bias_init=_zeros(('embed',)))
+                        scale_init=_ones((axis,)), bias_init=_zeros((axis,)))
+  if cfg.norm_plus_one:
+    return PlusOneRMSNorm(cfg.norm_eps, axis, dt, pdt, name=name)
   return nn.RMSNorm(epsilon=cfg.norm_eps, dtype=dt, param_dtype=pdt, name=name,
-                    scale_init=_ones(('embed',)))
+                    scale_init=_ones((axis,)))
+
+
+class PlusOneRMSNorm(nn.Module):
+  """Gemma's RMSNorm: x / rms(x) * (1 + w), w starting at zero, the product in float32 (so an
+  imported w, and its export, stay bit for bit what the checkpoint holds)."""
+  eps: float
+  axis: str
+  dtype: Any
+  param_dtype: Any
+
+  @nn.compact
+  def __call__(self, x):
+    w = self.param('scale', _zeros((self.axis,)), (x.shape[-1],), self.param_dtype)
+    y = nn.RMSNorm(epsilon=self.eps, use_scale=False, dtype=jnp.float32, name='norm')(x)
+    return (y * (1.0 + w.astype(jnp.float32))).astype(self.dtype)
 
 
 class Proj(nn.Module):
@@ -165,8 +209,10 @@ class Attention(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x, positions, mask, decode: bool, kv_mask, deterministic: bool = True):
+  def __call__(self, x, positions, mask, decode: bool, kv_mask, deterministic: bool = True,
+               layer=0):
     cfg = self.cfg
+    window = cfg.window(layer)
     dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
     d, h, kvh, hd = cfg.embed_dim, cfg.num_heads, cfg.kv_heads, cfg.head_dim
     proj = functools.partial(Proj, use_bias=cfg.gpt2, dtype=dt, param_dtype=pdt)
@@ -180,32 +226,42 @@ class Attention(nn.Module):
     q = project(qkv, (d, h, hd), ('embed', 'heads', 'kv'), 'query', x)
     k = project(qkv, (d, kvh, hd), ('embed', 'kv_heads', 'kv'), 'key', x)
     v = project(qkv, (d, kvh, hd), ('embed', 'kv_heads', 'kv'), 'value', x)
+    if cfg.qk_norm:
+      q = _norm(cfg, 'query_norm', 'kv')(q)
+      k = _norm(cfg, 'key_norm', 'kv')(k)
     if not cfg.gpt2:
-      q, k = rope(q, positions, cfg), rope(k, positions, cfg)
+      local = cfg.is_sliding(layer) if cfg.rope_local_theta else False
+      q, k = rope(q, positions, cfg, local), rope(k, positions, cfg, local)
+    if cfg.query_scale:   # attention scales by head_dim**-0.5: make it query_scale**-0.5
+      q = q * jnp.asarray((hd / cfg.query_scale) ** 0.5, q.dtype)
     q = nn.with_logical_constraint(q, ('batch', 'length', 'heads', 'kv'))
     k = nn.with_logical_constraint(k, ('batch', 'length', 'kv_heads', 'kv'))
 
     heads_first = False
     if decode:
-      k, v, mask, heads_first = self._update_cache(k, v, kv_mask)
+      k, v, mask, heads_first = self._update_cache(k, v, kv_mask, window)
+    elif not isinstance(window, int) or window:   # by token index: rows are contiguous
+      idx = jnp.arange(x.shape[1])
+      mask = mask & _in_window(idx[:, None], idx[None, :], window)[None, None]
 
     if isinstance(k, tuple):   # the serving engine's row blocks: each block attends on its own
       outs, lo = [], 0
       for kb, vb, mb in zip(k, v, mask):
         outs.append(attention.dot_product_attention(q[lo:lo + mb.shape[0]], kb, vb, mb,
-                                                    cfg.attention_impl, kv_heads_first=True))
+                                                    cfg.attention_impl, kv_heads_first=True,
+                                                    softcap=cfg.attn_softcap))
         lo += mb.shape[0]
       out = jnp.concatenate(outs)
     else:
       out = attention.dot_product_attention(q, k, v, mask, cfg.attention_impl, causal=not decode,
-                                            kv_heads_first=heads_first)
+                                            kv_heads_first=heads_first, softcap=cfg.attn_softcap)
     out = nn.with_logical_constraint(out, ('batch', 'length', 'heads', 'kv'))
     # GPT-2 scales residual projections by 1/sqrt(2 * layers) at init.
     out_std = 0.02 / (2 * cfg.num_layers) ** 0.5
     return project(functools.partial(proj, std=out_std), (h, hd, d), ('heads', 'kv', 'embed'),
                    'out', out, in_dims=2)
 
-  def _update_cache(self, k, v, kv_mask):
+  def _update_cache(self, k, v, kv_mask, window=0):
     """Writes this chunk's keys/values at the cache index; returns the whole cache, its mask and
     whether it is heads-first. The cache is kept as [batch, kv_heads, slots, head_dim], the layout
     attention reads, so a decode step transposes only its own chunk, never the whole cache."""
@@ -218,7 +274,7 @@ class Attention(nn.Module):
       return k, v, None, False
     i = index.value
     if isinstance(i, tuple) or i.ndim == 1:   # an index per row: the engine's slots (or blocks)
-      return self._update_rows(k, v, ck, cv, index, kv_mask)
+      return self._update_rows(k, v, ck, cv, index, kv_mask, window)
     chunk, cache_len = k.shape[1], ck.value.shape[2]
     ck.value = jax.lax.dynamic_update_slice(ck.value, kt, (0, 0, i, 0))
     cv.value = jax.lax.dynamic_update_slice(cv.value, vt, (0, 0, i, 0))
@@ -229,12 +285,11 @@ class Attention(nn.Module):
     if kv_mask is None:
       kv_mask = jnp.ones((k.shape[0], cache_len), jnp.bool_)
     mask = causal[None, None] & kv_mask[:, None, None, :].astype(bool)   # [b, 1, chunk, cache_len]
-    if self.cfg.sliding_window:   # slots hold consecutive positions of each row (left padding)
-      q_slot = (i + jnp.arange(chunk))[:, None]
-      mask = mask & (slots > q_slot - self.cfg.sliding_window)[None, None]
+    # slots hold consecutive positions of each row (left padding)
+    mask = mask & _in_window((i + jnp.arange(chunk))[:, None], slots, window)[None, None]
     return ck.value, cv.value, mask, True
 
-  def _update_rows(self, k, v, ck, cv, index, kv_mask):
+  def _update_rows(self, k, v, ck, cv, index, kv_mask, window=0):
     """`_update_cache` with a cache index per row ([rows]): row r's chunk goes to slots i[r],
     i[r] + 1, ... (each row holds one sequence from slot 0, so its slot is its position). The
     chunk may come for the first b <= rows rows only, and kv_mask's length L may be shorter than
@@ -249,19 +304,19 @@ class Attention(nn.Module):
     whole length is read where it lies."""
     if not isinstance(ck.value, tuple):
       ck.value, cv.value, index.value, keys, values, mask = self._rows(
-          k, v, ck.value, cv.value, index.value, kv_mask)
+          k, v, ck.value, cv.value, index.value, kv_mask, window)
       return keys, values, mask, True
     out, lo = [], 0
     for kb, vb, ib in zip(ck.value, cv.value, index.value):
       hi = min(k.shape[0], lo + kb.shape[0])
       out.append(self._rows(k[lo:hi], v[lo:hi], kb, vb, ib,
-                            None if kv_mask is None else kv_mask[lo:hi]))
+                            None if kv_mask is None else kv_mask[lo:hi], window))
       lo = hi
     assert lo == k.shape[0], (lo, k.shape)   # the caller passes the blocks the rows fill
     ck.value, cv.value, index.value, keys, values, mask = (tuple(x) for x in zip(*out))
     return keys, values, mask, True
 
-  def _rows(self, k, v, ck, cv, index, kv_mask):
+  def _rows(self, k, v, ck, cv, index, kv_mask, window=0):
     """One per-row cache (arrays): the updated cache and index, and what the chunk attends."""
     b, chunk = k.shape[:2]
     rows_all, cache_len = ck.shape[0], ck.shape[2]
@@ -282,9 +337,16 @@ class Attention(nn.Module):
     mask = slots <= q_slot[:, :, None]                                      # [b, chunk, length]
     if kv_mask is not None:
       mask = mask & kv_mask[:, None, :].astype(bool)
-    if self.cfg.sliding_window:
-      mask = mask & (slots > q_slot[:, :, None] - self.cfg.sliding_window)
+    mask = mask & _in_window(q_slot[:, :, None], slots, window)
     return ck, cv, index, keys, values, mask[:, None]
+
+
+def _in_window(q_pos, k_pos, window):
+  """Keys a query may see under a sliding window (window 0: all); broadcasts its arguments.
+  Under scan_layers the window is a traced per-layer value, so this is then a select."""
+  if isinstance(window, int):
+    return k_pos > q_pos - window if window else jnp.ones((), jnp.bool_)
+  return (window <= 0) | (k_pos > q_pos - window)
 
 
 class Mlp(nn.Module):
@@ -306,7 +368,8 @@ class Mlp(nn.Module):
     if cfg.gpt2:
       h = nn.gelu(up(x))
     else:
-      h = nn.silu(project('gate', x, (d, f), ('embed', 'mlp'))) * up(x)
+      act = {'silu': nn.silu, 'gelu_tanh': functools.partial(nn.gelu, approximate=True)}[cfg.mlp_act]
+      h = act(project('gate', x, (d, f), ('embed', 'mlp'))) * up(x)
     h = nn.with_logical_constraint(h, ('batch', 'length', 'mlp'))
     out_std = 0.02 / (2 * cfg.num_layers) ** 0.5
     return project('down', h, (f, d), ('mlp', 'embed'), std=out_std)
@@ -317,13 +380,17 @@ class Block(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x, positions, mask, kv_mask, decode: bool, deterministic: bool):
+  def __call__(self, x, positions, mask, kv_mask, decode: bool, deterministic: bool, layer=0):
     cfg = self.cfg
     drop = nn.Dropout(cfg.dropout)
     h = Attention(cfg, name='attn')(_norm(cfg, 'ln_attn')(x), positions, mask, decode, kv_mask,
-                                    deterministic)
+                                    deterministic, layer)
+    if cfg.post_norms:
+      h = _norm(cfg, 'ln_attn_post')(h)
     x = x + drop(h, deterministic=deterministic)
     h = Mlp(cfg, name='mlp')(_norm(cfg, 'ln_mlp')(x), deterministic)
+    if cfg.post_norms:
+      h = _norm(cfg, 'ln_mlp_post')(h)
     x = x + drop(h, deterministic=deterministic)
     x = nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
     return x, None
@@ -354,13 +421,12 @@ class Transformer(nn.Module):
       if segment_ids is not None:
         same = segment_ids[:, :, None] == segment_ids[:, None, :]
         mask = mask & same[:, None]
-      if cfg.sliding_window:   # by token index: rows are contiguous, left or right padded
-        idx = jnp.arange(t)
-        mask = mask & (idx[None, :] > idx[:, None] - cfg.sliding_window)[None, None]
 
     embed = nn.Embed(cfg.vocab_size, cfg.embed_dim, dtype=dt, param_dtype=pdt, name='embed',
                      embedding_init=_init(0.02, ('vocab', 'embed')))
     x = embed(tokens)
+    if cfg.embed_scale:
+      x = x * jnp.asarray(cfg.embed_dim ** 0.5, dt)
     embed_rows = cfg.token_rows('embed')
     if embed_rows is not None:
       x = x + embed_rows(tokens)
@@ -375,15 +441,16 @@ class Transformer(nn.Module):
     if cfg.remat != 'none':
       block = nn.remat(Block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers,
                        static_argnums=(5, 6))  # decode, deterministic (self counts as 0)
-    if cfg.scan_layers:
+    if cfg.scan_layers:   # the layer index is scanned over: layers may differ by their window
       x, _ = nn.scan(block, variable_axes={'params': 0, 'cache': 0},
                      split_rngs={'params': True, 'dropout': True},
-                     in_axes=(nn.broadcast,) * 5,
+                     in_axes=(nn.broadcast,) * 5 + (0,),
                      length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: 'layers'},
-                     )(cfg, name='layers')(x, positions, mask, kv_mask, decode, deterministic)
+                     )(cfg, name='layers')(x, positions, mask, kv_mask, decode, deterministic,
+                                           jnp.arange(cfg.num_layers))
     else:
       for i in range(cfg.num_layers):
-        x, _ = block(cfg, name=f'layer_{i}')(x, positions, mask, kv_mask, decode, deterministic)
+        x, _ = block(cfg, name=f'layer_{i}')(x, positions, mask, kv_mask, decode, deterministic, i)
 
     x = _norm(cfg, 'ln_final')(x)
     if return_hidden:
@@ -397,7 +464,13 @@ class Transformer(nn.Module):
       head_rows = cfg.token_rows('head')
     if head_rows is not None:
       logits = lora_lib.add_logits(logits, cfg.lora_tokens, head_rows.attend(x))
-    return nn.with_logical_constraint(mask_padding(cfg, logits), ('batch', 'length', 'vocab'))
+    return nn.with_logical_constraint(mask_padding(cfg, softcap(logits, cfg.final_softcap)),
+                                      ('batch', 'length', 'vocab'))
+
+
+def softcap(x, cap: float):
+  """cap * tanh(x / cap) (Gemma 2's soft-capping); cap 0 leaves x as it is."""
+  return x if not cap else jnp.tanh(x / cap) * jnp.asarray(cap, x.dtype)
 
 
 def mask_padding(cfg: ModelConfig, logits):
@@ -418,7 +491,8 @@ def unembed(cfg: ModelConfig, params, x):
   rows = params.get(table + lora_lib.SUFFIX) if cfg.lora_rank and cfg.lora_tokens else None
   if rows is not None:
     logits = lora_lib.add_logits(logits, cfg.lora_tokens, x.astype(dt) @ rows['rows'].astype(dt).T)
-  return nn.with_logical_constraint(mask_padding(cfg, logits), ('batch', 'length', 'vocab'))
+  return nn.with_logical_constraint(mask_padding(cfg, softcap(logits, cfg.final_softcap)),
+                                    ('batch', 'length', 'vocab'))
 
 
 def count_params(params: Any) -> int:

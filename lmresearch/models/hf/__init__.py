@@ -1,12 +1,13 @@
-"""Hugging Face checkpoints in and out: one small file per family (gpt2, llama, mistral, qwen2)
-maps config.json to our config.model and names every tensor (layout.py); this file reads and
-writes the safetensors, a slice or a tensor at a time.
+"""Hugging Face checkpoints in and out: one small file per family (gpt2, llama, mistral, qwen2,
+qwen3, gemma2, gemma3) maps config.json to our config.model and names every tensor (layout.py);
+this file reads and writes the safetensors, a slice or a tensor at a time.
 
   import: config.json -> our model config; each param placed straight into its shards
           (jax.make_array_from_callback: a device's callback reads only the rows it holds)
   export: our model config -> config.json; one param gathered at a time and streamed into
           model.safetensors (or shards of at most `max_shard_bytes` and their index; writer.py)
-A model_type or an option we do not implement is a one-line ConfigError naming the key.
+A model_type or an option we do not implement is a one-line ConfigError naming the key; keys that
+change nothing (names, token ids, dtype, ...) are accepted and recorded (keys.py).
 """
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ import jax
 import numpy as np
 
 from lmresearch.errors import ConfigError
-from lmresearch.models.hf import gpt2, layout, llama, mistral, qwen2
+from lmresearch.models.hf import gemma2, gemma3, gpt2, keys, layout, llama, mistral, qwen2, qwen3
 
-FAMILIES = {m.MODEL_TYPE: m for m in (gpt2, llama, mistral, qwen2)}
+FAMILIES = {m.MODEL_TYPE: m for m in (gpt2, llama, mistral, qwen2, qwen3, gemma2, gemma3)}
 # Tensors a checkpoint may hold that carry no weights of the model (buffers of old versions).
 HARMLESS = re.compile(r'.*(rotary_emb\.inv_freq|attn\.bias|attn\.masked_bias)$')
 
@@ -41,6 +42,14 @@ def family(hf: dict, where: str = 'config.json'):
     raise ConfigError(f'{where}: model_type={kind!r}: lmresearch imports '
                       f'{", ".join(sorted(FAMILIES))}.')
   return FAMILIES[kind]
+
+
+def model_config(hf: dict, where: str = 'config.json'):
+  """config.json -> (the family module, our config.model keys, the keys accepted as changing
+  nothing, with their values)."""
+  fam = family(hf, where)
+  neutral = keys.check(hf, fam.READ, fam.FIXED, where)
+  return fam, fam.model_config(hf), neutral
 
 
 class Reader:

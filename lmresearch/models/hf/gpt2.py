@@ -8,33 +8,23 @@ from lmresearch.models.hf.llama import fail
 
 MODEL_TYPE = 'gpt2'
 ARCHITECTURE = 'GPT2LMHeadModel'
-IGNORED = {'architectures', 'model_type', 'torch_dtype', 'dtype', 'transformers_version',
-           'bos_token_id', 'eos_token_id', 'pad_token_id', 'initializer_range', 'use_cache',
-           'attn_pdrop', 'embd_pdrop', 'resid_pdrop', 'summary_activation',
-           'summary_first_dropout', 'summary_proj_to_labels', 'summary_type', 'summary_use_proj',
-           'task_specific_params', 'add_cross_attention', 'n_ctx', 'reorder_and_upcast_attn',
-           'scale_attn_weights', 'scale_attn_by_inverse_layer_idx', 'activation_function',
-           'layer_norm_epsilon', 'n_embd', 'n_head', 'n_inner', 'n_layer', 'n_positions',
-           'vocab_size', 'tie_word_embeddings', 'name_or_path', '_name_or_path', 'id2label',
-           'label2id', 'output_attentions', 'output_hidden_states', 'return_dict',
-           'problem_type'}
+READ = {'n_embd', 'n_head', 'n_layer', 'n_inner', 'n_positions', 'n_ctx', 'layer_norm_epsilon',
+        'vocab_size', 'activation_function',
+        # the sequence-summary head of GPT2DoubleHeadsModel: not part of the language model
+        'summary_activation', 'summary_first_dropout', 'summary_proj_to_labels', 'summary_type',
+        'summary_use_proj',
+        # upcasting and reordering the attention's matmul for fp16 training: the same function
+        'reorder_and_upcast_attn'}
+FIXED = {'scale_attn_by_inverse_layer_idx': ((False, None), 'scores scaled by 1 / layer index'),
+         'add_cross_attention': ((False, None), 'cross-attention layers'),
+         'scale_attn_weights': ((True, None), 'attention without the 1/sqrt(head_dim) scale'),
+         'tie_word_embeddings': ((True, None), 'a GPT-2 with an untied head')}
 
 
 def model_config(hf: dict) -> dict:
   act = hf.get('activation_function', 'gelu_new')
   if act not in ('gelu_new', 'gelu_pytorch_tanh'):
     raise fail('activation_function', act, "our GPT-2 MLP uses the tanh GELU ('gelu_new')")
-  for key in ('scale_attn_by_inverse_layer_idx', 'add_cross_attention'):
-    if hf.get(key):
-      raise fail(key, True, 'not part of the GPT-2 architecture we implement')
-  if hf.get('scale_attn_weights', True) is False:
-    raise fail('scale_attn_weights', False, 'attention without the 1/sqrt(head_dim) scale')
-  if hf.get('tie_word_embeddings', True) is False:
-    raise fail('tie_word_embeddings', False, 'a GPT-2 with an untied head')
-  unknown = sorted(k for k in hf if k not in IGNORED)
-  if unknown:
-    raise fail(unknown[0], hf[unknown[0]], 'an option of GPT-2 this importer does not know '
-               f'(unknown keys: {", ".join(unknown)})')
   e = hf['n_embd']
   return {'style': 'gpt2', 'num_layers': hf['n_layer'], 'num_heads': hf['n_head'],
           'num_kv_heads': 0, 'embed_dim': e, 'mlp_dim': hf.get('n_inner') or 4 * e,

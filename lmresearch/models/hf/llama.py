@@ -4,30 +4,33 @@ Mistral and Qwen2 are this family with an option each (mistral.py, qwen2.py)."""
 from __future__ import annotations
 
 from lmresearch.errors import ConfigError
+from lmresearch.models.hf import keys
 from lmresearch.models.hf.layout import Part, Tensor
 
 MODEL_TYPE = 'llama'
 ARCHITECTURE = 'LlamaForCausalLM'
-# Keys read elsewhere or that change nothing in the forward pass.
-IGNORED = {'architectures', 'model_type', 'torch_dtype', 'dtype', 'transformers_version',
-           'bos_token_id', 'eos_token_id', 'pad_token_id', 'initializer_range', 'use_cache',
-           'attention_dropout', 'pretraining_tp', 'mlp_bias', 'attention_bias', 'hidden_act',
-           'rope_scaling', 'rope_parameters', 'rope_theta', 'head_dim', 'tie_word_embeddings',
-           'max_position_embeddings', 'rms_norm_eps', 'num_key_value_heads', 'vocab_size',
-           'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads',
-           'layer_types', 'name_or_path', '_name_or_path', 'output_attentions',
-           'output_hidden_states', 'return_dict', 'is_decoder', 'tie_encoder_decoder',
-           'chunk_size_feed_forward', 'problem_type', 'id2label', 'label2id'}
+# The keys this family turns into our config, and the options it pins off (hf/keys.py).
+READ = {'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads',
+        'num_key_value_heads', 'head_dim', 'max_position_embeddings', 'rms_norm_eps', 'vocab_size',
+        'tie_word_embeddings', 'rope_theta', 'rope_scaling', 'rope_parameters', 'layer_types'}
+FIXED = {'hidden_act': (('silu',), "the MLP is SwiGLU with 'silu'"),
+         'attention_bias': ((False, None), 'biases on every attention projection (o_proj too)'),
+         'mlp_bias': ((False, None), 'biases on the MLP projections'),
+         # tensor-parallel slicing of the matmuls in pretraining: the same function at any value
+         'pretraining_tp': ((1, 2, 4, 8, 16, None), 'pretraining_tp')}
 
 
 def fail(key: str, value, what: str) -> ConfigError:
-  return ConfigError(f'config.json: {key}={value!r}: {what}; lmresearch does not implement it, '
-                     'so it would load a different model.')
+  return keys.fail(key, value, what)
 
 
 def rope(hf: dict) -> dict:
   """RoPE theta and scaling, from transformers 5's rope_parameters or 4's rope_theta/rope_scaling."""
-  params = dict(hf.get('rope_parameters') or hf.get('rope_scaling') or {})
+  return rope_from(dict(hf.get('rope_parameters') or hf.get('rope_scaling') or {}), hf,
+                   'rope_parameters' if 'rope_parameters' in hf else 'rope_scaling')
+
+
+def rope_from(params: dict, hf: dict, key: str) -> dict:
   theta = params.get('rope_theta', hf.get('rope_theta', 10000.0))
   kind = params.get('rope_type', params.get('type', 'default'))
   out = {'rope_theta': float(theta)}
@@ -36,28 +39,22 @@ def rope(hf: dict) -> dict:
                rope_low_freq_factor=float(params['low_freq_factor']),
                rope_high_freq_factor=float(params['high_freq_factor']),
                rope_original_max_len=int(params['original_max_position_embeddings']))
+  elif kind == 'linear':
+    out.update(rope_scaling='linear', rope_factor=float(params['factor']))
   elif kind != 'default':
-    key = 'rope_parameters' if 'rope_parameters' in hf else 'rope_scaling'
-    raise fail(f'{key}.rope_type', kind, "only 'default' and 'llama3' RoPE are implemented")
+    raise fail(f'{key}.rope_type', kind, "only 'default', 'linear' and 'llama3' RoPE are implemented")
   return out
 
 
-def check(hf: dict, extra_ignored=()) -> None:
-  if hf.get('hidden_act', 'silu') != 'silu':
-    raise fail('hidden_act', hf['hidden_act'], "the MLP is SwiGLU with 'silu'")
-  if hf.get('attention_bias'):
-    raise fail('attention_bias', True, 'biases on every attention projection (o_proj too)')
-  if hf.get('mlp_bias'):
-    raise fail('mlp_bias', True, 'biases on the MLP projections')
-  unknown = sorted(k for k in hf if k not in IGNORED | set(extra_ignored))
-  if unknown:
-    raise fail(unknown[0], hf[unknown[0]], f'an option of {hf.get("model_type")!r} this '
-               f'importer does not know (unknown keys: {", ".join(unknown)})')
+def full_attention_only(hf: dict) -> None:
+  kinds = sorted(set(hf.get('layer_types') or ['full_attention']))
+  if kinds != ['full_attention']:
+    raise fail('layer_types', kinds, 'layers of another kind than full attention')
 
 
 def model_config(hf: dict) -> dict:
-  """config.json -> our config.model keys."""
-  check(hf)
+  """config.json -> our config.model keys (the keys are checked first: hf/keys.py)."""
+  full_attention_only(hf)
   return base_model_config(hf)
 
 
@@ -81,6 +78,8 @@ def hf_config(m: dict, vocab: int, tokens: dict) -> dict:
                        low_freq_factor=m['rope_low_freq_factor'],
                        high_freq_factor=m['rope_high_freq_factor'],
                        original_max_position_embeddings=m['rope_original_max_len'])
+  elif m.get('rope_scaling') == 'linear':
+    rope_params.update(rope_type='linear', factor=m['rope_factor'])
   legacy = {k: v for k, v in rope_params.items() if k != 'rope_theta'}
   return {'architectures': [ARCHITECTURE], 'model_type': MODEL_TYPE, 'vocab_size': vocab,
           'hidden_size': m['embed_dim'], 'intermediate_size': m['mlp_dim'],
@@ -97,7 +96,9 @@ def hf_config(m: dict, vocab: int, tokens: dict) -> dict:
 
 
 def tensors(m: dict) -> list[Tensor]:
-  """Every HF tensor name and the params of ours it holds."""
+  """Every HF tensor name and the params of ours it holds. With post_norms (Gemma 2, 3) HF's post_attention_layernorm
+  is the attention output's norm and pre_feedforward_layernorm the MLP's input norm; in Llama,
+  post_attention_layernorm is the MLP's input norm."""
   h, kvh = m['num_heads'], m.get('num_kv_heads') or m['num_heads']
   out = [Tensor('model.embed_tokens.weight', (Part(('embed', 'embedding'), 'vocab_rows'),)),
          Tensor('model.norm.weight', (Part(('ln_final', 'scale'), 'same'),))]
@@ -106,15 +107,21 @@ def tensors(m: dict) -> list[Tensor]:
   for i in range(m['num_layers']):
     p = f'model.layers.{i}.'
     L = lambda *rest: ('layer', i) + rest
-    out += [Tensor(p + 'input_layernorm.weight', (Part(L('ln_attn', 'scale'), 'same'),)),
-            Tensor(p + 'post_attention_layernorm.weight', (Part(L('ln_mlp', 'scale'), 'same'),)),
-            Tensor(p + 'self_attn.q_proj.weight', (Part(L('attn', 'query', 'kernel'), 'heads_in', h),)),
+    norms = {'input_layernorm': 'ln_attn', 'post_attention_layernorm': 'ln_mlp'}
+    if m.get('post_norms'):
+      norms = {'input_layernorm': 'ln_attn', 'post_attention_layernorm': 'ln_attn_post',
+               'pre_feedforward_layernorm': 'ln_mlp', 'post_feedforward_layernorm': 'ln_mlp_post'}
+    out += [Tensor(p + f'{hf}.weight', (Part(L(ours, 'scale'), 'same'),)) for hf, ours in norms.items()]
+    out += [Tensor(p + 'self_attn.q_proj.weight', (Part(L('attn', 'query', 'kernel'), 'heads_in', h),)),
             Tensor(p + 'self_attn.k_proj.weight', (Part(L('attn', 'key', 'kernel'), 'heads_in', kvh),)),
             Tensor(p + 'self_attn.v_proj.weight', (Part(L('attn', 'value', 'kernel'), 'heads_in', kvh),)),
             Tensor(p + 'self_attn.o_proj.weight', (Part(L('attn', 'out', 'kernel'), 'heads_out', h),)),
             Tensor(p + 'mlp.gate_proj.weight', (Part(L('mlp', 'gate', 'kernel'), 'T'),)),
             Tensor(p + 'mlp.up_proj.weight', (Part(L('mlp', 'up', 'kernel'), 'T'),)),
             Tensor(p + 'mlp.down_proj.weight', (Part(L('mlp', 'down', 'kernel'), 'T'),))]
+    if m.get('qk_norm'):
+      out += [Tensor(p + 'self_attn.q_norm.weight', (Part(L('attn', 'query_norm', 'scale'), 'same'),)),
+              Tensor(p + 'self_attn.k_norm.weight', (Part(L('attn', 'key_norm', 'scale'), 'same'),))]
     if m.get('qkv_bias'):
       out += [Tensor(p + f'self_attn.{n}_proj.bias', (Part(L('attn', ours, 'bias'), 'heads_bias', heads),))
               for n, ours, heads in (('q', 'query', h), ('k', 'key', kvh), ('v', 'value', kvh))]

@@ -6,11 +6,13 @@ from lmresearch.models.hf import llama
 
 MODEL_TYPE = 'mistral'
 ARCHITECTURE = 'MistralForCausalLM'
+READ = llama.READ | {'sliding_window'}
+FIXED = llama.FIXED
 tensors = llama.tensors
 
 
 def model_config(hf: dict) -> dict:
-  llama.check(hf, extra_ignored={'sliding_window'})
+  llama.full_attention_only(hf)
   return {**llama.base_model_config(hf), 'sliding_window': int(hf.get('sliding_window') or 0)}
 
 

@@ -7,14 +7,15 @@ from lmresearch.models.hf import llama
 
 MODEL_TYPE = 'qwen2'
 ARCHITECTURE = 'Qwen2ForCausalLM'
+# With use_sliding_window off (checked), sliding_window and max_window_layers change nothing.
+READ = llama.READ | {'sliding_window', 'max_window_layers'}
+FIXED = {**llama.FIXED,
+         'use_sliding_window': ((False, None), "Qwen2's per-layer sliding window (max_window_layers)")}
 tensors = llama.tensors
 
 
 def model_config(hf: dict) -> dict:
-  if hf.get('use_sliding_window'):
-    raise llama.fail('use_sliding_window', True, "Qwen2's per-layer sliding window "
-                     '(max_window_layers)')
-  llama.check(hf, extra_ignored={'use_sliding_window', 'sliding_window', 'max_window_layers'})
+  llama.full_attention_only(hf)
   return {**llama.base_model_config(hf), 'qkv_bias': True}
 
 
