@@ -31,7 +31,8 @@ def _collect(engine, prompts, **kw):
   def emit_for(i):
     def emit(kind, payload):
       if kind == 'token':
-        out[i]['ids'].append(payload.id)
+        if not payload.end:   # the stop id that ended the reply (the sampler leaves it out)
+          out[i]['ids'].append(payload.id)
         out[i]['text'] += payload.text
       else:
         out[i]['end'] = payload
@@ -239,17 +240,33 @@ def test_completions_logprobs_echo_and_errors(client, server, sft_run):
   lp = r.choices[0].logprobs
   assert r.choices[0].text == prompt
   ids = sft_run.tok.prompt_ids(prompt)
-  assert len(lp.tokens) == len(ids) - 1 and ''.join(lp.tokens) == prompt
+  # One entry per prompt token, BOS included, as OpenAI's: the first has nothing to be scored
+  # given; text_offset is where each token's text begins in the echoed text (BOS adds none).
+  assert len(lp.tokens) == len(ids) and ''.join(lp.tokens[1:]) == prompt
+  assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+  assert lp.text_offset == [0] + list(np.cumsum([0] + [len(t) for t in lp.tokens[1:-1]]))
   # The prompt's log-likelihood equals a plain forward pass of the model.
   with sft_run.active():
     logits = sft_run.model.apply({'params': sft_run.params},
                                  jax.numpy.asarray([ids] * sft_run.batch_rows(1)))
   want = jax.nn.log_softmax(logits[0, :-1].astype('float32'))[np.arange(len(ids) - 1), ids[1:]]
-  np.testing.assert_allclose(lp.token_logprobs, np.asarray(want), rtol=1e-4, atol=1e-4)
-  assert all(len(t) == 2 for t in lp.top_logprobs)
+  np.testing.assert_allclose(lp.token_logprobs[1:], np.asarray(want), rtol=1e-4, atol=1e-4)
+  # top_logprobs: the 2 most likely tokens and the chosen one where it is not among them
+  for t, chosen, top in zip(lp.tokens[1:], lp.token_logprobs[1:], lp.top_logprobs[1:]):
+    assert top[t] == chosen and len(top) == 2 + (chosen < sorted(top.values())[-2])
   g = client.completions.create(model='sft', prompt=prompt, max_tokens=6, temperature=0,
                                 logprobs=1, stop=['\n\n'])
   assert len(g.choices[0].logprobs.tokens) == g.usage.completion_tokens
+  # Streamed, echo and logprobs say what the whole response says: the prompt's entries first.
+  whole = client.completions.create(model='sft', prompt=prompt, max_tokens=3, temperature=0,
+                                    echo=True, logprobs=2).choices[0]
+  chunks = [c.choices[0] for c in client.completions.create(
+      model='sft', prompt=prompt, max_tokens=3, temperature=0, echo=True, logprobs=2, stream=True)]
+  assert chunks[0].text == prompt and chunks[0].logprobs.tokens == lp.tokens
+  assert ''.join(c.text for c in chunks) == whole.text
+  streamed = [t for c in chunks if c.logprobs for t in c.logprobs.tokens]
+  assert streamed == whole.logprobs.tokens
+  assert [o for c in chunks if c.logprobs for o in c.logprobs.text_offset] == whole.logprobs.text_offset
   with pytest.raises(openai.BadRequestError, match='maximum context length'):
     client.completions.create(model='sft', prompt=prompt, max_tokens=100000)
   with pytest.raises(openai.BadRequestError, match='presence_penalty'):
@@ -312,6 +329,8 @@ def test_text_held_back_for_a_stop_string_is_released_at_the_end(sft_run):
     engine._accept(0, tok.stop_ids[0], 0.0, *top)
     assert ''.join(p.text for k, p in got if k == 'token') == text
     assert got[-1] == ('done', 'stop') and engine._live[0] is None
+    # The stop id comes as the reply's last token (OpenAI reports it, with its log-prob).
+    assert got[-2][1].end and got[-2][1].id == tok.stop_ids[0]
   finally:
     engine.close()
 
@@ -336,3 +355,64 @@ def test_a_chunked_body_over_the_limit_is_refused(server):
   r = httpx.post(server[0] + '/v1/completions', content=body(),
                  headers={'Authorization': 'Bearer sekret', 'Content-Type': 'application/json'})
   assert r.status_code == 413 and 'over' in r.json()['error']['message']
+
+
+def test_runs_reached_through_symlinks_are_served_and_a_loop_is_not_followed(pipeline_dirs, tmp_path):
+  """A workdir of symlinks to runs (a pipeline's reused stage is one) lists each run by its link's
+  name; a link back to a directory above it is not walked again."""
+  from lmresearch.serving.models import Registry, discover
+  gathered = tmp_path / 'gathered'
+  (gathered / 'group').mkdir(parents=True)
+  (gathered / 'sft-link').symlink_to(pipeline_dirs / 'sft', target_is_directory=True)
+  (gathered / 'group' / 'base').symlink_to(pipeline_dirs / 'base', target_is_directory=True)
+  (gathered / 'group' / 'up').symlink_to(gathered, target_is_directory=True)   # a loop
+  found = discover(str(gathered))
+  assert found == {'sft-link': str(gathered / 'sft-link'), 'group/base': str(gathered / 'group' / 'base')}
+  registry = Registry(str(gathered), slots=2)
+  try:
+    assert registry.engine('sft-link').tok.vocab_size == runs.load(str(pipeline_dirs / 'sft')).tok.vocab_size
+  finally:
+    registry.close()
+
+
+
+class _WithStops:
+  """A tokenizer whose stop ids are the ones given (the rest is the tokenizer's own)."""
+
+  def __init__(self, tok, stop_ids):
+    self._tok, self.stop_ids = tok, tuple(stop_ids)
+
+  def __getattr__(self, name):
+    return getattr(self._tok, name)
+
+
+def test_a_reply_that_ends_on_its_stop_id_reports_it_as_its_last_token(client, server, sft_run,
+                                                                       monkeypatch):
+  """As OpenAI and vLLM: the stop id is the reply's last token (counted, scored), not its text.
+  lm-evaluation-harness asks for one token after an echoed prompt and drops the last log-prob:
+  where the model's next token is its stop id, that is the one dropped, not a prompt token's.
+  (The tiny model's greedy reply never ends by itself: a token of it is made the stop id.)"""
+  tok = sft_run.tok
+  msgs = [{'role': 'user', 'content': PROMPTS[2]}]
+  ids = tokenizers.generation_prompt(tok, msgs)
+  with sft_run.active():
+    free = sampling.generate(sft_run.model, sft_run.params, [ids], max_new_tokens=8,
+                             temperature=0, stop_ids=(), pad_id=tok.pad_id)['completions'][0]
+  stop = free[3]
+  reply = free[:free.index(stop)]
+  engine = server[1].state.models.engine('sft')
+  monkeypatch.setattr(engine, 'tok', _WithStops(engine.tok, [stop]))
+  chat = client.chat.completions.create(model='sft', messages=msgs, max_tokens=8, temperature=0,
+                                        logprobs=True, top_logprobs=2)
+  assert chat.choices[0].finish_reason == 'stop'
+  assert chat.choices[0].message.content == tok.decode(reply, skip_special=True)
+  assert len(chat.choices[0].logprobs.content) == len(reply)   # the content's tokens
+  assert chat.usage.completion_tokens == len(reply) + 1
+  scored = client.completions.create(model='sft', prompt=ids + reply, max_tokens=1, echo=True,
+                                     logprobs=1, temperature=0)
+  lp = scored.choices[0].logprobs
+  assert scored.choices[0].finish_reason == 'stop' and scored.usage.completion_tokens == 1
+  assert scored.choices[0].text == tok.decode(ids + reply, skip_special=True)
+  assert len(lp.tokens) == len(ids) + len(reply) + 1
+  assert lp.tokens[-1] == tok.decode([stop])
+  assert lp.token_logprobs[-1] == max(lp.top_logprobs[-1].values())   # greedy

@@ -57,7 +57,8 @@ class Stopped(RuntimeError):
 @dataclasses.dataclass
 class Request:
   """One sequence to generate. Events go to `emit(kind, payload)` on the engine thread:
-  ('token', Token) per generated token with the text it adds, then ('done', finish_reason)."""
+  ('token', Token) per generated token with the text it adds (the stop id that ends it too, as
+  `Token.end`), then ('done', finish_reason)."""
   prompt: Sequence[int]
   max_tokens: int
   emit: Callable[[str, Any], None]
@@ -72,11 +73,13 @@ class Request:
 
 @dataclasses.dataclass
 class Token:
-  id: Optional[int]   # None: text held back until the end, not a token of its own
+  id: int
   text: str          # the text this token adds to the reply (may be '' while UTF-8 or a stop
                      # string's prefix is held back; the held text comes with a later token)
   logprob: float     # under the model's own distribution (temperature 1, no filtering)
   top: list          # [(id, logprob)] of the TOP_LOGPROBS most likely tokens
+  end: bool = False  # the stop id that ended the reply: a token generated and scored (OpenAI
+                     # and vLLM count it and give its log-prob), whose own text is not the reply's
 
 
 def buckets(max_len: int) -> list[int]:
@@ -438,9 +441,11 @@ class Engine:
     if req.cancelled.is_set():
       return self._finish(slot, 'cancelled')
     if tok in req.stop_ids:   # what was held back (a stop string's prefix, UTF-8) is final now
+      # The stop id is reported as the reply's last token: a harness that asks for one token
+      # after an echoed prompt and drops the last log-prob (lm-evaluation-harness) counts on it.
       text = final_text(self.tok, state)
-      if len(text) > state.sent:
-        _emit(req, 'token', Token(None, text[state.sent:], None, []))
+      _emit(req, 'token', Token(tok, text[state.sent:], lp,
+                                list(zip(top_id.tolist(), top_lp.tolist())), end=True))
       return self._finish(slot, 'stop')
     state.ids.append(tok)
     text = detokenize(self.tok, state)

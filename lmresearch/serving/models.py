@@ -27,10 +27,13 @@ def discover(workdir: Optional[str]) -> dict:
     raise FileNotFoundError(f'--workdir={workdir}: no such directory.')
   found = {}
   root = os.path.abspath(workdir)
-  for here, dirs, files in os.walk(root):
+  # Symlinks are followed: a pipeline's reused stage (config.reuse) is one, and so is a directory
+  # a user gathers runs into. A link back to a directory it is inside is not (a loop).
+  for here, dirs, files in os.walk(root, followlinks=True):
     depth = os.path.relpath(here, root).count(os.sep) + (here != root)
-    dirs[:] = sorted(d for d in dirs if not d.startswith('.') and d not in ('checkpoints',
-                                                                           'tensorboard'))
+    real = os.path.realpath(here)
+    dirs[:] = sorted(d for d in dirs if not d.startswith('.') and d not in (
+        'checkpoints', 'tensorboard') and not _encloses(os.path.join(here, d), real))
     if depth >= MAX_DEPTH:
       dirs[:] = []
     if 'config.json' not in files or not os.path.isdir(os.path.join(here, 'checkpoints')):
@@ -45,6 +48,12 @@ def discover(workdir: Optional[str]) -> dict:
     name = os.path.relpath(here, root) if here != root else os.path.basename(root)
     found[name.replace(os.sep, '/')] = here
   return found
+
+
+def _encloses(path: str, real: str) -> bool:
+  """Whether `path` resolves to `real` (a resolved directory) or to one of its ancestors."""
+  target = os.path.realpath(path)
+  return real == target or real.startswith(target.rstrip(os.sep) + os.sep)
 
 
 class Registry:
@@ -90,7 +99,8 @@ class Registry:
 @dataclasses.dataclass
 class Result:
   text: str = ''
-  tokens: list = dataclasses.field(default_factory=list)   # Token per generated token
+  tokens: list = dataclasses.field(default_factory=list)   # Token per generated token (and the
+                                                           # stop id that ended it: Token.end)
   finish_reason: Optional[str] = None
 
 
@@ -178,8 +188,7 @@ async def complete(engine: Engine, prompt, *, max_tokens: int, **settings) -> Re
   out = Result()
   async for ev in stream(engine, prompt, max_tokens=max_tokens, **settings):
     if isinstance(ev, Token):
-      if ev.id is not None:   # (id None: held-back text released at the end)
-        out.tokens.append(ev)
+      out.tokens.append(ev)
       out.text += ev.text
     else:
       out.finish_reason = ev

@@ -3,9 +3,12 @@
 What an OpenAI client or an evaluation harness sends works as it does there: streaming
 (server-sent `data:` chunks, a final `data: [DONE]`, a usage chunk when
 `stream_options.include_usage`), `n`, `stop`, `max_tokens`, `temperature`, `top_p`, `seed`;
-completions also answer `logprobs` (up to 5 alternatives per token) and `echo`, with
-`max_tokens=0` to score a prompt alone (log-likelihood evaluation). A prompt's first token is
-scored given BOS, which every prompt starts with, so it has a log-prob where OpenAI gives null.
+completions also answer `logprobs` (up to 5 alternatives per token, and the chosen one) and
+`echo`, with `max_tokens=0` to score a prompt alone (log-likelihood evaluation). An echoed prompt
+has one entry per token as the model's own tokenizer counts them (a BOS it adds included), the
+first with a null log-prob, as OpenAI's: lm-evaluation-harness slices the list by its own token
+counts. A reply that ends on the model's stop id reports that id as its last token (with its
+log-prob, in usage, not in the text), as OpenAI and vLLM do.
 Settings we do not implement (penalties, logit_bias, tools) are a 400 naming them, never ignored.
 One extension, vLLM's `ignore_eos: true`, generates exactly max_tokens (benchmarks use it).
 """
@@ -27,6 +30,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from lmresearch import tokenizers
 from lmresearch.serving.engine import Busy, ContextError, Stopped, Token
 from lmresearch.serving.models import EngineError, Result, complete, gather_or_cancel, stream
+from lmresearch.serving.textstream import Live, detokenize
 
 MAX_N = 16
 MAX_STOPS = 4
@@ -205,10 +209,9 @@ def router(api_key: Optional[str] = None) -> APIRouter:
         bad = next((t for t in p if not 0 <= t < vocab), None) if isinstance(p, list) else None
         if bad is not None:
           raise ApiError(400, f'token id {bad} is outside the vocabulary [0, {vocab}).', 'prompt')
-      # A string gets BOS, as in pretraining; ids are taken as sent (their first one has no
-      # log-prob with echo, as OpenAI's).
+      # A string gets what the model's tokenizer adds to a document (our BOS, Llama's BOS;
+      # nothing for GPT-2 or Qwen2); ids are taken as sent.
       ids = [engine.tok.prompt_ids(p) if isinstance(p, str) else list(p) for p in prompts]
-      from_ids = [not isinstance(p, str) for p in prompts]
       echo = bool(body.get('echo'))
       max_tokens = _num(body, 'max_tokens', 16, 0, 1 << 30, int)
       if max_tokens == 0 and not echo:
@@ -226,10 +229,11 @@ def router(api_key: Optional[str] = None) -> APIRouter:
                        'per prompt.', 'stream')
       if len(ids) == 1:
         return await _serve(engine, name, ids[0], max_tokens, s, body, chat=False, logprobs=lp,
-                            echo=echo, from_ids=from_ids[0])
+                            echo=echo)
+      # A list of prompts (a harness's batch): one choice each (n each), in the order sent.
       outs = await gather_or_cancel(*[
           _serve(engine, name, p, max_tokens, s, body, chat=False, logprobs=lp, echo=echo,
-                 from_ids=f, as_dict=True) for p, f in zip(ids, from_ids)])
+                 as_dict=True) for p in ids])
       first = outs[0]
       choices = [dict(c, index=i) for i, c in enumerate(c for o in outs for c in o['choices'])]
       usage = {k: sum(o['usage'][k] for o in outs) for k in first['usage']}
@@ -257,32 +261,61 @@ def _token_text(tok, i: int) -> str:
   return tok.decode([i], skip_special=False)
 
 
-def _completion_logprobs(tok, tokens, top: int, offset0: int, prompt_part=None):
-  """OpenAI's completions logprobs: tokens, token_logprobs, top_logprobs, text_offset."""
-  out = {'tokens': [], 'token_logprobs': [], 'top_logprobs': [], 'text_offset': []}
+def _top(tok, tid: int, lp: float, alts, top: int) -> dict:
+  """One position's top_logprobs: the `top` most likely tokens and the chosen one (OpenAI: up to
+  logprobs + 1 entries), text -> log-prob."""
+  out = {_token_text(tok, a): b for a, b in alts[:top]}
+  out.setdefault(_token_text(tok, tid), lp)
+  return out
+
+
+def _echoed(tok, prompt, scored, top: int) -> dict:
+  """An echoed prompt's logprobs: an entry per token, the first with nothing before it to be
+  scored given (null); `scored` is `Engine.score(prompt)`. text_offset: where each token's text
+  begins in the echoed text (decoded without specials, so a BOS takes none of it), read as a
+  reply's text streams: a token's text can depend on the ones before it (a byte of UTF-8)."""
+  lps, alts = scored
+  out = {'tokens': [], 'token_logprobs': [None] + list(lps),
+         'top_logprobs': [None] + [_top(tok, t, lp, a, top)
+                                   for t, lp, a in zip(prompt[1:], lps, alts)],
+         'text_offset': []}
+  state = Live(None, None, 0)
+  for t in prompt:
+    out['tokens'].append(_token_text(tok, t))
+    out['text_offset'].append(len(state.text))
+    state.ids.append(t)
+    detokenize(tok, state)
+  return out
+
+
+def _completion_logprobs(tok, tokens, top: int, offset0: int, echoed=None):
+  """OpenAI's completions logprobs: tokens, token_logprobs, top_logprobs, text_offset; the
+  echoed prompt's entries (`_echoed`) first. A generated token's offset is where the text it
+  adds to the reply begins, counted from `offset0`."""
+  out = {k: list(v) for k, v in echoed.items()} if echoed else {
+      'tokens': [], 'token_logprobs': [], 'top_logprobs': [], 'text_offset': []}
   offset = offset0
-  for tid, lp, alts in (prompt_part or []) + [(t.id, t.logprob, t.top) for t in tokens
-                                              if t.id is not None]:
-    s = _token_text(tok, tid)
-    out['tokens'].append(s)
-    out['token_logprobs'].append(lp)
-    out['top_logprobs'].append(None if lp is None else
-                               {_token_text(tok, a): b for a, b in alts[:top]} if top else None)
+  for t in tokens:
+    out['tokens'].append(_token_text(tok, t.id))
+    out['token_logprobs'].append(t.logprob)
+    out['top_logprobs'].append(_top(tok, t.id, t.logprob, t.top, top))
     out['text_offset'].append(offset)
-    offset += len(s)
+    offset += len(t.text)
   return out
 
 
 def _chat_logprobs(tok, tokens, top: int):
+  """OpenAI's chat logprobs: an entry per token of the message's content (the stop id that
+  ended it is not content), each with its `top` most likely alternatives."""
   def entry(i, lp):
     s = _token_text(tok, i)
     return {'token': s, 'logprob': lp, 'bytes': list(s.encode('utf-8'))}
   return {'content': [dict(entry(t.id, t.logprob), top_logprobs=[entry(a, b) for a, b in t.top[:top]])
-                      for t in tokens if t.id is not None]}
+                      for t in tokens if not t.end], 'refusal': None}
 
 
 async def _serve(engine, name, prompt, max_tokens, s, body, *, chat, logprobs=None, echo=False,
-                 from_ids=False, as_dict=False):
+                 as_dict=False):
   n = s['n']
   settings = dict(temperature=s['temperature'], top_p=s['top_p'], stop=s['stop'],
                   stop_ids=() if s['ignore_eos'] else engine.tok.stop_ids)
@@ -291,19 +324,15 @@ async def _serve(engine, name, prompt, max_tokens, s, body, *, chat, logprobs=No
   rid = ('chatcmpl-' if chat else 'cmpl-') + secrets.token_hex(12)
   kind = 'chat.completion' if chat else 'text_completion'
   tok = engine.tok
-  prompt_text = prompt_part = None
+  prompt_text = echoed = None
   if echo:
     prompt_text = tok.decode(prompt, skip_special=True)
     if logprobs is not None:
-      lps, alts = await run_in_threadpool(engine.score, prompt)
-      # Every token the client sent gets an entry; the first of sent ids has nothing before it.
-      prompt_part = ([(prompt[0], None, [])] if from_ids else []) + \
-          [(t, lp, a) for t, lp, a in zip(prompt[1:], lps, alts)]
+      echoed = _echoed(tok, prompt, await run_in_threadpool(engine.score, prompt), logprobs)
   do_stream, include_usage = _stream_opts(body)
   if do_stream:
     return await _stream_response(engine, name, prompt, max_tokens, settings, seeds, rid,
-                                  created, chat, logprobs, include_usage, prompt_text,
-                                  prompt_part)
+                                  created, chat, logprobs, include_usage, prompt_text, echoed)
   with _errors():
     if max_tokens == 0:
       results = [Result(finish_reason='length') for _ in range(n)]
@@ -320,15 +349,14 @@ async def _serve(engine, name, prompt, max_tokens, s, body, *, chat, logprobs=No
       text = (prompt_text or '') + r.text
       choices.append({'index': i, 'text': text, 'finish_reason': r.finish_reason,
                       'logprobs': None if logprobs is None else _completion_logprobs(
-                          tok, r.tokens, logprobs, 0 if echo else len(prompt_text or ''),
-                          prompt_part)})
+                          tok, r.tokens, logprobs, len(prompt_text or ''), echoed)})
   out = {'id': rid, 'object': kind, 'created': created, 'model': name, 'choices': choices,
          'usage': _usage(len(prompt), results)}
   return out if as_dict else JSONResponse(out)
 
 
 async def _stream_response(engine, name, prompt, max_tokens, settings, seeds, rid, created, chat,
-                           logprobs, include_usage, prompt_text, prompt_part):
+                           logprobs, include_usage, prompt_text, echoed):
   tok = engine.tok
   kind = 'chat.completion.chunk' if chat else 'text_completion'
   n = len(seeds)
@@ -381,10 +409,9 @@ async def _stream_response(engine, name, prompt, max_tokens, settings, seeds, ri
       if chat:
         for i in range(n):
           yield _sse(chunk(i, delta={'role': 'assistant', 'content': ''}))
-      elif prompt_text:
+      elif prompt_text is not None:   # echo (a prompt of specials alone echoes '' and its logprobs)
         for i in range(n):
-          lp = (_completion_logprobs(tok, [], logprobs, 0, prompt_part)
-                if logprobs is not None else None)
+          lp = echoed if logprobs is not None else None
           yield _sse(chunk(i, text=prompt_text, lp=lp))
       tasks = [asyncio.create_task(pump(i, g, f)) for i, (g, f) in enumerate(zip(gens, firsts))]
       left = n
@@ -406,14 +433,14 @@ async def _stream_response(engine, name, prompt, max_tokens, settings, seeds, ri
           evs = [ev]
           while pending and pending[0][0] == i and isinstance(pending[0][1], Token):
             evs.append(pending.popleft()[1])
-          counts[i] += sum(e.id is not None for e in evs)
+          counts[i] += len(evs)
           text = ''.join(e.text for e in evs)
           lp = None
           if logprobs is not None:
             lp = (_chat_logprobs(tok, evs, logprobs) if chat else
                   _completion_logprobs(tok, evs, logprobs, offsets[i]))
-          offsets[i] += sum(len(_token_text(tok, e.id)) for e in evs if e.id is not None)
-          if text or (lp is not None and any(e.id is not None for e in evs)):
+          offsets[i] += len(text)
+          if text or (lp is not None and not (chat and all(e.end for e in evs))):
             yield _sse(chunk(i, delta={'content': text}, text=text, lp=lp))
       if include_usage:
         done = sum(counts)
