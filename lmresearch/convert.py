@@ -1,6 +1,7 @@
 """Hugging Face checkpoints in and out:
 
   python -m lmresearch.convert --from_hf=HF_DIR --workdir=runs/qwen          # HF dir -> a run dir
+  python -m lmresearch.convert --from_gguf=FILE.gguf --workdir=runs/gemma    # a llama.cpp GGUF
   python -m lmresearch.convert --to_hf=OUT_DIR --workdir=runs/rlhf           # a run dir -> HF dir
   python -m lmresearch.convert --to_hf=OUT_DIR --workdir=runs/sft_lora --adapters_only   # PEFT
 
@@ -29,6 +30,8 @@ def define_flags() -> None:
   """The CLI's flags, defined when it runs (the module's functions are imported by tests and
   other CLIs, whose flags would clash)."""
   flags.DEFINE_string('from_hf', None, 'Import: a Hugging Face model directory.')
+  flags.DEFINE_string('from_gguf', None, 'Import: a llama.cpp .gguf file (F32/F16/BF16 or '
+                      'quantized: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K..Q6_K), dequantized to float.')
   flags.DEFINE_string('to_hf', None, 'Export: the directory to write (config.json, safetensors, '
                       'tokenizer).')
   flags.DEFINE_string('workdir', None, 'The run directory (import: written; export: read).')
@@ -57,8 +60,12 @@ def mesh_config(spec: str) -> dict:
 
 
 def import_run(hf_dir: str, workdir: str, mesh_spec: str = 'data=1,fsdp=-1,tensor=1',
-               param_dtype: str = 'float32', chat_template=None, devices=None) -> dict:
-  """HF_DIR -> a run directory; returns the run's config as a dict."""
+               param_dtype: str = 'float32', chat_template=None, devices=None,
+               gguf_file=None) -> dict:
+  """HF_DIR -> a run directory; returns the run's config as a dict. With `gguf_file` (and
+  hf_dir None) a llama.cpp GGUF instead: its metadata is the config.json, its vocabulary the
+  tokenizer files, and each tensor is dequantized to float rows in HF layout (models/hf/
+  gguf_file.py), so the run holds float weights like any other import."""
   import jax
   from lmresearch import config as lmc
   from lmresearch import fileio, parallel
@@ -66,15 +73,20 @@ def import_run(hf_dir: str, workdir: str, mesh_spec: str = 'data=1,fsdp=-1,tenso
   from lmresearch.models import hf
   from lmresearch.stages.base import build_model, padded_vocab
   from lmresearch.training.checkpoint import Checkpointer, largest_bytes
-  hf_cfg = hf.read_config(hf_dir)
-  fam, model, neutral = hf.model_config(hf_cfg, os.path.join(hf_dir, 'config.json'))
-  if not os.path.exists(os.path.join(hf_dir, 'tokenizer.json')):
-    raise FileNotFoundError(f'{hf_dir}: no tokenizer.json (the fast tokenizer file save_pretrained '
-                            'writes); save the tokenizer beside the model.')
+  source = None
+  if gguf_file:
+    from lmresearch.models.hf.gguf_file import GGUFFile
+    source = GGUFFile(gguf_file)
+    hf_dir, hf_cfg = source.path, source.config
+    fam, model, neutral = hf.model_config(hf_cfg, f'{gguf_file} (its metadata as config.json)')
+  else:
+    hf_cfg = hf.read_config(hf_dir)
+    fam, model, neutral = hf.model_config(hf_cfg, os.path.join(hf_dir, 'config.json'))
   os.makedirs(workdir, exist_ok=True)
-  for name in TOKENIZER_FILES:
-    if os.path.exists(os.path.join(hf_dir, name)):
-      shutil.copyfile(os.path.join(hf_dir, name), os.path.join(workdir, name))
+  if source is not None:
+    source.write_tokenizer(workdir)
+  else:
+    copy_tokenizer(hf_dir, workdir)
   tok = HFTokenizer.load(workdir)
   if chat_template:
     tok.chat_template = open(chat_template).read()
@@ -89,6 +101,8 @@ def import_run(hf_dir: str, workdir: str, mesh_spec: str = 'data=1,fsdp=-1,tenso
   # The keys accepted as changing nothing are named here; config.json itself is kept beside it.
   c.hf = {'source': os.path.abspath(hf_dir), 'model_type': fam.MODEL_TYPE,
           'chat': bool(tok.chat_template), 'accepted_keys': ','.join(sorted(neutral))}
+  if source is not None:   # where the (dequantized) weights came from
+    c.hf.gguf = source.record()
   fileio.write_json(fileio.join(workdir, 'hf_config.json'), hf_cfg)
   mesh = parallel.make_mesh(c.mesh, devices)
   rules = parallel.rules_from_config(c)
@@ -97,7 +111,8 @@ def import_run(hf_dir: str, workdir: str, mesh_spec: str = 'data=1,fsdp=-1,tenso
     abstract, shardings = parallel.abstract_and_shardings(
         lambda: lm.init(jax.random.PRNGKey(0), jax.numpy.zeros((1, 8), jax.numpy.int32))['params'],
         mesh, rules)
-    params = hf.import_params(hf_dir, c.model.to_dict(), abstract, shardings, hf_vocab)
+    params = hf.import_params(hf_dir, c.model.to_dict(), abstract, shardings, hf_vocab,
+                              **({'reader': source} if source is not None else {}))
   ckpt = Checkpointer(fileio.join(workdir, 'checkpoints'), use_async=False,
                       save_concurrent_bytes=largest_bytes(abstract), save_chunk_bytes=4 << 20,
                       save_file_bytes=8 << 20)
@@ -106,6 +121,15 @@ def import_run(hf_dir: str, workdir: str, mesh_spec: str = 'data=1,fsdp=-1,tenso
   lmc.save(c, workdir)
   fileio.write_json(fileio.join(workdir, 'DONE.json'), {'seconds': 0.0, 'imported_from': hf_dir})
   return c.to_dict()
+
+
+def copy_tokenizer(hf_dir: str, workdir: str) -> None:
+  if not os.path.exists(os.path.join(hf_dir, 'tokenizer.json')):
+    raise FileNotFoundError(f'{hf_dir}: no tokenizer.json (the fast tokenizer file save_pretrained '
+                            'writes); save the tokenizer beside the model.')
+  for name in TOKENIZER_FILES:
+    if os.path.exists(os.path.join(hf_dir, name)):
+      shutil.copyfile(os.path.join(hf_dir, name), os.path.join(workdir, name))
 
 
 def hf_model_type(model: dict) -> str:
@@ -283,14 +307,20 @@ def main(argv):
   return_freed_buffers()
   if len(argv) > 1:
     fail(f'unexpected arguments {argv[1:]}.')
-  if not FLAGS.workdir or bool(FLAGS.from_hf) == bool(FLAGS.to_hf):
-    fail('give --workdir and exactly one of --from_hf=HF_DIR (import) or --to_hf=OUT_DIR (export).')
+  if not FLAGS.workdir or sum(map(bool, (FLAGS.from_hf, FLAGS.from_gguf, FLAGS.to_hf))) != 1:
+    fail('give --workdir and exactly one of --from_hf=HF_DIR or --from_gguf=FILE (import) or '
+         '--to_hf=OUT_DIR (export).')
   setup_jax(cpu_devices=FLAGS.cpu_devices)
   from lmresearch.errors import ConfigError
   try:
     if FLAGS.from_hf:
       c = import_run(FLAGS.from_hf, FLAGS.workdir, FLAGS.mesh, FLAGS.param_dtype, FLAGS.chat_template)
       print(f'[convert] {FLAGS.from_hf} ({c["hf"]["model_type"]}) -> {FLAGS.workdir}')
+    elif FLAGS.from_gguf:
+      c = import_run(None, FLAGS.workdir, FLAGS.mesh, FLAGS.param_dtype, FLAGS.chat_template,
+                     gguf_file=FLAGS.from_gguf)
+      types = ', '.join(f'{k} x{v}' for k, v in c['hf']['gguf']['tensor_types'].items())
+      print(f'[convert] {FLAGS.from_gguf} ({c["hf"]["model_type"]}; {types}) -> {FLAGS.workdir}')
     elif FLAGS.adapters_only:
       files = export_adapters(FLAGS.workdir, FLAGS.to_hf, FLAGS.dtype)
       print(f'[convert] {FLAGS.workdir} adapters -> {FLAGS.to_hf}: {", ".join(files)}')

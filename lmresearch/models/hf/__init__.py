@@ -116,12 +116,13 @@ def check_tensors(reader: Reader, tensors, hf_dir: str) -> None:
                       f'from config.json ({len(extra)} such tensors); refusing to drop weights.')
 
 
-def import_params(hf_dir: str, model: dict, abstract, shardings, hf_vocab: int):
+def import_params(hf_dir: str, model: dict, abstract, shardings, hf_vocab: int, reader=None):
   """The HF checkpoint as our params (the tree of `abstract`, placed with `shardings`); each
-  device's callback reads only the HF rows its shard needs."""
+  device's callback reads only the HF rows its shard needs. `reader`: another source of HF
+  tensors with Reader's files/shape/rows (a GGUF: gguf_file.GGUFFile); hf_dir then names it."""
   fam = FAMILIES[model['hf_model_type']] if 'hf_model_type' in model else family(read_config(hf_dir))
   tensors = fam.tensors(model)
-  reader = Reader(hf_dir)
+  reader = reader if reader is not None else Reader(hf_dir)
   check_tensors(reader, tensors, hf_dir)
   by_leaf = _parts_by_leaf(tensors, bool(model.get('scan_layers')))
   leaves, shards = _tree_paths(abstract), _tree_paths(shardings)

@@ -4,7 +4,7 @@ A family reads the keys that define its network (`READ`) and pins the options it
 implement to the values that leave them off (`FIXED`: key -> the values we implement and what the
 key would do). Every other key must be one that changes nothing in the forward pass: the generic
 keys of transformers' `PretrainedConfig` (names, token ids, output switches, and the generation
-defaults transformers 4 wrote into config.json), dropout rates (training only: ours is
+defaults transformers 4 wrote into config.json, its private `_` keys), dropout rates (training only: ours is
 config.model.dropout), `use_cache`, `initializer_range`. Those are accepted and recorded in the
 run's config.hf; a key no rule knows is refused, since it could change the model we would load.
 tests/test_hf_configs.py checks this on what transformers itself writes for every family.
@@ -35,6 +35,9 @@ NEUTRAL = frozenset({
 })
 TOKEN_ID = re.compile(r'.*_token_ids?$')            # bos/eos/pad/unk/sep/... ids: the tokenizer's
 DROPOUT = re.compile(r'.*(dropout|_pdrop)$')        # training-time regularization only
+# transformers' private bookkeeping (_name_or_path, _commit_hash, a GGUF's _model_name_or_path);
+# a private key a family does read (Gemma 3's _sliding_window_pattern) is in its READ.
+PRIVATE = re.compile(r'^_|.*name_or_path$')
 # Keys of every PretrainedConfig that would change the model if set (refused unless off).
 GENERIC_FIXED = {
     'add_cross_attention': ((False, None), 'cross-attention layers'),
@@ -62,7 +65,7 @@ def check(hf: dict, read, fixed: dict, where: str = 'config.json') -> dict:
       if value not in allowed:
         raise fail(key, value, what, where)
       continue
-    if key in NEUTRAL or TOKEN_ID.match(key) or DROPOUT.match(key):
+    if key in NEUTRAL or any(p.match(key) for p in (TOKEN_ID, DROPOUT, PRIVATE)):
       neutral[key] = value
       continue
     raise fail(key, value, f'an option of {hf.get("model_type")!r} this importer does not know '
