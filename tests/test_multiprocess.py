@@ -1,7 +1,7 @@
 """Multi-process jobs on one machine: the same numbers as one process with the same mesh."""
 import pytest
 
-import multiprocess
+import processes
 from lmresearch.data import packing
 from lmresearch.training.metrics import read_metrics
 
@@ -31,8 +31,8 @@ def assert_two_processes_log_the_losses_of_one(args, workdir, keys=('train/loss'
                                                steps=3) -> list:
   """`python ARGS --workdir=...` on 1 process x 8 devices and on 2 processes x 4 devices (one mesh
   shape): each of `keys` logged at the same steps with the same values."""
-  one = multiprocess.run(args + [f'--workdir={workdir}/one'], 1, 8)
-  two = multiprocess.run(args + [f'--workdir={workdir}/two'], 2, 4)
+  one = processes.run(args + [f'--workdir={workdir}/one'], 1, 8)
+  two = processes.run(args + [f'--workdir={workdir}/two'], 2, 4)
   assert_ok(one + two)
   a, b = logged(workdir / 'one', keys), logged(workdir / 'two', keys)
   assert len(a['train/loss']) == steps and all(a.values()), a
@@ -44,7 +44,7 @@ def assert_two_processes_log_the_losses_of_one(args, workdir, keys=('train/loss'
 
 def pretrain(workdir, extra=(), devices=8) -> None:
   """A tiny pretraining run on one process: the parent of a later stage, sample or evaluate."""
-  assert_ok(multiprocess.run(['-m', 'lmresearch.main', f'--workdir={workdir}'] + TINY + list(extra),
+  assert_ok(processes.run(['-m', 'lmresearch.main', f'--workdir={workdir}'] + TINY + list(extra),
                              1, devices))
 
 
@@ -89,7 +89,7 @@ def test_each_process_reads_only_its_rows_of_a_prepared_corpus(tmp_path):
   tok.save(str(tmp_path))
   prepare.prepare(c.data, str(tmp_path), str(tmp_path / 'out'), docs_per_shard=100, chunk=64,
                   progress=False)
-  out = multiprocess.run(['-c', READ_ROWS, str(tmp_path / 'out')], 2, 1)
+  out = processes.run(['-c', READ_ROWS, str(tmp_path / 'out')], 2, 1)
   res = []
   for r in out:
     assert r.returncode == 0, r.output[-3000:]
@@ -124,19 +124,19 @@ def test_sigterm_to_every_process_saves_one_step_exits_zero_and_the_rerun_resume
   import signal
   import time
   args = ['-m', 'lmresearch.main', f'--workdir={tmp_path}'] + LONG
-  procs = multiprocess.start(args + ['--config.train.steps=2000', '--config.checkpoint.every=0'],
+  procs = processes.start(args + ['--config.train.steps=2000', '--config.checkpoint.every=0'],
                              2, 2)
   _wait_for_steps(tmp_path, 5, procs)
   procs[0].send_signal(signal.SIGTERM)
   time.sleep(0.5)   # the processes hear it at different steps; they must still agree on one
   procs[1].send_signal(signal.SIGTERM)
-  out = multiprocess.collect(procs, 120)
+  out = processes.collect(procs, 120)
   saved = []
   for r in out:
     assert r.returncode == 0, r.output[-3000:]
     saved += [int(s) for s in re.findall(r'SIGTERM: saved step (\d+)', r.output)]
   assert len(saved) == 2 and saved[0] == saved[1], saved
-  again = multiprocess.run(args + [f'--config.train.steps={saved[0] + 2}'], 2, 2)
+  again = processes.run(args + [f'--config.train.steps={saved[0] + 2}'], 2, 2)
   for r in again:
     assert r.returncode == 0, r.output[-3000:]
     assert f'resumed from {tmp_path}/checkpoints step {saved[0]}' in r.output
@@ -148,12 +148,12 @@ def test_kill_9_of_one_process_ends_the_other_naming_it_and_the_rerun_resumes(tm
   import re
   import time
   args = ['-m', 'lmresearch.main', f'--workdir={tmp_path}'] + LONG
-  procs = multiprocess.start(args + ['--config.train.steps=2000', '--config.checkpoint.every=3'],
+  procs = processes.start(args + ['--config.train.steps=2000', '--config.checkpoint.every=3'],
                              2, 2)
   _wait_for_steps(tmp_path, 8, procs)
   procs[1].kill()
   t = time.time()
-  out = multiprocess.collect(procs, 90)
+  out = processes.collect(procs, 90)
   assert time.time() - t < 60
   assert out[0].returncode not in (0, -9), out[0].output[-3000:]
   # Our line, or (when the coordination service's own abort wins the race with ours) JAX's.
@@ -162,7 +162,7 @@ def test_kill_9_of_one_process_ends_the_other_naming_it_and_the_rerun_resumes(tm
   import os
   steps = sorted(int(d) for d in os.listdir(tmp_path / 'checkpoints') if d.isdigit())
   assert steps and steps[-1] >= 3
-  again = multiprocess.run(args + [f'--config.train.steps={steps[-1] + 2}',
+  again = processes.run(args + [f'--config.train.steps={steps[-1] + 2}',
                                    '--config.checkpoint.every=3'], 2, 2)
   for r in again:
     assert r.returncode == 0, r.output[-3000:]
@@ -190,7 +190,7 @@ def test_launch_slurm_sbatch_runs_two_tasks_as_one_job_with_the_losses_of_one_pr
   logs = ''.join(open(tmp_path / f).read() for f in os.listdir(tmp_path) if f.startswith('slurm-'))
   assert out.returncode == 0, out.stderr + logs[-3000:]
   assert logs.count('[Gloo] Rank') >= 2   # two processes joined one job
-  one = multiprocess.run(['-m', 'lmresearch.main', f'--workdir={tmp_path}/one'] + TINY, 1, 4)
+  one = processes.run(['-m', 'lmresearch.main', f'--workdir={tmp_path}/one'] + TINY, 1, 4)
   assert one[0].returncode == 0, one[0].output[-3000:]
   assert len(losses(tmp_path / 'one')) == 3
   assert losses(tmp_path / 'two') == pytest.approx(losses(tmp_path / 'one'), rel=1e-5)
@@ -233,15 +233,15 @@ def test_a_checkpoint_of_two_processes_on_fsdp_8_resumes_in_one_on_data_2_fsdp_4
                                              '--config.checkpoint.every=3']
   fsdp8 = ['--config.mesh.data=1', '--config.mesh.fsdp=8']
   data2 = ['--config.mesh.data=2', '--config.mesh.fsdp=4']
-  first = multiprocess.run(args + fsdp8 + [f'--workdir={tmp_path}/run', '--config.train.steps=3'],
+  first = processes.run(args + fsdp8 + [f'--workdir={tmp_path}/run', '--config.train.steps=3'],
                            2, 4)
   for r in first:
     assert r.returncode == 0, r.output[-3000:]
-  second = multiprocess.run(args + data2 + [f'--workdir={tmp_path}/run', '--config.train.steps=6'],
+  second = processes.run(args + data2 + [f'--workdir={tmp_path}/run', '--config.train.steps=6'],
                             1, 8)
   assert second[0].returncode == 0, second[0].output[-3000:]
   assert 'resumed from' in second[0].output and 'step 3' in second[0].output
-  whole = multiprocess.run(args + data2 + [f'--workdir={tmp_path}/whole', '--config.train.steps=6'],
+  whole = processes.run(args + data2 + [f'--workdir={tmp_path}/whole', '--config.train.steps=6'],
                            1, 8)
   assert whole[0].returncode == 0, whole[0].output[-3000:]
   assert len(losses(tmp_path / 'whole')) == 6
@@ -257,8 +257,8 @@ def test_the_pipeline_on_two_processes_reports_the_numbers_of_one_and_writes_eac
   # model's ranking sections only add programs to compile (test_pipeline reads them).
   args = ['-m', 'lmresearch.pipeline', '--config=configs/pipeline.py:size=smoke',
           '--config.eval.prompting=False', '--config.eval.rm_rankings=0']
-  one = multiprocess.run(args + [f'--workdir={tmp_path}/one'], 1, 4, timeout=900)
-  two = multiprocess.run(args + [f'--workdir={tmp_path}/two'], 2, 2, timeout=900)
+  one = processes.run(args + [f'--workdir={tmp_path}/one'], 1, 4, timeout=900)
+  two = processes.run(args + [f'--workdir={tmp_path}/two'], 2, 2, timeout=900)
   for r in one + two:
     assert r.returncode == 0, r.output[-3000:]
 
@@ -307,8 +307,8 @@ def two_process_runs(tmp_path_factory):
   """Two-process runs the damaged-checkpoint cases share: 6 steps uninterrupted (the losses to
   match) and 4 steps with checkpoints at 2 and 4 (each case damages its own copy)."""
   root = tmp_path_factory.mktemp('two_process_runs')
-  assert_ok(multiprocess.run(DAMAGE_ARGS + [f'--workdir={root}/whole', '--config.train.steps=6'], 2, 4))
-  assert_ok(multiprocess.run(DAMAGE_ARGS + [f'--workdir={root}/four', '--config.train.steps=4'], 2, 4))
+  assert_ok(processes.run(DAMAGE_ARGS + [f'--workdir={root}/whole', '--config.train.steps=6'], 2, 4))
+  assert_ok(processes.run(DAMAGE_ARGS + [f'--workdir={root}/four', '--config.train.steps=4'], 2, 4))
   return root
 
 
@@ -326,13 +326,13 @@ def test_a_damaged_latest_checkpoint_of_a_two_process_run_is_named_and_skipped(t
   args, run = DAMAGE_ARGS, tmp_path / 'run'
   shutil.copytree(two_process_runs / 'four', run)
   _damage(str(run), 4, part, every_file=True)
-  again = multiprocess.run(args + [f'--workdir={run}', '--config.train.steps=6'], 2, 4,
+  again = processes.run(args + [f'--workdir={run}', '--config.train.steps=6'], 2, 4,
                            env={'LMR_RESTORE_AGREE_MS': '10000'})
   if part != 'd':   # process 1 alone fails: the job stops (the others wait in Orbax's restore)
     assert again[1].returncode == 2 and again[0].returncode != 0, again[1].output[-3000:]
     assert ('is damaged in the part process 1 of 2 reads' in again[1].output
             and 'marked it' in again[1].output), again[1].output[-3000:]
-    again = multiprocess.run(args + [f'--workdir={run}', '--config.train.steps=6'], 2, 4)
+    again = processes.run(args + [f'--workdir={run}', '--config.train.steps=6'], 2, 4)
   assert_ok(again)
   assert "checkpoint step 4 is damaged (item" in again[0].output, again[0].output[-3000:]
   assert sorted(os.listdir(run / 'checkpoints')) == ['2', '4', '4.damaged', '6']
@@ -349,8 +349,8 @@ def test_sample_and_evaluate_on_two_processes_print_and_write_what_one_does(tmp_
               '--max_new_tokens=8', '--batch_size=8']
   for name, args in (('sample', sample), ('evaluate', evaluate)):
     extra = [f'--out={tmp_path}/{name}-%d.jsonl'] if name == 'evaluate' else []
-    one = multiprocess.run(args + [a.replace('%d', '1') for a in extra], 1, 4)
-    two = multiprocess.run(args + [a.replace('%d', '2') for a in extra], 2, 2)
+    one = processes.run(args + [a.replace('%d', '1') for a in extra], 1, 4)
+    two = processes.run(args + [a.replace('%d', '2') for a in extra], 2, 2)
     for r in one + two:
       assert r.returncode == 0, r.output[-3000:]
     start = '=== [1] prompt ===' if name == 'sample' else '{'
@@ -373,17 +373,17 @@ def test_init_from_a_parent_with_a_damaged_latest_checkpoint_on_two_processes(tm
   shutil.copytree(parent, intact)
   shutil.rmtree(intact / 'checkpoints' / '4')   # what the damaged parent must fall back to
   _damage(str(parent), 4)
-  two = multiprocess.run(sft(parent) + [f'--workdir={tmp_path}/two'], 2, 4)
+  two = processes.run(sft(parent) + [f'--workdir={tmp_path}/two'], 2, 4)
   assert_ok(two)
   named = re.findall(r'^.*checkpoint step 4 is damaged.*$', two[0].output, re.M)
   assert len(named) == 1 and "(item 'params'" in named[0], two[0].output[-3000:]
-  one = multiprocess.run(sft(intact) + [f'--workdir={tmp_path}/one'], 1, 8)
+  one = processes.run(sft(intact) + [f'--workdir={tmp_path}/one'], 1, 8)
   assert_ok(one)
   assert len(losses(tmp_path / 'one')) == 3
   assert losses(tmp_path / 'two') == pytest.approx(losses(tmp_path / 'one'), rel=1e-5)
   # With no intact checkpoint left, every process stops with the one line (no traceback, no hang).
   _damage(str(parent), 2)
-  two = multiprocess.run(sft(parent) + [f'--workdir={tmp_path}/none'], 2, 4, timeout=120)
+  two = processes.run(sft(parent) + [f'--workdir={tmp_path}/none'], 2, 4, timeout=120)
   for r in two:
     assert r.returncode == 2, r.output[-3000:]
     assert re.search(r'error: .*no intact checkpoint: step 4 .*step 2 ', r.output), r.output[-3000:]

@@ -166,3 +166,65 @@ def eval_batches(ds, global_batch: int, max_batches: int) -> list[dict]:
   k = global_batch // pc   # as in train_iterator: this process's contiguous block
   return [ds.rows(np.arange(b * global_batch + pi * k, b * global_batch + (pi + 1) * k))
           for b in range(n)]
+
+
+class StreamIterator:
+  """Documents packed as they stream (a corpus too large to hold): the windows of PackedDataset in
+  stream order (row r = tokens[r*T : r*T + T + 1] of the [BOS] doc [EOS] stream, the same rows,
+  segment ids, positions and weights), batched, this process's block of each global batch kept.
+
+  `stream` has start() -> a position and documents(position) -> (position before the document,
+  text) pairs, forever (data/hf.py's TextStream). Checkpointable like train_iterator: the state is
+  the position of the document the next row starts in and the token offset into it, so a resumed
+  run reads on from there rather than holding (or re-reading) what came before."""
+
+  def __init__(self, stream, encode, seq_len: int, bos: int, eos: int, global_batch: int):
+    pc = jax.process_count()
+    if global_batch % pc:
+      raise ValueError(f'config.train.batch_size={global_batch} does not split over {pc} processes.')
+    self.stream, self.encode, self.seq_len = stream, encode, seq_len
+    self.bos, self.eos, self.global_batch = bos, eos, global_batch
+    self.set_state({'stream': stream.start(), 'offset': 0})
+
+  def __iter__(self):
+    return self
+
+  def get_state(self) -> dict:
+    return {'stream': self._buf[0][0], 'offset': self._offset}
+
+  def set_state(self, state: dict) -> None:
+    self._docs = self.stream.documents(state['stream'])
+    self._buf, self._offset, self._n = [], int(state['offset']), 0   # _buf: (position, ids, doc id)
+    self._pull()
+
+  def _pull(self) -> None:
+    position, text = next(self._docs)
+    ids = np.asarray([self.bos] + list(self.encode(text)) + [self.eos], np.int32)
+    self._buf.append((position, ids, self._n))
+    self._n += 1
+
+  def _row(self):
+    """The next window of seq_len + 1 tokens (and their document ids); then on by seq_len."""
+    width, toks, docs = self.seq_len + 1, [], []
+    have, i, off = 0, 0, self._offset
+    while have < width:
+      if i == len(self._buf):
+        self._pull()
+      ids, doc = self._buf[i][1], self._buf[i][2]
+      piece = ids[off:off + width - have]
+      toks.append(piece)
+      docs.append(np.full(len(piece), doc, np.int32))
+      have, i, off = have + len(piece), i + 1, 0
+    self._offset += self.seq_len
+    while self._offset >= len(self._buf[0][1]):   # documents left behind: drop them
+      self._offset -= len(self._buf[0][1])
+      self._buf.pop(0)
+      if not self._buf:
+        self._pull()
+    return np.concatenate(toks), np.concatenate(docs)
+
+  def __next__(self) -> dict:
+    rows = [self._row() for _ in range(self.global_batch)]
+    n = self.global_batch // jax.process_count()
+    mine = rows[jax.process_index() * n:(jax.process_index() + 1) * n]
+    return window_batch(np.stack([r[0] for r in mine]), np.stack([r[1] for r in mine]))

@@ -1,4 +1,5 @@
-"""Where text comes from: the embedded world, local text/JSONL files, or TFDS.
+"""Where text comes from: the embedded world, local text/JSONL files, TFDS, or a Hugging Face
+dataset (data/hf.py).
 
 Each source returns a list of documents (strings) for a split. Bad input stops with a message
 that names the file and line, or the key to change.
@@ -109,8 +110,16 @@ def synthetic_documents(data_cfg, split: str) -> list[str]:
                       data_cfg.synthetic.worked_fraction)
 
 
+def hf_documents(data_cfg, split: str) -> list[str]:
+  """The text column (config.data.text_key) of a Hugging Face dataset split; without
+  hf_eval_split the last val_fraction of hf_split's documents is held out."""
+  from lmresearch.data import hf   # imports `datasets` only for this source
+  docs = hf.texts(data_cfg, split)
+  return docs if data_cfg.hf_eval_split else split_docs(docs, split, data_cfg.val_fraction)
+
+
 SOURCES = {'synthetic': synthetic_documents, 'text': text_documents, 'jsonl': jsonl_documents,
-           'tfds': tfds_documents}
+           'tfds': tfds_documents, 'hf': hf_documents}
 
 
 def documents(data_cfg, split: str) -> list[str]:

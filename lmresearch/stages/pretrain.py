@@ -14,6 +14,13 @@ class PretrainStage(LMStage):
 
   def __init__(self, config, workdir: str):
     dc = config.data
+    self.stream = None
+    if dc.source == 'hf' and dc.hf_streaming:   # packed as it streams: the corpus is never whole
+      from lmresearch.data import hf
+      super().__init__(config, workdir, texts_fn=lambda: hf.TextStream(dc, 'train').first_texts(
+          dc.max_docs or hf.TOKENIZER_DOCS))
+      self.stream, self.eval_ds = hf.pretraining(dc, self.tokenizer, config.train)
+      return
     if dc.source == 'prepared':   # tokenized once by lmresearch.data.prepare, read by row
       super().__init__(config, workdir)
       prepared.check_tokenizer(dc.path, self.tokenizer, dc.tokenizer_path)
@@ -37,6 +44,13 @@ class PretrainStage(LMStage):
     vocab = padded_vocab(config.model.vocab_size or config.data.vocab_size, config.model)
     self.model = Transformer(ModelConfig.from_config(config.model, vocab))
     return self
+
+  def train_iterator(self):
+    if self.stream is None:
+      return super().train_iterator()
+    tok = self.tokenizer
+    return packing.StreamIterator(self.stream, tok.encode, self.config.data.seq_len, tok.bos_id,
+                                  tok.eos_id, self.config.train.batch_size)
 
   def loss_fn(self, params, batch, rng):
     return self.lm_loss(params, batch, rng)
