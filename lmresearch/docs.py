@@ -299,6 +299,37 @@ def generate_block() -> list[str]:
        'transformers TTFT ms', 'same tokens', 'of bandwidth bound (batch 1)'], rows)
 
 
+def real_models_block() -> list[str]:
+  b = _bench('real_models')
+  if b is None:
+    return ['(not measured yet: `python scripts/bench_real_models.py --json=docs/bench/real_models.json`)']
+  m, rows = b['machine'], []
+  names = {'gguf': '`--from_gguf` (our dequantizer)', 'from_hf': '`--from_hf` (transformers\' '
+           'dequantized save)'}
+  for name, r in b['imports'].items():
+    rows.append([names.get(name, name), f'{r["seconds"]:.0f}', f'{r["max_abs_logit_diff"]:.1e}',
+                 f'{r["max_abs_logit"]:.1f}', f'{r["mean_kl"]:.1e}', f'{r["argmax_agree"]:.1%}',
+                 'yes' if r['greedy_64_after_600']['equal'] else 'no',
+                 'yes' if r['banana_24']['equal'] else 'no'])
+  banana = next(iter(b['imports'].values()))['banana_24']
+  out = [f'`python scripts/bench_real_models.py`, measured {b["date"]} on {m["cores"]} CPU cores '
+         f'(jax {m["jax"]}, torch {m["torch"]}, transformers {m["transformers"]}): {b["model"]} '
+         f'from {b["file"]}, each import against transformers\' model on the same dequantized '
+         'weights, fp32; logits on a 640-token prompt (past the 512-token window).', ''] + \
+      render.md_table(['import', 'seconds', 'max logit diff', 'max logit', 'mean KL',
+                       'argmax agrees', '64 greedy after 600 equal', '"The banana is" equal'], rows)
+  out += ['', f'"The banana is" → ours: *{banana["ours"].strip()}*; transformers: '
+          f'*{banana["transformers"].strip()}*']
+  s = _bench('serve_real')
+  if s is not None:
+    out += ['', f'Served (`python scripts/bench_serve.py --only_real`, {s["date"]}): '
+            f'{s["slots"]} streams at once, peak RSS **{s["peak_rss_gb"]:.2f} GB** (params '
+            f'{s["params_gb"]:.2f} GB in fp32 + the default KV budget {s["kv_cache_gb"]:.2f} GB; '
+            f'{s["rss_loaded_gb"]:.2f} GB after loading and one request); context served '
+            f'{s["served_context"]:,} of the model\'s {s["model_context"]:,} tokens.']
+  return out
+
+
 def serve_block() -> list[str]:
   b = _bench('serve')
   if b is None:
@@ -411,7 +442,7 @@ def suite_block() -> list[str]:
                               [[f'{t["s"]:.1f}', t['phase'], f'`{t["test"]}`'] for t in s['slowest']])
 
 
-BLOCKS = {'DEFAULT RUN': default_run_block, 'SEEDS': seeds_block, 'RECIPES': recipe_block, 'EXPERIMENTS': experiments_block,
+BLOCKS = {'REAL MODELS': real_models_block, 'DEFAULT RUN': default_run_block, 'SEEDS': seeds_block, 'RECIPES': recipe_block, 'EXPERIMENTS': experiments_block,
           'BENCH CONVERT': convert_block, 'BENCH LORA': lora_block,
           'BENCH TRAIN': train_block, 'BENCH GENERATE': generate_block, 'BENCH SERVE': serve_block,
           'BENCH RL': rl_block, 'BENCH MAIN': main_block, 'BENCH SUITE': suite_block}

@@ -25,6 +25,11 @@ flags.DEFINE_integer('slots', 16, 'Concurrent sequences per model in the shared 
 flags.DEFINE_bool('warmup', False, 'Load every model and compile all its programs before '
                   'listening, so that no request waits on a compile (else each model loads on '
                   'its first request and compiles a program the first time a bucket comes).')
+flags.DEFINE_integer('max_len', 0, 'The longest prompt + reply served, in tokens (0: the model\'s '
+                     'context, or what --kv_cache_gb fits; vLLM\'s --max-model-len).')
+flags.DEFINE_float('kv_cache_gb', 1.0, 'Memory for the KV cache of all slots of one model, in GB: '
+                   'a model whose whole context does not fit at --slots is served at the context '
+                   'that does (0: no limit, the whole context for every slot).')
 FLAGS = flags.FLAGS
 
 
@@ -36,7 +41,7 @@ def main(argv):
   from lmresearch.serving.app import create_app
   try:
     web = create_app(FLAGS.workdir, FLAGS.db, api_key=FLAGS.api_key, slots=FLAGS.slots,
-                     warm=FLAGS.warmup)
+                     warm=FLAGS.warmup, max_len=FLAGS.max_len, kv_cache_gb=FLAGS.kv_cache_gb)
   except (FileNotFoundError, ValueError) as e:
     fail(e)
   names = web.state.models.names()

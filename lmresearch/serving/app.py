@@ -68,13 +68,15 @@ class BodyLimit:
 
 def create_app(workdir: Optional[str] = None, db: Optional[str] = None, *,
                api_key: Optional[str] = None, slots: int = 16, max_body: int = MAX_BODY_BYTES,
-               models=None, warm: bool = False) -> FastAPI:
+               models=None, warm: bool = False, max_len: int = 0,
+               kv_cache_gb: Optional[float] = None) -> FastAPI:
   """The app for the runs under `workdir` (chat, arena, API) and the label store in `db`.
   `models`: a ready `models.Registry` (tests share one across apps); warm: each engine compiles
-  all its programs when its model loads (`Engine.warm`)."""
+  all its programs when its model loads (`Engine.warm`); max_len, kv_cache_gb: the context each
+  model is served at (`engine.context_length`)."""
   from lmresearch.serving import models as models_lib
-  registry = models if models is not None else models_lib.Registry(workdir, slots=slots,
-                                                                             warm=warm)
+  registry = models if models is not None else models_lib.Registry(
+      workdir, slots=slots, warm=warm, max_len=max_len, kv_cache_gb=kv_cache_gb)
 
   @contextlib.asynccontextmanager
   async def lifespan(app):

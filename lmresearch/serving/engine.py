@@ -40,6 +40,10 @@ TOP_LOGPROBS = 5      # alternatives returned per token (OpenAI's completions al
 MIN_BUCKET = 16
 BLOCK_ROWS = 16       # slots per cache block (rows beyond one block come in whole blocks)
 MAX_PREFILL = 16      # requests prefilled together in one program, at most
+# Logits a scoring program holds at once (rows x positions x vocabulary, fp32): a prompt is scored
+# a chunk of positions at a time, since Gemma's 262k vocabulary over a 1,024-token prompt is 1 GB
+# a row.
+SCORE_LOGIT_BYTES = 128 << 20
 
 
 class ContextError(ValueError):
@@ -131,15 +135,57 @@ def _log_probs(cfg, logits, tok):
   return chosen, top_id, top_lp
 
 
+# The KV cache's budget by default: a model of a few hundred million parameters at 16 slots then
+# takes its own bytes + this + a fixed overhead, whatever context it was trained for (Gemma 3 270M:
+# 32,768 tokens, 19 GB of cache at 16 slots; served at 1,808 tokens in 1 GB). vLLM's
+# --max-model-len and --gpu-memory-utilization play these parts.
+KV_CACHE_GB = 1.0
+
+
+def kv_bytes_per_token(cfg) -> int:
+  """Keys and values of one token in every layer, in the compute dtype (what a slot holds)."""
+  return 2 * cfg.num_layers * cfg.kv_heads * cfg.head_dim * jnp.dtype(cfg.dtype).itemsize
+
+
+def context_length(cfg, slots: int, max_len: int = 0, kv_cache_gb: float = KV_CACHE_GB) -> int:
+  """The context the engine serves: the model's, or `max_len` if shorter, cut to what `slots`
+  slots fit in `kv_cache_gb` (a multiple of 16). Asking for more than fits is an error naming
+  both options; a budget of 0 is no limit."""
+  want = min(cfg.max_len, max_len) if max_len else cfg.max_len
+  if not kv_cache_gb:
+    return want
+  fits = int(kv_cache_gb * 2**30 // (slots * kv_bytes_per_token(cfg))) // 16 * 16
+  if fits < 16:
+    raise ValueError(f'--kv_cache_gb={kv_cache_gb}: {slots} slots of this model need '
+                     f'{slots * 16 * kv_bytes_per_token(cfg) / 2**30:.2f} GB for even 16 tokens '
+                     'each; raise it or serve fewer --slots.')
+  if max_len and max_len > fits:
+    raise ValueError(f'--max_len={max_len} at {slots} slots needs '
+                     f'{slots * max_len * kv_bytes_per_token(cfg) / 2**30:.2f} GB of KV cache, over '
+                     f'--kv_cache_gb={kv_cache_gb} (which fits {fits} tokens): raise the budget, '
+                     'lower --max_len, or serve fewer --slots.')
+  return min(want, fits)
+
+
+@dataclasses.dataclass
+class _Scored:
+  """A prompt waiting to be scored, and its answer once a batch has scored it."""
+  ids: list
+  done: threading.Event = dataclasses.field(default_factory=threading.Event)
+  result: Any = None
+  error: Optional[BaseException] = None
+
+
 class Engine:
   """Serves one loaded run (`runs.load`) to any number of concurrent requests."""
 
   def __init__(self, run, slots: int = 16, max_waiting: Optional[int] = None,
-               block_rows: int = BLOCK_ROWS, max_prefill: int = MAX_PREFILL, warm: bool = False):
+               block_rows: int = BLOCK_ROWS, max_prefill: int = MAX_PREFILL, warm: bool = False,
+               max_len: int = 0, kv_cache_gb: float = KV_CACHE_GB):
     self.run, self.model, self.tok = run, run.model, run.tok
     self.cfg = run.model.cfg
-    self.max_len = self.cfg.max_len
     self.slots = run.batch_rows(max(1, slots))
+    self.max_len = context_length(self.cfg, self.slots, max_len, kv_cache_gb)
     self.prefill_rows = run.batch_rows(1)   # the mesh's batch shards want whole rows each
     # Row buckets from 2: one row sliced out of many ran ~40x slower than two on XLA:CPU.
     first = self.prefill_rows if self.prefill_rows > 1 or self.slots == 1 else 2
@@ -173,6 +219,10 @@ class Engine:
     self.steps = 0            # decode steps run (for the benchmark and tests)
     self.prefills = 0         # prefill programs run (each admits one or more requests)
     self.shapes: set = set()  # (program, its bucket) run so far: compiles() should equal its size
+    self.scored_batches = 0   # scoring programs run (each scores one or more prompts)
+    self._score_waiting: list = []
+    self._score_lock = threading.Lock()   # guards the waiting list
+    self._score_run = threading.Lock()    # one scoring batch at a time
     # One compiled program per shape: these jits belong to this engine, so `compiles()` counts
     # its own programs only. The cache is donated: each step updates it in place.
     self._prefill = jax.jit(self._prefill_impl, donate_argnums=1)
@@ -215,13 +265,13 @@ class Engine:
 
   # ---- the jitted pieces ----------------------------------------------------------------------
 
-  def _empty_cache(self, params, rows: int, per_row: bool):
-    """Zeros shaped like the model's cache for `rows` sequences of the whole context; per_row:
-    a cache index per row (the slots), else the sampler's one shared index."""
+  def _empty_cache(self, params, rows: int, per_row: bool, length: int = 0):
+    """Zeros shaped like the model's cache for `rows` sequences of `length` tokens (the whole
+    context); per_row: a cache index per row (the slots), else the sampler's one shared index."""
     model = self.model
 
     def init(params):
-      _, v = model.apply({'params': params}, jnp.zeros((rows, self.max_len), jnp.int32),
+      _, v = model.apply({'params': params}, jnp.zeros((rows, length or self.max_len), jnp.int32),
                          decode=True, mutable=['cache'])
       return v['cache']
 
@@ -262,7 +312,9 @@ class Engine:
     and values land in slots past each row's length, which decoding overwrites before any query
     may see them."""
     rows = tokens.shape[0]
-    small = self._empty_cache(params, rows, per_row=False)
+    # The prompt's keys and values first go to a cache of the prompt's own length, not the
+    # whole context (16 rows of Gemma 3 270M's served context: another 1 GB at each prefill).
+    small = self._empty_cache(params, rows, per_row=False, length=tokens.shape[1])
     hidden, v = self.model.apply({'params': params, 'cache': small}, tokens, decode=True,
                                  mutable=['cache'], return_hidden=True)
     last = jnp.take_along_axis(hidden, (lengths - 1)[:, None, None], axis=1)   # [rows, 1, embed]
@@ -277,7 +329,8 @@ class Engine:
       def put(path, big, new, local=local):
         if getattr(path[-1], 'key', None) == 'cache_index':   # each slot now holds its prompt
           return big.at[..., local].set(lengths, mode='drop')
-        at = (slice(None),) * (big.ndim - 4) + (local,)       # [layers?, batch, kvh, slots, d]
+        # [layers?, batch, kvh, slots, d]: the row's first `bucket` slots
+        at = (slice(None),) * (big.ndim - 4) + (local, slice(None), slice(0, new.shape[-2]))
         return big.at[at].set(new.astype(big.dtype), mode='drop')
       out_blocks.append(self._pin(jax.tree_util.tree_map_with_path(put, block, v['cache'])))
     return tuple(out_blocks), self._pack(logits, tok)
@@ -316,12 +369,25 @@ class Engine:
     return tuple(out_blocks), self._pack(logits, tok)
 
   def _score_impl(self, params, tokens):
-    """Log-probs of each token given the ones before it: [rows, bucket - 1], with the top ones."""
-    logits = self.model.apply({'params': params}, tokens).astype(jnp.float32)[:, :-1]
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    chosen = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
-    top_lp, top_id = jax.lax.top_k(logp, TOP_LOGPROBS)
-    return chosen, top_id, top_lp
+    """Log-probs of each token given the ones before it: [rows, bucket - 1], with the top ones;
+    the logits are made a chunk of positions at a time (SCORE_LOGIT_BYTES)."""
+    rows, b = tokens.shape
+    hidden = self.model.apply({'params': params}, tokens, return_hidden=True)
+    nxt = jnp.concatenate([tokens[:, 1:], tokens[:, :1]], axis=1)   # the last one is dropped
+    chunk = b
+    while chunk > 1 and chunk % 2 == 0 and rows * chunk * self.cfg.vocab_size * 4 > SCORE_LOGIT_BYTES:
+      chunk //= 2
+
+    def piece(args):
+      h, t = args                                                     # [rows, chunk, ...]
+      logp = jax.nn.log_softmax(unembed(self.cfg, params, h).astype(jnp.float32), axis=-1)
+      top_lp, top_id = jax.lax.top_k(logp, TOP_LOGPROBS)
+      return jnp.take_along_axis(logp, t[..., None], axis=-1)[..., 0], top_id, top_lp
+
+    split = lambda x: x.reshape(rows, b // chunk, chunk, *x.shape[2:]).swapaxes(0, 1)
+    out = jax.lax.map(piece, (split(hidden), split(nxt)))
+    join = lambda x: x.swapaxes(0, 1).reshape(rows, b, *x.shape[3:])[:, :-1]
+    return tuple(join(x) for x in out)
 
   def compiles(self) -> int:
     """Programs compiled so far (prefill per bucket, decode, scorer per bucket)."""
@@ -336,9 +402,14 @@ class Engine:
       raise ContextError(f'max_tokens={max_tokens} must be at least 1.')
     if prompt_len + max_tokens > self.max_len:
       raise ContextError(
-          f"This model's maximum context length is {self.max_len} tokens. However, you requested "
+          f"This model's maximum context length is {self.max_len} tokens{self._served_as()}. "
+          "However, you requested "
           f'{prompt_len + max_tokens} tokens ({prompt_len} in the prompt, {max_tokens} for the '
           'completion). Please reduce the prompt or max_tokens.')
+
+  def _served_as(self) -> str:
+    return '' if self.max_len == self.cfg.max_len else \
+        f' as served (--max_len / --kv_cache_gb; the model was trained for {self.cfg.max_len})'
 
   def submit(self, request: Request) -> Request:
     self.check(len(request.prompt), request.max_tokens)
@@ -357,19 +428,50 @@ class Engine:
 
   def score(self, ids: Sequence[int]):
     """(logprob of each token after the first, top alternatives) for a prompt: what `echo` with
-    `logprobs` answers, and what log-likelihood evaluation harnesses ask for."""
+    `logprobs` answers, and what log-likelihood evaluation harnesses ask for (hundreds of
+    requests at once). Prompts that wait together are scored together, as prefills are: whoever
+    takes the scoring lock scores every prompt waiting (up to the largest row bucket they fill),
+    its own among them, and the others find theirs done."""
     n = len(ids)
     if n > self.max_len:
-      raise ContextError(f"This model's maximum context length is {self.max_len} tokens; the "
-                         f'prompt has {n}.')
-    b = bucket_for(max(n, 2), self.max_len)
-    tokens = np.zeros((self.prefill_rows, b), np.int32)
-    tokens[:, :n] = ids
+      raise ContextError(f"This model's maximum context length is {self.max_len} "
+                         f'tokens{self._served_as()}; the prompt has {n}.')
+    item = _Scored(list(ids))
+    with self._score_lock:
+      self._score_waiting.append(item)
+    while not item.done.is_set():
+      with self._score_run:
+        if item.done.is_set():
+          break
+        with self._score_lock:
+          waiting = len(self._score_waiting)
+          rows = max([r for r in self.prefill_buckets if r <= waiting] or [self.prefill_buckets[0]])
+          batch, self._score_waiting = (self._score_waiting[:rows], self._score_waiting[rows:])
+        try:
+          self._score_batch(batch, rows)
+        except BaseException as e:   # every prompt of the batch gets the error, not a hang
+          for x in batch:
+            x.error = x.error or e
+            x.done.set()
+          raise
+    if item.error is not None:
+      raise item.error
+    return item.result
+
+  def _score_batch(self, batch: list, rows: int) -> None:
+    b = bucket_for(max(2, max(len(x.ids) for x in batch)), self.max_len)
+    tokens = np.zeros((rows, b), np.int32)
+    for r, x in enumerate(batch):
+      tokens[r, :len(x.ids)] = x.ids
     with self.run.active():
-      self.shapes.add(('score', b))
+      self.shapes.add(('score', rows, b))
+      self.scored_batches += 1
       chosen, top_id, top_lp = jax.device_get(self._score(self._params, tokens))
-    return (chosen[0, :n - 1].tolist(),
-            [list(zip(top_id[0, t].tolist(), top_lp[0, t].tolist())) for t in range(n - 1)])
+    for r, x in enumerate(batch):
+      n = len(x.ids)
+      x.result = (chosen[r, :n - 1].tolist(),
+                  [list(zip(top_id[r, t].tolist(), top_lp[r, t].tolist())) for t in range(n - 1)])
+      x.done.set()
 
   def close(self):
     self._stop.set()
@@ -420,8 +522,8 @@ class Engine:
         for rows in self.prefill_buckets:
           self._prefill.lower(self._params, self._cache, *self._prefill_args(rows, b)).compile()
           self.warmed.add(('prefill', rows, b))
-        self._score.lower(self._params, np.zeros((self.prefill_rows, b), np.int32)).compile()
-        self.warmed.add(('score', b))
+          self._score.lower(self._params, np.zeros((rows, b), np.int32)).compile()
+          self.warmed.add(('score', rows, b))
       for rows in self.row_buckets:
         n = -(-rows // self.block)
         for length in sorted({self.step_length(k, rows) for k in range(1, self.max_len + 1)}):

@@ -59,9 +59,13 @@ def _encloses(path: str, real: str) -> bool:
 class Registry:
   """Names -> engines. `engine(name)` loads the run (its latest checkpoint) on first use."""
 
-  def __init__(self, workdir: Optional[str], slots: int = 16, warm: bool = False):
+  def __init__(self, workdir: Optional[str], slots: int = 16, warm: bool = False,
+               max_len: int = 0, kv_cache_gb: Optional[float] = None):
+    from lmresearch.serving.engine import KV_CACHE_GB
     self.paths = discover(workdir)
     self.slots, self.warm = slots, warm
+    self.max_len = max_len
+    self.kv_cache_gb = KV_CACHE_GB if kv_cache_gb is None else kv_cache_gb
     self._engines: dict = {}
     self._loading: dict = {}   # name -> the lock its first load holds
     self._lock = threading.Lock()
@@ -83,7 +87,8 @@ class Registry:
       if name not in self._engines:
         from lmresearch import runs
         self._engines[name] = Engine(runs.load(self.paths[name], chat=True), slots=self.slots,
-                                     warm=self.warm)
+                                     warm=self.warm, max_len=self.max_len,
+                                     kv_cache_gb=self.kv_cache_gb)
       return self._engines[name]
 
   def loaded(self) -> list:
