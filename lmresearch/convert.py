@@ -294,7 +294,7 @@ def return_freed_buffers() -> bool:
   checkpoint writer's buffers (tensorstore's, on its own threads) are mostly under 1 MB, and
   with 1 MB the freed ones stayed in the threads' heaps (about 0.2 GB after saving 124M, and a
   peak that moved by 0.1 GB between runs). Returns whether it applied (glibc only)."""
-  from lmresearch.runtime import mmap_threshold
+  from lmresearch.fileio import mmap_threshold
   return mmap_threshold(32 << 10)
 
 

@@ -105,3 +105,16 @@ def write_bytes(path, data: bytes) -> None:
 
 def write_json(path, obj, **dump_kwargs) -> None:
   write_text(path, json.dumps(obj, **dump_kwargs))
+
+
+def mmap_threshold(nbytes: int) -> bool:
+  """glibc's M_MMAP_THRESHOLD, fixed at `nbytes`: host buffers of that size and up are mmapped,
+  so freeing one gives its memory back at once (convert.return_freed_buffers, the server's
+  checkpoint restore). Returns whether it applied (glibc only)."""
+  import ctypes
+  import ctypes.util
+  try:
+    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+    return bool(libc.mallopt(-3, int(nbytes)))
+  except (OSError, AttributeError):
+    return False

@@ -86,19 +86,6 @@ def exit_lost_process(error) -> None:
   os._exit(3)
 
 
-def mmap_threshold(nbytes: int) -> bool:
-  """glibc's M_MMAP_THRESHOLD, fixed at `nbytes`: host buffers of that size and up are mmapped,
-  so freeing one gives its memory back at once (convert.return_freed_buffers, the server's
-  checkpoint restore). Returns whether it applied (glibc only)."""
-  import ctypes
-  import ctypes.util
-  try:
-    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
-    return bool(libc.mallopt(-3, int(nbytes)))
-  except (OSError, AttributeError):
-    return False
-
-
 def fail(message) -> None:
   """A command-line error: one line on stderr, exit code 2."""
   print(f'error: {message}', file=sys.stderr)

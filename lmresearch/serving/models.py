@@ -63,7 +63,7 @@ def load_lean(path: str):
   import jax
 
   from lmresearch import runs
-  from lmresearch.runtime import mmap_threshold
+  from lmresearch.fileio import mmap_threshold
   mmap_threshold(32 << 10)
   try:
     run = runs.load(path, chat=True, lean=True)
