@@ -7,6 +7,17 @@ Prints a JSON summary (accuracy overall and per step count, or loss and bits per
 win rate) and, with --out, writes one JSON line per example plus the summary beside it
 (results.jsonl -> results.summary.json). Tasks and methods: lmresearch/evaluation/tasks.py and
 prompting.py. A bad input (a malformed data line, a missing run) is a one-line error, exit 2.
+
+EleutherAI's lm-evaluation-harness tasks run on the same model in process instead of --task:
+
+  python -m lmresearch.evaluate --workdir=runs/sft --lm_eval=lmr_world_facts,hellaswag
+      [--include_path=DIR] [--num_fewshot=N] [--limit=N]
+
+prints the harness's table and writes its result dict to RUN/eval/lm_eval_results.json (with
+--out, its logged samples as JSONL too; with --chat, prompts in the run's chat template, which
+the harness leaves off by default). Our tasks for it (GSM8K on the local copy, the embedded
+world's questions) are in lmresearch/evaluation/lm_eval_tasks/; the backend is
+lmresearch/evaluation/harness.py (pip install -e .[eval]).
 """
 from __future__ import annotations
 
@@ -38,7 +49,14 @@ flags.DEFINE_integer('best_of', 0, 'Best-of-n: sample N answers per question and
                      '--reward_from model scores highest; reports accuracy, proxy reward, gold '
                      'labeler quality and KL_bon for n = 1, 2, 4, ..., N (question tasks).')
 flags.DEFINE_string('reward_from', None, 'best_of: the reward model run that picks.')
-flags.DEFINE_integer('limit', None, 'Evaluate at most this many examples.')
+flags.DEFINE_integer('limit', None, 'Evaluate at most this many examples (--lm_eval: per task).')
+flags.DEFINE_list('lm_eval', None, 'lm-evaluation-harness task names (or tags, groups) to run '
+                  'in process instead of --task: ours (lmr_gsm8k, lmr_world_facts, lmr_world_text, '
+                  'lmr_world_facts_gen, lmr_world_arithmetic; tag lmr_world), the harness\'s own '
+                  'and those in --include_path.')
+flags.DEFINE_string('include_path', None, '--lm_eval: a folder of more task YAML files.')
+flags.DEFINE_integer('num_fewshot', None, '--lm_eval: exemplars per prompt (default: each '
+                     'task\'s own).')
 flags.DEFINE_string('out', None, 'Write per-example results here (JSONL).')
 flags.DEFINE_bool('chat', None, 'Prompt with the chat template (default: unless the run is a '
                   'pretrained base model).')
@@ -81,6 +99,28 @@ def evaluate() -> dict:
   return _finish(summary, records, run)
 
 
+def evaluate_lm_eval() -> str:
+  """--lm_eval: the harness's tasks on the run, in process -> the table to print."""
+  from lmresearch.evaluation import harness   # lm_eval only where asked for
+  config = lmc.load(FLAGS.workdir)
+  # Task names are checked before any model loads: a typo fails in seconds.
+  manager = harness.task_manager(FLAGS.lm_eval, FLAGS.include_path,
+                                 metadata={'world_seed': config.data.synthetic.world_seed})
+  run = tasks.load(FLAGS.workdir, chat=FLAGS.chat)
+  results = harness.evaluate_run(
+      run, FLAGS.lm_eval, manager, num_fewshot=FLAGS.num_fewshot, limit=FLAGS.limit,
+      batch_size=FLAGS.batch_size, seed=FLAGS.seed, chat=bool(FLAGS.chat),
+      log_samples=bool(FLAGS.out))
+  if not fileio.is_primary():
+    return ''
+  samples = results.pop('samples', {})
+  path = harness.write_results(FLAGS.workdir, results)
+  if FLAGS.out:
+    _write(FLAGS.out, ''.join(harness.dumps({'task': t, **s}) + '\n'
+                              for t, ss in samples.items() for s in ss))
+  return f'{harness.table(results)}\nresults: {path}'
+
+
 def _finish(summary: dict, records: list, run) -> dict:
   summary.update(workdir=FLAGS.workdir, step=run.step, chat=run.chat, seed=FLAGS.seed)
   if FLAGS.out:
@@ -98,11 +138,15 @@ def main(argv):
   check_args(argv, FLAGS.workdir, 'to evaluate')
   setup_jax()
   try:
-    summary = evaluate()
-  except (ConfigError, FileNotFoundError, ValueError) as e:
+    if FLAGS.lm_eval:
+      text = evaluate_lm_eval()
+    else:
+      summary = evaluate()
+      text = json.dumps(summary, indent=2)
+  except (ConfigError, FileNotFoundError, ValueError, ImportError) as e:
     fail(e)
   if fileio.is_primary():   # one summary per job, not one per process
-    print(json.dumps(summary, indent=2))
+    print(text)
 
 
 if __name__ == '__main__':
