@@ -330,6 +330,37 @@ def real_models_block() -> list[str]:
   return out
 
 
+def lm_eval_block() -> list[str]:
+  b = _bench('lm_eval')
+  if b is None:
+    return ['(not measured yet: `python scripts/bench_lm_eval.py --shape=100m --server '
+            '--json=docs/bench/lm_eval.json`)']
+  hf = b['hf']['seconds']
+  met = lambda x, target: 'met' if x >= target else '**not met**'
+  rows = [['the harness\'s `hf` backend (transformers)', f'{hf:.1f}', '1.00×', '–', '–']]
+  o = b['ours']
+  rows.append(['in process (`--lm_eval`, model `lmresearch`)', f'{o["seconds"]:.1f}',
+               f'{hf / o["seconds"]:.2f}× ({hf / o["warm_seconds"]:.2f}× compiled)', '≥ 2×',
+               met(hf / o['seconds'], 2)])
+  if 'server' in b:
+    s = b['server']
+    rows.append(['`local-completions` through `lmresearch.serve`', f'{s["seconds"]:.1f}',
+                 f'{hf / s["seconds"]:.2f}×', '≥ 1×', met(hf / s['seconds'], 1)])
+
+  def close(a, b):
+    return a.keys() == b.keys() and all(
+        abs(a[t][m] - b[t][m]) <= 1e-3 * max(1.0, abs(b[t][m])) for t in b for m in b[t])
+  same = all(close(b[k]['metrics'], b['hf']['metrics']) for k in ('ours', 'server') if k in b)
+  return [f'`python scripts/bench_lm_eval.py --shape={b["shape"]} --limit={b["limit"]}'
+          f'{" --server" if "server" in b else ""}`, measured {b.get("date", "")} on '
+          f'{b["cores"]} CPU cores: a random {b["params"] / 1e6:.0f}M-parameter Llama-shaped model, '
+          f'the world tasks (multiple choice, rolling log-likelihood, generation), '
+          f'{b["limit"]} documents each, batch size {b["batch_size"]}; one backend at a time, '
+          'compiles included. The metrics of every backend '
+          + ('agree (to 1e-3).' if same else 'differ (see the JSON).'), ''] + render.md_table(
+      ['backend', 'seconds', 'speed vs hf', 'the issue\'s target', ''], rows)
+
+
 def serve_block() -> list[str]:
   b = _bench('serve')
   if b is None:
@@ -442,7 +473,7 @@ def suite_block() -> list[str]:
                               [[f'{t["s"]:.1f}', t['phase'], f'`{t["test"]}`'] for t in s['slowest']])
 
 
-BLOCKS = {'REAL MODELS': real_models_block, 'DEFAULT RUN': default_run_block, 'SEEDS': seeds_block, 'RECIPES': recipe_block, 'EXPERIMENTS': experiments_block,
+BLOCKS = {'REAL MODELS': real_models_block, 'BENCH LM EVAL': lm_eval_block, 'DEFAULT RUN': default_run_block, 'SEEDS': seeds_block, 'RECIPES': recipe_block, 'EXPERIMENTS': experiments_block,
           'BENCH CONVERT': convert_block, 'BENCH LORA': lora_block,
           'BENCH TRAIN': train_block, 'BENCH GENERATE': generate_block, 'BENCH SERVE': serve_block,
           'BENCH RL': rl_block, 'BENCH MAIN': main_block, 'BENCH SUITE': suite_block}

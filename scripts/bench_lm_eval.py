@@ -171,7 +171,7 @@ def main():
   print(f'shape {a.shape} ({(info["params"] or 0) / 1e6:.1f}M parameters, vocab {info["vocab"]}, '
         f'context {MAX_LEN}); tasks {", ".join(TASKS)}, limit {a.limit} each; batch size '
         f'{a.batch_size} (hf {a.hf_batch_size}); {cores()} cores', flush=True)
-  res = {'shape': a.shape, 'limit': a.limit, 'batch_size': a.batch_size,
+  res = {'date': time.strftime('%Y-%m-%d'), 'shape': a.shape, 'limit': a.limit, 'batch_size': a.batch_size,
          'hf_batch_size': a.hf_batch_size, 'cores': cores(), **info}
   res['hf'] = run_worker('hf', out, a)
   busy = lambda r: f'; others used {r["others"]:.0%} of the CPU' if r['others'] is not None else ''
