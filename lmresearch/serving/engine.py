@@ -386,7 +386,7 @@ class Engine:
 
     split = lambda x: x.reshape(rows, b // chunk, chunk, *x.shape[2:]).swapaxes(0, 1)
     out = jax.lax.map(piece, (split(hidden), split(nxt)))
-    join = lambda x: x.swapaxes(0, 1).reshape(rows, b, *x.shape[3:])[:, :-1]
+    join = lambda x: x.swapaxes(0, 1).reshape(rows, b, *x.shape[3:])
     return tuple(join(x) for x in out)
 
   def compiles(self) -> int:
@@ -427,8 +427,9 @@ class Engine:
     return request
 
   def score(self, ids: Sequence[int]):
-    """(logprob of each token after the first, top alternatives) for a prompt: what `echo` with
-    `logprobs` answers, and what log-likelihood evaluation harnesses ask for (hundreds of
+    """(logprob of each token after the first, top alternatives, the top tokens after the
+    prompt) for a prompt: what `echo` with `logprobs` answers, and what log-likelihood
+    evaluation harnesses ask for (hundreds of
     requests at once). Prompts that wait together are scored together, as prefills are: whoever
     takes the scoring lock scores every prompt waiting (up to the largest row bucket they fill),
     its own among them, and the others find theirs done."""
@@ -470,7 +471,8 @@ class Engine:
     for r, x in enumerate(batch):
       n = len(x.ids)
       x.result = (chosen[r, :n - 1].tolist(),
-                  [list(zip(top_id[r, t].tolist(), top_lp[r, t].tolist())) for t in range(n - 1)])
+                  [list(zip(top_id[r, t].tolist(), top_lp[r, t].tolist())) for t in range(n - 1)],
+                  list(zip(top_id[r, n - 1].tolist(), top_lp[r, n - 1].tolist())))
       x.done.set()
 
   def close(self):

@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from lmresearch import tokenizers
 from lmresearch.serving.engine import Busy, ContextError, Stopped, Token
 from lmresearch.serving.models import EngineError, Result, complete, gather_or_cancel, stream
-from lmresearch.serving.textstream import Live, detokenize
+from lmresearch.serving.textstream import Live, detokenize, first_stop
 
 MAX_N = 16
 MAX_STOPS = 4
@@ -274,7 +274,7 @@ def _echoed(tok, prompt, scored, top: int) -> dict:
   scored given (null); `scored` is `Engine.score(prompt)`. text_offset: where each token's text
   begins in the echoed text (decoded without specials, so a BOS takes none of it), read as a
   reply's text streams: a token's text can depend on the ones before it (a byte of UTF-8)."""
-  lps, alts = scored
+  lps, alts = scored[:2]
   out = {'tokens': [], 'token_logprobs': [None] + list(lps),
          'top_logprobs': [None] + [_top(tok, t, lp, a, top)
                                    for t, lp, a in zip(prompt[1:], lps, alts)],
@@ -286,6 +286,18 @@ def _echoed(tok, prompt, scored, top: int) -> dict:
     state.ids.append(t)
     detokenize(tok, state)
   return out
+
+
+def _scored_token(tok, top: list, stop_ids, stops) -> Result:
+  """A one-token greedy reply from the scoring pass's top tokens after the prompt."""
+  tid, lp = top[0]
+  if tid in stop_ids:
+    return Result(tokens=[Token(tid, '', lp, top, end=True)], finish_reason='stop')
+  text = tok.decode([tid], skip_special=True)
+  cut = first_stop(text, stops or ())
+  if cut is not None:
+    return Result(text=text[:cut], tokens=[Token(tid, text[:cut], lp, top)], finish_reason='stop')
+  return Result(text=text, tokens=[Token(tid, text, lp, top)], finish_reason='length')
 
 
 def _completion_logprobs(tok, tokens, top: int, offset0: int, echoed=None):
@@ -324,11 +336,12 @@ async def _serve(engine, name, prompt, max_tokens, s, body, *, chat, logprobs=No
   rid = ('chatcmpl-' if chat else 'cmpl-') + secrets.token_hex(12)
   kind = 'chat.completion' if chat else 'text_completion'
   tok = engine.tok
-  prompt_text = echoed = None
+  prompt_text = echoed = scored = None
   if echo:
     prompt_text = tok.decode(prompt, skip_special=True)
     if logprobs is not None:
-      echoed = _echoed(tok, prompt, await run_in_threadpool(engine.score, prompt), logprobs)
+      scored = await run_in_threadpool(engine.score, prompt)
+      echoed = _echoed(tok, prompt, scored, logprobs)
   do_stream, include_usage = _stream_opts(body)
   if do_stream:
     return await _stream_response(engine, name, prompt, max_tokens, settings, seeds, rid,
@@ -336,6 +349,10 @@ async def _serve(engine, name, prompt, max_tokens, s, body, *, chat, logprobs=No
   with _errors():
     if max_tokens == 0:
       results = [Result(finish_reason='length') for _ in range(n)]
+    elif scored is not None and max_tokens == 1 and not s['temperature']:
+      # A harness's log-likelihood request (echo, logprobs, one greedy token): that token is the
+      # scoring pass's own prediction after the prompt, not a second prefill of the same prompt.
+      results = [_scored_token(tok, scored[2], settings['stop_ids'], s['stop'])] * n
     else:
       results = await gather_or_cancel(*[complete(engine, prompt, max_tokens=max_tokens,
                                                   seed=seeds[i], **settings) for i in range(n)])
