@@ -136,6 +136,21 @@ def summary(level, n, tokens, wall, ttft):
           'ttft_p99_s': ttft[min(len(ttft) - 1, int(round(0.99 * (len(ttft) - 1))))]}
 
 
+def wait_ready(proc, url: str, seconds: float) -> str:
+  """Waits for `python -m lmresearch.serve` to answer; returns the first model it serves."""
+  import httpx
+  deadline = time.time() + seconds
+  while True:
+    try:
+      if httpx.get(url + '/v1/models', timeout=2).status_code == 200:
+        return httpx.get(url + '/v1/models').json()['data'][0]['id']
+    except httpx.HTTPError:
+      pass
+    if proc.poll() is not None or time.time() > deadline:
+      raise RuntimeError(f'the server did not start: {proc.stderr.read()[-2000:]}')
+    time.sleep(0.5)
+
+
 def bench_ours(run_dir: str, levels, vocab: int, slots: int) -> list:
   port = free_port()
   env = dict(os.environ, PYTHONPATH=ROOT)
@@ -144,18 +159,7 @@ def bench_ours(run_dir: str, levels, vocab: int, slots: int) -> list:
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   url = f'http://127.0.0.1:{port}'
   try:
-    import httpx
-    deadline = time.time() + 1200   # --warmup compiles every program before listening
-    while True:
-      try:
-        if httpx.get(url + '/v1/models', timeout=2).status_code == 200:
-          break
-      except httpx.HTTPError:
-        pass
-      if proc.poll() is not None or time.time() > deadline:
-        raise RuntimeError(f'the server did not start: {proc.stderr.read()[-2000:]}')
-      time.sleep(0.5)
-    model = httpx.get(url + '/v1/models').json()['data'][0]['id']
+    model = wait_ready(proc, url, 1200)   # --warmup compiles every program before listening
     asyncio.run(one_level(url, 1, vocab, model, n=2))   # the first requests' one-off costs
     rows = []
     for level in levels:
@@ -395,17 +399,7 @@ def bench_real_memory(slots: int = 16) -> dict:
     threading.Thread(target=poll, daemon=True).start()
     try:
       import httpx
-      deadline = time.time() + 600
-      while True:
-        try:
-          if httpx.get(url + '/v1/models', timeout=2).status_code == 200:
-            break
-        except httpx.HTTPError:
-          pass
-        if proc.poll() is not None or time.time() > deadline:
-          raise RuntimeError(f'the server did not start: {proc.stderr.read()[-2000:]}')
-        time.sleep(0.5)
-      model = httpx.get(url + '/v1/models').json()['data'][0]['id']
+      model = wait_ready(proc, url, 600)
       httpx.post(url + '/v1/completions', timeout=600,   # the model loads on its first request
                  json={'model': model, 'prompt': 'The banana is', 'max_tokens': 1})
       idle = ps.memory_info().rss
