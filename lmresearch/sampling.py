@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmresearch import parallel, tokenizers
+from lmresearch.generation.stops import MATCHED, compile_stops
 from lmresearch.models.logprobs import positions_from_mask
 from lmresearch.models.transformer import unembed
 
@@ -79,9 +80,10 @@ def filter_logits(logits, temperature: float = 1.0, top_k: int = 0, top_p: float
 # ---- the jitted core ----------------------------------------------------------------------------
 
 @functools.partial(jax.jit, static_argnames=('model', 'max_new_tokens', 'temperature', 'top_k',
-                                             'top_p', 'stop_ids', 'pad_id'))
-def _generate_core(model, params, prompt, prompt_mask, rng, *, max_new_tokens: int,
-                   temperature: float, top_k: int, top_p: float, stop_ids: tuple, pad_id: int):
+                                             'top_p', 'stop_ids', 'pad_id', 'prefix'))
+def _generate_core(model, params, prompt, prompt_mask, rng, stop_table=None, *,
+                   max_new_tokens: int, temperature: float, top_k: int, top_p: float,
+                   stop_ids: tuple, pad_id: int, prefix: tuple = (0, 0)):
   b, p = prompt.shape
   n = max_new_tokens
   params = nn.unbox(params)   # inside jit: boxes' sharding constraints apply to tracers
@@ -92,14 +94,18 @@ def _generate_core(model, params, prompt, prompt_mask, rng, *, max_new_tokens: i
   # cache's causal mask keeps queries from seeing slots not yet written).
   kv_mask = jnp.concatenate([prompt_mask.astype(jnp.bool_), jnp.ones((b, n), jnp.bool_)], axis=-1)
 
-  # The cache: shapes from an abstract init call on [b, p + n], then zeros.
-  def init_cache(params):
-    _, variables = model.apply({'params': params}, jnp.zeros((b, p + n), jnp.int32),
-                               decode=True, mutable=['cache'])
-    return variables['cache']
-  cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(init_cache, params))
+  # The cache: shapes from an abstract init call on [rows, p + n], then zeros.
+  def cache_shapes(rows):
+    def init(params):
+      _, variables = model.apply({'params': params}, jnp.zeros((rows, p + n), jnp.int32),
+                                 decode=True, mutable=['cache'])
+      return variables['cache']
+    return jax.eval_shape(init, params)
 
-  def forward(cache, tokens, positions):
+  def empty_cache(rows):
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), cache_shapes(rows))
+
+  def forward(cache, tokens, positions, kv_mask=kv_mask):
     # Only the last position's logits are sampled from: the prefill unembeds one row per prompt,
     # not every prompt position ([b, p, vocab]).
     hidden, variables = model.apply({'params': params, 'cache': cache}, tokens, positions,
@@ -107,13 +113,29 @@ def _generate_core(model, params, prompt, prompt_mask, rng, *, max_new_tokens: i
                                     return_hidden=True)
     return variables['cache'], unembed(model.cfg, params, hidden[:, -1:])[:, 0].astype(jnp.float32)
 
+  shared, rows = prefix
+  if shared:
+    # Every row starts with the same `shared` tokens (few-shot exemplars, one prompt sampled
+    # many times): they are prefilled on `rows` rows (the mesh's batch multiple) and the cache is
+    # tiled to all b, then each row's own left-padded rest is prefilled after them.
+    cache, _ = forward(empty_cache(rows), prompt[:rows, :shared], positions[:rows, :shared],
+                       kv_mask[:rows])
+    def tile(c, full):   # along the batch axis (under scan_layers the second one)
+      axes = [a for a in range(c.ndim) if c.shape[a] != full.shape[a]]
+      return jnp.repeat(c, b // rows, axis=axes[0]) if axes else c
+    cache = jax.tree.map(tile, cache, cache_shapes(b))
+    cache, last = forward(cache, prompt[:, shared:], positions[:, shared:])
+  else:
+    cache, last = forward(empty_cache(b), prompt, positions)                   # prefill
+
   stops = jnp.asarray(stop_ids, jnp.int32)
 
   limit = model.cfg.vocab_used or model.cfg.sample_vocab   # ids past it pad the vocabulary
 
-  def choose(t, last_logits, out, logps, valid, done):
+  def choose(t, last_logits, out, logps, valid, done, state):
     """Samples token t of every row from its last logits and records it (never a padding id;
-    its log-prob is under the model's own distribution)."""
+    its log-prob is under the model's own distribution); a row is done after a stop id or the
+    token that completes a stop string (`state`: each row's stop-string automaton state)."""
     pick = last_logits
     if limit and limit < last_logits.shape[-1]:
       pick = jnp.where(jnp.arange(last_logits.shape[-1]) < limit, last_logits, -jnp.inf)
@@ -131,40 +153,46 @@ def _generate_core(model, params, prompt, prompt_mask, rng, *, max_new_tokens: i
     valid = jax.lax.dynamic_update_slice(valid, live[:, None], (0, t))
     if stop_ids:
       done = done | (live & jnp.any(tok[:, None] == stops[None, :], axis=-1))
-    return tok, out, logps, valid, done
+    if stop_table is not None:   # MATCHED (-1) stays: the row is done
+      nxt = stop_table[jnp.maximum(state, 0), jnp.clip(tok, 0, stop_table.shape[1] - 1)]
+      state = jnp.where(live, nxt.astype(jnp.int32), state)
+      done = done | (live & (state == MATCHED))
+    return tok, out, logps, valid, done, state
 
-  cache, last = forward(cache, prompt, positions)                          # prefill
   out = jnp.full((b, n), pad_id, jnp.int32)
   logps = jnp.zeros((b, n), jnp.float32)
   valid = jnp.zeros((b, n), jnp.bool_)
   done = jnp.zeros((b,), jnp.bool_)
-  tok, out, logps, valid, done = choose(0, last, out, logps, valid, done)
+  state = jnp.zeros((b,), jnp.int32)
+  tok, out, logps, valid, done, state = choose(0, last, out, logps, valid, done, state)
 
-  def cond(state):
-    t, _, _, _, _, _, done = state
+  def cond(carry):
+    t, *_, done, _ = carry
     return (t < n) & ~jnp.all(done)
 
-  def body(state):
-    t, cache, tok, out, logps, valid, done = state
+  def body(carry):
+    t, cache, tok, out, logps, valid, done, state = carry
     cache, last = forward(cache, tok[:, None], (prompt_lengths + t - 1)[:, None])
-    tok, out, logps, valid, done = choose(t, last, out, logps, valid, done)
-    return t + 1, cache, tok, out, logps, valid, done
+    tok, out, logps, valid, done, state = choose(t, last, out, logps, valid, done, state)
+    return t + 1, cache, tok, out, logps, valid, done, state
 
-  state = (jnp.int32(1), cache, tok, out, logps, valid, done)
-  _, _, _, out, logps, valid, done = jax.lax.while_loop(cond, body, state)
+  carry = (jnp.int32(1), cache, tok, out, logps, valid, done, state)
+  _, _, _, out, logps, valid, done, state = jax.lax.while_loop(cond, body, carry)
 
   tokens = jnp.concatenate([prompt, out], axis=-1)
   mask = jnp.concatenate([prompt_mask, valid.astype(jnp.int32)], axis=-1)
   return dict(tokens=tokens, mask=mask, positions=positions_from_mask(mask), logprobs=logps,
-              completion_mask=valid, lengths=jnp.sum(valid, axis=-1), finished=done)
+              completion_mask=valid, lengths=jnp.sum(valid, axis=-1), finished=done,
+              stop_string=state == MATCHED)
 
 
 def generate_arrays(model, params, prompt, prompt_mask, rng, *, max_new_tokens: int,
                     temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                    stop_ids=DEFAULT_STOP_IDS, pad_id: int = 0) -> dict:
+                    stop_ids=DEFAULT_STOP_IDS, pad_id: int = 0, stop_table=None) -> dict:
   """The traceable core for callers that already hold left-padded device arrays [B, P] (RL
   rollouts inside a jitted step). Same outputs as `generate`, without completions."""
-  return _generate_core(model, params, prompt, prompt_mask, rng, max_new_tokens=max_new_tokens,
+  return _generate_core(model, params, prompt, prompt_mask, rng, _device_table(stop_table),
+                        max_new_tokens=max_new_tokens,
                         temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
                         stop_ids=tuple(stop_ids), pad_id=int(pad_id))
 
@@ -206,9 +234,28 @@ def fit_to_context(prompt_lengths: Sequence[int], max_new_tokens: int, max_len: 
   return max_new_tokens
 
 
+def _device_table(table):
+  return None if table is None else jnp.asarray(table)
+
+
+SHARED_PREFIX_MIN = 64   # fewer shared tokens are not worth a second prefill program
+
+
+def shared_prefix(prompts: Sequence[Sequence[int]]) -> int:
+  """How many leading tokens every prompt shares, rounded down to PROMPT_MULTIPLE (one
+  compiled program per exemplar set, not per batch), leaving every row at least one token of
+  its own; 0 when under SHARED_PREFIX_MIN."""
+  first, n = prompts[0], min(len(p) for p in prompts) - 1
+  for p in prompts[1:]:
+    n = next((j for j in range(n) if p[j] != first[j]), n)
+  n = n // PROMPT_MULTIPLE * PROMPT_MULTIPLE
+  return n if n >= SHARED_PREFIX_MIN else 0
+
+
 def generate(model, params, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
              rng: Optional[jax.Array] = None, temperature: float = 1.0, top_k: int = 0,
-             top_p: float = 1.0, stop_ids: Optional[Sequence[int]] = None, pad_id: int = 0) -> dict:
+             top_p: float = 1.0, stop_ids: Optional[Sequence[int]] = None, pad_id: int = 0,
+             stop_table=None, share_prefix: bool = False) -> dict:
   """Samples a continuation of every prompt (lists of token ids), all rows in one batch.
 
   Args:
@@ -220,6 +267,14 @@ def generate(model, params, prompts: Sequence[Sequence[int]], *, max_new_tokens:
     temperature, top_k, top_p: see `filter_logits`. temperature 0 = greedy.
     stop_ids: a row stops after emitting one of these (default: eos and <|end|>); () = never.
     pad_id: id used for left padding and after a row stopped.
+    stop_table: stop strings compiled for the tokenizer (`generation.stops.compile_stops`): a row
+      also stops at the token that completes one (its text is still to be cut there, as
+      `decode_completions` does).
+    share_prefix: the tokens every prompt starts with (at least SHARED_PREFIX_MIN) are prefilled
+      once, not once per row: few-shot exemplars, or one prompt sampled many times. Each row's
+      own tokens then follow the prefix after its left padding, so `tokens`/`mask` hold pads
+      inside rows (`positions` still count real tokens): for decoding text, not for a full
+      forward whose attention window counts token indices.
 
   Returns a dict:
     completions: list (per prompt) of generated ids, cut before the first stop id.
@@ -231,7 +286,9 @@ def generate(model, params, prompts: Sequence[Sequence[int]], *, max_new_tokens:
       distribution (log_softmax of the logits, temperature 1, no top-k/top-p); 0 where masked.
     completion_mask [B, N] bool: generated tokens that count (up to and including the stop id).
     lengths [B] int32: completion_mask's row sums.
-    finished [B] bool: whether the row emitted a stop id (else it ran out of tokens).
+    finished [B] bool: whether the row emitted a stop id or completed a stop string (else it ran
+      out of tokens).
+    stop_string [B] bool: finished by a stop string (its last token is text, kept).
   N is max_new_tokens after clamping. Arrays stay on device; `tokens`, `mask` and `positions`
   are what a full forward (`model.apply(..., tokens, positions, segment_ids=mask)`) needs to
   recompute the log-probs with gradients.
@@ -248,28 +305,34 @@ def generate(model, params, prompts: Sequence[Sequence[int]], *, max_new_tokens:
   max_new_tokens = fit_to_context([len(p) for p in prompts], max_new_tokens, model.cfg.max_len)
   longest = max(len(p) for p in prompts)
 
-  p_len = -(-longest // PROMPT_MULTIPLE) * PROMPT_MULTIPLE
-  num = len(prompts)
-  rows = -(-num // _batch_multiple()) * _batch_multiple()
+  num, multiple = len(prompts), _batch_multiple()
+  rows = -(-num // multiple) * multiple
+  shared = shared_prefix(prompts) if share_prefix and num > multiple else 0
+  rest = -(-(longest - shared) // PROMPT_MULTIPLE) * PROMPT_MULTIPLE
+  p_len = shared + rest
   tokens = np.full((rows, p_len), pad_id, np.int32)
   mask = np.zeros((rows, p_len), np.int32)
+  tokens[:, :shared], mask[:, :shared] = prompts[0][:shared], 1
   for i in range(rows):
-    p = prompts[i] if i < num else prompts[0][-1:]   # filler rows for an even batch split
+    p = prompts[i][shared:] if i < num else prompts[0][-1:]   # filler rows: an even batch split
     tokens[i, p_len - len(p):] = p
     mask[i, p_len - len(p):] = 1
 
   stop_ids = DEFAULT_STOP_IDS if stop_ids is None else tuple(int(s) for s in stop_ids)
   out = _generate_core(model, params, jnp.asarray(tokens), jnp.asarray(mask),
-                       jax.random.PRNGKey(0) if rng is None else rng,
+                       jax.random.PRNGKey(0) if rng is None else rng, _device_table(stop_table),
                        max_new_tokens=max_new_tokens, temperature=float(temperature),
                        top_k=int(top_k), top_p=float(top_p), stop_ids=stop_ids,
-                       pad_id=int(pad_id))
+                       pad_id=int(pad_id), prefix=(shared, multiple))
   if rows != num:
     out = {k: v[:num] for k, v in out.items()}
-  host = parallel.fetch({k: out[k] for k in ('tokens', 'lengths', 'finished')})
-  gen, lengths, finished = (np.asarray(host[k]) for k in ('tokens', 'lengths', 'finished'))
+  host = parallel.fetch({k: out[k] for k in ('tokens', 'lengths', 'finished', 'stop_string')})
+  gen, lengths, finished, by_text = (np.asarray(host[k]) for k in
+                                     ('tokens', 'lengths', 'finished', 'stop_string'))
   gen = gen[:, p_len:]
-  out['completions'] = [gen[i, :lengths[i] - int(finished[i])].tolist() for i in range(num)]
+  # A stop id is dropped; the token that completed a stop string is text (cut when decoded).
+  drop = finished & ~by_text
+  out['completions'] = [gen[i, :lengths[i] - int(drop[i])].tolist() for i in range(num)]
   out['prompt_len'] = p_len
   return out
 
@@ -300,11 +363,12 @@ def generate_text(model, params, tok, prompts: Sequence[str], *, max_new_tokens:
                   top_p: float = 1.0, stop_strings: Sequence[str] = (),
                   stop_ids: Optional[Sequence[int]] = None) -> list[str]:
   """Text in, text out: [BOS] + encode(prompt) -> generate -> decode (specials skipped) -> each
-  output cut at its first stop string. Stop strings only trim the text (generation itself ends at
-  a stop id or max_new_tokens). Default stop ids: the tokenizer's eos and <|end|>."""
+  output cut at its first stop string. A row stops at a stop id, at the token that completes a
+  stop string, or after max_new_tokens. Default stop ids: the tokenizer's eos and <|end|>."""
   if stop_ids is None:
     stop_ids = tok.stop_ids
   out = generate(model, params, [encode_prompt(tok, p) for p in prompts],
                  max_new_tokens=max_new_tokens, rng=rng, temperature=temperature, top_k=top_k,
-                 top_p=top_p, stop_ids=stop_ids, pad_id=tok.pad_id)
+                 top_p=top_p, stop_ids=stop_ids, pad_id=tok.pad_id,
+                 stop_table=compile_stops(tok, stop_strings, model.cfg.vocab_size))
   return decode_completions(tok, out['completions'], stop_strings)

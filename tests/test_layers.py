@@ -15,7 +15,7 @@ LAYERS = (
     ('errors', 'fileio', 'answers'),                  # plain Python: no lmresearch imports
     ('models', 'tokenizers', 'hf_tokenizer', 'parallel', 'config'),   # model, text <-> ids, mesh, configs
     ('data',),                                        # sources, formats, packing, the world
-    ('training', 'sampling'),                         # the one trainer; the KV-cache sampler
+    ('training', 'sampling', 'generation'),           # the one trainer; the KV-cache sampler
     ('stages',),                                      # what each stage optimizes
     ('runs',),                                        # a trained run loaded for use (builds a stage's model)
     ('evaluation',),                                  # tasks, prompting, the pipeline's measurements

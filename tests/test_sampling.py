@@ -239,3 +239,75 @@ def test_cli_errors(tmp_path):
   assert len(r.stderr.strip().splitlines()) == 1
   r = _run_cli('--help')
   assert 'longer than the model context' in r.stdout and 'clamped' in r.stdout
+
+
+# ---- stop strings on the device, and a shared prompt prefix --------------------------------------
+
+def test_stop_table_matches_text_across_token_splits():
+  """The compiled automaton stops exactly where the decoded text first holds a stop string,
+  whether the string sits inside one token or spans several."""
+  from lmresearch.generation import stops
+  from lmresearch.tokenizers import BPETokenizer
+  text = 'Answer: 3 + 4 = 7.\n\nQuestion: how many?\nQ\nQuestion:' * 20
+  tok = BPETokenizer.train([text, 'Question: a b c\n\n', 'xyz\n'], vocab_size=300)
+  stop_list = ('\n\n', '\nQuestion:', 'many?')
+  table = stops.compile_stops(tok, stop_list)
+  assert table.shape == (len({s[:i] for s in stop_list for i in range(len(s))}), tok.vocab_size)
+  rng = np.random.default_rng(0)
+  pieces = ['Answer', ' 3', ' +', '\n', 'Q', 'uestion', ':', 'many', '?', '\n\n', 'x', ' = 7.']
+  for _ in range(200):
+    ids = tok.encode(''.join(rng.choice(pieces, size=8)))
+    state, stopped_at = 0, None
+    for j, i in enumerate(ids):
+      state = int(table[max(state, 0), i])
+      if state == stops.MATCHED:
+        stopped_at = j
+        break
+    decoded = [tok.decode(ids[:j + 1]) for j in range(len(ids))]
+    expected = next((j for j, t in enumerate(decoded) if any(s in t for s in stop_list)), None)
+    assert stopped_at == expected, (tok.decode(ids), stopped_at, expected)
+
+
+def test_generation_stops_at_stop_string_on_device():
+  """A row ends at the token completing a stop string (finished, that token kept as text);
+  the text is what running to the end and cutting would give."""
+  import string
+  from lmresearch.generation.stops import compile_stops
+  from lmresearch.tokenizers import CharTokenizer
+  tok = CharTokenizer(string.ascii_letters + '01234')
+  model, params = tiny_model('llama')
+  prompts = [[tok.bos_id] + tok.encode(p) for p in ['abc', 'Zz0', 'b4']]
+  full = sampling.generate(model, params, prompts, max_new_tokens=12, temperature=0, stop_ids=())
+  texts = sampling.decode_completions(tok, full['completions'])
+  stop = texts[0][3:5]   # two characters: a stop string over two tokens
+  out = sampling.generate(model, params, prompts, max_new_tokens=12, temperature=0, stop_ids=(),
+                          stop_table=compile_stops(tok, [stop], model.cfg.vocab_size))
+  for t, c, fin, by_text in zip(texts, out['completions'], out['finished'], out['stop_string']):
+    got = tok.decode(c, skip_special=True)
+    if stop in t:
+      assert fin and by_text and got == t[:t.index(stop) + len(stop)]
+    else:
+      assert not fin and got == t
+  assert out['stop_string'][0] and int(out['lengths'][0]) == 5
+
+
+@pytest.mark.parametrize('kw', [{}, {'sliding_window': 6}, {'sliding_pattern': (4, 0),
+                                                            'scan_layers': True}])
+def test_shared_prefix_prefilled_once_same_tokens(kw):
+  """Prompts sharing their first tokens (few-shot exemplars) sample the same tokens with the
+  prefix prefilled once, under a sliding window too (the window counts positions: the pads sit
+  between the shared prefix and each row's own tokens)."""
+  model, params = tiny_model('llama', max_len=160, **kw)
+  rng = np.random.default_rng(1)
+  head = [1] + rng.integers(7, 64, 70).tolist()
+  prompts = [head + rng.integers(7, 64, n).tolist() for n in (1, 9, 3, 14)] + [head[:75]]
+  assert sampling.shared_prefix(prompts) == 64
+  for temperature in (0, 1.0):
+    args = dict(max_new_tokens=10, temperature=temperature, stop_ids=(), rng=jax.random.PRNGKey(3))
+    plain = sampling.generate(model, params, prompts, **args)
+    shared = sampling.generate(model, params, prompts, share_prefix=True, **args)
+    assert shared['completions'] == plain['completions']
+    assert shared['prompt_len'] == 64 + 24 and plain['prompt_len'] == 88
+  naive = [naive_greedy(model, params, p, 10) for p in prompts]
+  assert sampling.generate(model, params, prompts, max_new_tokens=10, temperature=0, stop_ids=(),
+                           share_prefix=True)['completions'] == naive

@@ -13,6 +13,7 @@ from lmresearch import parallel, sampling
 from lmresearch.answers import matches, predict
 from lmresearch.data import world as world_lib
 from lmresearch.evaluation import prompting
+from lmresearch.generation.stops import compile_stops as stop_table
 from lmresearch.runs import Run
 
 MIN_ANSWER_ROOM = 48   # tokens a default number of exemplars must leave for the answer
@@ -34,6 +35,7 @@ def generate(run: Run, prompts: Sequence[Sequence[int]], *, samples: int = 1,
   rows = [p for p in prompts for _ in range(samples)]
   tok, texts, finished = run.tok, [], []
   stops = () if run.chat else BASE_STOPS
+  table = stop_table(run.tok, stops, run.model.cfg.vocab_size)
   with run.active():
     for b, start in enumerate(range(0, len(rows), batch_size)):
       chunk = rows[start:start + batch_size]
@@ -43,7 +45,7 @@ def generate(run: Run, prompts: Sequence[Sequence[int]], *, samples: int = 1,
       out = sampling.generate(run.model, run.params, chunk, max_new_tokens=new,
                               rng=jax.random.fold_in(jax.random.PRNGKey(seed), b),
                               temperature=temperature, stop_ids=tok.stop_ids,
-                              pad_id=tok.pad_id)
+                              pad_id=tok.pad_id, stop_table=table, share_prefix=True)
       texts += sampling.decode_completions(tok, out['completions'][:n], stops)
       finished += np.asarray(parallel.fetch(out['finished']))[:n].tolist()
   group = lambda xs: [xs[i:i + samples] for i in range(0, len(xs), samples)]

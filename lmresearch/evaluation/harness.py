@@ -37,6 +37,7 @@ import numpy as np
 
 from lmresearch import fileio, parallel, sampling
 from lmresearch.errors import ConfigError
+from lmresearch.generation.stops import compile_stops
 from lmresearch.models.logprobs import positions_from_mask, target_logprobs
 
 try:
@@ -114,7 +115,6 @@ class LMResearchLM(TemplateLM):
     self.seed = int(seed)
     self._score = jax.jit(functools.partial(_score_rows, run.model))
     self._bos_text = self.tok.decode([self.prefix_token_id])
-    self._stops: dict[tuple, tuple] = {}   # stop strings -> the token ids that end a row
 
   # ---- what the harness asks of a TemplateLM -------------------------------------------------
   @property
@@ -239,7 +239,9 @@ class LMResearchLM(TemplateLM):
     if max_gen_toks >= cap:
       raise ValueError(f'max_gen_toks={max_gen_toks} leaves no room for a context in the model '
                        f'context of {cap} tokens.')
-    stop_ids = self._stop_ids(tuple(until))
+    # A row stops the step its text holds a stop string (the hf backend's criterion), whether
+    # the string sits in one token or spans several; the text is cut at it below.
+    table = compile_stops(self.tok, tuple(until), self.model.cfg.vocab_size)
     keep = cap - max_gen_toks   # contexts are cut from the left to fit, as HFLM cuts them
     prompts = [self.tok_encode(c)[-keep:] for c in contexts]
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
@@ -259,31 +261,16 @@ class LMResearchLM(TemplateLM):
             self.model, self.run.params, tokens, mask,
             jax.random.fold_in(jax.random.PRNGKey(self.seed), n), max_new_tokens=max_gen_toks,
             temperature=temperature, top_k=top_k, top_p=top_p,
-            stop_ids=stop_ids, pad_id=self.tok.pad_id)
+            stop_ids=self.tok.stop_ids, pad_id=self.tok.pad_id, stop_table=table)
         host = parallel.fetch({k: gen[k] for k in ('tokens', 'lengths')})
         for r, i in enumerate(chunk):
           # Every generated token, the last one too: the specials that end a document are
-          # skipped in decoding, a token that holds a stop string is cut at it below.
+          # skipped in decoding, the token that completes a stop string is cut at it.
           ids = host['tokens'][r, width:width + host['lengths'][r]]
           text = self.tok.decode(ids.tolist(), skip_special=True)
           out[i] = sampling.cut_at_stop_strings(text, until)
         start, n = start + rows, n + 1
     return out
-
-  def _stop_ids(self, until: tuple) -> tuple:
-    """The tokenizer's stop ids and every token whose own text holds a stop string: a row that
-    emits one can stop there (its text is cut at or before that token anyway), where the hf
-    backend stops once its decoded text holds one. A stop string split over several tokens
-    still ends only the text, after max_gen_toks."""
-    if until not in self._stops:
-      ids = range(self.tok.vocab_size)
-      batch = getattr(getattr(self.tok, 'hf', None), 'decode_batch', None)
-      texts = (batch([[i] for i in ids], skip_special_tokens=False) if batch
-               else [self.tok.decode([i]) for i in ids])
-      self._stops[until] = tuple(sorted(set(self.tok.stop_ids) | {
-          i for i, text in zip(ids, texts) if any(s and s in text for s in until)}))
-    return self._stops[until]
-
 
 # ---- the command line's backend -------------------------------------------------------------
 

@@ -285,8 +285,13 @@ class Attention(nn.Module):
     if kv_mask is None:
       kv_mask = jnp.ones((k.shape[0], cache_len), jnp.bool_)
     mask = causal[None, None] & kv_mask[:, None, None, :].astype(bool)   # [b, 1, chunk, cache_len]
-    # slots hold consecutive positions of each row (left padding)
-    mask = mask & _in_window((i + jnp.arange(chunk))[:, None], slots, window)[None, None]
+    if not (isinstance(window, int) and window == 0):
+      # The window counts positions, not slots: a row may hold pads between a shared prompt
+      # prefix and its own tokens (the sampler's prefix sharing); a slot's position is the
+      # number of real slots before it.
+      pos = jnp.cumsum(kv_mask.astype(jnp.int32), axis=-1) - 1                # [b, cache_len]
+      q_pos = jax.lax.dynamic_slice_in_dim(pos, i, chunk, axis=1)             # [b, chunk]
+      mask = mask & _in_window(q_pos[:, None, :, None], pos[:, None, None, :], window)
     return ck.value, cv.value, mask, True
 
   def _update_rows(self, k, v, ck, cv, index, kv_mask, window=0):
