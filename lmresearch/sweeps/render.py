@@ -200,6 +200,8 @@ def render(exp, table: list[dict], out_dir: Optional[str], config_path: Optional
         ['trial'] + [labels.get(c, c) for c in cols],
         [[r['trial']] + [number(_float(r.get(c))) for c in cols]
          for r in table if r.get('status') == 'done']) + ['']
+  for section in spec.get('sections', []):   # an experiment's own files, rendered by its code
+    lines += list(section(os.path.dirname(os.path.abspath(exp.path)))) + ['']
   lines += curves[1:] + [''] if curves else []
   lines += fits_section(fits) + ([''] if fits else [])
   lines += [' '.join(f'![{p[:-4]}]({p})' for p in pngs), ''] if pngs else []
