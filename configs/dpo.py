@@ -6,11 +6,12 @@
 """
 import ml_collections
 
-from lmresearch.config import base_config, parse_arg
+from lmresearch.config import Choice, base_config, parse_arg
 
 
 def get_config(arg=None):
-  args = parse_arg(arg)
+  args = parse_arg(arg, beta=0.1, loss=Choice('sigmoid', 'ipo'),
+                   pairs=Choice('rankings', 'policy_gold'))
   c = base_config('dpo', init_from='runs/sft')
   c.data.seq_len = 128   # one prompt + one response per sequence
   c.data.synthetic.update(num_docs=1500, min_k=2, max_k=4)
@@ -20,8 +21,7 @@ def get_config(arg=None):
   # pairs: 'rankings' (every ranked pair of config.data's rankings) or 'policy_gold' (pairs of
   # SFT samples ranked by the world's gold labeler, the paper's controlled setting: `policy`).
   c.dpo = ml_collections.ConfigDict(dict(
-      beta=float(args.get('beta', 0.1)), loss=args.get('loss', 'sigmoid'),
-      pairs=args.get('pairs', 'rankings'),
+      beta=args.beta, loss=args.loss, pairs=args.pairs,
       policy=ml_collections.ConfigDict(dict(prompts=1000, eval_prompts=100, samples=4,
                                             max_new_tokens=64, batch_size=64))))
   return c

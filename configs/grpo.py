@@ -7,11 +7,11 @@ import os
 
 import ml_collections
 
-from lmresearch.config import DATA_DIR, base_config, parse_arg
+from lmresearch.config import DATA_DIR, Choice, base_config, parse_arg
 
 
 def get_config(arg=None):
-  args = parse_arg(arg)
+  args = parse_arg(arg, data=Choice('world', 'gsm8k'))
   c = base_config('grpo', init_from='runs/sft')
   c.rl = ml_collections.ConfigDict(dict(max_prompt_len=64, max_new_tokens=48, temperature=1.0,
                                         eval_prompts=64))
@@ -22,7 +22,7 @@ def get_config(arg=None):
   c.checkpoint.every = 10
   c.grpo = ml_collections.ConfigDict(dict(group_size=8, clip=0.2, kl_coef=0.0, epochs=1,
                                           minibatches=2))
-  if args.get('data') == 'gsm8k':
+  if args.data == 'gsm8k':
     c.data.update(source='jsonl', path=os.path.join(DATA_DIR, 'gsm8k', 'train.jsonl'),
                   eval_path=os.path.join(DATA_DIR, 'gsm8k', 'test.jsonl'))
     c.rl.update(max_prompt_len=256, max_new_tokens=256)

@@ -16,7 +16,7 @@ import os
 
 import ml_collections
 
-from lmresearch.config import parse_arg
+from lmresearch.config import Choice, parse_arg
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ORDER = ('pretrain', 'sft', 'reward', 'ppo', 'dpo', 'grpo')
@@ -30,10 +30,10 @@ def _stage_config(name):
 
 
 def get_config(arg=None):
-  args = parse_arg(arg)
+  args = parse_arg(arg, size=Choice('default', 'smoke'), all=False, lora=0)
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.run = 'pretrain,sft,reward,ppo,dpo,grpo' if args.get('all') else 'pretrain,sft,reward,ppo'
+  c.run = 'pretrain,sft,reward,ppo,dpo,grpo' if args.all else 'pretrain,sft,reward,ppo'
   # Stages in `reuse` are taken, finished, from the pipeline run in `upstream` (a symlink), not
   # trained: a sweep over PPO's settings trains its base, SFT and reward model once.
   c.upstream = ''
@@ -79,18 +79,20 @@ def get_config(arg=None):
       models='',              # which models to evaluate ('rlhf': it and SFT, the KL reference); '' = all
       prompting=True,         # the prompting methods on the base and SFT models
       best_of=0))             # > 0: best-of-n of SFT's samples by the reward model, n = 1, 2, 4, ...
-  if args.get('lora'):   # SFT and PPO with rank-r adapters on every projection
+  if args.lora < 0:
+    raise ValueError(f'configs/pipeline.py: lora={args.lora} must be >= 0 (0 = full fine-tuning).')
+  if args.lora:   # SFT and PPO with rank-r adapters on every projection
     for name in ('sft', 'ppo'):
       # and the special tokens' embedding and head rows: the chat roles and <|end|> never occur
       # in pretraining, and without their rows LoRA SFT rarely ended a reply
       # (experiments/lora_vs_full; held-out SFT loss on seed 0: 0.556 without, 0.377 with).
-      s[name].lora.update(rank=int(args['lora']), alpha=2.0 * int(args['lora']),
+      s[name].lora.update(rank=args.lora, alpha=2.0 * args.lora,
                           targets='query,key,value,out,gate,up,down', tokens='specials')
       # Adapters learn at 10x the full model's rate (lr and floor). For SFT the rate was chosen by
       # held-out loss on seed 0 from 1e-3 ... 1e-1 (rank 8: 1e-2 best, 3e-2 diverges); PPO takes
       # the same factor, the ratio "LoRA Without Regret" (Schulman et al. 2025) found across tasks.
       s[name].train.update(lr=round(10 * s[name].train.lr, 12), min_lr=round(10 * s[name].train.min_lr, 12))
-  if args.get('size') == 'smoke':
+  if args.size == 'smoke':
     for name in ORDER:
       st = s[name]
       st.model.update(num_layers=2, embed_dim=32, mlp_dim=64, num_heads=4, num_kv_heads=2,

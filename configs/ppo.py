@@ -16,7 +16,7 @@ def rl_config(c):
 
 
 def get_config(arg=None):
-  args = parse_arg(arg)
+  args = parse_arg(arg, ptx=0.0)
   c = rl_config(base_config())
   c.stage = 'ppo'
   c.init_from = 'runs/sft'
@@ -30,7 +30,7 @@ def get_config(arg=None):
   c.checkpoint.every = 10
   c.ppo = ml_collections.ConfigDict(dict(
       kl_coef=0.5, gamma=1.0, lam=0.95, clip=0.2, value_clip=0.2, vf_coef=0.5, epochs=2,
-      minibatches=2, whiten_advantages=True, ptx_coef=float(args.get('ptx', 0.0)),
+      minibatches=2, whiten_advantages=True, ptx_coef=args.ptx,
       # The reward of a reply that is empty or never ends is at most this (normalized RM units:
       # SFT samples average 0); inf leaves it to the reward model alone.
       degenerate_reward=-4.0))

@@ -12,7 +12,7 @@ FLOPs per device, from `--dry_run`, are in the README ("Scaling to pods").
 """
 import os
 
-from lmresearch.config import DATA_DIR, base_config, parse_arg
+from lmresearch.config import DATA_DIR, Choice, base_config, parse_arg
 
 
 # name: (model shape, mesh, global batch in sequences, context, remat, gradient accumulation). The shapes are the
@@ -27,10 +27,10 @@ LLAMA = {
 
 
 def get_config(arg=None):
-  args = parse_arg(arg)
+  args = parse_arg(arg, preset=Choice('', 'shakespeare_char', 'gpt2_124m', *LLAMA),
+                   size=Choice('tiny'), data='data/prepared', tokenizer='')
   c = base_config()
-  preset = args.get('preset', '')
-  size = args.get('size', 'tiny')
+  preset = args.preset
   if preset == 'shakespeare_char':
     # nanoGPT README, "I only have a macbook": 4 layers, 4 heads, 128 embed, context 64, batch 12.
     c.model.update(style='gpt2', num_layers=4, num_heads=4, embed_dim=128, mlp_dim=512,
@@ -56,19 +56,13 @@ def get_config(arg=None):
     shape, mesh, batch, seq_len, remat, accum = LLAMA[preset]
     c.model.update(style='llama', max_len=seq_len, vocab_size=128256, dtype='bfloat16',
                    rope_theta=500000.0, scan_layers=True, remat=remat, **shape)
-    c.data.update(source='prepared', path=args.get('data', 'data/prepared'),
-                  tokenizer_path=args.get('tokenizer', ''), seq_len=seq_len)
+    c.data.update(source='prepared', path=args.data, tokenizer_path=args.tokenizer,
+                  seq_len=seq_len)
     c.train.update(steps=100_000, batch_size=batch, grad_accum=accum, lr=3e-4, min_lr=3e-5, warmup_steps=2000,
                    b2=0.95, weight_decay=0.1, log_every=100, eval_every=2000, loss_chunk=512)
     c.checkpoint.update(every=1000, max_to_keep=3)
     c.mesh.update(**mesh)
-  elif preset:
-    raise ValueError(f'configs/pretrain.py: unknown preset={preset!r} '
-                     f'(expected shakespeare_char, gpt2_124m or one of {sorted(LLAMA)}).')
-  elif size == 'tiny':
-    # base_config()'s Llama-style 4 x 128 model on the embedded world, context 256.
+  else:   # size=tiny: base_config()'s Llama-style 4 x 128 model on the embedded world, context 256
     c.train.update(steps=600, batch_size=16, eval_every=200, log_every=25)
     c.checkpoint.every = 200
-  else:
-    raise ValueError(f'configs/pretrain.py: unknown size={size!r} (expected tiny).')
   return c

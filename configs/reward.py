@@ -7,18 +7,18 @@
 """
 import ml_collections
 
-from lmresearch.config import base_config, parse_arg
+from lmresearch.config import Choice, base_config, parse_arg
 
 
 def get_config(arg=None):
-  args = parse_arg(arg)
+  args = parse_arg(arg, noise=0.0, data=Choice('world', 'jsonl'), pool=Choice('sum', 'last'))
   c = base_config('reward', init_from='runs/sft')
   c.data.seq_len = 88    # one prompt + one response (the few longer ones, padded 3-step answers, are cut)
   # Every real candidate (9 per word problem, 8 per fact question) and 2 of the 5 degenerate replies
   # (empty, cut off, repeated, garbage, the question echoed): a forward pass of K responses trains
   # K(K-1)/2 pairs, so large K buys the most pairs per FLOP (InstructGPT's argument for K = 4..9).
-  c.data.synthetic.update(num_docs=4000, min_k=11, max_k=11, label_noise=float(args.get('noise', 0.0)))
-  if args.get('data') == 'jsonl':
+  c.data.synthetic.update(num_docs=4000, min_k=11, max_k=11, label_noise=args.noise)
+  if args.data == 'jsonl':
     c.data.source = 'jsonl'
   c.train.update(steps=380, batch_size=8, lr=1e-3, min_lr=1e-4, warmup_steps=20,
                  weight_decay=0.0, log_every=25, eval_every=95, eval_batches=5)
@@ -28,5 +28,5 @@ def get_config(arg=None):
   # pool='sum': the reward is the sum of the head's scalars over the reply (see reward.pool_rewards);
   # 'last' is InstructGPT's scalar at the final token.
   c.reward = ml_collections.ConfigDict(dict(norm_samples=64, norm_max_new_tokens=64,
-                                            pool=args.get('pool', 'sum')))
+                                            pool=args.pool))
   return c

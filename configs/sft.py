@@ -5,17 +5,17 @@
 """
 import os
 
-from lmresearch.config import DATA_DIR, base_config, parse_arg
+from lmresearch.config import DATA_DIR, Choice, base_config, parse_arg
 
 
 def get_config(arg=None):
-  args = parse_arg(arg)
+  args = parse_arg(arg, data=Choice('world', 'gsm8k'))
   c = base_config('sft', init_from='runs/base')
   c.data.synthetic.num_docs = 4000
   c.train.update(steps=300, batch_size=16, lr=1e-3, min_lr=1e-4, warmup_steps=20,
                  weight_decay=0.0, log_every=25, eval_every=100, eval_batches=10)
   c.checkpoint.every = 100
-  if args.get('data') == 'gsm8k':
+  if args.data == 'gsm8k':
     c.data.update(source='jsonl', path=os.path.join(DATA_DIR, 'gsm8k', 'train.jsonl'),
                   eval_path=os.path.join(DATA_DIR, 'gsm8k', 'test.jsonl'), seq_len=512)
   return c

@@ -16,16 +16,88 @@ from lmresearch.errors import ConfigError
 DATA_DIR = os.environ.get('LMR_DATA_DIR', os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data'))
 
 
-def parse_arg(arg) -> dict:
-  """'size=tiny,preset=shakespeare_char' -> {'size': 'tiny', 'preset': 'shakespeare_char'}."""
-  out = {}
+class Choice(tuple):
+  """A preset argument with a closed set of values; the first is the default."""
+
+  def __new__(cls, *values):
+    return super().__new__(cls, values)
+
+
+_TRUE, _FALSE = ('1', 'true', 'yes', 'on'), ('0', 'false', 'no', 'off')
+
+
+def parse_arg(arg, **spec) -> ml_collections.ConfigDict:
+  """A config file's preset argument against its declared spec (big_vision's `parse_arg`):
+
+    parse_arg('size=smoke,lora=8', size=Choice('default', 'smoke'), all=False, lora=0)
+      -> ConfigDict(size='smoke', all=False, lora=8)
+
+  Each keyword is an argument and its default, whose type the value must parse as (bool: 1/0,
+  true/false, yes/no, on/off; int; float; str), or a Choice of the only values allowed. An unknown
+  key, a value of another type or a value not among the choices is a ConfigError naming the
+  config file, the key and what it accepts: `lora=0` is off, and `data=gsm8K` is refused."""
+  import sys
+  caller = sys._getframe(1).f_code.co_filename
+  where = os.path.relpath(caller) if not os.path.relpath(caller).startswith('..') else caller
+  out = ml_collections.ConfigDict({k: (v[0] if isinstance(v, Choice) else v)
+                                   for k, v in spec.items()})
+  accepted = ', '.join(f'{k}={_describe(v)}' for k, v in spec.items()) or 'no arguments'
   for part in (arg or '').split(','):
-    if part.strip():
-      if '=' not in part:
-        raise ConfigError(f'config preset {part!r}: expected key=value (e.g. size=tiny).')
-      k, v = part.split('=', 1)
-      out[k.strip()] = v.strip()
+    if not part.strip():
+      continue
+    if '=' not in part:
+      raise ConfigError(f'{where}:{part.strip()}: expected key=value; it accepts {accepted}.')
+    k, v = (x.strip() for x in part.split('=', 1))
+    if k not in spec:
+      raise ConfigError(f'{where}: unknown argument {k!r} ({k}={v}); it accepts {accepted}.')
+    out[k] = _parse_value(where, k, v, spec[k])
   return out
+
+
+def _describe(default) -> str:
+  if isinstance(default, Choice):
+    return '|'.join(default)
+  kind = {bool: 'bool', int: 'int', float: 'float'}.get(type(default), 'str')
+  return f'{kind} (default {default!r})' if default != '' else kind
+
+
+def _parse_value(where: str, key: str, value: str, default):
+  if isinstance(default, Choice):
+    if value not in default:
+      raise ConfigError(f'{where}: {key}={value!r} is not one of {", ".join(default)}.')
+    return value
+  try:
+    if isinstance(default, bool):
+      if value.lower() not in _TRUE + _FALSE:
+        raise ValueError
+      return value.lower() in _TRUE
+    if isinstance(default, int):
+      return int(value)
+    if isinstance(default, float):
+      return float(value)
+  except ValueError:
+    kind = _describe(default).split()[0]
+    raise ConfigError(f'{where}: {key}={value!r} is not {"an" if kind == "int" else "a"} {kind} '
+                      f'({key}={default!r} is its default).') from None
+  return value
+
+
+def lora_on(config) -> bool:
+  """Whether a stage trains LoRA adapters (config.lora.rank > 0) rather than the whole model."""
+  return (config.get('lora') or {}).get('rank', 0) > 0
+
+
+def model_defaults() -> dict:
+  """config.model's keys and defaults: ModelConfig's own (the one place they are declared), but
+  the vocabulary size that the tokenizer decides and the LoRA fields that config.lora sets, plus
+  the keys only configs read."""
+  import dataclasses
+  from lmresearch.models.transformer import ModelConfig
+  skip = {'vocab_size', 'sample_vocab', 'lora_rank', 'lora_alpha', 'lora_dropout', 'lora_targets',
+          'lora_tokens'}
+  out = {f.name: f.default for f in dataclasses.fields(ModelConfig) if f.name not in skip}
+  # vocab_size: 0 = the tokenizer's, rounded up to vocab_multiple; hf_model_type: an import's
+  return dict(out, vocab_size=0, vocab_multiple=64, hf_model_type='')
 
 
 def base_config(stage: str = 'pretrain', init_from: str = '') -> ml_collections.ConfigDict:
@@ -34,17 +106,7 @@ def base_config(stage: str = 'pretrain', init_from: str = '') -> ml_collections.
   c.seed = 0
   c.init_from = init_from   # parent stage's workdir (post-training stages)
 
-  c.model = ml_collections.ConfigDict(dict(
-      style='llama', num_layers=4, num_heads=4, num_kv_heads=0, embed_dim=128, mlp_dim=512,
-      max_len=256, vocab_size=0, vocab_multiple=64, dropout=0.0, dtype='float32',
-      param_dtype='float32', scan_layers=False, remat='none', rope_theta=10000.0, norm_eps=1e-5,
-      attention_impl='',
-      # options of imported Hugging Face families (models/hf/); ours leave them off
-      head_size=0, qkv_bias=False, tie_embeddings=False, rope_scaling='', rope_factor=1.0,
-      rope_low_freq_factor=1.0, rope_high_freq_factor=4.0, rope_original_max_len=8192,
-      sliding_window=0, sliding_pattern=0, rope_local_theta=0.0, norm_plus_one=False, qk_norm=False, post_norms=False,
-      mlp_act='silu', embed_scale=False, query_scale=0.0, attn_softcap=0.0, final_softcap=0.0,
-      vocab_used=0, hf_model_type=''))
+  c.model = ml_collections.ConfigDict(model_defaults())
 
   c.data = ml_collections.ConfigDict(dict(
       source='synthetic', path='', eval_path='', text_key='text', val_fraction=0.1, seq_len=256,
@@ -106,7 +168,7 @@ def validate(config, num_devices: int, stages=None) -> None:
   lc = config.get('lora') or {}
   if lc.get('rank', 0) < 0:
     raise ConfigError(f'config.lora.rank={lc.rank} must be >= 0 (0 = full fine-tuning).')
-  if lc.get('rank', 0) > 0:
+  if lora_on(config):
     from lmresearch.models.lora import targets
     try:
       targets(lc.targets)

@@ -15,7 +15,7 @@ from lmresearch import config as lmc
 from lmresearch import fileio, parallel, tokenizers
 from lmresearch.errors import ConfigError
 from lmresearch.stages import parents
-from lmresearch.stages.base import build_model, uses_lora
+from lmresearch.stages.base import build_model
 from lmresearch.stages.reward import build_scalar_model, load_reward_offset, reward_pool
 from lmresearch.training import checkpoint
 
@@ -65,7 +65,7 @@ def load(workdir: str, reward: bool = False, chat: Optional[bool] = None, mesh=N
       mesh = parallel.make_mesh({'data': -1, 'fsdp': 1, 'tensor': 1})
   dummy = jnp.zeros((1, 1), jnp.int32)
   init = lambda: model.init(jax.random.PRNGKey(0), dummy)['params']
-  lora_run = uses_lora(config)
+  lora_run = lmc.lora_on(config)
   if config.stage == 'ppo' and not reward and not lora_run:   # PPO: the policy and the value model
     value = build_scalar_model(config, tok)
     init = lambda: {'policy': model.init(jax.random.PRNGKey(0), dummy)['params'],

@@ -94,3 +94,67 @@ def test_rl_stages_refuse_gradient_accumulation_naming_the_key(stage):
   c.train.grad_accum = 2
   with pytest.raises(ConfigError, match=re.escape('config.train.grad_accum=2')):
     validate(c, 1, REGISTRY)
+
+
+# ---- preset arguments: typed and closed --------------------------------------------------------
+
+CONFIG_FILES = sorted([f'configs/{f}' for f in os.listdir(os.path.join(ROOT, 'configs'))
+                       if f.endswith('.py')] +
+                      [f'experiments/{d}/config.py' for d in os.listdir(os.path.join(ROOT, 'experiments'))
+                       if os.path.isfile(os.path.join(ROOT, 'experiments', d, 'config.py'))])
+# Per file, where it has one: an argument of another type, and a choice spelled wrong.
+WRONG_TYPE = {'configs/pipeline.py': 'lora=x', 'configs/dpo.py': 'beta=high',
+              'configs/ppo.py': 'ptx=half', 'configs/reward.py': 'noise=lots'}
+TYPO = {'configs/pipeline.py': 'size=smok', 'configs/sft.py': 'data=gsm8K',
+        'configs/grpo.py': 'data=GSM8K', 'configs/dpo.py': 'loss=IPO',
+        'configs/reward.py': 'pool=mean', 'configs/pretrain.py': 'preset=llama3_7b'}
+
+
+def _get_config(path, arg):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location('cfg_' + path.replace('/', '_')[:-3],
+                                                os.path.join(ROOT, path))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config(arg)
+
+
+@pytest.mark.parametrize('path', CONFIG_FILES)
+def test_every_config_file_refuses_what_it_does_not_know(path):
+  """An unknown key, a value of the wrong type or a choice not offered is one line naming the
+  file, the key and what it accepts; nothing falls back to a default in silence."""
+  _get_config(path, None)   # the default builds
+  cases = [('colour=red', "unknown argument 'colour'")]
+  if path in WRONG_TYPE:
+    cases.append((WRONG_TYPE[path], f'{WRONG_TYPE[path].split("=")[0]}=\'{WRONG_TYPE[path].split("=")[1]}\' is not a'))
+  if path in TYPO:
+    cases.append((TYPO[path], f'{TYPO[path].split("=")[0]}=\'{TYPO[path].split("=")[1]}\' is not one of'))
+  for arg, needle in cases:
+    with pytest.raises(ConfigError) as e:
+      _get_config(path, arg)
+    msg = str(e.value)
+    assert '\n' not in msg and msg.startswith(path) and needle in msg, msg
+
+
+def test_preset_values_are_parsed_by_type():
+  """lora=0 is off (it was the string '0', which is true), all=0 is false, lora=8 an int."""
+  pipe = lambda arg: _get_config('configs/pipeline.py', arg)
+  off, on = pipe('lora=0'), pipe('lora=8')
+  assert off.stages.sft.lora.rank == 0 and off.stages.sft.train.lr == pipe(None).stages.sft.train.lr
+  assert on.stages.sft.lora.rank == 8 and on.stages.sft.train.lr == 10 * off.stages.sft.train.lr
+  assert pipe('all=0').run == pipe(None).run != pipe('all=true').run
+  assert _get_config('configs/dpo.py', 'beta=0.3').dpo.beta == 0.3
+  assert _get_config('configs/ppo.py', 'ptx=1').ppo.ptx_coef == 1.0
+
+
+def test_model_defaults_are_declared_once():
+  """config.model's defaults are ModelConfig's: a config and a ModelConfig built without
+  arguments describe the same model."""
+  import dataclasses
+  from lmresearch.config import base_config
+  from lmresearch.models.transformer import ModelConfig
+  m = base_config().model
+  for f in dataclasses.fields(ModelConfig):
+    if f.name in m and f.name != 'vocab_size':   # 0 in a config: the tokenizer's
+      assert m[f.name] == f.default, f.name
+  assert ModelConfig.from_config(m, 64) == ModelConfig(vocab_size=64)

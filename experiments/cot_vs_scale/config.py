@@ -15,6 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 from _common import load_config  # noqa: E402
+from lmresearch.config import parse_arg  # noqa: E402
 
 # (layers, width, heads): 16k to 1.05M non-embedding parameters (16·L·d² for these Llama-style
 # blocks; the default model is the largest: a larger one does not fit the hour on 2 CPU cores)
@@ -22,6 +23,7 @@ SIZES = ((1, 32, 2), (2, 64, 4), (3, 96, 4), (4, 128, 4))
 
 
 def get_config(arg=None):
+  parse_arg(arg)   # no preset arguments
   c = load_config('pipeline')
   c.run = 'pretrain'
   c.eval.update(per_step=30, sc_samples=(), compare_prompts=2, sample_prompts=0)

@@ -31,7 +31,7 @@ DPO_GOLD, DPO_RANK, PPO, BEST = 'DPO, gold-labeled SFT pairs', 'DPO, offline ran
 
 def get_config(arg=None):
   c = load_config('pipeline')
-  c.upstream = parse_arg(arg).get('upstream', 'runs/demo')
+  c.upstream = parse_arg(arg, upstream='runs/demo').upstream
   c.reuse = UPSTREAM
   c.run = UPSTREAM + ',ppo'
   c.stages.ppo.ppo.ptx_coef = 0.0

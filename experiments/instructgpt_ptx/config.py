@@ -21,7 +21,7 @@ from lmresearch.config import parse_arg  # noqa: E402
 
 def get_config(arg=None):
   c = load_config('pipeline')
-  c.upstream = parse_arg(arg).get('upstream', 'runs/demo')
+  c.upstream = parse_arg(arg, upstream='runs/demo').upstream
   c.run = 'pretrain,sft,reward,ppo'
   c.reuse = 'pretrain,sft,reward'
   c.eval.update(models='rlhf', prompting=False, rm_rankings=0, compare_prompts=2, per_step=30,

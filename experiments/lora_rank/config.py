@@ -45,7 +45,7 @@ ARMS = [(r, lr(r)) for r in RANKS] + [(r, lr_sqrt(r)) for r in RANKS[1:]]
 
 def get_config(arg=None):
   c = load_config('pipeline')
-  c.upstream = os.path.join(parse_arg(arg).get('upstream', 'runs/exp/pipeline_seeds'), 'seed={seed}')
+  c.upstream = os.path.join(parse_arg(arg, upstream='runs/exp/pipeline_seeds').upstream, 'seed={seed}')
   c.run = 'pretrain,sft'
   c.reuse = 'pretrain'
   c.eval.prompting = False

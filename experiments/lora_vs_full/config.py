@@ -25,7 +25,7 @@ RANK = 8
 
 def get_config(arg=None):
   c = load_config('pipeline')
-  c.upstream = os.path.join(parse_arg(arg).get('upstream', 'runs/exp/pipeline_seeds'), 'seed={seed}')
+  c.upstream = os.path.join(parse_arg(arg, upstream='runs/exp/pipeline_seeds').upstream, 'seed={seed}')
   c.reuse = 'pretrain'
   lora = load_config('pipeline', f'lora={RANK}').stages
   for n in ('sft', 'ppo'):   # take effect where a trial sets the rank

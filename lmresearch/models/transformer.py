@@ -43,7 +43,7 @@ class ModelConfig:
   embed_dim: int = 128
   mlp_dim: int = 512
   max_len: int = 256
-  style: str = 'gpt2'            # 'gpt2' | 'llama'
+  style: str = 'llama'           # 'llama' | 'gpt2'
   dropout: float = 0.0
   dtype: str = 'float32'         # compute dtype
   param_dtype: str = 'float32'

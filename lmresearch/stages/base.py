@@ -33,12 +33,13 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from lmresearch import config as lmc
 from lmresearch import fileio, parallel, tokenizers
 from lmresearch.data import packing
 from lmresearch.models.logprobs import chunked_nll_sums, nll_sums
 from lmresearch.models.transformer import count_params, flops_per_token, unembed
 from lmresearch.stages import parents
-from lmresearch.stages.builders import build_model, model_config, padded_vocab, uses_lora  # noqa: F401
+from lmresearch.stages.builders import build_model, model_config, padded_vocab  # noqa: F401
 from lmresearch.training import trainer as trainer_lib
 
 
@@ -131,7 +132,7 @@ class LMStage(Stage):
     self.tokenizer = get_tokenizer(config, workdir, texts_fn)
     self.model = build_model(config, self.tokenizer)
     # The model without adapters: what a frozen reference reads (the base, the same arrays).
-    self.lora = uses_lora(config)
+    self.lora = lmc.lora_on(config)
     self.ref_model = build_model(config, self.tokenizer, lora=False) if self.lora else self.model
 
   def init_params(self, rng):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from lmresearch import config as lmc
 from lmresearch.errors import ConfigError
 from lmresearch.models import lora as lora_lib
 from lmresearch.models.heads import ScalarHeadModel
@@ -28,7 +29,7 @@ def model_config(config, tok, lora: bool = True) -> ModelConfig:
   if m.vocab_size > tok.vocab_size:
     m = dataclasses.replace(m, sample_vocab=tok.vocab_size)
   lc = config.get('lora') or {}
-  if lora and lc.get('rank', 0) > 0:
+  if lora and lmc.lora_on(config):
     try:
       ids = lora_lib.token_ids(lc.get('tokens', ''), tok)
     except ValueError as e:
@@ -41,10 +42,6 @@ def model_config(config, tok, lora: bool = True) -> ModelConfig:
 
 def build_model(config, tok, lora: bool = True) -> Transformer:
   return Transformer(model_config(config, tok, lora))
-
-
-def uses_lora(config) -> bool:
-  return (config.get('lora') or {}).get('rank', 0) > 0
 
 
 def build_scalar_model(config, tok, lora: bool = True) -> ScalarHeadModel:

@@ -40,7 +40,7 @@ def _run_init(cfg, tok):
 def trained(workdir: str, mesh):
   """(config, what the LoRA run trained: its adapters and heads) from its checkpoint."""
   cfg = lmc.load(workdir)
-  if not (cfg.get('lora') or {}).get('rank', 0) > 0:
+  if not lmc.lora_on(cfg):
     raise ValueError(f'{workdir} is not a LoRA run (config.lora.rank = 0): export it whole with '
                      '--to_hf, without --adapters_only.')
   rules = parallel.rules_from_config(cfg)
@@ -56,7 +56,7 @@ def load(workdir: str, abstract, shardings):
   """The run's params in the tree of `abstract` (a language model, or a scalar-head model when
   the run is a reward model), placed with `shardings`."""
   cfg = lmc.load(workdir)
-  if not (cfg.get('lora') or {}).get('rank', 0) > 0:
+  if not lmc.lora_on(cfg):
     params, _ = restore_params(workdir, abstract_with_shardings(abstract, shardings))
     return params
   tokenizers = _models(cfg)[0]

@@ -25,6 +25,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
+from lmresearch import config as lmc
 from lmresearch import parallel
 from lmresearch.models import lora
 from lmresearch.models.transformer import param_counts
@@ -109,7 +110,7 @@ class Trainer:
     self.config, self.workdir, self.stage, self.mesh, self.rules = config, workdir, stage, mesh, rules
     self.train_cfg = config.train
     self.optimizer = make_optimizer(config.train)
-    self.lora = config.get('lora', {}).get('rank', 0) > 0
+    self.lora = lmc.lora_on(config)
     self.schedule = learning_rate_schedule(config.train)
     self._stop = self._signaled = False
     stage.bind(mesh, rules)
