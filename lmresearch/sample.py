@@ -50,6 +50,7 @@ def sample(workdir: str, prompts, *, max_new_tokens: int, temperature: float, to
   import jax
 
   from lmresearch import runs, sampling, tokenizers
+  from lmresearch.generation.stops import compile_stops
 
   run = runs.load(workdir, step=step, chat=chat)
   tok, model, params = run.tok, run.model, run.params
@@ -64,7 +65,8 @@ def sample(workdir: str, prompts, *, max_new_tokens: int, temperature: float, to
   with run.active():
     out = sampling.generate(model, params, ids, max_new_tokens=max_new_tokens,
                             rng=jax.random.PRNGKey(seed), temperature=temperature, top_k=top_k,
-                            top_p=top_p, stop_ids=tok.stop_ids, pad_id=tok.pad_id)
+                            top_p=top_p, stop_ids=tok.stop_ids, pad_id=tok.pad_id,
+                            stop_table=compile_stops(tok, stop_strings, model.cfg.vocab_size))
   texts = sampling.decode_completions(tok, out['completions'], stop_strings)
   if best_of == 1:
     return texts, None

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmresearch import parallel, tokenizers
+from lmresearch.generation import sampler
 from lmresearch.generation.stops import MATCHED, compile_stops
 from lmresearch.models.logprobs import positions_from_mask
 from lmresearch.models.transformer import unembed
@@ -33,48 +34,8 @@ DEFAULT_STOP_IDS = (tokenizers._Base.eos_id, tokenizers._Base.end_id)
 PROMPT_MULTIPLE = 8   # prompt block lengths are rounded up to this, to limit recompiles
 
 
-# ---- sampling filters (pure) ------------------------------------------------------------------
-
-def _mask_from_indices(idx, vocab: int):
-  """[..., k] indices -> [..., vocab] bool mask with exactly those entries set."""
-  flat = idx.reshape(-1, idx.shape[-1])
-  rows = jnp.arange(flat.shape[0])[:, None]
-  mask = jnp.zeros((flat.shape[0], vocab), jnp.bool_).at[rows, flat].set(True)
-  return mask.reshape(idx.shape[:-1] + (vocab,))
-
-
-def filter_logits(logits, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
-  """Logits [..., vocab] -> float32 logits to sample from, with -inf on excluded tokens.
-
-  Applied in the usual order: temperature, then top-k, then top-p on what is left.
-    temperature 0: only the argmax survives (greedy).
-    top_k > 0: exactly the k most likely tokens survive.
-    top_p < 1: the smallest set of most likely tokens whose probability sums to >= top_p
-      (the most likely token always survives; tokens tied with the last one kept also survive).
-  """
-  logits = jnp.asarray(logits).astype(jnp.float32)
-  vocab = logits.shape[-1]
-  if temperature < 0:
-    raise ValueError(f'temperature={temperature} must be >= 0 (0 = greedy).')
-  if not 0.0 < top_p <= 1.0:
-    raise ValueError(f'top_p={top_p} must be in (0, 1].')
-  if top_k < 0:
-    raise ValueError(f'top_k={top_k} must be >= 0 (0 = off).')
-  if temperature == 0:
-    keep = jax.nn.one_hot(jnp.argmax(logits, axis=-1), vocab, dtype=jnp.bool_)
-    return jnp.where(keep, logits, -jnp.inf)
-  logits = logits / temperature
-  if 0 < top_k < vocab:
-    _, idx = jax.lax.top_k(logits, top_k)
-    logits = jnp.where(_mask_from_indices(idx, vocab), logits, -jnp.inf)
-  if top_p < 1.0:
-    sorted_logits = -jnp.sort(-logits, axis=-1)                      # descending
-    probs = jax.nn.softmax(sorted_logits, axis=-1)
-    mass_before = jnp.cumsum(probs, axis=-1) - probs
-    num_keep = jnp.sum(mass_before < top_p, axis=-1, keepdims=True)  # >= 1
-    threshold = jnp.take_along_axis(sorted_logits, num_keep - 1, axis=-1)
-    logits = jnp.where(logits >= threshold, logits, -jnp.inf)
-  return logits
+# The filters and the draw are generation/sampler.py's, shared with the server's engine.
+filter_logits = sampler.filter_logits
 
 
 # ---- the jitted core ----------------------------------------------------------------------------
@@ -129,6 +90,7 @@ def _generate_core(model, params, prompt, prompt_mask, rng, stop_table=None, *,
     cache, last = forward(empty_cache(b), prompt, positions)                   # prefill
 
   stops = jnp.asarray(stop_ids, jnp.int32)
+  keys = sampler.row_keys(rng, b)   # row i draws as the server's choice i of the same seed
 
   limit = model.cfg.vocab_used or model.cfg.sample_vocab   # ids past it pad the vocabulary
 
@@ -139,12 +101,7 @@ def _generate_core(model, params, prompt, prompt_mask, rng, stop_table=None, *,
     pick = last_logits
     if limit and limit < last_logits.shape[-1]:
       pick = jnp.where(jnp.arange(last_logits.shape[-1]) < limit, last_logits, -jnp.inf)
-    if temperature == 0:
-      tok = jnp.argmax(pick, axis=-1).astype(jnp.int32)
-    else:
-      key = jax.random.fold_in(rng, t)
-      tok = jax.random.categorical(
-          key, filter_logits(pick, temperature, top_k, top_p), axis=-1).astype(jnp.int32)
+    tok = sampler.sample_rows(pick, sampler.step_keys(keys, t), temperature, top_k, top_p)
     logp = jnp.take_along_axis(jax.nn.log_softmax(last_logits, axis=-1), tok[:, None], -1)[:, 0]
     live = ~done
     tok = jnp.where(live, tok, pad_id)
@@ -263,8 +220,10 @@ def generate(model, params, prompts: Sequence[Sequence[int]], *, max_new_tokens:
     params: its params (boxed or not).
     prompts: token id lists (include the BOS yourself; see `encode_prompt`).
     max_new_tokens: tokens to generate per row at most (clamped to the context, with a warning).
-    rng: PRNG key; required unless temperature == 0. Same key and inputs -> same samples.
-    temperature, top_k, top_p: see `filter_logits`. temperature 0 = greedy.
+    rng: PRNG key; required unless temperature == 0. Row i draws with sampler.row_key(rng, i),
+      so the same key and inputs give the same samples, and one prompt with PRNGKey(seed)
+      draws what the server's request with that seed draws.
+    temperature, top_k, top_p: see `generation.sampler`. temperature 0 = greedy.
     stop_ids: a row stops after emitting one of these (default: eos and <|end|>); () = never.
     pad_id: id used for left padding and after a row stopped.
     stop_table: stop strings compiled for the tokenizer (`generation.stops.compile_stops`): a row
@@ -301,7 +260,7 @@ def generate(model, params, prompts: Sequence[Sequence[int]], *, max_new_tokens:
       raise ValueError(f'prompt {i} is empty: start it with the BOS token at least.')
   if temperature != 0 and rng is None:
     raise ValueError('generate: rng is required when temperature > 0.')
-  filter_logits(jnp.zeros((1, 2)), temperature, top_k, top_p)   # validates the settings
+  sampler.check(temperature, top_k, top_p)
   max_new_tokens = fit_to_context([len(p) for p in prompts], max_new_tokens, model.cfg.max_len)
   longest = max(len(p) for p in prompts)
 

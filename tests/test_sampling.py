@@ -84,7 +84,7 @@ def test_batch_padded_to_data_shards():
   assert meshed['tokens'].shape[0] == 3
 
 
-def test_filter_logits_top_k_keeps_exactly_k():
+def test_filter_logits_top_k_keeps_the_k_largest_and_their_ties():
   logits = jax.random.normal(jax.random.PRNGKey(0), (3, 50))
   for k in (1, 5, 17):
     out = sampling.filter_logits(logits, 1.0, top_k=k)
@@ -92,8 +92,15 @@ def test_filter_logits_top_k_keeps_exactly_k():
     assert (kept.sum(-1) == k).all()
     top = np.argsort(-np.asarray(logits), axis=-1)[:, :k]
     assert all(set(np.flatnonzero(kept[i])) == set(top[i]) for i in range(3))
-  ties = jnp.zeros((1, 10))
-  assert int(np.isfinite(sampling.filter_logits(ties, 1.0, top_k=3)).sum()) == 3
+  # Ties with the k-th survive (Hugging Face's rule): never a choice by vocabulary order.
+  ties = jnp.asarray([[0., 2., 1., 1., 1., -1.]])
+  assert np.flatnonzero(np.isfinite(sampling.filter_logits(ties, 1.0, top_k=2))).tolist() == [1, 2, 3, 4]
+  # Per-row settings (the server's slots) follow the same rule as one setting for the batch.
+  from lmresearch.generation import sampler
+  rows = sampler.filter_logits(logits, jnp.asarray([1.0, 0.5, 2.0]), jnp.asarray([1, 5, 0]),
+                               jnp.asarray([1.0, 0.9, 0.5]))
+  for i, (t, k, p) in enumerate([(1.0, 1, 1.0), (0.5, 5, 0.9), (2.0, 0, 0.5)]):
+    np.testing.assert_array_equal(rows[i], sampler.filter_logits(logits[i:i + 1], t, k, p)[0])
 
 
 def test_filter_logits_top_p_and_temperature():

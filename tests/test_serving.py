@@ -273,6 +273,31 @@ def test_completions_logprobs_echo_and_errors(client, server, sft_run):
     client.completions.create(model='sft', prompt=prompt, max_tokens=3, presence_penalty=1.0)
 
 
+def test_the_cli_and_the_server_sample_the_same_tokens(client, pipeline_dirs):
+  """One sampler: `python -m lmresearch.sample`'s path and the API, with the same seed and
+  temperature, top-k and top-p on, draw the same tokens; the server's choice i is the CLI's row i
+  (the prompt sampled n times)."""
+  import jax as _jax
+  from lmresearch.sample import sample
+  prompt, seed = 'The frog lives in', 11
+  settings = dict(temperature=1.3, top_k=20, top_p=0.9)
+  cli, _ = sample(str(pipeline_dirs / 'base'), [prompt], max_new_tokens=24, seed=seed, **settings)
+  api = client.completions.create(model='base', prompt=prompt, max_tokens=24, seed=seed, n=3,
+                                  temperature=1.3, top_p=0.9, extra_body={'top_k': 20})
+  assert api.choices[0].text == cli[0]
+  run = runs.load(str(pipeline_dirs / 'base'), chat=False)
+  ids = [sampling.encode_prompt(run.tok, prompt)] * 3
+  with run.active():
+    out = sampling.generate(run.model, run.params, ids, max_new_tokens=24, rng=_jax.random.PRNGKey(seed),
+                            stop_ids=run.tok.stop_ids, pad_id=run.tok.pad_id, **settings)
+  rows = sampling.decode_completions(run.tok, out['completions'])
+  assert [c.text for c in api.choices] == rows and len(set(rows)) > 1
+  # The settings matter: without top-k and top-p the same seed draws something else.
+  loose = client.completions.create(model='base', prompt=prompt, max_tokens=24, seed=seed,
+                                    temperature=1.3)
+  assert loose.choices[0].text != cli[0]
+
+
 def test_concurrent_streams_share_the_batch(client, server):
   app = server[1]
   engine = app.state.models.engine('sft')

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmresearch.generation import sampler
 from lmresearch.models.transformer import unembed
 from lmresearch.serving.textstream import Live, detokenize, final_text, first_stop, safe_len
 
@@ -70,6 +71,7 @@ class Request:
   top_p: float = 1.0
   top_k: int = 0
   seed: Optional[int] = None
+  row: int = 0                # the seed's row (a request's choice index): its key is row_key(seed, row)
   stop_ids: Sequence[int] = ()
   stop: Sequence[str] = ()
   cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
@@ -96,36 +98,6 @@ def buckets(max_len: int) -> list[int]:
 
 def bucket_for(n: int, max_len: int) -> int:
   return next(b for b in buckets(max_len) if b >= n)
-
-
-def _row_keys(keys, steps):
-  return jax.vmap(jax.random.fold_in)(keys, steps)
-
-
-def sample_rows(logits, keys, temperature, top_k, top_p):
-  """One token per row, each row with its own settings ([rows] arrays): temperature 0 is greedy,
-  top_k 0 and top_p 1 are off. The sort that top-k / top-p need runs only when a row asks."""
-  greedy = jnp.argmax(logits, axis=-1)
-  scaled = logits / jnp.maximum(temperature, 1e-6)[:, None]
-  vocab = logits.shape[-1]
-
-  def truncate(x):
-    srt = -jnp.sort(-x, axis=-1)
-    k = jnp.where(top_k > 0, jnp.minimum(top_k, vocab), vocab)
-    kth = jnp.take_along_axis(srt, (k - 1)[:, None], axis=-1)
-    srt = jnp.where(jnp.arange(vocab)[None, :] < k[:, None], srt, -jnp.inf)
-    probs = jax.nn.softmax(srt, axis=-1)
-    keep = jnp.sum((jnp.cumsum(probs, axis=-1) - probs) < top_p[:, None], axis=-1)   # >= 1
-    pth = jnp.take_along_axis(srt, (keep - 1)[:, None], axis=-1)
-    return jnp.where((x >= kth) & (x >= pth), x, -jnp.inf)
-
-  needs = jnp.any((top_k > 0) | (top_p < 1.0))
-  scaled = jax.lax.cond(needs, truncate, lambda x: x, scaled)
-  # Random draws (a Gumbel variate per vocabulary entry and row) only when some row samples.
-  sampled = jax.lax.cond(jnp.any(temperature > 0),
-                         lambda: jax.vmap(jax.random.categorical)(keys, scaled),
-                         lambda: greedy)
-  return jnp.where(temperature <= 0, greedy, sampled).astype(jnp.int32)
 
 
 def _log_probs(cfg, logits, tok):
@@ -319,8 +291,7 @@ class Engine:
                                  mutable=['cache'], return_hidden=True)
     last = jnp.take_along_axis(hidden, (lengths - 1)[:, None, None], axis=1)   # [rows, 1, embed]
     logits = self._logits(params, last)[:, 0]
-    tok = sample_rows(logits, _row_keys(keys, jnp.zeros((rows,), jnp.int32)), temperature, top_k,
-                      top_p)
+    tok = sampler.sample_rows(logits, sampler.step_keys(keys, 0), temperature, top_k, top_p)
     out_blocks = []
     for j, block in enumerate(blocks):
       local = dest - j * self.block
@@ -355,7 +326,8 @@ class Engine:
                                  positions[:, None], kv_mask=jnp.ones((rows, length), jnp.bool_),
                                  decode=True, mutable=['cache'], return_hidden=True)
     logits = self._logits(params, hidden)[:, 0]
-    tok = sample_rows(logits, _row_keys(keys[:rows], steps), temperature, top_k, top_p)
+    tok = sampler.sample_rows(logits, sampler.step_keys(keys[:rows], steps), temperature, top_k,
+                              top_p)
     out_blocks = []
     for j, old in enumerate(blocks):
       alive = ints[2, j * self.block:(j + 1) * self.block].astype(bool)
@@ -497,7 +469,7 @@ class Engine:
     for r, (req, slot) in enumerate(zip(reqs, slots)):
       tokens[r, :n[r]] = req.prompt
       lengths[r], dest[r], top_k[r] = n[r], slot, req.top_k
-      keys[r] = np.asarray(jax.random.PRNGKey(req.seed))
+      keys[r] = np.asarray(sampler.row_key(jax.random.PRNGKey(req.seed), req.row))
       temperature[r], top_p[r] = req.temperature, req.top_p
     self.shapes.add(('prefill',) + tokens.shape)
     self._cache, out = self._prefill(self._params, self._cache, *args)
@@ -519,7 +491,7 @@ class Engine:
     quick. Call before the first request (`python -m lmresearch.serve --warmup`). Returns the
     programs compiled."""
     with self.run.active():
-      jax.random.PRNGKey(0)   # seeding (per request, on the host) is a program of its own
+      sampler.row_key(jax.random.PRNGKey(0), 0)   # seeding (per request, on the host): programs of its own
       for b in buckets(self.max_len):
         for rows in self.prefill_buckets:
           self._prefill.lower(self._params, self._cache, *self._prefill_args(rows, b)).compile()

@@ -2,7 +2,9 @@
 
 What an OpenAI client or an evaluation harness sends works as it does there: streaming
 (server-sent `data:` chunks, a final `data: [DONE]`, a usage chunk when
-`stream_options.include_usage`), `n`, `stop`, `max_tokens`, `temperature`, `top_p`, `seed`;
+`stream_options.include_usage`), `n`, `stop`, `max_tokens`, `temperature`, `top_p`, `seed`, and
+vLLM's `top_k`; a seeded request's choice i draws what `python -m lmresearch.sample` draws for
+row i with that seed (generation/sampler.py);
 completions also answer `logprobs` (up to 5 alternatives per token, and the chosen one) and
 `echo`, with `max_tokens=0` to score a prompt alone (log-likelihood evaluation). An echoed prompt
 has one entry per token as the model's own tokenizer counts them (a BOS it adds included), the
@@ -82,6 +84,8 @@ def _settings(body: dict) -> dict:
   return dict(ignore_eos=bool(body.get('ignore_eos')),
               temperature=_num(body, 'temperature', 1.0, 0.0, 2.0),
               top_p=_num(body, 'top_p', 1.0, 1e-9, 1.0), stop=stop,
+              # vLLM's extension (-1 or 0: off); the CLI's --top_k, the same rule
+              top_k=max(0, _num(body, 'top_k', 0, -1, 1 << 30, int)),
               seed=None if seed is None else seed % (1 << 31),
               n=_num(body, 'n', 1, 1, MAX_N, int))
 
@@ -329,9 +333,11 @@ def _chat_logprobs(tok, tokens, top: int):
 async def _serve(engine, name, prompt, max_tokens, s, body, *, chat, logprobs=None, echo=False,
                  as_dict=False):
   n = s['n']
-  settings = dict(temperature=s['temperature'], top_p=s['top_p'], stop=s['stop'],
+  settings = dict(temperature=s['temperature'], top_p=s['top_p'], top_k=s['top_k'], stop=s['stop'],
                   stop_ids=() if s['ignore_eos'] else engine.tok.stop_ids)
-  seeds = [None if s['seed'] is None else s['seed'] + i for i in range(n)]
+  # Choice i of a seeded request is row i of that seed (generation/sampler.py): the CLI's rows
+  # of one prompt sampled n times with the same seed draw the same tokens.
+  seeds = [s['seed']] * n
   created = int(time.time())
   rid = ('chatcmpl-' if chat else 'cmpl-') + secrets.token_hex(12)
   kind = 'chat.completion' if chat else 'text_completion'
@@ -355,7 +361,7 @@ async def _serve(engine, name, prompt, max_tokens, s, body, *, chat, logprobs=No
       results = [_scored_token(tok, scored[2], settings['stop_ids'], s['stop'])] * n
     else:
       results = await gather_or_cancel(*[complete(engine, prompt, max_tokens=max_tokens,
-                                                  seed=seeds[i], **settings) for i in range(n)])
+                                                  seed=seeds[i], row=i, **settings) for i in range(n)])
   choices = []
   for i, r in enumerate(results):
     if chat:
@@ -379,7 +385,7 @@ async def _stream_response(engine, name, prompt, max_tokens, settings, seeds, ri
   n = len(seeds)
   # Each choice's first event is awaited before the response starts: a full queue or a failed
   # prefill is still a status code (429, 500), not a broken stream.
-  gens = [stream(engine, prompt, max_tokens=max_tokens, seed=seeds[i], **settings)
+  gens = [stream(engine, prompt, max_tokens=max_tokens, seed=seeds[i], row=i, **settings)
           for i in range(n)]
   firsts = []
   try:
