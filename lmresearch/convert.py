@@ -9,7 +9,7 @@ HF_DIR is a local directory as `save_pretrained` writes it (config.json, *.safet
 tokenizer files); to fetch one from the Hub, run transformers' own loader first. An imported run is
 an ordinary run: config.json (our model config), the HF tokenizer (with its chat template) and an
 Orbax checkpoint, so `--config.init_from=runs/qwen` starts SFT, reward, DPO, PPO or GRPO from it,
-and sample / evaluate read it. Families, options and what is checked: README, "Models from
+and sample / evaluate read it. Families, options and what is checked: docs/models.md, "Models from
 Hugging Face".
 """
 from __future__ import annotations

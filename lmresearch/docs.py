@@ -1,9 +1,11 @@
 """Every number a reader sees in the READMEs, rendered from the results that ship:
 
-  python -m lmresearch.docs            re-render README.md's blocks and every experiment README
+  python -m lmresearch.docs            re-render the blocks of README.md and docs/*.md, and every
+                                       experiment README
   python -m lmresearch.docs --check    change nothing; exit 1 naming the first stale line
 
-README.md's blocks (between `<!-- BEGIN name ... -->` and `<!-- END name -->`):
+The blocks (between `<!-- BEGIN name ... -->` and `<!-- END name -->`, in README.md or a docs
+page; a block may sit in several pages; BENCH * are the benchmarks' figures, docs/bench/*.json):
   DEFAULT RUN   the default run's claims, stages and prompting tables, from
                 experiments/pipeline_seeds/report.json (seed 0 of the main job)
   SEEDS         the claims on every whole-pipeline seed, from experiments/pipeline_seeds/results.csv
@@ -42,7 +44,8 @@ def _load(name: str):
 
 
 def _rendered(name: str) -> dict:
-  table = render.read_csv(os.path.join(ROOT, 'experiments', name, 'results.csv'))
+  path = os.path.join(ROOT, 'experiments', name, 'results.csv')
+  table = render.read_csv(path) if os.path.exists(path) else []   # not run yet
   return render.render(_load(name), table, None)
 
 
@@ -479,15 +482,39 @@ BLOCKS = {'REAL MODELS': real_models_block, 'BENCH LM EVAL': lm_eval_block, 'DEF
           'BENCH RL': rl_block, 'BENCH MAIN': main_block, 'BENCH SUITE': suite_block}
 
 
-def splice_block(text: str, name: str, lines: list[str]) -> str:
+PAGES = ['README.md'] + sorted(os.path.join('docs', f) for f in os.listdir(os.path.join(ROOT, 'docs'))
+                                if f.endswith('.md'))
+
+
+def site_links(md: str, page: str) -> str:
+  """A block's links as a docs page can hold them: the site builds from docs/ alone (mkdocs
+  --strict refuses a link out of it), so a link to a repository file becomes its path in code;
+  a link into docs/ becomes relative to the page."""
+  def repl(m):
+    bang, label, target = m.groups()
+    if bang or target.startswith(('http', '#', 'mailto')):
+      return m.group(0)
+    path, _, anchor = target.partition('#')
+    if path.startswith('docs/'):
+      return f'[{label}]({os.path.relpath(path, os.path.dirname(page))}{"#" + anchor if anchor else ""})'
+    return f'`{path}`' if label.strip('`') == path else f'{label} (`{path}`)'
+  return re.sub(r'(!?)\[([^\]]+)\]\(([^)\s]+)\)', repl, md)
+
+
+def splice_block(text: str, name: str, lines: list[str], page: str = 'README.md') -> str:
   pattern = re.compile(rf'(<!-- BEGIN {name}\b[^>]*-->\n).*?(<!-- END {name} -->)', re.S)
   if not pattern.search(text):
-    raise ValueError(f'README.md: no "<!-- BEGIN {name} -->" ... "<!-- END {name} -->" block.')
-  return pattern.sub(lambda m: m.group(1) + '\n'.join(lines) + '\n' + m.group(2), text, count=1)
+    raise ValueError(f'{page}: no "<!-- BEGIN {name} -->" ... "<!-- END {name} -->" block.')
+  body = '\n'.join(lines)
+  if page != 'README.md':
+    body = site_links(body, page)
+  return pattern.sub(lambda m: m.group(1) + body + '\n' + m.group(2), text, count=1)
 
 
 def refresh(check: bool) -> list[str]:
-  """Re-renders (or with check, compares) every README; returns the differences found."""
+  """Re-renders (or with check, compares) every README and docs page; returns the differences
+  found. Every block is rendered wherever a page holds its markers, and must be in one page at
+  least."""
   diffs = []
   cwd = os.getcwd()
   os.chdir(ROOT)   # experiment READMEs name their config by its path from the root
@@ -496,16 +523,25 @@ def refresh(check: bool) -> list[str]:
       d = render.refresh_readme(_load(name), check=check)
       if d:
         diffs.append(d)
-    path = os.path.join(ROOT, 'README.md')
-    old = open(path).read()
-    new = old
-    for name, fn in BLOCKS.items():
-      new = splice_block(new, name, fn())
-    if new != old:
-      if check:
-        diffs.append(render._first_difference(old, new, path))
-      else:
-        open(path, 'w').write(new)
+    rendered = {name: fn() for name, fn in BLOCKS.items()}
+    placed = set()
+    for page in PAGES:
+      path = os.path.join(ROOT, page)
+      old = open(path).read()
+      new = old
+      for name, lines in rendered.items():
+        if f'<!-- BEGIN {name} ' in old or f'<!-- BEGIN {name}:' in old:
+          new = splice_block(new, name, lines, page)
+          placed.add(name)
+      if new != old:
+        if check:
+          diffs.append(render._first_difference(old, new, path))
+        else:
+          open(path, 'w').write(new)
+    missing = sorted(set(BLOCKS) - placed)
+    if missing:
+      diffs.append(f'no page holds the block(s) {", ".join(missing)}: add their '
+                   '"<!-- BEGIN name -->" ... "<!-- END name -->" markers to README.md or docs/.')
   finally:
     os.chdir(cwd)
   return diffs
@@ -520,7 +556,7 @@ def main(argv):
     print('Re-render with: python -m lmresearch.docs', file=sys.stderr)
     sys.exit(1)
   if not FLAGS.check:
-    print('[docs] README.md and every experiment README rendered from their results.')
+    print('[docs] README.md, docs/*.md and every experiment README rendered from their results.')
 
 
 if __name__ == '__main__':

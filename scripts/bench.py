@@ -29,8 +29,6 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, 'scripts'))
 from bench_common import OthersShare, cores, summarize  # noqa: E402
 
 DATA = os.path.join(os.environ.get('LMR_DATA_DIR', os.path.join(ROOT, '..', 'shared', 'data')),
@@ -483,6 +481,12 @@ def print_suite(res: dict) -> None:
     print(f"{t['s']:8.1f} s  {t['phase']:8s} {t['test']}")
 
 
+# --sections: name -> (measure(args) -> figures, print(results)), run in the order asked.
+SECTIONS = {'train': (section_train, print_train), 'generate': (section_generate, print_generate),
+            'rl': (section_rl, print_rl), 'main': (section_main, print_main),
+            'suite': (section_suite, print_suite)}
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--sections', default='train,generate,rl',
@@ -514,26 +518,15 @@ def main():
     print(json.dumps(jax_worker(a.worker, a.devices, a.iters, a.warmup)), flush=True)
     return
   sections = [s for s in a.sections.split(',') if s]
-  unknown = set(sections) - {'train', 'generate', 'rl', 'main', 'suite'}
+  unknown = set(sections) - set(SECTIONS)
   if unknown:
-    p.error(f'--sections: unknown {sorted(unknown)} (available: train, generate, rl, main, suite)')
+    p.error(f'--sections: unknown {sorted(unknown)} (available: {", ".join(SECTIONS)})')
   res = {'machine': describe_machine(), 'date': time.strftime('%Y-%m-%d'), 'iters': a.iters,
          'warmup': a.warmup}
-  if 'train' in sections:
-    res['train'] = section_train(a)
-    print_train(res)
-  if 'generate' in sections:
-    res['generate'] = section_generate(a)
-    print_generate(res)
-  if 'rl' in sections:
-    res['rl'] = section_rl(a)
-    print_rl(res)
-  if 'main' in sections:
-    res['main'] = section_main(a)
-    print_main(res)
-  if 'suite' in sections:
-    res['suite'] = section_suite(a)
-    print_suite(res)
+  for name in sections:
+    measure, show = SECTIONS[name]
+    res[name] = measure(a)
+    show(res)
   if a.json:
     with open(a.json, 'w') as f:
       json.dump(res, f, indent=1)

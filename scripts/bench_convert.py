@@ -31,7 +31,6 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 SHAPES = {
     'gpt2_124m': ('gpt2', dict(vocab_size=50257, n_embd=768, n_layer=12, n_head=12,

@@ -26,8 +26,6 @@ import time
 import psutil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_common import OthersShare, cores  # noqa: E402
 
 GPT2_BATCH, GPT2_SEQ, GPT2_FLOPS_PER_STEP = 512, 1024, 448.467e12   # scripts/dry_run_presets.py

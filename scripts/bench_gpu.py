@@ -27,7 +27,6 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 # The main job runs in a child process on the same device: this process must not take the
 # accelerator's memory up front (JAX's default on GPU is 75% of it).
 os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')

@@ -30,8 +30,6 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, 'scripts'))
 from bench_common import OthersShare, cores  # noqa: E402
 
 TASKS_DIR = os.path.join(ROOT, 'lmresearch', 'evaluation', 'lm_eval_tasks')

@@ -21,7 +21,6 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 SMALL_DATA = ['--config.data.synthetic.num_docs=400', '--config.train.log_every=1',
               '--config.train.eval_every=0', '--config.checkpoint.use_async=False']

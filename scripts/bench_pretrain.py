@@ -21,8 +21,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from bench_common import OthersShare, cores, summarize  # noqa: E402  (scripts/ is on sys.path)
+from bench_common import OthersShare, cores, summarize  # noqa: E402
 
 DATA = os.path.join(os.environ.get('LMR_DATA_DIR', os.path.join(ROOT, '..', 'shared', 'data')),
                     'tinyshakespeare', 'input.txt')

@@ -8,7 +8,7 @@ imported two ways, each compared with transformers' own model on the same dequan
 Per import: its seconds; logits on a 640-token prompt (past the 512-token sliding window) in fp32
 (max |difference|, mean per-token KL, the share of positions whose argmax agrees); 64 greedy tokens
 after a 600-token prompt and 24 after the seed's "The banana is", equal or not. The figures are
-rendered into README.md ("Real models") by `python -m lmresearch.docs`;
+rendered into README.md and docs/models.md by `python -m lmresearch.docs`;
 tests/test_real_models.py asserts the same parity on every run of the suite.
 """
 import argparse
@@ -23,7 +23,6 @@ import numpy as np
 
 from lmresearch import convert, runs, sampling
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_serve import describe  # noqa: E402
 
 PASSAGE = ('The banana is an elongated, edible fruit produced by several kinds of large herbaceous '

@@ -37,8 +37,6 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, 'scripts'))
 from bench import GEN_SHAPES, NEW, PROMPT, make_hf_dir  # noqa: E402
 from bench_common import cores  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""The pod presets' per-device figures from `--dry_run`, as the README's "Scaling to pods" table.
+"""The pod presets' per-device figures from `--dry_run`, as docs/pods.md's table.
 
   python scripts/dry_run_presets.py                       # every preset, loss in chunks and whole
   python scripts/dry_run_presets.py --presets llama_1b    # one

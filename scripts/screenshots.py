@@ -1,4 +1,4 @@
-"""The README's screenshots of the label, chat and arena pages, made from a real trained pipeline.
+"""docs/serving.md's screenshots of the label, chat and arena pages, made from a real trained pipeline.
 
   python scripts/screenshots.py --workdir=runs/exp/pipeline_seeds_ptx0/seed=1 --out=docs/serving
 

@@ -14,7 +14,6 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 CASES = {'llama_default': {}, 'gpt2_style': {'style': 'gpt2'}}
 

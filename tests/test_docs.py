@@ -12,7 +12,8 @@ from lmresearch.sweeps import render, trials as trials_lib, verdicts
 
 EXPERIMENTS = sorted(d for d in os.listdir(os.path.join(ROOT, 'experiments'))
                      if os.path.isfile(os.path.join(ROOT, 'experiments', d, 'config.py')))
-MARKDOWN = ['README.md'] + [f'experiments/{e}/README.md' for e in EXPERIMENTS]
+MARKDOWN = (['README.md'] + [f'experiments/{e}/README.md' for e in EXPERIMENTS]
+            + sorted(f'docs/{f}' for f in os.listdir(os.path.join(ROOT, 'docs')) if f.endswith('.md')))
 
 
 @pytest.mark.parametrize('name', EXPERIMENTS)

@@ -1,6 +1,7 @@
-"""Every command in the README's "Running each stage" block runs as written, at smoke size.
+"""Every command in the docs' "Running each stage" block (docs/stages.md) runs as written, at
+smoke size.
 
-The commands are read from README.md itself (so an edit there is tested), run in order as
+The commands are read from the page itself (so an edit there is tested), run in order as
 subprocesses from the repository root, with their `runs/` workdirs moved under a temporary
 directory and smoke-sized overrides appended (later flags win). A command that names
 `../shared/data` is skipped, saying so, where that copy is absent.
@@ -40,9 +41,9 @@ SMOKE = {   # appended per config file; post-training stages take their parent's
 
 def readme_commands():
   """The `python -m lmresearch...` lines of the "Running each stage" block, continuations joined."""
-  text = open(os.path.join(ROOT, 'README.md')).read()
-  block = re.search(r'## Running each stage\s*```\n(.*?)```', text, re.S)
-  assert block, 'README.md has no "## Running each stage" code block'
+  text = open(os.path.join(ROOT, 'docs', 'stages.md')).read()
+  block = re.search(r'# Running each stage\s*```\n(.*?)```', text, re.S)
+  assert block, 'docs/stages.md has no "# Running each stage" code block'
   joined = re.sub(r'\\\n\s*', '', block.group(1))
   cmds = [line.split('#')[0].strip() for line in joined.splitlines()]
   return [c for c in cmds if c.startswith('python -m lmresearch.')]
@@ -98,7 +99,7 @@ def test_every_command_of_running_each_stage_runs_as_written(readme_runs):
 @pytest.mark.slow
 def test_the_commands_on_shared_data_run_as_written(readme_runs):
   cmds = [c for c in readme_commands() if '../shared/data' in c]
-  assert cmds, 'the README names no command on ../shared/data'
+  assert cmds, 'docs/stages.md names no command on ../shared/data'
   if not os.path.isdir(SHARED):
     pytest.skip(f'{SHARED} is absent (it sits beside the project checkout): not run: '
                 + '; '.join(cmds))

@@ -1,4 +1,4 @@
-"""The README's human-feedback walk-through, run command by command as written: items from the
+"""The human-feedback walk-through of docs/serving.md, run command by command as written: items from the
 SFT run, two labelers, the server, the labeling (through the HTTP API, as the world's gold
 labeler would rank), stats, export, a reward model on the export, PPO on that reward model, and
 the PPO run served through the OpenAI API.
@@ -26,10 +26,10 @@ from servers import free_port, running
 
 
 def walkthrough() -> str:
-  """The README's walk-through block: the first shell block under "## People in the loop"."""
-  text = open(os.path.join(ROOT, 'README.md')).read()
-  block = re.search(r'## People in the loop[^\n]*\n.*?```\n(.*?)```', text, re.S)
-  assert block, 'README.md has no "## People in the loop" code block'
+  """The walk-through block: the first shell block under docs/serving.md's title."""
+  text = open(os.path.join(ROOT, 'docs', 'serving.md')).read()
+  block = re.search(r'# People in the loop[^\n]*\n.*?```\n(.*?)```', text, re.S)
+  assert block, 'docs/serving.md has no "# People in the loop" code block'
   lines = [l.split('#')[0].rstrip() for l in block.group(1).replace('\\\n', ' ').splitlines()]
   return '\n'.join(l for l in lines if l.startswith('python -m lmresearch.'))
 

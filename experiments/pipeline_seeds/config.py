@@ -4,7 +4,7 @@ Machines differ the way seeds of the *whole* pipeline do (another CPU changes th
 models too), so each trial is the main job itself, `configs/pipeline.py` with `config.seed` set:
 tokenizer, pretraining, SFT, reward model and PPO, each evaluated in full. Trial seed=0 is
 `bash scripts/demo.sh` (the same config and seed); its report.json is kept beside this file as
-the default run the top-level README shows.
+the default run README.md and docs/pipeline.md show.
 
   python -m lmresearch.sweep --config=experiments/pipeline_seeds/config.py \
       --workdir=runs/exp/pipeline_seeds --publish

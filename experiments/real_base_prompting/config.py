@@ -75,7 +75,7 @@ def get_report():
           'reasoning accuracy"')
   sc = f'self_consistency@{PATHS}'
   return {
-      'title': 'Prompting a real base model: Gemma 3 270M on GSM8K (Wei et al. 2022, Wang et al. '
+      'title': 'Prompting a real base model, Gemma 3 270M, on GSM8K (Wei et al. 2022, Wang et al. '
                '2022)',
       'head': ['method'],
       'metrics': {acc: 'share of the questions answered with the right final number',
@@ -107,5 +107,5 @@ def get_report():
            'paper': 'not in the papers: a second baseline',
            'measure': 'CoT − direct, paired over the questions'},
       ],
-      'sections': [_examples],
+      'blocks': [_examples],
   }

@@ -32,7 +32,7 @@ PIPELINE = (
           'RM win rate of RLHF samples vs SFT samples (ties 1/2)', '> 0.5'),
     Claim('rlhf_gold_preferred', "RLHF's answers are preferred by the gold labeler",
           'gold labeler quality of samples, RLHF − SFT', '> 0'),
-    # Non-inferiority: the margin is the smallest loss the evaluation can resolve (README).
+    # Non-inferiority: the margin is the smallest loss the evaluation can resolve (docs/pipeline.md).
     Claim('rlhf_keeps_accuracy', "RLHF keeps SFT's greedy accuracy",
           'greedy answer accuracy, RLHF − SFT', '>= -0.05'),
     Claim('rlhf_not_degenerate', 'RLHF does not hack the reward model with degenerate answers',

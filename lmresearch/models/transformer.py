@@ -150,7 +150,7 @@ def matmul(x, kernel, in_dims: int = 1):
   leading (batch, length) dims. Written as an N-d einsum, autodiff's weight gradient contracts
   over two dims at once, which XLA:CPU runs as a transpose fused into the producer plus a
   non-canonical dot: the 2-d form made the default model's MLP forward + backward ~2x faster
-  (profile in the README's benchmark section). Same function; the sharding of the leading dims
+  (profile in docs/benchmarks.md). Same function; the sharding of the leading dims
   carries over (batch is the major one)."""
   lead, k_in = x.shape[:x.ndim - in_dims], math.prod(kernel.shape[:in_dims])
   out = kernel.shape[in_dims:]
@@ -305,7 +305,7 @@ class Attention(nn.Module):
     with its own [block rows] index): the chunk's rows fill the blocks in order, and keys, values
     and mask come back per block, for attention block by block. XLA:CPU copies any slice of the
     cache into a buffer of its own before the attention dots read it, and those copies were the
-    largest share of a 16-row decode step (the README's serving section); a whole block at the
+    largest share of a 16-row decode step (docs/benchmarks.md, serving); a whole block at the
     whole length is read where it lies."""
     if not isinstance(ck.value, tuple):
       ck.value, cv.value, index.value, keys, values, mask = self._rows(

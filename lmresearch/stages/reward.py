@@ -93,7 +93,7 @@ def pool_rewards(values, tokens, mask, pool: str, reply=None):
   'last' (InstructGPT): the scalar at the last real token, which must sum up the whole reply.
   'sum': the sum of the scalars over the reply's tokens, so that a mistake can be scored where
   it is written: on the embedded world a reply is right or wrong by one number (measured against
-  'last': README, "Measured design choices")."""
+  'last': docs/devlog.md, "Measured design choices")."""
   if pool == 'last':
     return jnp.take_along_axis(values, last_token_index(mask)[..., None], -1)[..., 0]
   if pool == 'sum':

@@ -200,7 +200,7 @@ def render(exp, table: list[dict], out_dir: Optional[str], config_path: Optional
         ['trial'] + [labels.get(c, c) for c in cols],
         [[r['trial']] + [number(_float(r.get(c))) for c in cols]
          for r in table if r.get('status') == 'done']) + ['']
-  for section in spec.get('sections', []):   # an experiment's own files, rendered by its code
+  for section in spec.get('blocks', []):   # an experiment's own files, rendered by its code
     lines += list(section(os.path.dirname(os.path.abspath(exp.path)))) + ['']
   lines += curves[1:] + [''] if curves else []
   lines += fits_section(fits) + ([''] if fits else [])
@@ -231,7 +231,8 @@ def refresh_readme(exp, results_csv: Optional[str] = None, check: bool = False) 
   """Re-renders experiments/<name>/README.md (and its plots) from its results.csv. With check,
   writes nothing and returns a description of the difference (None when up to date)."""
   exp_dir = os.path.dirname(os.path.abspath(exp.path))
-  table = read_csv(results_csv or os.path.join(exp_dir, 'results.csv'))
+  path = results_csv or os.path.join(exp_dir, 'results.csv')
+  table = read_csv(path) if os.path.exists(path) else []   # not run yet: every claim not measured
   readme = os.path.join(exp_dir, 'README.md')
   out_dir = exp_dir if not check else _scratch()
   r = render(exp, table, out_dir, os.path.relpath(exp.path))

@@ -11,7 +11,7 @@ An experiment declares its report with `get_report()` -> dict:
            instead of one of `metrics`, each of the groups `where` selects
   describe: {column: text}   the columns explained under the verdicts (default: `metrics`)
   per_trial: [columns]   also a table of every trial's own values
-  sections: [fn(experiment dir) -> markdown lines]   more of the block, rendered by the
+  blocks:  [fn(experiment dir) -> markdown lines]   more of the block, rendered by the
            experiment's code from files it keeps beside results.csv (e.g. model answers)
   publish_files: {name: '<trial>/<file>'}   trial files `sweep --publish` keeps beside the
            experiment (e.g. one run's report.json)
