@@ -156,10 +156,13 @@ def seeds_block() -> list[str]:
                    f'[{render.number(f["ci95"][0])}, {render.number(f["ci95"][1])}] {f["verdict"]}')
     o = overall.get(c.claim)
     rows.append([c.claim, c.criterion] + cells + ['–' if o is None else
-                                                  f'{render.number(o["value"])} {o["verdict"]}'])
-  header = ['claim', 'criterion'] + [s.replace('seed=', 'seed ') for s in seeds] + ['over seeds (t)']
+                                                  f'{render.number(o["value"])} [{render.number(o["ci95"][0])}, '
+                                                  f'{render.number(o["ci95"][1])}] {o["verdict"]}'])
+  header = ['claim', 'criterion'] + [s.replace('seed=', 'seed ') for s in seeds] + ['over seeds']
   return ['Each seed\'s value, its 95% interval (over that run\'s questions) and verdict; the last '
-          'column judges the seeds\' values together (Student\'s t over the runs).', ''] + \
+          'column judges the seeds together: Student\'s t over the runs\' values, widened where it '
+          'is narrower than the runs\' own sampling error of their mean (seeds that all give 0 '
+          'have no spread, but their questions still do).', ''] + \
       render.md_table(header, rows)
 
 

@@ -73,3 +73,14 @@ def test_a_malformed_criterion_is_named():
 
 def test_claims_without_evidence_are_left_out():
   assert claims.evaluate({}, {}, {}, {}, {}, {}) == []
+
+
+def test_seeds_that_agree_still_carry_their_questions_error():
+  """Three runs that all measure 0 of 420: Student's t over them is zero wide, which is no 95%
+  interval; the pooled interval keeps the questions' sampling error. Runs that differ keep t's."""
+  from lmresearch.evaluation import stats
+  same = stats.pooled_ci([(0.0, 0.0, 0.009)] * 3)
+  assert same.lo < 0 < 0.002 < same.hi and same.n == 3
+  spread = [(0.2, 0.15, 0.25), (0.4, 0.35, 0.45), (0.6, 0.55, 0.65)]
+  t = stats.mean_ci([0.2, 0.4, 0.6])
+  assert stats.pooled_ci(spread) == t

@@ -51,6 +51,20 @@ def mean_ci(xs: Sequence[float]) -> Interval:
   return Interval(m, m - half, m + half, len(x))
 
 
+def pooled_ci(runs: Sequence[tuple]) -> Interval:
+  """Runs' (value, lo, hi), each with its own 95% interval over its questions -> their mean with
+  an interval that carries both errors: Student's t over the runs' values, widened where needed
+  to the sampling error of the mean of the runs (the runs' own half-widths, combined as
+  independent). Seeds that all give the same value (every run 0 of 420 degenerate answers) make
+  t's interval zero wide; that is not a 95% interval, the questions' error still is."""
+  runs = [r for r in runs if all(np.isfinite(x) for x in r)]
+  t = mean_ci([r[0] for r in runs])
+  if len(runs) < 2:
+    return t
+  se = math.sqrt(sum(((hi - lo) / (2 * Z)) ** 2 for _, lo, hi in runs)) / len(runs)
+  return Interval(t.value, min(t.lo, t.value - Z * se), max(t.hi, t.value + Z * se), t.n)
+
+
 def normal_ci(value: float, se: float, n: int = 1) -> Interval:
   """value ± 1.96 se: a run's own measurement with a standard error over its many examples."""
   return Interval(value, value - Z * se, value + Z * se, n)

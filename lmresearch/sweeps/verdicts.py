@@ -123,11 +123,11 @@ def _by_seed_all(rows: list[dict]) -> dict:
 
 
 def interval(values: list, errs: list) -> stats.Interval:
-  if errs == ['given']:   # one run's own interval; with several, t over their values
+  if errs == ['given']:   # one run's own interval; with several, see stats.pooled_ci
     if len(values) == 1:
       v, lo, hi, n = values[0]
       return stats.Interval(v, lo, hi, int(n) if np.isfinite(n) else 1)
-    values, errs = [v[0] for v in values], []
+    return stats.pooled_ci([v[:3] for v in values])
   ok = [i for i, v in enumerate(values) if np.isfinite(v)]
   values = [values[i] for i in ok]
   if len(values) == 1 and errs and np.isfinite(errs[ok[0]]):
