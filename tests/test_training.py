@@ -134,3 +134,15 @@ def test_dry_run_simulates_the_cpu_devices_the_mesh_asks_for():
 def test_dry_run_keeps_the_one_line_error_for_an_impossible_mesh(args, xla_flags, needle):
   out = _dry_run_cli(*args, xla_flags=xla_flags)
   assert out.returncode == 2 and needle in out.stderr, out.stderr[-2000:]
+
+
+def test_hooks_run_every_n_steps_and_at_the_last():
+  """The loop's hooks: every N steps, at the last (a SIGTERM's too); the checkpoint even when its
+  period is 0, evaluation never then."""
+  from lmresearch.training.trainer import Hook
+  every3 = Hook('eval', 3, print)
+  never = Hook('eval', 0, print)
+  ckpt = Hook('checkpoint', 0, print, always_last=True)
+  assert [s for s in range(1, 8) if every3.due(s, s == 7)] == [3, 6, 7]
+  assert not any(never.due(s, s == 7) for s in range(1, 8))
+  assert [s for s in range(1, 8) if ckpt.due(s, s == 7)] == [7]

@@ -6,16 +6,20 @@ trainer divides summed gradients and metrics by the summed count, so gradient ac
 micro-batches is exact, whatever the masking.
 
 Per step: host batch -> global array sharded over the batch axes -> jitted step (shardings in and
-out, state donated) -> metrics fetched only at log/checkpoint steps (no host sync in between) ->
-async Orbax checkpoint holding params, optimizer state, RNG and the data iterator's position.
+out, state donated); then the hooks that are due (`Hook`: every N steps and at the last one, as
+Levanter's trainer runs its callbacks): held-out evaluation, the metrics record (metrics are
+fetched only then: no host sync in between), and an async Orbax checkpoint holding params,
+optimizer state, RNG and the data iterator's position. SIGTERM ends the loop at the next step
+with its checkpoint.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import flax.struct
@@ -51,6 +55,58 @@ class TrainState:
   def full_params(self):
     """Every param the stage's models read: the trained ones and the frozen base."""
     return lora.merge(self.frozen, self.params)
+
+
+@dataclasses.dataclass
+class StepEnd:
+  """What a hook sees after a step: the step count, the state and the metrics record being made
+  (the step's train metrics and throughput; an evaluation hook adds its own)."""
+  step: int
+  state: TrainState
+  row: dict
+  evaluated: bool = False
+
+
+@dataclasses.dataclass(eq=False)
+class Hook:
+  """`fn(StepEnd)` every `every` steps and at the last step (also one cut short by SIGTERM);
+  `every` <= 0 is never, unless `always_last` (the checkpoint: a stopped or finished run always
+  leaves one). `also_after`: run too whenever that hook ran (the record after an evaluation)."""
+  name: str
+  every: int
+  fn: Callable[[StepEnd], None]
+  also_after: str = ''
+  always_last: bool = False
+
+  def due(self, step: int, is_last: bool) -> bool:
+    if self.every > 0 and step % self.every == 0:
+      return True
+    return is_last and (self.every > 0 or self.always_last)
+
+
+class _StepTimer:
+  """Step time, tokens/s and MFU between hook steps, the first (compiling) step left out."""
+
+  def __init__(self, tokens_per_step, flops_per_step, peak):
+    self.tokens, self.flops, self.peak = tokens_per_step, flops_per_step, peak
+    self.t0, self.steps = None, 0
+
+  def stepped(self, metrics):
+    if self.t0 is None:   # exclude compilation from throughput
+      jax.block_until_ready(metrics)
+      self.t0, self.steps = time.perf_counter(), 0
+    else:
+      self.steps += 1
+
+  def figures(self) -> dict:
+    if not self.steps:
+      return {}
+    dt = (time.perf_counter() - self.t0) / self.steps
+    return {'perf/step_time_s': dt, 'perf/tokens_per_sec': self.tokens / dt,
+            'perf/mfu': self.flops / dt / self.peak if self.peak else 0.0}
+
+  def restart(self):
+    self.t0, self.steps = time.perf_counter(), 0
 
 
 def accumulate_gradients(loss_fn, params, batch, rng, num_micro: int):
@@ -191,15 +247,33 @@ class Trainer:
     eval_batches = [parallel.put_batch(b, batch_sharding) for b in stage.eval_batches()] \
         if tc.eval_every > 0 else []
 
-    peak = peak_flops(tc.peak_flops)
-    tokens_per_step = stage.tokens_per_step()
-    flops_per_step = stage.flops_per_step()
+    timer = _StepTimer(stage.tokens_per_step(), stage.flops_per_step(), peak_flops(tc.peak_flops))
     old_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
     pbar = tqdm(total=tc.steps, initial=start, desc=stage.name, dynamic_ncols=True,
                 disable=None, file=sys.stderr)
-    pending, t_last, steps_timed, last = [], None, 0, {}
+    pending, last = [], {}
     wall0 = time.time()
     programs0, compile_s0 = compiles.count(), compiles.seconds()
+
+    # What runs between steps, each every N steps and at the last one, in this order: held-out
+    # evaluation, the metrics record (also whenever an evaluation ran), the checkpoint.
+    def evaluate(at: StepEnd):
+      at.row.update(self._evaluate(eval_fn, at.state.full_params, eval_batches))
+      at.evaluated = True
+
+    def log(at: StepEnd):
+      writer.write(at.step, at.row)
+      last.clear()
+      last.update(at.row)
+      self._show(pbar, at.step, at.row)
+
+    def checkpoint(at: StepEnd):
+      ckpt.save(at.step, at.state.params, {'step': at.state.step, 'opt_state': at.state.opt_state,
+                                           'rng': at.state.rng}, data_iter.get_state())
+
+    hooks = [Hook('eval', tc.eval_every, evaluate),
+             Hook('log', tc.log_every, log, also_after='eval'),
+             Hook('checkpoint', cfg.checkpoint.every, checkpoint, always_last=True)]
     try:
       with parallel.activate(self.mesh, self.rules):
         if start == 0:   # one step-0 record: what is trained (size axes read it) ...
@@ -217,39 +291,25 @@ class Trainer:
           if len(pending) > 2:   # keep at most two steps in flight: XLA:CPU collectives can
             jax.block_until_ready(pending[-3][1])   # deadlock under an unbounded queue
           done = step + 1
-          if t_last is None:           # exclude compilation from throughput
-            jax.block_until_ready(metrics)
-            t_last, steps_timed = time.perf_counter(), 0
-          else:
-            steps_timed += 1
+          timer.stepped(metrics)
           stopping = self._stopping()   # one snapshot: the signal may land mid-iteration
           is_last = done == tc.steps or stopping
-          log_now = done % tc.log_every == 0 or is_last
-          ckpt_now = (cfg.checkpoint.every > 0 and done % cfg.checkpoint.every == 0) or is_last
-          eval_now = tc.eval_every > 0 and (done % tc.eval_every == 0 or is_last)
-          if not (log_now or ckpt_now or eval_now):
+          due = [h for h in hooks if h.due(done, is_last)]
+          if not due:
             continue
-          rows = self._drain(pending)
-          now = time.perf_counter()
-          row = rows[-1][1]
-          if steps_timed:
-            dt = (now - t_last) / steps_timed
-            row['perf/step_time_s'] = dt
-            row['perf/tokens_per_sec'] = tokens_per_step / dt
-            row['perf/mfu'] = flops_per_step / dt / peak if peak else 0.0
-          if eval_now:
-            row.update(self._evaluate(eval_fn, state.full_params, eval_batches))
-          row['perf/programs'] = compiles.count() - programs0   # compiled since the loop began
-          row['perf/compile_s'] = compiles.seconds() - compile_s0
-          if log_now or eval_now:
-            writer.write(done, row)
-            last = row
-            self._show(pbar, done, row)
-          if ckpt_now:
-            ckpt.save(done, state.params, {'step': state.step, 'opt_state': state.opt_state,
-                                           'rng': state.rng}, data_iter.get_state())
+          row = self._drain(pending)[-1][1]
+          row.update(timer.figures())
+          at = StepEnd(done, state, row)
+          ran = set()
+          for h in hooks:
+            if h in due or h.also_after in ran:
+              if h.name == 'log':   # the record counts what compiled since the loop began
+                row['perf/programs'] = compiles.count() - programs0
+                row['perf/compile_s'] = compiles.seconds() - compile_s0
+              h.fn(at)
+              ran.add(h.name)
           pbar.update(done - pbar.n)
-          t_last, steps_timed = time.perf_counter(), 0
+          timer.restart()
           if stopping:
             print(f'SIGTERM: saved step {done} to {ckpt.directory}; exiting.', flush=True)
             break
