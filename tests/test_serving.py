@@ -273,6 +273,32 @@ def test_completions_logprobs_echo_and_errors(client, server, sft_run):
     client.completions.create(model='sft', prompt=prompt, max_tokens=3, presence_penalty=1.0)
 
 
+def test_requests_are_validated_by_their_models_with_one_line_400s(server):
+  """The request models (openai_api.Sampling, CompletionRequest, ChatRequest) answer a bad field
+  with a 400 naming it, never FastAPI's 422; fields a client adds that we do not read pass."""
+  import httpx
+  url = server[0] + '/v1'
+  post = lambda path, **body: httpx.post(url + path, json=body, timeout=60,
+                                         headers={'Authorization': 'Bearer sekret'})
+  base = dict(model='sft', prompt='The frog', max_tokens=2)
+  chat = dict(model='sft', messages=[{'role': 'user', 'content': 'Hi'}], max_tokens=2)
+  for path, body, field, needle in [
+      ('/completions', dict(base, temperature='hot'), 'temperature', "must be a number, got 'hot'"),
+      ('/completions', dict(base, n=0), 'n', 'n=0 is out of range [1, 16]'),
+      ('/completions', dict(base, top_k=1.5), 'top_k', 'must be an integer'),
+      ('/completions', dict(base, stop=['a'] * 5), 'stop', 'at most 4 strings'),
+      ('/completions', dict(base, seed='x'), 'seed', "seed must be an integer, got 'x'"),
+      ('/completions', dict(base, logprobs=9), 'logprobs', 'logprobs=9 is out of range [0, 5]'),
+      ('/completions', dict(base, logit_bias={'1': 5}), 'logit_bias', 'not supported'),
+      ('/chat/completions', dict(chat, max_tokens=0), 'max_tokens', 'out of range [1,'),
+      ('/chat/completions', dict(chat, logprobs=True, top_logprobs=7), 'top_logprobs', 'out of range'),
+  ]:
+    r = post(path, **body)
+    err = r.json()['error']
+    assert r.status_code == 400 and err['param'] == field and needle in err['message'], (body, err)
+  assert post('/completions', **dict(base, user='me', metadata={'a': 1})).status_code == 200
+
+
 def test_the_cli_and_the_server_sample_the_same_tokens(client, pipeline_dirs):
   """One sampler: `python -m lmresearch.sample`'s path and the API, with the same seed and
   temperature, top-k and top-p on, draw the same tokens; the server's choice i is the CLI's row i

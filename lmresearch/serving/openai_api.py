@@ -23,9 +23,11 @@ import json
 import math
 import secrets
 import time
-from typing import Optional
+from typing import Annotated, Any, Optional
 
 from fastapi import APIRouter, Depends, Request
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -49,8 +51,8 @@ class ApiError(Exception):
                                    'code': self.code}}, status_code=self.status)
 
 
-def _num(body, key, default, lo, hi, kind=float):
-  v = body.get(key, default)
+def _num(key, v, default, lo, hi, kind=float):
+  """A number in [lo, hi] (None: the default), or the 400 naming the field."""
   if v is None:
     return default
   if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (
@@ -62,39 +64,105 @@ def _num(body, key, default, lo, hi, kind=float):
   return kind(v)
 
 
+def _number(lo, hi, kind=float):
+  """A request field's check, run before pydantic's own: our message, our status (a validator's
+  ApiError is not wrapped by pydantic, so FastAPI's 422 never answers instead)."""
+  def check(v, info: ValidationInfo):
+    return _num(info.field_name, v, None, lo, hi, kind)
+  return BeforeValidator(check)
+
+
 UNSUPPORTED = ('logit_bias', 'tools', 'functions', 'tool_choice', 'function_call',
                'response_format', 'best_of', 'suffix')
 
 
-def _settings(body: dict) -> dict:
-  for key in ('presence_penalty', 'frequency_penalty'):
-    if body.get(key):
-      raise ApiError(400, f'{key} is not supported by this server (send 0 or leave it out).', key)
-  for key in UNSUPPORTED:
-    if body.get(key) not in (None, [], {}, 1 if key == 'best_of' else None):
-      raise ApiError(400, f'{key} is not supported by this server.', key)
-  stop = body.get('stop') or []
-  if isinstance(stop, str):
-    stop = [stop]
-  if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop) or len(stop) > MAX_STOPS:
-    raise ApiError(400, f'stop must be a string or a list of at most {MAX_STOPS} strings.', 'stop')
-  seed = body.get('seed')
-  if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-    raise ApiError(400, f'seed must be an integer, got {seed!r}.', 'seed')
-  return dict(ignore_eos=bool(body.get('ignore_eos')),
-              temperature=_num(body, 'temperature', 1.0, 0.0, 2.0),
-              top_p=_num(body, 'top_p', 1.0, 1e-9, 1.0), stop=stop,
-              # vLLM's extension (-1 or 0: off); the CLI's --top_k, the same rule
-              top_k=max(0, _num(body, 'top_k', 0, -1, 1 << 30, int)),
-              seed=None if seed is None else seed % (1 << 31),
-              n=_num(body, 'n', 1, 1, MAX_N, int))
+class Sampling(BaseModel):
+  """What every generation request may set (OpenAI's fields, vLLM's top_k and ignore_eos).
+  Fields a client sends that we do not read (user, metadata, ...) are allowed; the settings we
+  do not implement are refused by name (`_unsupported`)."""
+  model_config = ConfigDict(extra='allow')
+
+  model: Any = None
+  temperature: Annotated[Optional[float], _number(0.0, 2.0)] = None
+  top_p: Annotated[Optional[float], _number(1e-9, 1.0)] = None
+  top_k: Annotated[Optional[int], _number(-1, 1 << 30, int)] = None   # -1 or 0: off
+  n: Annotated[Optional[int], _number(1, MAX_N, int)] = None
+  seed: Optional[Any] = None
+  stop: Optional[Any] = None
+  ignore_eos: Any = False
+  stream: Any = False
+  stream_options: Any = None
+
+  @model_validator(mode='before')
+  @classmethod
+  def _unsupported(cls, body):
+    for key in ('presence_penalty', 'frequency_penalty'):
+      if body.get(key):
+        raise ApiError(400, f'{key} is not supported by this server (send 0 or leave it out).', key)
+    for key in UNSUPPORTED:
+      if body.get(key) not in (None, [], {}, 1 if key == 'best_of' else None):
+        raise ApiError(400, f'{key} is not supported by this server.', key)
+    return body
+
+  @field_validator('stop', mode='before')
+  @classmethod
+  def _stop(cls, stop):
+    stop = stop or []
+    if isinstance(stop, str):
+      stop = [stop]
+    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop) or len(stop) > MAX_STOPS:
+      raise ApiError(400, f'stop must be a string or a list of at most {MAX_STOPS} strings.', 'stop')
+    return stop
+
+  @field_validator('seed', mode='before')
+  @classmethod
+  def _seed(cls, seed):
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+      raise ApiError(400, f'seed must be an integer, got {seed!r}.', 'seed')
+    return None if seed is None else seed % (1 << 31)
+
+  def settings(self) -> dict:
+    return dict(ignore_eos=bool(self.ignore_eos),
+                temperature=1.0 if self.temperature is None else self.temperature,
+                top_p=1.0 if self.top_p is None else self.top_p, stop=self.stop or [],
+                # vLLM's extension (-1 or 0: off); the CLI's --top_k, the same rule
+                top_k=max(0, self.top_k or 0), seed=self.seed,
+                n=1 if self.n is None else self.n)
+
+  def stream_opts(self) -> tuple:
+    if not self.stream:
+      return False, False
+    opts = self.stream_options or {}
+    return True, bool(opts.get('include_usage')) if isinstance(opts, dict) else False
 
 
-def _stream_opts(body):
-  if not body.get('stream'):
-    return False, False
-  opts = body.get('stream_options') or {}
-  return True, bool(opts.get('include_usage')) if isinstance(opts, dict) else False
+class CompletionRequest(Sampling):
+  prompt: Any = None
+  max_tokens: Annotated[Optional[int], _number(0, 1 << 30, int)] = None   # 16 when absent
+  echo: Any = False
+  logprobs: Any = None   # null or false: none; else 0..5 alternatives
+
+  @field_validator('logprobs', mode='before')
+  @classmethod
+  def _logprobs(cls, lp):
+    return None if lp is None or lp is False else _num('logprobs', lp, 0, 0, 5, int)
+
+
+class ChatRequest(Sampling):
+  messages: Any = None
+  max_tokens: Annotated[Optional[int], _number(1, 1 << 30, int)] = None
+  max_completion_tokens: Annotated[Optional[int], _number(1, 1 << 30, int)] = None
+  logprobs: Any = False
+  top_logprobs: Annotated[Optional[int], _number(0, 5, int)] = None
+
+
+def _parse(model, body: dict):
+  try:
+    return model.model_validate(body)
+  except ValidationError as e:   # a shape our checks do not name: still a 400, naming the field
+    err = e.errors()[0]
+    field = '.'.join(str(x) for x in err['loc']) or None
+    raise ApiError(400, f'{field}: {err["msg"]}.', field) from None
 
 
 def _text_of(content) -> str:
@@ -111,8 +179,7 @@ def _text_of(content) -> str:
   raise ApiError(400, 'message content must be a string or a list of text parts.', 'messages')
 
 
-def _messages(body) -> list:
-  msgs = body.get('messages')
+def _messages(msgs) -> list:
   if not isinstance(msgs, list) or not msgs:
     raise ApiError(400, 'messages must be a non-empty list of {"role", "content"}.', 'messages')
   out = []
@@ -181,17 +248,15 @@ def router(api_key: Optional[str] = None) -> APIRouter:
     with _errors():
       body = await read(request)
       name, engine = await engine_for(request, body)
-      s = _settings(body)
-      msgs = _messages(body)
+      req = _parse(ChatRequest, body)
+      msgs = _messages(req.messages)
       prompt = tokenizers.generation_prompt(engine.tok, msgs)
-      limit = body.get('max_completion_tokens', body.get('max_tokens'))
-      room = engine.max_len - len(prompt)
-      max_tokens = room if limit is None else _num(
-          {'max_tokens': limit}, 'max_tokens', None, 1, 1 << 30, int)
+      limit = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+      max_tokens = engine.max_len - len(prompt) if limit is None else limit
       engine.check(len(prompt), max_tokens)
-      logprobs = bool(body.get('logprobs'))
-      top = _num(body, 'top_logprobs', 0, 0, 5, int) if logprobs else 0
-      return await _serve(engine, name, prompt, max_tokens, s, body, chat=True,
+      logprobs = bool(req.logprobs)
+      top = (req.top_logprobs or 0) if logprobs else 0
+      return await _serve(engine, name, prompt, max_tokens, req, chat=True,
                           logprobs=top if logprobs else None)
 
   @api.post('/completions')
@@ -199,8 +264,8 @@ def router(api_key: Optional[str] = None) -> APIRouter:
     with _errors():
       body = await read(request)
       name, engine = await engine_for(request, body)
-      s = _settings(body)
-      prompts = body.get('prompt')
+      req = _parse(CompletionRequest, body)
+      prompts = req.prompt
       if isinstance(prompts, str) or (isinstance(prompts, list) and prompts
                                       and all(isinstance(t, int) for t in prompts)):
         prompts = [prompts]
@@ -216,8 +281,8 @@ def router(api_key: Optional[str] = None) -> APIRouter:
       # A string gets what the model's tokenizer adds to a document (our BOS, Llama's BOS;
       # nothing for GPT-2 or Qwen2); ids are taken as sent.
       ids = [engine.tok.prompt_ids(p) if isinstance(p, str) else list(p) for p in prompts]
-      echo = bool(body.get('echo'))
-      max_tokens = _num(body, 'max_tokens', 16, 0, 1 << 30, int)
+      echo = bool(req.echo)
+      max_tokens = 16 if req.max_tokens is None else req.max_tokens
       if max_tokens == 0 and not echo:
         raise ApiError(400, 'max_tokens=0 generates nothing: it needs echo=true (to score the '
                        'prompt).', 'max_tokens')
@@ -226,17 +291,16 @@ def router(api_key: Optional[str] = None) -> APIRouter:
           engine.check(len(p), max_tokens)
         elif len(p) > engine.max_len:
           engine.score(p)   # raises the context error
-      lp = body.get('logprobs')
-      lp = None if lp is None or lp is False else _num(body, 'logprobs', 0, 0, 5, int)
-      if len(ids) > 1 and body.get('stream'):
+      lp = req.logprobs
+      if len(ids) > 1 and req.stream:
         raise ApiError(400, 'stream with several prompts is not supported; send one request '
                        'per prompt.', 'stream')
       if len(ids) == 1:
-        return await _serve(engine, name, ids[0], max_tokens, s, body, chat=False, logprobs=lp,
+        return await _serve(engine, name, ids[0], max_tokens, req, chat=False, logprobs=lp,
                             echo=echo)
       # A list of prompts (a harness's batch): one choice each (n each), in the order sent.
       outs = await gather_or_cancel(*[
-          _serve(engine, name, p, max_tokens, s, body, chat=False, logprobs=lp, echo=echo,
+          _serve(engine, name, p, max_tokens, req, chat=False, logprobs=lp, echo=echo,
                  as_dict=True) for p in ids])
       first = outs[0]
       choices = [dict(c, index=i) for i, c in enumerate(c for o in outs for c in o['choices'])]
@@ -330,8 +394,9 @@ def _chat_logprobs(tok, tokens, top: int):
                       for t in tokens if not t.end], 'refusal': None}
 
 
-async def _serve(engine, name, prompt, max_tokens, s, body, *, chat, logprobs=None, echo=False,
-                 as_dict=False):
+async def _serve(engine, name, prompt, max_tokens, req: Sampling, *, chat, logprobs=None,
+                 echo=False, as_dict=False):
+  s = req.settings()
   n = s['n']
   settings = dict(temperature=s['temperature'], top_p=s['top_p'], top_k=s['top_k'], stop=s['stop'],
                   stop_ids=() if s['ignore_eos'] else engine.tok.stop_ids)
@@ -348,7 +413,7 @@ async def _serve(engine, name, prompt, max_tokens, s, body, *, chat, logprobs=No
     if logprobs is not None:
       scored = await run_in_threadpool(engine.score, prompt)
       echoed = _echoed(tok, prompt, scored, logprobs)
-  do_stream, include_usage = _stream_opts(body)
+  do_stream, include_usage = req.stream_opts()
   if do_stream:
     return await _stream_response(engine, name, prompt, max_tokens, settings, seeds, rid,
                                   created, chat, logprobs, include_usage, prompt_text, echoed)
