@@ -17,11 +17,10 @@ from __future__ import annotations
 import gc
 import os
 import shutil
-import sys
 
 from absl import app, flags
 
-from lmresearch.runtime import fail, parse_flags, setup_jax
+from lmresearch.runtime import cli_errors, fail, parse_flags, setup_jax
 
 FLAGS = flags.FLAGS
 
@@ -306,8 +305,7 @@ def main(argv):
     fail('give --workdir and exactly one of --from_hf=HF_DIR or --from_gguf=FILE (import) or '
          '--to_hf=OUT_DIR (export).')
   setup_jax(cpu_devices=FLAGS.cpu_devices)
-  from lmresearch.errors import ConfigError
-  try:
+  with cli_errors(ValueError):
     if FLAGS.from_hf:
       c = import_run(FLAGS.from_hf, FLAGS.workdir, FLAGS.mesh, FLAGS.param_dtype, FLAGS.chat_template)
       print(f'[convert] {FLAGS.from_hf} ({c["hf"]["model_type"]}) -> {FLAGS.workdir}')
@@ -322,9 +320,6 @@ def main(argv):
     else:
       files = export_run(FLAGS.workdir, FLAGS.to_hf, FLAGS.dtype)
       print(f'[convert] {FLAGS.workdir} -> {FLAGS.to_hf}: {", ".join(files)}')
-  except (ConfigError, FileNotFoundError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
 
 
 if __name__ == '__main__':

@@ -29,8 +29,7 @@ from absl import app, flags
 from lmresearch import config as lmc
 from lmresearch import fileio
 from lmresearch.evaluation import best_of_n, prompting, tasks
-from lmresearch.errors import ConfigError
-from lmresearch.runtime import check_args, fail, setup_jax
+from lmresearch.runtime import check_args, cli_errors, setup_jax
 
 flags.DEFINE_string('workdir', None, 'Run to evaluate (for reward_accuracy: a reward model run).')
 flags.DEFINE_enum('task', 'world_arithmetic', tasks.TASKS, 'What to measure.')
@@ -137,14 +136,12 @@ def _write(path: str, text: str) -> None:
 def main(argv):
   check_args(argv, FLAGS.workdir, 'to evaluate')
   setup_jax()
-  try:
+  with cli_errors(ValueError, ImportError):
     if FLAGS.lm_eval:
       text = evaluate_lm_eval()
     else:
       summary = evaluate()
       text = json.dumps(summary, indent=2)
-  except (ConfigError, FileNotFoundError, ValueError, ImportError) as e:
-    fail(e)
   if fileio.is_primary():   # one summary per job, not one per process
     print(text)
 

@@ -24,7 +24,7 @@ from typing import Optional
 
 from absl import app, flags
 
-from lmresearch.runtime import fail, parse_flags
+from lmresearch.runtime import cli_errors, fail, parse_flags
 
 FLAGS = flags.FLAGS
 COMMANDS = ('create', 'add-labeler', 'stats', 'export')
@@ -220,7 +220,6 @@ def export(db: str, out: str, merge: str = 'ranked_pairs') -> tuple[int, dict]:
 
 # ---- the command line ------------------------------------------------------------------------
 def main(argv):
-  from lmresearch.errors import ConfigError
   from lmresearch.serving.store import SchemaError, Store, StoreError
   args = argv[1:]
   if not args or args[0] not in COMMANDS:
@@ -233,7 +232,7 @@ def main(argv):
     fail(f'unexpected arguments {rest} after {command}.')
   if command in ('stats', 'export') and not os.path.exists(FLAGS.db):
     fail(f'--db={FLAGS.db}: no such label store (`create` or `add-labeler` makes one).')
-  try:
+  with cli_errors(SchemaError, StoreError, ValueError):
     if command == 'add-labeler':
       if len(rest) != 1:
         fail('add-labeler takes one name: python -m lmresearch.label add-labeler NAME --db=...')
@@ -260,8 +259,6 @@ def main(argv):
       agree = (f'inter-labeler pairwise agreement {_num(a["pairwise"])} over {a["pairs"]} pairs'
                if a['pairs'] else 'no item ranked twice')
       print(f'wrote {n} ranking lines to {FLAGS.out} (merge={FLAGS.merge}); {agree}.')
-  except (ConfigError, FileNotFoundError, SchemaError, StoreError, ValueError) as e:
-    fail(e)
 
 
 if __name__ == '__main__':

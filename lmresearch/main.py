@@ -12,7 +12,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from lmresearch.launch import run
-from lmresearch.runtime import exit_lost_process, mesh_devices, parse_flags, setup_jax
+from lmresearch.runtime import cli_errors, mesh_devices, parse_flags, setup_jax
 
 config_flags.DEFINE_config_file('config', None, 'Experiment config file, e.g. configs/pretrain.py:size=tiny.',
                                 lock_config=True)
@@ -28,7 +28,6 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  from lmresearch.errors import ConfigError
   if not FLAGS.workdir and not FLAGS.dry_run:
     print('error: --workdir is required (the run directory).', file=sys.stderr)
     sys.exit(2)
@@ -36,16 +35,8 @@ def main(argv):
   if FLAGS.dry_run and cpu_devices == -1:   # on a CPU host, simulate the devices the mesh asks for
     cpu_devices = mesh_devices(FLAGS.config.mesh, len(os.sched_getaffinity(0)))
   setup_jax(cpu_devices=cpu_devices)
-  import jax
-  try:
+  with cli_errors():
     run(FLAGS.config, FLAGS.workdir, FLAGS.dry_run)
-  except (ConfigError, FileNotFoundError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-  except jax.errors.JaxRuntimeError as e:
-    if jax.process_count() > 1:
-      exit_lost_process(e)
-    raise
 
 
 if __name__ == '__main__':

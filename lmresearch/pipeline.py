@@ -10,14 +10,13 @@ Run it again after an interruption: finished stages are not redone, an unfinishe
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 from absl import app, flags
 from ml_collections import config_flags
 
 from lmresearch import fileio
-from lmresearch.runtime import exit_lost_process, parse_flags, setup_jax
+from lmresearch.runtime import cli_errors, parse_flags, setup_jax
 from lmresearch.stages import PARENT
 
 config_flags.DEFINE_config_file('config', os.path.join(os.path.dirname(__file__), '..', 'configs',
@@ -128,20 +127,12 @@ def run_pipeline(config, workdir: str, devices=None) -> dict:
 
 def main(argv):
   del argv
-  import jax
-  from lmresearch.errors import ConfigError
   setup_jax(cpu_devices=FLAGS.cpu_devices)
   try:
-    run_pipeline(FLAGS.config, FLAGS.workdir)
+    with cli_errors():
+      run_pipeline(FLAGS.config, FLAGS.workdir)
   except StageInterrupted as e:   # like a stage run alone: saved on SIGTERM, exit 0
     print(f'[pipeline] {e}', flush=True)
-  except (ConfigError, FileNotFoundError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-  except jax.errors.JaxRuntimeError as e:
-    if jax.process_count() > 1:
-      exit_lost_process(e)
-    raise
 
 
 if __name__ == '__main__':

@@ -1,5 +1,6 @@
 """Process setup shared by every entry point (training, sampling, evaluation)."""
 import math
+import contextlib
 import os
 import sys
 
@@ -84,6 +85,23 @@ def exit_lost_process(error) -> None:
   print(f'error: process {me} of {n}: lost {lost} of this job ({detail}). Rerun the job: it '
         'resumes from the last complete checkpoint.', file=sys.stderr, flush=True)
   os._exit(3)
+
+
+@contextlib.contextmanager
+def cli_errors(*expected):
+  """Every CLI's one error wrapper: a ConfigError, a missing file or one of `expected` (the
+  errors that CLI's input can cause) is one line `error: ...` and exit 2; a multi-process job
+  that lost a process exits as `exit_lost_process` says; anything else is a bug and raises."""
+  from lmresearch.errors import ConfigError
+  try:
+    yield
+  except (ConfigError, FileNotFoundError, *expected) as e:
+    fail(e)
+  except Exception as e:
+    import jax
+    if isinstance(e, jax.errors.JaxRuntimeError) and jax.process_count() > 1:
+      exit_lost_process(e)
+    raise
 
 
 def fail(message) -> None:

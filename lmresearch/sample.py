@@ -15,7 +15,7 @@ import warnings
 from absl import app, flags
 
 from lmresearch import fileio
-from lmresearch.runtime import check_args, fail, setup_jax
+from lmresearch.runtime import check_args, cli_errors, fail, setup_jax
 
 flags.DEFINE_string('workdir', None, 'Run directory to sample from (its config.json, '
                     'tokenizer.json and checkpoints/).')
@@ -77,20 +77,17 @@ def sample(workdir: str, prompts, *, max_new_tokens: int, temperature: float, to
 
 
 def main(argv):
-  from lmresearch.errors import ConfigError
   check_args(argv, FLAGS.workdir, 'to sample from', ' (pass prompts with --prompt)')
   if not FLAGS.prompt:
     fail('give at least one --prompt.')
   setup_jax()
   warnings.simplefilter('default')
   warnings.formatwarning = lambda msg, cat, *a, **k: f'warning: {msg}\n'
-  try:
+  with cli_errors(ValueError):
     texts, scores = sample(FLAGS.workdir, FLAGS.prompt, max_new_tokens=FLAGS.max_new_tokens,
                    temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p,
                    stop_strings=FLAGS.stop, seed=FLAGS.seed, step=FLAGS.step, chat=FLAGS.chat,
                    best_of=FLAGS.best_of, reward_from=FLAGS.reward_from)
-  except (ConfigError, FileNotFoundError, ValueError) as e:
-    fail(e)
   if not fileio.is_primary():   # every process samples its share; process 0 prints all
     return
   for i, (prompt, text) in enumerate(zip(FLAGS.prompt, texts), 1):

@@ -13,7 +13,7 @@ import sys
 
 from absl import app, flags
 
-from lmresearch.runtime import check_args, fail, setup_jax
+from lmresearch.runtime import check_args, cli_errors, setup_jax
 
 flags.DEFINE_string('workdir', None, 'A run, or a directory of runs (e.g. a pipeline workdir): '
                     'every language-model run under it can be chatted with and served.')
@@ -39,11 +39,9 @@ def main(argv):
   import uvicorn
 
   from lmresearch.serving.app import create_app
-  try:
+  with cli_errors(ValueError):
     web = create_app(FLAGS.workdir, FLAGS.db, api_key=FLAGS.api_key, slots=FLAGS.slots,
                      warm=FLAGS.warmup, max_len=FLAGS.max_len, kv_cache_gb=FLAGS.kv_cache_gb)
-  except (FileNotFoundError, ValueError) as e:
-    fail(e)
   names = web.state.models.names()
   print(f'serving {len(names)} model(s) from {FLAGS.workdir}: {", ".join(names) or "none"}',
         file=sys.stderr)

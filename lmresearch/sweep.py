@@ -21,8 +21,7 @@ import sys
 
 from absl import app, flags
 
-from lmresearch.errors import ConfigError
-from lmresearch.runtime import fail
+from lmresearch.runtime import cli_errors, fail
 
 flags.DEFINE_string('config', None, 'Experiment file[:arg] (get_config, get_sweep, get_report).')
 flags.DEFINE_string('workdir', None, 'Where each trial runs (<workdir>/<trial>/) and the results go.')
@@ -120,9 +119,8 @@ def main(argv):
     fail('--config (an experiment file) and --workdir are required (--report_only alone '
          're-renders the experiment README from its results.csv).')
   try:
-    rc = sweep() if FLAGS.workdir else refresh()
-  except (ConfigError, FileNotFoundError, ValueError) as e:
-    fail(e)
+    with cli_errors(ValueError):
+      rc = sweep() if FLAGS.workdir else refresh()
   except KeyboardInterrupt as e:
     print(f'[sweep] {e}', file=sys.stderr)
     sys.exit(130)

@@ -14,7 +14,6 @@ tests/test_real_models.py asserts the same parity on every run of the suite.
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 

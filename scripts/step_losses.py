@@ -10,7 +10,6 @@ same with GPT-2's style (learned positions, LayerNorm, GELU, tied head), one dev
 import argparse
 import json
 import os
-import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
