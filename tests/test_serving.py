@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from lmresearch import runs, sampling, tokenizers
-from lmresearch.serving.engine import ContextError, Engine, Request, bucket_for
-from lmresearch.serving.textstream import Live, safe_len
+from lmresearch.generation.engine import ContextError, Engine, Request, bucket_for
+from lmresearch.generation.textstream import Live, safe_len
 
 PROMPTS = ['What color is the banana?', 'Tom has 3 apples and buys 4 more. How many apples?',
            'Hi', 'Where does the frog live? Answer in one sentence, please, and be brief.',
@@ -411,7 +411,7 @@ def test_a_chunked_body_over_the_limit_is_refused(server):
 def test_runs_reached_through_symlinks_are_served_and_a_loop_is_not_followed(pipeline_dirs, tmp_path):
   """A workdir of symlinks to runs (a pipeline's reused stage is one) lists each run by its link's
   name; a link back to a directory above it is not walked again."""
-  from lmresearch.serving.models import Registry, discover
+  from lmresearch.serving.registry import Registry, discover
   gathered = tmp_path / 'gathered'
   (gathered / 'group').mkdir(parents=True)
   (gathered / 'sft-link').symlink_to(pipeline_dirs / 'sft', target_is_directory=True)
@@ -473,7 +473,7 @@ def test_the_kv_cache_is_sized_by_its_budget_not_by_the_models_context():
   """Gemma 3 270M's shape (18 layers, 1 KV head of 256, fp32, a 32,768-token context) at 16
   slots would hold 19 GB of cache: served in the default 1 GB, its context is what fits."""
   from lmresearch.models.transformer import ModelConfig
-  from lmresearch.serving.engine import KV_CACHE_GB, context_length, kv_bytes_per_token
+  from lmresearch.generation.engine import KV_CACHE_GB, context_length, kv_bytes_per_token
   cfg = ModelConfig(vocab_size=262144, num_layers=18, num_heads=4, num_kv_heads=1, embed_dim=640,
                     head_size=256, max_len=32768)
   per_token = kv_bytes_per_token(cfg)

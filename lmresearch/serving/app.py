@@ -1,6 +1,6 @@
 """The web app: pages, the labeling and arena APIs (labeler tokens) and the OpenAI-compatible API.
 
-Every route that generates awaits the engine (serving/engine.py), which runs its decode loop on
+Every route that generates awaits the engine (generation/engine.py), which runs its decode loop on
 its own thread, so a long generation never blocks the event loop that answers everyone else.
 """
 from __future__ import annotations
@@ -74,7 +74,7 @@ def create_app(workdir: Optional[str] = None, db: Optional[str] = None, *,
   `models`: a ready `models.Registry` (tests share one across apps); warm: each engine compiles
   all its programs when its model loads (`Engine.warm`); max_len, kv_cache_gb: the context each
   model is served at (`engine.context_length`)."""
-  from lmresearch.serving import models as models_lib
+  from lmresearch.serving import registry as models_lib
   registry = models if models is not None else models_lib.Registry(
       workdir, slots=slots, warm=warm, max_len=max_len, kv_cache_gb=kv_cache_gb)
 

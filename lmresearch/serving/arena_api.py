@@ -14,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from lmresearch import tokenizers
 from lmresearch.serving import rankings
-from lmresearch.serving.models import complete, gather_or_cancel
+from lmresearch.serving.registry import complete, gather_or_cancel
 from lmresearch.serving.openai_api import ApiError, _errors, _num
 
 VOTES = ('a', 'b', 'tie', 'both_bad')

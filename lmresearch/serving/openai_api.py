@@ -32,9 +32,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from lmresearch import tokenizers
-from lmresearch.serving.engine import Busy, ContextError, Stopped, Token
-from lmresearch.serving.models import EngineError, Result, complete, gather_or_cancel, stream
-from lmresearch.serving.textstream import Live, detokenize, first_stop
+from lmresearch.generation.engine import Busy, ContextError, Stopped, Token
+from lmresearch.serving.registry import EngineError, Result, complete, gather_or_cancel, stream
+from lmresearch.generation.textstream import Live, detokenize, first_stop
 
 MAX_N = 16
 MAX_STOPS = 4

@@ -35,7 +35,7 @@ import numpy as np
 
 from lmresearch.generation import sampler
 from lmresearch.models.transformer import unembed
-from lmresearch.serving.textstream import Live, detokenize, final_text, first_stop, safe_len
+from lmresearch.generation.textstream import Live, detokenize, final_text, first_stop, safe_len
 
 TOP_LOGPROBS = 5      # alternatives returned per token (OpenAI's completions allow up to 5)
 MIN_BUCKET = 16

@@ -14,7 +14,7 @@ import os
 import threading
 from typing import AsyncIterator, Optional
 
-from lmresearch.serving.engine import Engine, Request, Token
+from lmresearch.generation.engine import Engine, Request, Token
 
 MAX_DEPTH = 3
 
@@ -78,7 +78,7 @@ class Registry:
 
   def __init__(self, workdir: Optional[str], slots: int = 16, warm: bool = False,
                max_len: int = 0, kv_cache_gb: Optional[float] = None):
-    from lmresearch.serving.engine import KV_CACHE_GB
+    from lmresearch.generation.engine import KV_CACHE_GB
     self.paths = discover(workdir)
     self.slots, self.warm = slots, warm
     self.max_len = max_len
