@@ -336,6 +336,36 @@ def real_models_block() -> list[str]:
   return out
 
 
+def real_prompting_block() -> list[str]:
+  """experiments/real_base_prompting: each method's accuracy (per seed where it samples) and the
+  experiment's verdicts, from its results.csv."""
+  name = 'real_base_prompting'
+  path = os.path.join(ROOT, 'experiments', name, 'results.csv')
+  if not os.path.exists(path):
+    return [f'(not run yet: `python experiments/{name}/run.py --publish`)']
+  table = [r for r in render.read_csv(path) if r.get('status') == 'done']
+  rows = []
+  for method in dict.fromkeys(r['method'] for r in table):
+    rs = [r for r in table if r['method'] == method]
+    each = ', '.join(f'{render.number(float(r["accuracy"]))} [{render.number(float(r["acc_lo"]))}, '
+                     f'{render.number(float(r["acc_hi"]))}]' for r in rs)
+    secs = [float(r['seconds_per_question']) for r in rs if r.get('seconds_per_question') not in ('', None)]
+    rows.append([method, str(len(rs)), each, f'{sum(secs) / len(secs):.1f}' if secs else '–'])
+  r = _rendered(name)
+  verdicts = [[c['claim'], c['where'] or 'all', _interval_text(c), c['verdict']] for c in r['claims']]
+  return ([f'From `experiments/{name}/results.csv` ({int(float(table[0]["questions"]))} GSM8K test '
+           'questions, the same for every method; accuracy with its 95% Wilson interval over the '
+           'questions, one entry per seed; seconds per question on 2 CPU cores):', '']
+          + render.md_table(['method', 'seeds', 'accuracy [95%]', 's / question'], rows) + ['']
+          + render.md_table(['claim', 'rows', 'value [95% interval, paired over questions]',
+                             'verdict'], verdicts))
+
+
+def _interval_text(c: dict) -> str:
+  lo, hi = c['ci95']
+  return f'{render.number(c["value"])} [{render.number(lo)}, {render.number(hi)}]'
+
+
 def lm_eval_block() -> list[str]:
   b = _bench('lm_eval')
   if b is None:
@@ -479,7 +509,7 @@ def suite_block() -> list[str]:
                               [[f'{t["s"]:.1f}', t['phase'], f'`{t["test"]}`'] for t in s['slowest']])
 
 
-BLOCKS = {'REAL MODELS': real_models_block, 'BENCH LM EVAL': lm_eval_block, 'DEFAULT RUN': default_run_block, 'SEEDS': seeds_block, 'RECIPES': recipe_block, 'EXPERIMENTS': experiments_block,
+BLOCKS = {'REAL MODELS': real_models_block, 'REAL PROMPTING': real_prompting_block, 'BENCH LM EVAL': lm_eval_block, 'DEFAULT RUN': default_run_block, 'SEEDS': seeds_block, 'RECIPES': recipe_block, 'EXPERIMENTS': experiments_block,
           'BENCH CONVERT': convert_block, 'BENCH LORA': lora_block,
           'BENCH TRAIN': train_block, 'BENCH GENERATE': generate_block, 'BENCH SERVE': serve_block,
           'BENCH RL': rl_block, 'BENCH MAIN': main_block, 'BENCH SUITE': suite_block}
