@@ -100,6 +100,19 @@ def model_defaults() -> dict:
   return dict(out, vocab_size=0, vocab_multiple=64, hf_model_type='')
 
 
+CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'configs')
+
+
+def config_file(name: str):
+  """The module configs/<name>.py (its get_config), read by path: the repository's config files
+  are not a package, and scripts import the installed lmresearch without sys.path edits."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(f'configs_{name}', os.path.join(CONFIGS, f'{name}.py'))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
 def base_config(stage: str = 'pretrain', init_from: str = '') -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.stage = stage

@@ -38,13 +38,12 @@ MODELS = ('shakespeare_char', 'default')
 
 def stage_config(model: str):
   """The stage config a train-step row times."""
+  from lmresearch import config as lmc
   if model == 'shakespeare_char':
-    from configs.pretrain import get_config
-    c = get_config('preset=shakespeare_char')
+    c = lmc.config_file('pretrain').get_config('preset=shakespeare_char')
     c.data.path = os.path.abspath(DATA)
     return c
-  from configs.pipeline import get_config
-  return get_config().stages.pretrain
+  return lmc.config_file('pipeline').get_config().stages.pretrain
 
 
 def jax_worker(model: str, devices: int, iters: int, warmup: int) -> dict:

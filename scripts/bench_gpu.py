@@ -54,8 +54,8 @@ def section_main(a) -> dict:
 
 
 def model_config(a):
-  from configs.pretrain import get_config
-  c = get_config('preset=gpt2_124m')
+  from lmresearch import config as lmc
+  c = lmc.config_file('pretrain').get_config('preset=gpt2_124m')
   if a.tiny:
     c.model.update(**TINY_MODEL)
     c.data.update(seq_len=128, vocab_size=TINY_MODEL['vocab_size'])

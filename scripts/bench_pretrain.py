@@ -44,8 +44,8 @@ if not os.path.exists(a.data):
 from lmresearch.runtime import split_cpu  # noqa: E402
 split_cpu(a.devices)   # before JAX starts
 import jax  # noqa: E402
-from configs.pretrain import get_config  # noqa: E402
 from lmresearch import config as lmc, parallel  # noqa: E402
+get_config = lmc.config_file('pretrain').get_config
 from lmresearch.models.transformer import count_params  # noqa: E402
 from lmresearch.stages.pretrain import PretrainStage  # noqa: E402
 from lmresearch.training.metrics import measured_cpu_peak_flops, read_metrics  # noqa: E402

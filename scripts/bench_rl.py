@@ -20,8 +20,8 @@ import time
 
 def stand_in_runs(root: str) -> str:
   """Tiny-config base/SFT/reward runs with the default model shape, a few steps each."""
-  from configs import pretrain, reward, sft  # noqa: F401  (configs/ is importable from the root)
-  from lmresearch import launch
+  from lmresearch import config as lmc, launch
+  pretrain, sft, reward = (lmc.config_file(n) for n in ('pretrain', 'sft', 'reward'))
   for name, mod, parent in (('pretrain', pretrain, None), ('sft', sft, 'pretrain'), ('reward', reward, 'sft')):
     c = mod.get_config()
     if parent:
@@ -49,8 +49,8 @@ def main():
   from lmresearch.runtime import setup_jax
   setup_jax(cpu_devices=-1)
   import jax
-  from configs import ppo as ppo_config
   from lmresearch import config as lmc, parallel
+  ppo_config = lmc.config_file('ppo')
   from lmresearch.stages.ppo import PPOStage
   from lmresearch.training.trainer import Trainer
 

@@ -19,8 +19,8 @@ CASES = {'llama_default': {}, 'gpt2_style': {'style': 'gpt2'}}
 
 def losses(case: str, steps: int = 20) -> list:
   import jax
-  from configs.pipeline import get_config
   from lmresearch import config as lmc, parallel
+  get_config = lmc.config_file('pipeline').get_config
   from lmresearch.stages import REGISTRY
   from lmresearch.training.trainer import Trainer
   c = get_config().stages.pretrain
