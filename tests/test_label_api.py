@@ -117,3 +117,13 @@ def test_refusals_have_their_status_and_change_nothing(web):
   ]:
     assert needle in error(call(), status)
     assert snapshot(store.path) == before
+
+
+def test_an_arena_battle_checks_its_settings_before_any_model(web):
+  """The arena's battle request: its numbers are checked as the OpenAI API's are (one 400
+  naming the field); with settings in range, an app with no models says it needs two."""
+  client, _, auth = web
+  post = lambda **body: client.post('/api/arena/battle', json=body, headers=auth['alice'])
+  assert 'temperature must be a number' in error(post(prompt='Hi', temperature='hot'), 400)
+  assert 'max_tokens=0 is out of range' in error(post(prompt='Hi', max_tokens=0), 400)
+  assert 'needs two models' in error(post(prompt='Hi', temperature=0.7, max_tokens=12), 400)

@@ -54,8 +54,8 @@ def router() -> APIRouter:
     if not isinstance(prompt, str) or not prompt.strip() or len(prompt) > MAX_PROMPT_CHARS:
       raise ApiError(400, f'prompt must be non-empty text of at most {MAX_PROMPT_CHARS} '
                      'characters.', 'prompt')
-    temperature = _num(body, 'temperature', 0.7, 0.0, 2.0)
-    max_tokens = _num(body, 'max_tokens', DEFAULT_MAX_TOKENS, 1, 1 << 20, int)
+    temperature = _num('temperature', body.get('temperature'), 0.7, 0.0, 2.0)
+    max_tokens = _num('max_tokens', body.get('max_tokens'), DEFAULT_MAX_TOKENS, 1, 1 << 20, int)
     registry = request.app.state.models
     names = registry.names()
     if len(names) < 2:
