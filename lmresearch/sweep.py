@@ -50,6 +50,11 @@ FLAGS = flags.FLAGS
 def sweep() -> int:
   from lmresearch.sweeps import launchers, results, trials as trials_lib
   exp = trials_lib.load_experiment(FLAGS.config)
+  script = getattr(exp.module, 'SCRIPT', None)
+  if script:   # an experiment whose trials are not stage runs (e.g. evaluating an imported model)
+    raise ValueError(f'{exp.path} runs with its own script: python '
+                     f'{os.path.join(os.path.dirname(exp.path), script)} (--report_only re-renders '
+                     'its README here).')
   parallel = FLAGS.parallel or 1
   per_trial = launchers.devices_per_trial(parallel) if FLAGS.launcher == 'local' else 1
   trials = trials_lib.expand(exp, FLAGS.workdir, FLAGS.only, per_trial)

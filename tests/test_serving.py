@@ -2,6 +2,8 @@
 `openai` client against a real uvicorn server on a tiny trained chat model."""
 import concurrent.futures
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -9,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import ROOT
 from lmresearch import runs, sampling, tokenizers
 from lmresearch.generation.engine import ContextError, Engine, Request, bucket_for
 from lmresearch.generation.textstream import Live, safe_len
@@ -304,10 +307,14 @@ def test_the_cli_and_the_server_sample_the_same_tokens(client, pipeline_dirs):
   temperature, top-k and top-p on, draw the same tokens; the server's choice i is the CLI's row i
   (the prompt sampled n times)."""
   import jax as _jax
-  from lmresearch.sample import sample
   prompt, seed = 'The frog lives in', 11
   settings = dict(temperature=1.3, top_k=20, top_p=0.9)
-  cli, _ = sample(str(pipeline_dirs / 'base'), [prompt], max_new_tokens=24, seed=seed, **settings)
+  out = subprocess.run([sys.executable, '-m', 'lmresearch.sample', f'--workdir={pipeline_dirs / "base"}',
+                        f'--prompt={prompt}', '--max_new_tokens=24', f'--seed={seed}',
+                        '--temperature=1.3', '--top_k=20', '--top_p=0.9'],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  cli = [out.stdout.split('=== [1] completion ===\n', 1)[1][:-1]]   # print() adds one newline
   api = client.completions.create(model='base', prompt=prompt, max_tokens=24, seed=seed, n=3,
                                   temperature=1.3, top_p=0.9, extra_body={'top_k': 20})
   assert api.choices[0].text == cli[0]

@@ -272,6 +272,10 @@ def test_overrides_that_config_flags_cannot_set_or_that_hit_reused_stages_are_re
     d for d in os.listdir(os.path.join(ROOT, 'experiments')) if not d.startswith('_')))
 def test_every_shipped_experiment_expands_and_validates(name):
   exp = trials_lib.load_experiment(os.path.join(ROOT, 'experiments', name, 'config.py'))
+  if getattr(exp.module, 'SCRIPT', None):   # run by its own script (tests/test_real_base_prompting.py)
+    assert os.path.exists(os.path.join(ROOT, 'experiments', name, exp.module.SCRIPT))
+    assert len({t.get('seed') for t in exp.sweep()}) >= 3, name
+    return
   trials = trials_lib.expand(exp, f'runs/exp/{name}')
   seeds = {t.overrides.get('seed') for t in trials}
   assert trials and exp.report_spec().get('metrics'), name

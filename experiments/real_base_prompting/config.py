@@ -18,6 +18,7 @@ import ml_collections
 
 from lmresearch.config import parse_arg
 
+SCRIPT = 'run.py'   # its trials evaluate an imported model: run.py runs them, not lmresearch.sweep
 METHODS = ('direct', 'few_shot', 'cot')   # greedy: one row each (seed 0)
 SEEDS = (0, 1, 2)
 PATHS = 3
