@@ -38,6 +38,35 @@ PROMPT_MULTIPLE = 8   # prompt block lengths are rounded up to this, to limit re
 filter_logits = sampler.filter_logits
 
 
+# ---- KV caches ----------------------------------------------------------------------------------
+
+def _cache_shapes(model, params, rows: int, length: int):
+  """The decode cache's shapes for [rows, length], from an abstract init call."""
+  def init(params):
+    _, variables = model.apply({'params': params}, jnp.zeros((rows, length), jnp.int32),
+                               decode=True, mutable=['cache'])
+    return variables['cache']
+  return jax.eval_shape(init, params)
+
+
+def kv_cache(model, params, rows: int, *, length: int):
+  """An empty decode cache of `length` slots for `rows` rows (traceable)."""
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                      _cache_shapes(model, params, rows, length))
+
+
+def cache_rows(model, params, cache, index):
+  """The cache's rows `index` ([new rows] ints): a prefix prefilled once, copied to every row
+  that continues it (few-shot exemplars sampled many times; a question's answer choices). The
+  batch axis is found per array (under scan_layers it is the second); the cache index has none."""
+  one = _cache_shapes(model, params, 1, 1)
+  two = _cache_shapes(model, params, 2, 1)
+  def take(c, s1, s2):
+    axes = [a for a in range(len(s1.shape)) if s1.shape[a] != s2.shape[a]]
+    return jnp.take(c, index, axis=axes[0]) if axes else c
+  return jax.tree.map(take, cache, one, two)
+
+
 # ---- the jitted core ----------------------------------------------------------------------------
 
 @functools.partial(jax.jit, static_argnames=('model', 'max_new_tokens', 'temperature', 'top_k',
@@ -55,16 +84,7 @@ def _generate_core(model, params, prompt, prompt_mask, rng, stop_table=None, *,
   # cache's causal mask keeps queries from seeing slots not yet written).
   kv_mask = jnp.concatenate([prompt_mask.astype(jnp.bool_), jnp.ones((b, n), jnp.bool_)], axis=-1)
 
-  # The cache: shapes from an abstract init call on [rows, p + n], then zeros.
-  def cache_shapes(rows):
-    def init(params):
-      _, variables = model.apply({'params': params}, jnp.zeros((rows, p + n), jnp.int32),
-                                 decode=True, mutable=['cache'])
-      return variables['cache']
-    return jax.eval_shape(init, params)
-
-  def empty_cache(rows):
-    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), cache_shapes(rows))
+  empty_cache = functools.partial(kv_cache, model, params, length=p + n)
 
   def forward(cache, tokens, positions, kv_mask=kv_mask):
     # Only the last position's logits are sampled from: the prefill unembeds one row per prompt,
@@ -81,10 +101,7 @@ def _generate_core(model, params, prompt, prompt_mask, rng, stop_table=None, *,
     # tiled to all b, then each row's own left-padded rest is prefilled after them.
     cache, _ = forward(empty_cache(rows), prompt[:rows, :shared], positions[:rows, :shared],
                        kv_mask[:rows])
-    def tile(c, full):   # along the batch axis (under scan_layers the second one)
-      axes = [a for a in range(c.ndim) if c.shape[a] != full.shape[a]]
-      return jnp.repeat(c, b // rows, axis=axes[0]) if axes else c
-    cache = jax.tree.map(tile, cache, cache_shapes(b))
+    cache = cache_rows(model, params, cache, jnp.arange(b) // (b // rows))
     cache, last = forward(cache, prompt[:, shared:], positions[:, shared:])
   else:
     cache, last = forward(empty_cache(b), prompt, positions)                   # prefill

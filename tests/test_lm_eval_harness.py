@@ -155,3 +155,28 @@ def test_generation_settings_are_read_as_the_harness_reads_them(kwargs):
   assert got['until'] == handle_stop_sequences(want['until'], eos='</s>')
   assert got['max_gen_toks'] == want['max_gen_toks']
   assert got['temperature'] == (want['temperature'] if want['do_sample'] else 0.0)
+
+
+@pytest.mark.parametrize('family', ['gemma3', 'gemma2'])
+def test_shared_context_scoring_equals_scoring_every_row_whole(family, tmp_path):
+  """Answer choices scored after their context is prefilled once (`_shared_contexts`, a KV
+  cache copied to each choice) give what running every row whole gives (`_whole_rows`), on
+  families with sliding windows, soft-capping and QK-norm, with contexts that cross the window,
+  a context whose choices fill more than one batch, and one-token continuations."""
+  build(family, str(tmp_path / 'hf'))
+  convert.import_run(str(tmp_path / 'hf'), str(tmp_path / 'run'), devices=jax.devices()[:1])
+  lm = harness.LMResearchLM(workdir=str(tmp_path / 'run'), batch_size=4, max_length=128)
+  rng = __import__('random').Random(0)
+  rows, conts = [], []
+  for length, choices in ((90, 6), (9, 3), (23, 2), (2, 1)):   # the window is 64
+    ctx = [rng.randrange(3, 200) for _ in range(length)]
+    for _ in range(choices):
+      c = rng.randrange(1, 7)
+      rows.append(ctx + [rng.randrange(3, 200) for _ in range(c)])
+      conts.append(c)
+  contexts = [tuple(r[:-c]) for r, c in zip(rows, conts)]
+  shared = lm._shared_contexts(contexts, rows, conts)
+  whole = lm._whole_rows(rows, conts)
+  for (a, ga), (b, gb) in zip(shared, whole):
+    assert abs(a - b) <= 1e-4, (a, b)
+    assert ga == gb
