@@ -380,8 +380,18 @@ def lm_eval_block() -> list[str]:
                met(hf / o['seconds'], 2)])
   if 'server' in b:
     s = b['server']
+    warm = f' ({hf / s["warm_seconds"]:.2f}× compiled)' if 'warm_seconds' in s else ''
     rows.append(['`local-completions` through `lmresearch.serve`', f'{s["seconds"]:.1f}',
-                 f'{hf / s["seconds"]:.2f}×', '≥ 1×', met(hf / s['seconds'], 1)])
+                 f'{hf / s["seconds"]:.2f}×{warm}', '≥ 1×', met(hf / s['seconds'], 1)])
+  kinds = [k for k in ('hf', 'ours', 'server') if 'tasks' in b.get(k, {})]
+  per_task = []
+  if kinds:
+    def cell(k, task):
+      r = b[k]
+      return f'{r["tasks"][task]:.2f}' + (f' ({r["warm_tasks"][task]:.2f})' if 'warm_tasks' in r else '')
+    per_task = ['', 'Seconds per task (compiled, second pass, in brackets):', ''] + render.md_table(
+        ['task'] + [{'hf': '`hf`', 'ours': 'in process', 'server': 'server'}[k] for k in kinds],
+        [[f'`{t}`'] + [cell(k, t) for k in kinds] for t in b[kinds[0]]['tasks']])
 
   def close(a, b):
     return a.keys() == b.keys() and all(
@@ -394,7 +404,7 @@ def lm_eval_block() -> list[str]:
           f'{b["limit"]} documents each, batch size {b["batch_size"]}; one backend at a time, '
           'compiles included. The metrics of every backend '
           + ('agree (to 1e-3).' if same else 'differ (see the JSON).'), ''] + render.md_table(
-      ['backend', 'seconds', 'speed vs hf', 'the issue\'s target', ''], rows)
+      ['backend', 'seconds', 'speed vs hf', 'the issue\'s target', ''], rows) + per_task
 
 
 def serve_block() -> list[str]:

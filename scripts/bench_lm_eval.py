@@ -16,9 +16,10 @@ lmr_world_facts (multiple choice: 60 questions x 6-12 answer sentences), lmr_wor
 up to 96 tokens; random weights never stop early, in either backend) -- each cut to --limit
 documents. Every backend runs in its own process, one after another (never two at once), with
 the same batch size (--batch_size; the hf backend's default is 1: --hf_batch_size=1 to time that
-too). Seconds are the wall time of `simple_evaluate` with the model already loaded; ours includes
-its compiles (its second, warm pass is printed beside it), and so does the server's (started
-without --warmup, it compiles on the first requests of each shape). The backends' metrics are printed
+too). Seconds are the wall time of one `simple_evaluate` per task with the model already loaded,
+printed per task and summed; ours includes its compiles (its second, warm pass is printed beside
+it), and so does the server's (started without --warmup, it compiles on the first requests of
+each shape; its second pass is printed too). The backends' metrics are printed
 too: they should agree (tests/test_lm_eval_harness.py checks that to 1e-3 per request).
 """
 import argparse
@@ -75,20 +76,22 @@ def build(shape: str, out: str) -> dict:
   return {'params': sum(p.numel() for p in model.parameters()), 'vocab': tok.get_vocab_size()}
 
 
-def evaluate(lm, limit: int, batch_size: int) -> tuple[float, dict, float]:
-  """(seconds, {task: metrics}, the machine's CPU share that other processes took meanwhile) of
-  one simple_evaluate."""
+def evaluate(lm, limit: int, batch_size: int) -> tuple[float, dict, float, dict]:
+  """(seconds, {task: metrics}, the machine's CPU share that other processes took meanwhile,
+  {task: seconds}): one simple_evaluate per task, one after another."""
   import lm_eval
   from lm_eval.tasks import TaskManager
   manager = TaskManager(include_path=TASKS_DIR, include_defaults=False)
   others = OthersShare().start()
-  t = time.perf_counter()
-  out = lm_eval.simple_evaluate(model=lm, tasks=TASKS, task_manager=manager, limit=limit,
-                                batch_size=batch_size, bootstrap_iters=0, log_samples=False,
-                                torch_random_seed=None)
-  seconds = time.perf_counter() - t
-  return seconds, {task: {k: v for k, v in r.items() if isinstance(v, float)}
-                   for task, r in out['results'].items()}, others.stop()
+  metrics, per_task = {}, {}
+  for task in TASKS:
+    t = time.perf_counter()
+    out = lm_eval.simple_evaluate(model=lm, tasks=[task], task_manager=manager, limit=limit,
+                                  batch_size=batch_size, bootstrap_iters=0, log_samples=False,
+                                  torch_random_seed=None)
+    per_task[task] = time.perf_counter() - t
+    metrics[task] = {k: v for k, v in out['results'][task].items() if isinstance(v, float)}
+  return sum(per_task.values()), metrics, others.stop(), per_task
 
 
 def worker(kind: str, out: str, limit: int, batch_size: int, url: str = '') -> dict:
@@ -107,10 +110,12 @@ def worker(kind: str, out: str, limit: int, batch_size: int, url: str = '') -> d
                              max_length=MAX_LEN, add_bos_token=True, batch_size=batch_size,
                              num_concurrent=1, max_retries=1)
   load = time.perf_counter() - t
-  seconds, metrics, others = evaluate(lm, limit, batch_size)
-  result = {'load_s': load, 'seconds': seconds, 'metrics': metrics, 'others': others}
-  if kind == 'ours':   # again, every program compiled: the steady state
-    result['warm_seconds'] = evaluate(lm, limit, batch_size)[0]
+  seconds, metrics, others, per_task = evaluate(lm, limit, batch_size)
+  result = {'load_s': load, 'seconds': seconds, 'metrics': metrics, 'others': others,
+            'tasks': per_task}
+  if kind != 'hf':   # again, every program compiled: the steady state
+    warm = evaluate(lm, limit, batch_size)
+    result['warm_seconds'], result['warm_tasks'] = warm[0], warm[3]
   return result
 
 
@@ -171,7 +176,7 @@ def main():
         f'{a.batch_size} (hf {a.hf_batch_size}); {cores()} cores', flush=True)
   res = {'date': time.strftime('%Y-%m-%d'), 'shape': a.shape, 'limit': a.limit, 'batch_size': a.batch_size,
          'hf_batch_size': a.hf_batch_size, 'cores': cores(), **info}
-  res['hf'] = run_worker('hf', out, a)
+  res['hf'] = run_worker('hf', out, a)   # hf compiles nothing: its second pass is its first
   busy = lambda r: f'; others used {r["others"]:.0%} of the CPU' if r['others'] is not None else ''
   print(f'hf backend           {res["hf"]["seconds"]:8.1f} s   (load {res["hf"]["load_s"]:.1f} s'
         f'{busy(res["hf"])})', flush=True)
@@ -185,7 +190,13 @@ def main():
     s = res['server']
     print(f'server (local-completions) {s["seconds"]:8.1f} s   ({busy(s)[2:] or "-"}, the '
           'server\'s own included)   '
-          f'{res["hf"]["seconds"] / s["seconds"]:.2f}x hf (target >= 1x)', flush=True)
+          f'{res["hf"]["seconds"] / s["seconds"]:.2f}x hf; warm pass {s["warm_seconds"]:.1f} s, '
+          f'{res["hf"]["seconds"] / s["warm_seconds"]:.2f}x (target >= 1x)', flush=True)
+  for task in TASKS:
+    print(f'  {task}: ' + ', '.join(
+        f'{k} {res[k]["tasks"][task]:.2f} s' + (f' (warm {res[k]["warm_tasks"][task]:.2f})'
+                                               if 'warm_tasks' in res[k] else '')
+        for k in ('hf', 'ours', 'server') if k in res))
   for task in TASKS:
     row = {k: {m: round(v, 4) for m, v in res[k]['metrics'][task].items()}
            for k in ('hf', 'ours', 'server') if k in res}
