@@ -7,7 +7,7 @@ setup(
                 'pretraining, SFT, RLHF (reward model, PPO, DPO, GRPO) and prompting.',
     packages=find_packages(include=['lmresearch', 'lmresearch.*']),
     # our lm-evaluation-harness tasks (YAML + their dataset functions), read by path
-    package_data={'lmresearch.evaluation': ['lm_eval_tasks/*.yaml', 'lm_eval_tasks/*.py']},
+    package_data={'lmresearch.evals': ['lm_eval_tasks/*.yaml', 'lm_eval_tasks/*.py']},
     python_requires='>=3.10',
     install_requires=[
         'jax>=0.10', 'flax>=0.12', 'optax>=0.2.5', 'orbax-checkpoint>=0.12',

@@ -6,7 +6,7 @@
 """
 import ml_collections
 
-from lmresearch.config import Choice, base_config, parse_arg
+from lmresearch.training.config import Choice, base_config, parse_arg
 
 
 def get_config(arg=None):

@@ -16,7 +16,7 @@ import os
 
 import ml_collections
 
-from lmresearch.config import Choice, parse_arg
+from lmresearch.training.config import Choice, parse_arg
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ORDER = ('pretrain', 'sft', 'reward', 'ppo', 'dpo', 'grpo')

@@ -6,7 +6,7 @@ reward run.
 """
 import ml_collections
 
-from lmresearch.config import base_config, parse_arg
+from lmresearch.training.config import base_config, parse_arg
 
 
 def rl_config(c):

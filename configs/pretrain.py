@@ -12,7 +12,7 @@ FLOPs per device, from `--dry_run`, are in docs/pods.md.
 """
 import os
 
-from lmresearch.config import DATA_DIR, Choice, base_config, parse_arg
+from lmresearch.training.config import DATA_DIR, Choice, base_config, parse_arg
 
 
 # name: (model shape, mesh, global batch in sequences, context, remat, gradient accumulation). The shapes are the

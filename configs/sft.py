@@ -5,7 +5,7 @@
 """
 import os
 
-from lmresearch.config import DATA_DIR, Choice, base_config, parse_arg
+from lmresearch.training.config import DATA_DIR, Choice, base_config, parse_arg
 
 
 def get_config(arg=None):

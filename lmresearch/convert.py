@@ -66,9 +66,9 @@ def import_run(hf_dir: str, workdir: str, mesh_spec: str = 'data=1,fsdp=-1,tenso
   tokenizer files, and each tensor is dequantized to float rows in HF layout (models/hf/
   gguf_file.py), so the run holds float weights like any other import."""
   import jax
-  from lmresearch import config as lmc
-  from lmresearch import fileio, parallel
-  from lmresearch.hf_tokenizer import HFTokenizer
+  from lmresearch.training import config as lmc
+  from lmresearch.core import fileio, parallel
+  from lmresearch.text.hf_tokenizer import HFTokenizer
   from lmresearch.models import hf
   from lmresearch.stages.base import build_model, padded_vocab
   from lmresearch.training.checkpoint import Checkpointer, largest_bytes
@@ -142,8 +142,9 @@ def hf_model_type(model: dict) -> str:
 def export_run(workdir: str, out_dir: str, dtype: str = 'float32') -> list[str]:
   """A run directory -> an HF directory transformers' from_pretrained reads."""
   import jax
-  from lmresearch import fileio, runs
-  from lmresearch.hf_tokenizer import HFTokenizer
+  from lmresearch.core import fileio
+  from lmresearch.stages import runs
+  from lmresearch.text.hf_tokenizer import HFTokenizer
   from lmresearch.models import hf
   run = runs.load(workdir, chat=False, lean=True)
   # The restore's host buffers go when its transfers have finished: wait for them here, or the
@@ -189,7 +190,8 @@ OUR_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{{ '<|' + m['role'] + '|>
 
 
 def export_our_tokenizer(tok, out_dir: str) -> None:
-  from lmresearch import fileio, tokenizers
+  from lmresearch.core import fileio
+  from lmresearch.text import tokenizers
   tok.save(out_dir)
   added = {str(i): {'content': s, 'special': True, 'lstrip': False, 'rstrip': False,
                     'normalized': False, 'single_word': False}
@@ -212,7 +214,7 @@ def export_adapters(workdir: str, out_dir: str, dtype: str = 'float32') -> list[
   with PEFT's key names), to load with peft.PeftModel.from_pretrained onto its exported base."""
   import numpy as np
   from safetensors.numpy import save_file
-  from lmresearch import fileio, parallel
+  from lmresearch.core import fileio, parallel
   from lmresearch.models import lora
   from lmresearch.stages import parents
   mesh = parallel.make_mesh({'data': -1, 'fsdp': 1, 'tensor': 1})
@@ -240,8 +242,8 @@ def export_adapters(workdir: str, out_dir: str, dtype: str = 'float32') -> list[
       tensors[key + '.lora_B.weight'] = np.ascontiguousarray(bi.reshape(r, -1).T, np.float32)
   token_indices = None
   if any(p[-1] == 'rows' for p in flat):   # token rows: PEFT stores the rows' values, not deltas
-    from lmresearch import runs
-    from lmresearch.tokenizers import load_tokenizer
+    from lmresearch.stages import runs
+    from lmresearch.text.tokenizers import load_tokenizer
     ids = lora.token_ids(cfg.lora.tokens, load_tokenizer(workdir))
     merged = lora._flat(jax_fetch(runs.load(workdir, mesh=mesh, rules=parallel.rules_from_config(cfg)).params))
     tensors['base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta'] = \
@@ -275,7 +277,7 @@ def host_copy(x):
   of the whole model by the end (0.5 GB more for 124M on two devices)."""
   import jax
   import numpy as np
-  from lmresearch import parallel
+  from lmresearch.core import parallel
   if jax.process_count() > 1 or not isinstance(x, jax.Array):
     return np.asarray(parallel.fetch(x))
   out = np.empty(x.shape, x.dtype)
@@ -293,7 +295,7 @@ def return_freed_buffers() -> bool:
   checkpoint writer's buffers (tensorstore's, on its own threads) are mostly under 1 MB, and
   with 1 MB the freed ones stayed in the threads' heaps (about 0.2 GB after saving 124M, and a
   peak that moved by 0.1 GB between runs). Returns whether it applied (glibc only)."""
-  from lmresearch.fileio import mmap_threshold
+  from lmresearch.core.fileio import mmap_threshold
   return mmap_threshold(32 << 10)
 
 

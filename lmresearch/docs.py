@@ -11,7 +11,7 @@ page; a block may sit in several pages; BENCH * are the benchmarks' figures, doc
   SEEDS         the claims on every whole-pipeline seed, from experiments/pipeline_seeds/results.csv
   RECIPES       the RLHF claims per seed under each recipe tried (pipeline_seeds/history/*.csv)
   EXPERIMENTS   each experiment's paper, verdict count, seeds and trial time, from its results.csv
-Each experiment README is rendered by sweeps/render.py. tests/test_docs.py runs the check.
+Each experiment README is rendered by studies/render.py. tests/test_docs.py runs the check.
 """
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ import sys
 
 from absl import app, flags
 
-from lmresearch.evaluation import claims as claims_lib
-from lmresearch.evaluation import stats
-from lmresearch.evaluation.report import RM_KINDS
-from lmresearch.sweeps import render, trials as trials_lib
+from lmresearch.evals import claims as claims_lib
+from lmresearch.evals import stats
+from lmresearch.evals.report import RM_KINDS
+from lmresearch.studies import render, trials as trials_lib
 
 flags.DEFINE_bool('check', False, 'Change nothing; exit 1 if a README differs from its data.')
 FLAGS = flags.FLAGS
@@ -90,7 +90,7 @@ def default_run_block() -> list[str]:
   found = [{**c, 'claim': by_id[c['id']].claim, 'measure': by_id[c['id']].measure,
             'criterion': by_id[c['id']].criterion} for c in rep['claims'] if c.get('id') in by_id]
   out = ['**Claims** (95% intervals over the run\'s questions: t for means, Wilson for shares; '
-         'the verdict rule is `evaluation/stats.py`\'s):', '']
+         'the verdict rule is `evals/stats.py`\'s):', '']
   out += render.md_table(['claim', 'measure', 'value [95% interval]', 'n', 'criterion',
                           'verdict'], _claims_rows(found))
   rows = []

@@ -5,7 +5,7 @@
 
 Prints a JSON summary (accuracy overall and per step count, or loss and bits per byte, or a
 win rate) and, with --out, writes one JSON line per example plus the summary beside it
-(results.jsonl -> results.summary.json). Tasks and methods: lmresearch/evaluation/tasks.py and
+(results.jsonl -> results.summary.json). Tasks and methods: lmresearch/evals/tasks.py and
 prompting.py. A bad input (a malformed data line, a missing run) is a one-line error, exit 2.
 
 EleutherAI's lm-evaluation-harness tasks run on the same model in process instead of --task:
@@ -16,8 +16,8 @@ EleutherAI's lm-evaluation-harness tasks run on the same model in process instea
 prints the harness's table and writes its result dict to RUN/eval/lm_eval_results.json (with
 --out, its logged samples as JSONL too; with --chat, prompts in the run's chat template, which
 the harness leaves off by default). Our tasks for it (GSM8K on the local copy, the embedded
-world's questions) are in lmresearch/evaluation/lm_eval_tasks/; the backend is
-lmresearch/evaluation/harness.py (pip install -e .[eval]).
+world's questions) are in lmresearch/evals/lm_eval_tasks/; the backend is
+lmresearch/evals/harness.py (pip install -e .[eval]).
 """
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ import os
 
 from absl import app, flags
 
-from lmresearch import config as lmc
-from lmresearch import fileio
-from lmresearch.evaluation import best_of_n, prompting, tasks
+from lmresearch.training import config as lmc
+from lmresearch.core import fileio
+from lmresearch.evals import best_of_n, prompting, tasks
 from lmresearch.runtime import check_args, cli_errors, setup_jax
 
 flags.DEFINE_string('workdir', None, 'Run to evaluate (for reward_accuracy: a reward model run).')
@@ -100,7 +100,7 @@ def evaluate() -> dict:
 
 def evaluate_lm_eval() -> str:
   """--lm_eval: the harness's tasks on the run, in process -> the table to print."""
-  from lmresearch.evaluation import harness   # lm_eval only where asked for
+  from lmresearch.evals import harness   # lm_eval only where asked for
   config = lmc.load(FLAGS.workdir)
   # Task names are checked before any model loads: a typo fails in seconds.
   manager = harness.task_manager(FLAGS.lm_eval, FLAGS.include_path,

@@ -54,7 +54,7 @@ def define_flags() -> None:
 def read_prompts(path: str) -> list[dict]:
   """{"prompt": str, "answer"?: str} lines; anything else is an error naming file and line."""
   from lmresearch.data.sources import read_jsonl
-  from lmresearch.errors import ConfigError
+  from lmresearch.core.errors import ConfigError
   out = []
   for n, obj in read_jsonl(path):
     if not isinstance(obj.get('prompt'), str) or not obj['prompt'].strip():
@@ -70,7 +70,7 @@ def read_prompts(path: str) -> list[dict]:
 
 def world_prompts(workdir: str, n: int) -> list[dict]:
   """n held-out questions of the world the run in `workdir` was trained on, with answers."""
-  from lmresearch import config as lmc
+  from lmresearch.training import config as lmc
   from lmresearch.data import world as world_lib
   synthetic = lmc.load(workdir).data.synthetic
   w = world_lib.World(synthetic.world_seed)
@@ -89,8 +89,11 @@ def sample_items(workdir: str, prompts: list[dict], k: int, *, temperature: floa
   import jax
   import numpy as np
 
-  from lmresearch import parallel, runs, sampling, tokenizers
-  from lmresearch.data.labeler import gold
+  from lmresearch.core import parallel
+  from lmresearch.stages import runs
+  from lmresearch.generation import batched
+  from lmresearch.text import tokenizers
+  from lmresearch.data.world_labeler import gold
 
   run = runs.load(workdir, chat=True)
   print(f'{workdir}: checkpoint step {run.step}; sampling {len(prompts)} x {k} responses',
@@ -100,11 +103,11 @@ def sample_items(workdir: str, prompts: list[dict], k: int, *, temperature: floa
   key = jax.random.PRNGKey(seed)
   for n, start in enumerate(range(0, len(rows), batch_size)):
     with run.active():
-      out = sampling.generate(run.model, run.params, rows[start:start + batch_size],
+      out = batched.generate(run.model, run.params, rows[start:start + batch_size],
                               max_new_tokens=max_new_tokens, rng=jax.random.fold_in(key, n),
                               temperature=temperature, stop_ids=run.tok.stop_ids,
                               pad_id=run.tok.pad_id)
-    texts += sampling.decode_completions(run.tok, out['completions'])
+    texts += batched.decode_completions(run.tok, out['completions'])
     finished += np.asarray(parallel.fetch(out['finished'])).tolist()
   items = []
   for i, p in enumerate(prompts):
@@ -123,7 +126,7 @@ def create(db: str, workdir: str, *, prompts: Optional[str] = None, from_world: 
            k: int = 4, per_item: int = 1, **sampling) -> list[int]:
   """Samples the items and adds them to the store; returns their ids."""
   from lmresearch.data.formats import MAX_K
-  from lmresearch.serving.store import Store
+  from lmresearch.web.store import Store
   if bool(prompts) == bool(from_world):
     raise ValueError('give exactly one of --prompts=FILE.jsonl or --from_world=N.')
   if from_world < 0:
@@ -146,7 +149,7 @@ def _num(x: Optional[float], digits: int = 3) -> str:
 
 def stats_text(store) -> str:
   """Progress per labeler and agreement, as lines to print."""
-  from lmresearch.serving import rankings
+  from lmresearch.web import rankings
   s = store.stats()
   lines = [f'{store.path}: {s["items"]} items ({s["complete_items"]} fully labeled), '
            f'{s["labelers"]} labelers, {s["submissions"]} submissions, {s["in_progress"]} in '
@@ -188,7 +191,7 @@ def _line(first: dict, order: list[int], lv: list[int], subs: list[dict]) -> dic
 
 def export_lines(store, merge: str = 'ranked_pairs') -> list[dict]:
   """The ranking JSONL lines of every submitted item (items nobody ranked are left out)."""
-  from lmresearch.serving import rankings
+  from lmresearch.web import rankings
   if merge not in ('ranked_pairs', 'none'):
     raise ValueError(f'--merge={merge!r}: give ranked_pairs or none.')
   out = []
@@ -209,9 +212,9 @@ def export_lines(store, merge: str = 'ranked_pairs') -> list[dict]:
 
 def export(db: str, out: str, merge: str = 'ranked_pairs') -> tuple[int, dict]:
   """Writes the ranking JSONL; returns (lines written, agreement)."""
-  from lmresearch import fileio
-  from lmresearch.serving import rankings
-  from lmresearch.serving.store import Store
+  from lmresearch.core import fileio
+  from lmresearch.web import rankings
+  from lmresearch.web.store import Store
   store = Store(db)
   lines = export_lines(store, merge)
   fileio.write_text(out, ''.join(json.dumps(x, ensure_ascii=False) + '\n' for x in lines))
@@ -220,7 +223,7 @@ def export(db: str, out: str, merge: str = 'ranked_pairs') -> tuple[int, dict]:
 
 # ---- the command line ------------------------------------------------------------------------
 def main(argv):
-  from lmresearch.serving.store import SchemaError, Store, StoreError
+  from lmresearch.web.store import SchemaError, Store, StoreError
   args = argv[1:]
   if not args or args[0] not in COMMANDS:
     fail(f'give a command: {", ".join(COMMANDS)} (e.g. `python -m lmresearch.label stats '

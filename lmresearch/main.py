@@ -11,8 +11,9 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from lmresearch.launch import run
-from lmresearch.runtime import cli_errors, mesh_devices, parse_flags, setup_jax
+from lmresearch.stages.launch import run
+from lmresearch.core.parallel import mesh_devices
+from lmresearch.runtime import cli_errors, parse_flags, setup_jax
 
 config_flags.DEFINE_config_file('config', None, 'Experiment config file, e.g. configs/pretrain.py:size=tiny.',
                                 lock_config=True)

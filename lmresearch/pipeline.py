@@ -15,7 +15,7 @@ import time
 from absl import app, flags
 from ml_collections import config_flags
 
-from lmresearch import fileio
+from lmresearch.core import fileio
 from lmresearch.runtime import cli_errors, parse_flags, setup_jax
 from lmresearch.stages import PARENT
 
@@ -34,7 +34,7 @@ def _load_json(path, default=None):
 
 def run_stages(config, workdir: str, devices=None) -> dict:
   """Trains each stage of config.run unless its DONE.json says it finished; returns timings."""
-  from lmresearch import launch
+  from lmresearch.stages import launch
   done = {}
   reuse = check_reuse(config)
   for name in config.run.split(','):
@@ -73,8 +73,8 @@ class StageInterrupted(Exception):
 
 def check_reuse(config) -> list[str]:
   """The stages taken from config.upstream: each one's parent must be reused too (one lineage)."""
-  from lmresearch.config import reused_stages
-  from lmresearch.errors import ConfigError
+  from lmresearch.training.config import reused_stages
+  from lmresearch.core.errors import ConfigError
   reuse = reused_stages(config)
   for name in reuse:
     parent = PARENT.get(name)
@@ -87,7 +87,7 @@ def check_reuse(config) -> list[str]:
 def link_upstream(upstream: str, name: str, stage_dir: str) -> None:
   """A finished stage of another pipeline run, used as this run's own (a symlink): sweeps of a
   later stage's settings train their common parents once (config.upstream, config.reuse)."""
-  from lmresearch.errors import ConfigError
+  from lmresearch.core.errors import ConfigError
   if fileio.is_remote(stage_dir):
     raise ConfigError(f'config.reuse links finished stages into the workdir, and {stage_dir} is '
                       'on an object store (no symlinks): use a local or mounted workdir, or '
@@ -105,7 +105,7 @@ def link_upstream(upstream: str, name: str, stage_dir: str) -> None:
 
 
 def run_pipeline(config, workdir: str, devices=None) -> dict:
-  from lmresearch.evaluation import pipeline_eval, report
+  from lmresearch.evals import pipeline_eval, report
   fileio.makedirs(workdir)
   done = run_stages(config, workdir, devices)
   t = time.time()

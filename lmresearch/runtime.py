@@ -1,5 +1,4 @@
 """Process setup shared by every entry point (training, sampling, evaluation)."""
-import math
 import contextlib
 import os
 import sys
@@ -15,16 +14,6 @@ def split_cpu(cpu_devices: int = -1) -> None:
     return
   n = cpu_devices if cpu_devices > 0 else len(os.sched_getaffinity(0))
   os.environ['XLA_FLAGS'] = f'{flags} --xla_force_host_platform_device_count={n}'.strip()
-
-
-def mesh_devices(mesh_cfg, available: int) -> int:
-  """How many devices config.mesh asks for: the product of its sizes; with one axis -1 (= the
-  rest), `available` rounded down to a multiple of the fixed axes (at least one multiple).
-  A bad size is left for `parallel.mesh_shape` to report."""
-  from lmresearch.parallel import MESH_AXES
-  sizes = [int(mesh_cfg.get(a, 1)) for a in MESH_AXES]
-  known = math.prod(s for s in sizes if s > 0)
-  return known * max(1, available // known) if -1 in sizes else known
 
 
 def setup_jax(cpu_devices: int = 1) -> None:
@@ -65,7 +54,7 @@ def init_distributed() -> None:
   # A process that stops sending heartbeats for this long is declared lost (JAX's default: 100 s).
   jax.distributed.initialize(heartbeat_timeout_seconds=int(env.get('LMR_HEARTBEAT_TIMEOUT', 30)),
                              **kwargs)
-  from lmresearch import fileio
+  from lmresearch.core import fileio
   fileio.set_primary(jax.process_index() == 0)   # results and reports are written once
 
 
@@ -92,7 +81,7 @@ def cli_errors(*expected):
   """Every CLI's one error wrapper: a ConfigError, a missing file or one of `expected` (the
   errors that CLI's input can cause) is one line `error: ...` and exit 2; a multi-process job
   that lost a process exits as `exit_lost_process` says; anything else is a bug and raises."""
-  from lmresearch.errors import ConfigError
+  from lmresearch.core.errors import ConfigError
   try:
     yield
   except (ConfigError, FileNotFoundError, *expected) as e:

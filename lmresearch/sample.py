@@ -14,7 +14,7 @@ import warnings
 
 from absl import app, flags
 
-from lmresearch import fileio
+from lmresearch.core import fileio
 from lmresearch.runtime import check_args, cli_errors, fail, setup_jax
 
 flags.DEFINE_string('workdir', None, 'Run directory to sample from (its config.json, '
@@ -34,7 +34,7 @@ flags.DEFINE_multi_string('stop', [], 'Stop string: the completion is cut before
 flags.DEFINE_integer('seed', 0, 'PRNG seed (same seed, same samples).')
 flags.DEFINE_integer('step', None, 'Checkpoint step to load (default: the latest).')
 flags.DEFINE_bool('chat', False, 'Wrap each prompt as a user chat message and generate the '
-                  "assistant's reply (the chat template of lmresearch.tokenizers.render_chat).")
+                  "assistant's reply (the chat template of lmresearch.text.tokenizers.render_chat).")
 flags.DEFINE_integer('best_of', 1, 'Sample N completions per prompt and print the one the '
                      '--reward_from reward model scores highest (best-of-n), with every score.')
 flags.DEFINE_string('reward_from', None, 'best_of: the reward model run that picks.')
@@ -49,7 +49,9 @@ def sample(workdir: str, prompts, *, max_new_tokens: int, temperature: float, to
   best_of] holds every sample's reward; otherwise scores is None."""
   import jax
 
-  from lmresearch import runs, sampling, tokenizers
+  from lmresearch.stages import runs
+  from lmresearch.generation import batched
+  from lmresearch.text import tokenizers
   from lmresearch.generation.stops import compile_stops
 
   run = runs.load(workdir, step=step, chat=chat)
@@ -58,19 +60,19 @@ def sample(workdir: str, prompts, *, max_new_tokens: int, temperature: float, to
   if chat:
     ids = [tokenizers.generation_prompt(tok, p) for p in prompts]
   else:
-    ids = [sampling.encode_prompt(tok, p) for p in prompts]
+    ids = [batched.encode_prompt(tok, p) for p in prompts]
   if best_of > 1 and not reward_from:
     raise ValueError('--best_of needs --reward_from (the reward model run that picks).')
   ids = [x for x in ids for _ in range(best_of)]
   with run.active():
-    out = sampling.generate(model, params, ids, max_new_tokens=max_new_tokens,
+    out = batched.generate(model, params, ids, max_new_tokens=max_new_tokens,
                             rng=jax.random.PRNGKey(seed), temperature=temperature, top_k=top_k,
                             top_p=top_p, stop_ids=tok.stop_ids, pad_id=tok.pad_id,
                             stop_table=compile_stops(tok, stop_strings, model.cfg.vocab_size))
-  texts = sampling.decode_completions(tok, out['completions'], stop_strings)
+  texts = batched.decode_completions(tok, out['completions'], stop_strings)
   if best_of == 1:
     return texts, None
-  from lmresearch.evaluation.best_of_n import score_samples
+  from lmresearch.evals.best_of_n import score_samples
   rm = runs.load(reward_from, reward=True, mesh=run.mesh, rules=run.rules)
   scores = score_samples(rm, prompts, texts, best_of)
   return [texts[i * best_of + int(s.argmax())] for i, s in enumerate(scores)], scores

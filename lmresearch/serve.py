@@ -38,7 +38,7 @@ def main(argv):
   setup_jax()
   import uvicorn
 
-  from lmresearch.serving.app import create_app
+  from lmresearch.web.app import create_app
   with cli_errors(ValueError):
     web = create_app(FLAGS.workdir, FLAGS.db, api_key=FLAGS.api_key, slots=FLAGS.slots,
                      warm=FLAGS.warmup, max_len=FLAGS.max_len, kv_cache_gb=FLAGS.kv_cache_gb)

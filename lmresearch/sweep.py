@@ -4,7 +4,7 @@
       [--parallel=2] [--dry_run] [--only=REGEX] [--launcher=local|slurm|tpu_vm]
 
 The experiment file defines get_config (any configs/ family), get_sweep(h) (the trials) and
-get_report() (the table and plots): lmresearch/sweeps/. Each trial is an ordinary run in
+get_report() (the table and plots): lmresearch/studies/. Each trial is an ordinary run in
 <workdir>/<trial name>/. Rerunning skips finished trials, resumes interrupted ones from their
 checkpoints and retries failed ones; the exit code is 1 if any trial failed. Afterwards
 <workdir>/results.{csv,jsonl} hold a row per trial and report.{md,html} the aggregate over seeds.
@@ -48,7 +48,7 @@ FLAGS = flags.FLAGS
 
 
 def sweep() -> int:
-  from lmresearch.sweeps import launchers, results, trials as trials_lib
+  from lmresearch.studies import launchers, results, trials as trials_lib
   exp = trials_lib.load_experiment(FLAGS.config)
   script = getattr(exp.module, 'SCRIPT', None)
   if script:   # an experiment whose trials are not stage runs (e.g. evaluating an imported model)
@@ -97,7 +97,7 @@ def publish(exp, results_csv: str) -> None:
   `publish_files` names: {name beside the experiment: <trial>/<file>}), and its README is
   rendered from it."""
   import shutil
-  from lmresearch.sweeps import render
+  from lmresearch.studies import render
   exp_dir = os.path.dirname(os.path.abspath(exp.path))
   target = os.path.join(exp_dir, 'results.csv')
   if os.path.abspath(results_csv) != target:
@@ -111,7 +111,7 @@ def publish(exp, results_csv: str) -> None:
 
 def refresh() -> int:
   """--report_only without --workdir: the experiment's README from its own results.csv."""
-  from lmresearch.sweeps import trials as trials_lib
+  from lmresearch.studies import trials as trials_lib
   exp = trials_lib.load_experiment(FLAGS.config)
   publish(exp, os.path.join(os.path.dirname(os.path.abspath(exp.path)), 'results.csv'))
   return 0

@@ -38,7 +38,7 @@ MODELS = ('shakespeare_char', 'default')
 
 def stage_config(model: str):
   """The stage config a train-step row times."""
-  from lmresearch import config as lmc
+  from lmresearch.training import config as lmc
   if model == 'shakespeare_char':
     c = lmc.config_file('pretrain').get_config('preset=shakespeare_char')
     c.data.path = os.path.abspath(DATA)
@@ -51,7 +51,8 @@ def jax_worker(model: str, devices: int, iters: int, warmup: int) -> dict:
   from lmresearch.runtime import split_cpu
   split_cpu(devices)
   import jax
-  from lmresearch import config as lmc, parallel
+  from lmresearch.training import config as lmc
+  from lmresearch.core import parallel
   from lmresearch.models.transformer import count_params
   from lmresearch.stages import REGISTRY
   from lmresearch.training.metrics import measured_cpu_peak_flops
@@ -222,7 +223,7 @@ def prompts(batch: int, vocab: int):
 
 
 def gen_worker_jax(hf_dir: str, batches: list, repeats: int) -> dict:
-  """Our sampler (`sampling.generate`, greedy, no stop ids) on the imported checkpoint."""
+  """Our sampler (`batched.generate`, greedy, no stop ids) on the imported checkpoint."""
   from lmresearch.runtime import split_cpu
   split_cpu(1)   # generation on one device using both cores (a serving process's shape)
   import jax
@@ -234,18 +235,18 @@ def gen_worker_jax(hf_dir: str, batches: list, repeats: int) -> dict:
   vocab = int(hf_cfg['vocab_size'])
   cfg = ModelConfig.from_config(model, vocab)
   lm = Transformer(cfg)
-  from lmresearch import parallel
+  from lmresearch.core import parallel
   mesh = parallel.make_mesh({'data': 1, 'fsdp': 1, 'tensor': 1}, jax.devices()[:1])
   rules = parallel.DEFAULT_RULES
   with parallel.activate(mesh, rules):
     abstract, shardings = parallel.abstract_and_shardings(
       lambda: lm.init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))['params'], mesh, rules)
     params = hf.import_params(hf_dir, dict(model, vocab_size=vocab), abstract, shardings, vocab)
-    from lmresearch import sampling
+    from lmresearch.generation import batched
     out = {}
     for b in batches:
       ids = prompts(b, vocab).tolist()
-      run = lambda n: sampling.generate(lm, params, ids, max_new_tokens=n, temperature=0.0,
+      run = lambda n: batched.generate(lm, params, ids, max_new_tokens=n, temperature=0.0,
                                               stop_ids=())
       jax.block_until_ready(run(NEW)['tokens']), jax.block_until_ready(run(1)['tokens'])  # compile
       total, first = [], []

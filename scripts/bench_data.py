@@ -102,7 +102,7 @@ def main():
   ap.add_argument('--batches', type=int, default=20)
   ap.add_argument('--keep', default='', help='directory to keep the corpora in (default: temporary)')
   args = ap.parse_args()
-  from lmresearch import tokenizers
+  from lmresearch.text import tokenizers
   from lmresearch.data import prepare, world
   import ml_collections
   root = args.keep or tempfile.mkdtemp(prefix='lmr-bench-data-')

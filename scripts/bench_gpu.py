@@ -13,7 +13,7 @@ before this one holds device memory):
           trainer's own compiled step (Trainer.compile_step), ms/step median, tokens/s, and MFU
           against the chip's dense bf16 spec peak (training.metrics.PEAK_FLOPS; on a CPU, the fp32
           matmul peak measured here). Issue 20's goal: MFU >= 50%.
-  sample  our sampler (`sampling.generate`, greedy) on that shape with random weights, batch 64,
+  sample  our sampler (`batched.generate`, greedy) on that shape with random weights, batch 64,
           prompts of 64 tokens, 128 new tokens: generated tokens/s and time to first token.
 Random tokens and weights: the accelerator host needs no data or checkpoint (nor internet).
 """
@@ -54,7 +54,7 @@ def section_main(a) -> dict:
 
 
 def model_config(a):
-  from lmresearch import config as lmc
+  from lmresearch.training import config as lmc
   c = lmc.config_file('pretrain').get_config('preset=gpt2_124m')
   if a.tiny:
     c.model.update(**TINY_MODEL)
@@ -65,7 +65,8 @@ def model_config(a):
 def section_train(a) -> dict:
   import jax
   import numpy as np
-  from lmresearch import config as lmc, parallel
+  from lmresearch.training import config as lmc
+  from lmresearch.core import parallel
   from lmresearch.stages import REGISTRY
   from lmresearch.stages.pretrain import PretrainStage
   from lmresearch.training import metrics
@@ -117,7 +118,8 @@ def section_sample(a) -> dict:
   import jax.numpy as jnp
   import numpy as np
   from flax import linen as nn
-  from lmresearch import parallel, sampling
+  from lmresearch.core import parallel
+  from lmresearch.generation import batched
   from lmresearch.models.transformer import ModelConfig, Transformer
   c = model_config(a)
   vocab = c.model.vocab_size or c.data.vocab_size
@@ -129,7 +131,7 @@ def section_sample(a) -> dict:
   with parallel.activate(mesh, rules):
     _, shardings = parallel.abstract_and_shardings(init, mesh, rules)
     params = jax.jit(lambda: nn.unbox(init()), out_shardings=shardings)()
-    gen = lambda n: jax.block_until_ready(sampling.generate(
+    gen = lambda n: jax.block_until_ready(batched.generate(
         lm, params, ids, max_new_tokens=n, temperature=0.0, stop_ids=())['tokens'])
     gen(NEW), gen(1)   # compile both
     total, first = [], []

@@ -1,6 +1,6 @@
 """lm-evaluation-harness tasks on one model, three ways, in one run on one machine: the harness's
 own `hf` backend (transformers + torch), our in-process backend (model 'lmresearch',
-lmresearch/evaluation/harness.py) and, with --server, the harness's `local-completions` against
+lmresearch/evals/harness.py) and, with --server, the harness's `local-completions` against
 `python -m lmresearch.serve`. The issue's targets: in process at least 2x the hf backend's speed;
 through the server at least as fast as hf.
 
@@ -97,7 +97,7 @@ def evaluate(lm, limit: int, batch_size: int) -> tuple[float, dict, float, dict]
 def worker(kind: str, out: str, limit: int, batch_size: int, url: str = '') -> dict:
   t = time.perf_counter()
   if kind == 'ours':
-    from lmresearch.evaluation import harness
+    from lmresearch.evals import harness
     lm = harness.LMResearchLM(workdir=os.path.join(out, 'run'), batch_size=batch_size)
   elif kind == 'hf':
     from lm_eval.models.huggingface import HFLM

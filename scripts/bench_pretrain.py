@@ -10,7 +10,7 @@ sharded state the trainer builds, fed real batches from the stage. PyTorch: the 
 runs first, alone, in a subprocess, so each framework's memory and threads are its own. Every
 figure and ratio printed is measured in this run on this machine; nothing is divided by a number
 measured elsewhere (machines here differ 2-3x between sessions). --full trains the whole preset
-through `lmresearch.launch.run` and reports the validation loss by step.
+through `lmresearch.stages.launch.run` and reports the validation loss by step.
 """
 import argparse
 import json
@@ -44,7 +44,8 @@ if not os.path.exists(a.data):
 from lmresearch.runtime import split_cpu  # noqa: E402
 split_cpu(a.devices)   # before JAX starts
 import jax  # noqa: E402
-from lmresearch import config as lmc, parallel  # noqa: E402
+from lmresearch.training import config as lmc  # noqa: E402
+from lmresearch.core import parallel
 get_config = lmc.config_file('pretrain').get_config
 from lmresearch.models.transformer import count_params  # noqa: E402
 from lmresearch.stages.pretrain import PretrainStage  # noqa: E402
@@ -138,7 +139,7 @@ if 'torch' in res:
 
 # ---- --full: the whole recipe through the real entry point ------------------------------------------
 if a.full:
-  from lmresearch.launch import run
+  from lmresearch.stages.launch import run
   config.train.steps = a.full_steps or config.train.steps
   config.train.eval_every = min(config.train.eval_every, config.train.steps)
   print(f'training the preset for {config.train.steps} steps ...', file=sys.stderr, flush=True)

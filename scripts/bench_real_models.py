@@ -20,7 +20,9 @@ import time
 import jax
 import numpy as np
 
-from lmresearch import convert, runs, sampling
+from lmresearch import convert
+from lmresearch.stages import runs
+from lmresearch.generation import batched
 
 from bench_serve import describe  # noqa: E402
 
@@ -53,7 +55,7 @@ def compare(run_dir: str, model, tok) -> dict:
       want = model.generate(torch.tensor([prompt]), max_new_tokens=n, min_new_tokens=n,
                             do_sample=False).numpy()[0, len(prompt):].tolist()
     with run.active():
-      got = sampling.generate(run.model, run.params, [prompt], max_new_tokens=n, temperature=0.0,
+      got = batched.generate(run.model, run.params, [prompt], max_new_tokens=n, temperature=0.0,
                               stop_ids=())['completions'][0]
     out[name] = {'equal': got == want, 'first_difference': next(
         (i for i, (a, b) in enumerate(zip(got, want)) if a != b), None)}

@@ -20,7 +20,8 @@ import time
 
 def stand_in_runs(root: str) -> str:
   """Tiny-config base/SFT/reward runs with the default model shape, a few steps each."""
-  from lmresearch import config as lmc, launch
+  from lmresearch.training import config as lmc
+  from lmresearch.stages import launch
   pretrain, sft, reward = (lmc.config_file(n) for n in ('pretrain', 'sft', 'reward'))
   for name, mod, parent in (('pretrain', pretrain, None), ('sft', sft, 'pretrain'), ('reward', reward, 'sft')):
     c = mod.get_config()
@@ -49,7 +50,8 @@ def main():
   from lmresearch.runtime import setup_jax
   setup_jax(cpu_devices=-1)
   import jax
-  from lmresearch import config as lmc, parallel
+  from lmresearch.training import config as lmc
+  from lmresearch.core import parallel
   ppo_config = lmc.config_file('ppo')
   from lmresearch.stages.ppo import PPOStage
   from lmresearch.training.trainer import Trainer
@@ -71,13 +73,13 @@ def main():
   state = trainer.init_state(shardings)
   state = state.replace(params=stage.initial_params(state.params, shardings.params))
   step_fn = trainer.compile_step(shardings)
-  from lmresearch import sampling
+  from lmresearch.generation import batched
   from lmresearch.stages import rl
   rc, tok = c.rl, stage.tokenizer
   # The rollout's generation alone (same params, prompts and key: the same tokens), so that the
   # rollout splits into generation and the forwards after it (policy, reference, value, reward
   # model, GAE).
-  generate = jax.jit(lambda p, prompt, mask, rng: sampling.generate_arrays(
+  generate = jax.jit(lambda p, prompt, mask, rng: batched.generate_arrays(
       stage.model, p, prompt, mask, rng, max_new_tokens=rc.max_new_tokens,
       temperature=rc.temperature, stop_ids=tok.stop_ids, pad_id=tok.pad_id)['tokens'])
   with parallel.activate(mesh, rules):

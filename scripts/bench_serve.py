@@ -176,7 +176,7 @@ import json, statistics, sys, time
 import numpy as np
 from lmresearch.runtime import setup_jax
 setup_jax()   # as `lmresearch.serve` starts JAX
-from lmresearch import runs
+from lmresearch.stages import runs
 from lmresearch.generation import engine as E
 run_dir, slots, levels, prompt, new, calls = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 run = runs.load(run_dir, chat=False)
@@ -240,7 +240,7 @@ import json, statistics, sys, threading, time
 import numpy as np
 from lmresearch.runtime import setup_jax
 setup_jax()
-from lmresearch import runs
+from lmresearch.stages import runs
 from lmresearch.generation import engine as E
 run_dir, slots, sizes, prompt, new, vocab = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 run = runs.load(run_dir, chat=False)

@@ -19,7 +19,8 @@ CASES = {'llama_default': {}, 'gpt2_style': {'style': 'gpt2'}}
 
 def losses(case: str, steps: int = 20) -> list:
   import jax
-  from lmresearch import config as lmc, parallel
+  from lmresearch.training import config as lmc
+  from lmresearch.core import parallel
   get_config = lmc.config_file('pipeline').get_config
   from lmresearch.stages import REGISTRY
   from lmresearch.training.trainer import Trainer

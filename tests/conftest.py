@@ -65,7 +65,7 @@ def pipeline_dirs(tmp_path_factory):
   base.data.seq_len = 96
   base.train.steps = 4
   base.checkpoint.every = 4
-  from lmresearch import launch
+  from lmresearch.stages import launch
   launch.run(base, str(root / 'base'), devices=dev)
   sft = tiny(load_config('sft'))
   sft.init_from = str(root / 'base')

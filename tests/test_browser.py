@@ -158,8 +158,8 @@ def serving(app):
 @pytest.fixture
 def label_server(tmp_path):
   """(base URL, Store) of a server with a fresh label store and no models."""
-  from lmresearch.serving.app import create_app
-  from lmresearch.serving.store import Store
+  from lmresearch.web.app import create_app
+  from lmresearch.web.store import Store
   db = str(tmp_path / 'labels.sqlite')
   store = Store(db)
   with serving(create_app(None, db)) as url:
@@ -169,8 +169,8 @@ def label_server(tmp_path):
 @pytest.fixture(scope='module')
 def model_server(pipeline_dirs, tmp_path_factory):
   """(base URL, Store, labeler token) of a server for the tiny base and SFT runs."""
-  from lmresearch.serving.app import create_app
-  from lmresearch.serving.store import Store
+  from lmresearch.web.app import create_app
+  from lmresearch.web.store import Store
   db = str(tmp_path_factory.mktemp('arena') / 'labels.sqlite')
   store = Store(db)
   token = store.add_labeler('ari')

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from lmresearch.evaluation import claims, stats
+from lmresearch.evals import claims, stats
 
 
 def test_mean_interval_is_the_mean_plus_minus_t_standard_errors():
@@ -78,7 +78,7 @@ def test_claims_without_evidence_are_left_out():
 def test_seeds_that_agree_still_carry_their_questions_error():
   """Three runs that all measure 0 of 420: Student's t over them is zero wide, which is no 95%
   interval; the pooled interval keeps the questions' sampling error. Runs that differ keep t's."""
-  from lmresearch.evaluation import stats
+  from lmresearch.evals import stats
   same = stats.pooled_ci([(0.0, 0.0, 0.009)] * 3)
   assert same.lo < 0 < 0.002 < same.hi and same.n == 3
   spread = [(0.2, 0.15, 0.25), (0.4, 0.35, 0.45), (0.6, 0.55, 0.65)]

@@ -7,7 +7,7 @@ import jax
 import pytest
 
 from conftest import stage_config, tiny, load_config
-from lmresearch import launch
+from lmresearch.stages import launch
 
 
 def _programs(workdir):

@@ -8,8 +8,8 @@ import jax
 import pytest
 
 from conftest import ROOT, load_config
-from lmresearch import launch
-from lmresearch.config import ConfigError, validate
+from lmresearch.stages import launch
+from lmresearch.training.config import ConfigError, validate
 from lmresearch.stages import REGISTRY
 
 
@@ -151,7 +151,7 @@ def test_model_defaults_are_declared_once():
   """config.model's defaults are ModelConfig's: a config and a ModelConfig built without
   arguments describe the same model."""
   import dataclasses
-  from lmresearch.config import base_config
+  from lmresearch.training.config import base_config
   from lmresearch.models.transformer import ModelConfig
   m = base_config().model
   for f in dataclasses.fields(ModelConfig):

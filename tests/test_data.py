@@ -3,7 +3,7 @@ import random
 
 import numpy as np
 
-from lmresearch import tokenizers
+from lmresearch.text import tokenizers
 from lmresearch.data import packing, world
 
 

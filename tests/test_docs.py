@@ -8,7 +8,7 @@ import re
 import pytest
 
 from conftest import ROOT
-from lmresearch.sweeps import render, trials as trials_lib, verdicts
+from lmresearch.studies import render, trials as trials_lib, verdicts
 
 EXPERIMENTS = sorted(d for d in os.listdir(os.path.join(ROOT, 'experiments'))
                      if os.path.isfile(os.path.join(ROOT, 'experiments', d, 'config.py')))

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, load_config, tiny
-from lmresearch import tokenizers
+from lmresearch.text import tokenizers
 from lmresearch.data import world
-from lmresearch.evaluation import best_of_n, prompting, tasks
-from lmresearch.answers import extract_answer, matches, predict
+from lmresearch.evals import best_of_n, prompting, tasks
+from lmresearch.text.answers import extract_answer, matches, predict
 from lmresearch.models.transformer import ModelConfig, Transformer
 
 
@@ -47,7 +47,7 @@ def test_majority_vote_breaks_ties_by_first_appearance():
 
 
 def test_fewer_self_consistency_paths_vote_on_the_first_n():
-  from lmresearch.evaluation import tasks
+  from lmresearch.evals import tasks
   recs = [{'question': 'q1', 'target': '5', 'num_steps': 1, 'finished': True,
            'samples': ['a', 'b', 'c', 'd', 'e'], 'votes': ['5', '3', '5', '3', '3']},
           {'question': 'q2', 'target': '4', 'num_steps': 2, 'finished': True,
@@ -176,7 +176,7 @@ def test_world_facts_and_perplexity(random_run):
 
 @pytest.fixture(scope='module')
 def trained_workdir(tmp_path_factory):
-  from lmresearch import launch
+  from lmresearch.stages import launch
   c = tiny(load_config('pretrain'))
   c.model.max_len = 256   # room for a one-shot world prompt in byte-level BPE tokens
   c.train.steps = 2

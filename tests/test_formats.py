@@ -6,8 +6,8 @@ import random
 import pytest
 
 from conftest import ROOT
-from lmresearch.data import formats, labeler, world
-from lmresearch.config import ConfigError
+from lmresearch.data import formats, world_labeler, world
+from lmresearch.training.config import ConfigError
 
 GSM8K_LINE = {'question': 'Ann has 3 apples and buys 1,200 more. How many now?',
               'answer': 'She has 3 + 1200 = <<3+1200=1203>>1203 apples.\n#### 1,203'}
@@ -79,8 +79,8 @@ def test_noise_free_rankings_mark_equal_quality_as_ties_not_an_order():
     assert len(r['ties']) == 4
     for i, j in r['ties']:
       a, b = r['responses'][i], r['responses'][j]
-      assert a != b and (labeler.labeler_quality(a, False, True, r['prompt'])
-                         == labeler.labeler_quality(b, False, True, r['prompt']))
+      assert a != b and (world_labeler.labeler_quality(a, False, True, r['prompt'])
+                         == world_labeler.labeler_quality(b, False, True, r['prompt']))
     seen += len(r['responses']) == 11
     assert 'ties' not in w.ranking(rng, noise=0.5)   # a noisy labeler always picks an order
   assert seen
@@ -92,8 +92,8 @@ def test_the_labeler_scale_scores_every_candidate_as_the_rankings_do():
     q, a, key = w.question(rng)
     for quality, text, kind in w.responses(q, a, key, rng):
       expected = 1.0 if kind == 'off_topic' else quality   # an off-topic reply counts as wrong
-      assert labeler.labeler_quality(text, quality >= 2.0, key.isdigit(), q) == expected, text
-      assert (labeler.degenerate_kind(text, q) == kind) == (kind in world.DEGENERATE), (kind, text)
+      assert world_labeler.labeler_quality(text, quality >= 2.0, key.isdigit(), q) == expected, text
+      assert (world_labeler.degenerate_kind(text, q) == kind) == (kind in world.DEGENERATE), (kind, text)
 
 
 def test_degenerate_replies_are_in_every_ranking_and_ranked_below_every_real_answer():
@@ -111,7 +111,7 @@ def test_degenerate_replies_are_in_every_ranking_and_ranked_below_every_real_ans
 
 
 def test_degenerate_share_counts_empty_unfinished_and_non_printable_answers():
-  from lmresearch.evaluation.pipeline_eval import _degenerate, _kinds
+  from lmresearch.evals.pipeline_eval import _degenerate, _kinds
   q = 'What color is the melon?'
   records = [{'question': q, 'output': '', 'finished': True},                    # empty
              {'question': q, 'output': '   ', 'finished': True},                 # empty
@@ -125,12 +125,12 @@ def test_degenerate_share_counts_empty_unfinished_and_non_printable_answers():
              {'question': q, 'output': q}]                                        # echoed
   assert [_degenerate(r) for r in records] == [True, True, True, True] + [False] * 5
   assert _kinds(records) == {'empty': 2, 'unfinished': 1, 'garbage': 1, 'repeated': 1, 'echo': 1}
-  assert labeler.labeler_quality('', True, False) == 0.0   # even "correct" by the answer check
+  assert world_labeler.labeler_quality('', True, False) == 0.0   # even "correct" by the answer check
 
 
 def test_rankings_that_tie_everything_are_an_error(tmp_path):
   from lmresearch.data.formats import read_rankings
-  from lmresearch.errors import ConfigError
+  from lmresearch.core.errors import ConfigError
   p = tmp_path / 'r.jsonl'
   p.write_text(json.dumps({'prompt': 'q', 'responses': ['a', 'b', 'c'],
                            'ties': [[0, 1], [1, 2], [0, 2]]}) + '\n')

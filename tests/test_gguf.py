@@ -17,8 +17,9 @@ torch = pytest.importorskip('torch', reason='torch is a test extra: pip install 
 transformers = pytest.importorskip('transformers', reason='transformers is a test extra')
 gguf = pytest.importorskip('gguf', reason='gguf is a test extra')
 
-from lmresearch import convert, runs  # noqa: E402
-from lmresearch.hf_tokenizer import HFTokenizer  # noqa: E402
+from lmresearch import convert  # noqa: E402
+from lmresearch.stages import runs
+from lmresearch.text.hf_tokenizer import HFTokenizer  # noqa: E402
 from lmresearch.models.hf.gguf_file import GGUFFile  # noqa: E402
 
 Q = gguf.GGMLQuantizationType
@@ -226,7 +227,7 @@ def test_imported_gguf_logits_and_tokens_equal_transformers_gguf_loader(written)
 
 
 def test_a_gguf_of_an_architecture_we_do_not_read_is_one_line_naming_it(tmp_path):
-  from lmresearch.errors import ConfigError
+  from lmresearch.core.errors import ConfigError
   w = gguf.GGUFWriter(str(tmp_path / 'x.gguf'), 'mamba')
   w.add_block_count(1)
   w.write_header_to_file()

@@ -13,7 +13,9 @@ import pytest
 torch = pytest.importorskip('torch', reason='torch is a test extra: pip install -e .[test]')
 transformers = pytest.importorskip('transformers', reason='transformers is a test extra')
 
-from lmresearch import convert, runs, sampling  # noqa: E402
+from lmresearch import convert  # noqa: E402
+from lmresearch.stages import runs
+from lmresearch.generation import batched
 from lmresearch.models.transformer import rope_frequencies, ModelConfig  # noqa: E402
 
 TEXT = ('The banana is yellow. Köln liegt am Rhein; 東京は日本の首都です. '
@@ -185,7 +187,7 @@ def test_greedy_generation_equals_generate_token_for_token_to_the_eos(imported):
   run = runs.load(str(root / 'run'), chat=False)
   prompt = run.tok.prompt_ids('The banana is')
   with run.active():
-    free = sampling.generate(run.model, run.params, [prompt], max_new_tokens=32, temperature=0.0,
+    free = batched.generate(run.model, run.params, [prompt], max_new_tokens=32, temperature=0.0,
                              stop_ids=())['completions'][0]
   # Make the model's 10th greedy token its EOS, so that both must stop exactly there.
   eos = free[9]
@@ -193,7 +195,7 @@ def test_greedy_generation_equals_generate_token_for_token_to_the_eos(imported):
     ref = model.generate(torch.tensor([prompt]), max_new_tokens=32, do_sample=False,
                          eos_token_id=eos, pad_token_id=eos).numpy()[0, len(prompt):].tolist()
   with run.active():
-    out = sampling.generate(run.model, run.params, [prompt], max_new_tokens=32, temperature=0.0,
+    out = batched.generate(run.model, run.params, [prompt], max_new_tokens=32, temperature=0.0,
                             stop_ids=(eos,))
   assert out['completions'][0] + [eos] == ref[:free.index(eos) + 1]
   assert bool(out['finished'][0])
@@ -228,7 +230,7 @@ def test_llama3_rope_frequencies_equal_transformers():
     ({'some_new_option': 3}, 'some_new_option'),
 ])
 def test_an_option_we_do_not_implement_is_one_line_naming_the_key(tmp_path, change, key):
-  from lmresearch.errors import ConfigError
+  from lmresearch.core.errors import ConfigError
   build('llama_gqa', str(tmp_path / 'hf'))
   cfg = json.load(open(tmp_path / 'hf' / 'config.json'))
   cfg.pop('rope_parameters', None)
@@ -257,7 +259,7 @@ def test_our_trained_rlhf_model_exported_gives_our_logits_and_greedy_completions
   with run.active():
     rows = np.tile(np.asarray([ids]), (run.batch_rows(1), 1))   # a batch the mesh splits
     ours = np.asarray(run.model.apply({'params': run.params}, rows))[0, :, :model.config.vocab_size]
-    out = sampling.generate(run.model, run.params, [ids], max_new_tokens=32, temperature=0.0,
+    out = batched.generate(run.model, run.params, [ids], max_new_tokens=32, temperature=0.0,
                             stop_ids=run.tok.stop_ids)
   with torch.no_grad():
     ref = model(torch.tensor([ids])).logits.numpy()[0]
@@ -274,7 +276,7 @@ def test_our_trained_rlhf_model_exported_gives_our_logits_and_greedy_completions
 def test_lora_adapters_exported_as_peft_load_onto_the_exported_base(tmp_path, tokens):
   peft = pytest.importorskip('peft', reason='peft is a test extra')
   from conftest import load_config, tiny
-  from lmresearch import launch
+  from lmresearch.stages import launch
   build('llama_gqa', str(tmp_path / 'hf'))
   convert.import_run(str(tmp_path / 'hf'), str(tmp_path / 'base'), devices=jax.devices()[:1])
   c = tiny(load_config('pretrain'))   # continued pretraining with adapters on the imported model
@@ -361,7 +363,7 @@ def _on_imported(stage, root, init_from):
 
 
 def test_every_post_training_stage_starts_from_an_imported_run(imported_qwen):
-  from lmresearch import launch
+  from lmresearch.stages import launch
   root = imported_qwen
   for stage, parent in (('sft', 'qwen'), ('reward', 'sft'), ('dpo', 'sft'), ('ppo', 'sft'),
                         ('grpo', 'sft')):
@@ -452,7 +454,7 @@ def test_an_imported_chat_model_is_served_with_its_own_template(imported_qwen):
   chat template, and its greedy reply is transformers' on the same template."""
   from fastapi.testclient import TestClient
 
-  from lmresearch.serving.app import create_app
+  from lmresearch.web.app import create_app
   msgs = [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': 'The banana is'}]
   auto = transformers.AutoTokenizer.from_pretrained(str(imported_qwen / 'hf'))
   model = transformers.AutoModelForCausalLM.from_pretrained(str(imported_qwen / 'hf')).eval()
@@ -493,7 +495,7 @@ def test_gemma3_decodes_past_its_window_in_the_sampler_and_the_engine_as_transfo
     ref = model.generate(torch.tensor([prompt]), max_new_tokens=24, min_new_tokens=24,
                          do_sample=False).numpy()[0, len(prompt):].tolist()
   with run.active():
-    ours = sampling.generate(run.model, run.params, [prompt], max_new_tokens=24, temperature=0.0,
+    ours = batched.generate(run.model, run.params, [prompt], max_new_tokens=24, temperature=0.0,
                              stop_ids=())['completions'][0]
   assert ours == ref
   engine = Engine(run, slots=2)

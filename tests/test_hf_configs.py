@@ -7,7 +7,7 @@ import pytest
 
 transformers = pytest.importorskip('transformers', reason='transformers is a test extra')
 
-from lmresearch.errors import ConfigError  # noqa: E402
+from lmresearch.core.errors import ConfigError  # noqa: E402
 from lmresearch.models import hf  # noqa: E402
 
 CLASSES = {'gpt2': 'GPT2Config', 'llama': 'LlamaConfig', 'mistral': 'MistralConfig',

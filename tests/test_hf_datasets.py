@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from conftest import load_config, tiny
-from lmresearch import launch, tokenizers
-from lmresearch.config import inherit_model
+from lmresearch.stages import launch
+from lmresearch.text import tokenizers
+from lmresearch.training.config import inherit_model
 from lmresearch.data import formats, hf, packing, sources
-from lmresearch.errors import ConfigError
+from lmresearch.core.errors import ConfigError
 
 
 

@@ -6,7 +6,7 @@ import sqlite3
 import pytest
 from fastapi.testclient import TestClient
 
-from lmresearch.serving.app import create_app
+from lmresearch.web.app import create_app
 
 
 def snapshot(path):

@@ -12,7 +12,7 @@ import httpx
 
 from conftest import ROOT
 from servers import free_port, running
-from lmresearch.serving.store import Store
+from lmresearch.web.store import Store
 
 K = 4
 

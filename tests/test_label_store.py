@@ -17,9 +17,9 @@ from scipy import stats as scipy_stats
 from conftest import ROOT
 from lmresearch import label
 from lmresearch.data import formats
-from lmresearch.errors import ConfigError
-from lmresearch.serving import rankings
-from lmresearch.serving.store import (Conflict, Forbidden, Invalid, NotFound, SCHEMA_VERSION,
+from lmresearch.core.errors import ConfigError
+from lmresearch.web import rankings
+from lmresearch.web.store import (Conflict, Forbidden, Invalid, NotFound, SCHEMA_VERSION,
                                       SchemaError, Store)
 
 TABLES = ('labelers', 'items', 'assignments', 'submissions', 'battles', 'votes', 'schema_version')

@@ -1,7 +1,9 @@
 """Imports inside lmresearch/ run one way, down the layers, and form no cycle.
 
 Every import is read with `ast`, at module level and inside functions alike (a lazy import is
-still a dependency). A module belongs to the layer of its top-level name under lmresearch/.
+still a dependency). A module's layer is its folder under lmresearch/: the folders' order is
+declared below, and every module directly in lmresearch/ is an entry point (`python -m
+lmresearch.<verb>`) or their runtime, the top layer. A new folder must be placed in the order.
 """
 import ast
 import os
@@ -10,20 +12,20 @@ from conftest import ROOT
 
 PACKAGE = os.path.join(ROOT, 'lmresearch')
 
-# Lowest first. A module may import its own layer or a lower one, never a higher one.
+# Folders, lowest first. A module may import its own layer or a lower one, never a higher one.
 LAYERS = (
-    ('errors', 'fileio', 'answers'),                  # plain Python: no lmresearch imports
-    ('models', 'tokenizers', 'hf_tokenizer', 'parallel', 'config'),   # model, text <-> ids, mesh, configs
-    ('data',),                                        # sources, formats, packing, the world
-    ('training', 'sampling', 'generation'),           # the one trainer; the KV-cache sampler
-    ('stages',),                                      # what each stage optimizes
-    ('runs',),                                        # a trained run loaded for use (builds a stage's model)
-    ('evaluation',),                                  # tasks, prompting, the pipeline's measurements
-    ('serving',),                                     # engine, label store, web app, OpenAI API
-    ('launch', 'runtime', 'main', 'pipeline', 'sample', 'evaluate', 'convert',   # CLIs, glue
-     'sweeps', 'sweep', 'docs', 'serve', 'label'),
+    ('core',),                   # errors, paths (fileio), the mesh and its logical axis rules
+    ('models', 'text'),          # the network and its families; tokenizers, chat templates, answers
+    ('data',),                   # sources, formats, packing, the embedded world and its labeler
+    ('training', 'generation'),  # the config, the one trainer; the sampler, stops, the engine
+    ('stages',),                 # what each stage optimizes; a trained run loaded for use
+    ('evals',),                  # tasks, prompting, the pipeline's measurements, lm-eval
+    ('studies', 'web'),          # experiments as sweeps, verdicts, rendering; the server's apps
 )
+ENTRY = len(LAYERS)              # lmresearch/<verb>.py and runtime.py
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
+FOLDERS = {d for d in os.listdir(PACKAGE) if os.path.isdir(os.path.join(PACKAGE, d))
+           and os.path.exists(os.path.join(PACKAGE, d, '__init__.py'))}
 
 # Known upward edges, each to be deleted when fixed. Keep this list short and say why.
 ALLOWED = set()   # (module, imported module) pairs allowed to go up: none today
@@ -67,9 +69,21 @@ def _imports(path: str, module: str, modules) -> set:
 
 
 def _layer(module: str) -> int:
-  top = module.split('.')[1]
-  assert top in LAYER, f'{module}: put lmresearch/{top} in a layer of tests/test_layers.py'
-  return LAYER[top]
+  parts = module.split('.')
+  if len(parts) == 2 and parts[1] not in FOLDERS:
+    return ENTRY
+  assert parts[1] in LAYER, f'{module}: put lmresearch/{parts[1]}/ in LAYERS of tests/test_layers.py'
+  return LAYER[parts[1]]
+
+
+def test_every_folder_has_a_layer_and_the_top_level_holds_only_entry_points():
+  assert FOLDERS == set(LAYER), (sorted(FOLDERS ^ set(LAYER)), 'LAYERS names the folders')
+  top = sorted(f[:-3] for f in os.listdir(PACKAGE) if f.endswith('.py') and f != '__init__.py')
+  entry = [m for m in top if m != 'runtime']
+  for m in entry:   # an entry point runs as `python -m lmresearch.<verb>`
+    text = open(os.path.join(PACKAGE, m + '.py'), encoding='utf-8').read()
+    assert "if __name__ == '__main__':" in text, f'lmresearch/{m}.py is not an entry point: ' \
+        'library code belongs in a folder'
 
 
 def _graph() -> dict:

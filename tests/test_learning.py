@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import load_config, tiny
-from lmresearch import launch
+from lmresearch.stages import launch
 from lmresearch.data import formats
 from lmresearch.training.metrics import read_metrics
 

@@ -1,4 +1,4 @@
-"""EleutherAI's lm-evaluation-harness on our model in process (lmresearch/evaluation/harness.py,
+"""EleutherAI's lm-evaluation-harness on our model in process (lmresearch/evals/harness.py,
 model 'lmresearch'), checked against the harness's own `hf` backend on the same weights: tiny
 random Hugging Face models built here (tests/test_hf.py `build`) and imported as runs. Every
 request's log-likelihood within 1e-3 and the same is_greedy, the same acc / acc_norm, the same
@@ -8,7 +8,7 @@ Llama's tokenizer adds a BOS, GPT-2's adds nothing (an empty context is then the
 document's rolling windows start from it). Both backends get a 64-token context, so the long
 document is scored in several windows, and batches of 4 rows, so requests of several lengths
 share a padded batch. The tasks are local files (tests/data/lm_eval_harness); the CLI test also
-runs our shipped tasks (lmresearch/evaluation/lm_eval_tasks) through `python -m
+runs our shipped tasks (lmresearch/evals/lm_eval_tasks) through `python -m
 lmresearch.evaluate --lm_eval`.
 """
 import json
@@ -30,9 +30,9 @@ pytest.importorskip('transformers', reason='the hf backend is the reference: pip
 import lm_eval.models  # noqa: E402,F401  (registers the harness's own backends: 'hf')
 from lm_eval.tasks import TaskManager  # noqa: E402
 
-from lmresearch import config as lmc  # noqa: E402
+from lmresearch.training import config as lmc  # noqa: E402
 from lmresearch import convert  # noqa: E402
-from lmresearch.evaluation import harness  # noqa: E402  (registers model 'lmresearch')
+from lmresearch.evals import harness  # noqa: E402  (registers model 'lmresearch')
 from test_hf import build  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import stage_config
-from lmresearch import launch, runs
+from lmresearch.stages import launch
+from lmresearch.stages import runs
 from lmresearch.models import lora
 from lmresearch.models.transformer import ModelConfig, Transformer
 from lmresearch.training.metrics import read_metrics

@@ -82,7 +82,7 @@ print('RESULT ' + json.dumps({'process': jax.process_index(), 'rows': asked,
 def test_each_process_reads_only_its_rows_of_a_prepared_corpus(tmp_path):
   import json
   from conftest import load_config, tiny
-  from lmresearch import tokenizers
+  from lmresearch.text import tokenizers
   from lmresearch.data import prepare, prepared, sources
   c = tiny(load_config('pretrain'))
   tok = tokenizers.train_tokenizer('bpe', sources.documents(c.data, 'train'), 300)

@@ -2,7 +2,7 @@
 import jax
 import numpy as np
 
-from lmresearch import launch
+from lmresearch.stages import launch
 from lmresearch.training.metrics import read_metrics
 
 

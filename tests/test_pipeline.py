@@ -73,7 +73,8 @@ def test_a_pipeline_reuses_upstream_stages_and_trains_only_the_rest(smoke_pipeli
 
 def test_a_stage_stopped_by_sigterm_is_not_marked_done_and_nothing_after_it_runs(tmp_path,
                                                                                  monkeypatch):
-  from lmresearch import launch, pipeline
+  from lmresearch import pipeline
+  from lmresearch.stages import launch
   calls = []
   def stopped_early(config, workdir, devices=None):   # what the trainer returns after SIGTERM
     calls.append(config.stage)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, tiny
-from lmresearch import tokenizers
+from lmresearch.text import tokenizers
 from lmresearch.data import packing, prepare, prepared, sources
-from lmresearch.errors import ConfigError
+from lmresearch.core.errors import ConfigError
 
 
 @pytest.fixture(scope='module')

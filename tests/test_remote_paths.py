@@ -7,10 +7,11 @@ import json
 import pytest
 
 from conftest import load_config, tiny
-from lmresearch import config as lmc
-from lmresearch import fileio, tokenizers
+from lmresearch.training import config as lmc
+from lmresearch.core import fileio
+from lmresearch.text import tokenizers
 from lmresearch.data import prepare, prepared, sources
-from lmresearch.errors import ConfigError
+from lmresearch.core.errors import ConfigError
 
 
 @pytest.fixture

@@ -84,7 +84,8 @@ def test_a_damaged_latest_checkpoint_is_named_and_the_run_falls_back_to_an_intac
     tmp_path, capsys):
   import jax
   from conftest import load_config, tiny
-  from lmresearch import launch, runs
+  from lmresearch.stages import launch
+  from lmresearch.stages import runs
   from lmresearch.training.checkpoint import CheckpointError
   def config(steps):
     c = tiny(load_config('pretrain'))

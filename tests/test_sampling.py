@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-from lmresearch import parallel, sampling
+from lmresearch.core import parallel
+from lmresearch.generation import batched
 from lmresearch.models.transformer import ModelConfig, Transformer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,7 +50,7 @@ def one_device_mesh():
 def test_cached_greedy_equals_naive(style, kw):
   model, params = tiny_model(style, **kw)
   n = 8
-  out = sampling.generate(model, params, PROMPTS, max_new_tokens=n, temperature=0, stop_ids=())
+  out = batched.generate(model, params, PROMPTS, max_new_tokens=n, temperature=0, stop_ids=())
   expected = [naive_greedy(model, params, p, n) for p in PROMPTS]
   assert out['completions'] == expected
   assert len({tuple(c) for c in expected}) > 1
@@ -59,26 +60,26 @@ def test_cached_greedy_equals_naive(style, kw):
 
 def test_runs_inside_mesh_context():
   model, params = tiny_model('llama')
-  plain = sampling.generate(model, params, PROMPTS, max_new_tokens=6, temperature=0, stop_ids=())
+  plain = batched.generate(model, params, PROMPTS, max_new_tokens=6, temperature=0, stop_ids=())
   with parallel.activate(one_device_mesh(), parallel.DEFAULT_RULES):
-    meshed = sampling.generate(model, params, PROMPTS, max_new_tokens=6, temperature=0,
+    meshed = batched.generate(model, params, PROMPTS, max_new_tokens=6, temperature=0,
                                stop_ids=())
   assert meshed['completions'] == plain['completions']
   # Boxed params (straight from model.init, with logical-axis metadata) work too.
   boxed = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))['params']
   with parallel.activate(one_device_mesh(), parallel.DEFAULT_RULES):
-    from_boxed = sampling.generate(model, boxed, PROMPTS, max_new_tokens=6, temperature=0)
-  unboxed = sampling.generate(model, nn.unbox(boxed), PROMPTS, max_new_tokens=6, temperature=0)
+    from_boxed = batched.generate(model, boxed, PROMPTS, max_new_tokens=6, temperature=0)
+  unboxed = batched.generate(model, nn.unbox(boxed), PROMPTS, max_new_tokens=6, temperature=0)
   assert from_boxed['completions'] == unboxed['completions']
 
 
 @pytest.mark.skipif(jax.device_count() < 2, reason='needs 2 devices')
 def test_batch_padded_to_data_shards():
   model, params = tiny_model('gpt2')
-  plain = sampling.generate(model, params, PROMPTS, max_new_tokens=4, temperature=0, stop_ids=())
+  plain = batched.generate(model, params, PROMPTS, max_new_tokens=4, temperature=0, stop_ids=())
   mesh = Mesh(np.array(jax.devices()[:2]).reshape(2, 1, 1), parallel.MESH_AXES)
   with parallel.activate(mesh, parallel.DEFAULT_RULES):
-    meshed = sampling.generate(model, params, PROMPTS, max_new_tokens=4, temperature=0,
+    meshed = batched.generate(model, params, PROMPTS, max_new_tokens=4, temperature=0,
                                stop_ids=())
   assert meshed['completions'] == plain['completions']
   assert meshed['tokens'].shape[0] == 3
@@ -87,14 +88,14 @@ def test_batch_padded_to_data_shards():
 def test_filter_logits_top_k_keeps_the_k_largest_and_their_ties():
   logits = jax.random.normal(jax.random.PRNGKey(0), (3, 50))
   for k in (1, 5, 17):
-    out = sampling.filter_logits(logits, 1.0, top_k=k)
+    out = batched.filter_logits(logits, 1.0, top_k=k)
     kept = np.isfinite(np.asarray(out))
     assert (kept.sum(-1) == k).all()
     top = np.argsort(-np.asarray(logits), axis=-1)[:, :k]
     assert all(set(np.flatnonzero(kept[i])) == set(top[i]) for i in range(3))
   # Ties with the k-th survive (Hugging Face's rule): never a choice by vocabulary order.
   ties = jnp.asarray([[0., 2., 1., 1., 1., -1.]])
-  assert np.flatnonzero(np.isfinite(sampling.filter_logits(ties, 1.0, top_k=2))).tolist() == [1, 2, 3, 4]
+  assert np.flatnonzero(np.isfinite(batched.filter_logits(ties, 1.0, top_k=2))).tolist() == [1, 2, 3, 4]
   # Per-row settings (the server's slots) follow the same rule as one setting for the batch.
   from lmresearch.generation import sampler
   rows = sampler.filter_logits(logits, jnp.asarray([1.0, 0.5, 2.0]), jnp.asarray([1, 5, 0]),
@@ -106,27 +107,27 @@ def test_filter_logits_top_k_keeps_the_k_largest_and_their_ties():
 def test_filter_logits_top_p_and_temperature():
   probs = jnp.array([[0.05, 0.5, 0.15, 0.3]])
   logits = jnp.log(probs)
-  kept = lambda p: np.flatnonzero(np.isfinite(sampling.filter_logits(logits, 1.0, top_p=p)[0]))
+  kept = lambda p: np.flatnonzero(np.isfinite(batched.filter_logits(logits, 1.0, top_p=p)[0]))
   assert kept(0.4).tolist() == [1]             # the top token alone already covers 0.4
   assert kept(0.75).tolist() == [1, 3]         # 0.5 + 0.3 >= 0.75
   assert kept(0.85).tolist() == [1, 2, 3]      # + 0.15
   assert kept(0.99).tolist() == [0, 1, 2, 3]
   assert kept(1e-6).tolist() == [1]            # always keeps the top token
   # Temperature scales logits; 0 is argmax, also through the sampler's categorical draw.
-  np.testing.assert_allclose(sampling.filter_logits(logits, 0.5), logits / 0.5, rtol=1e-6)
-  greedy = sampling.filter_logits(logits, 0.0)
+  np.testing.assert_allclose(batched.filter_logits(logits, 0.5), logits / 0.5, rtol=1e-6)
+  greedy = batched.filter_logits(logits, 0.0)
   assert np.flatnonzero(np.isfinite(greedy[0])).tolist() == [1]
   draws = jax.random.categorical(jax.random.PRNGKey(0), greedy, shape=(20, 1))
   assert (np.asarray(draws) == 1).all()
   with pytest.raises(ValueError, match='top_p'):
-    sampling.filter_logits(logits, 1.0, top_p=0.0)
+    batched.filter_logits(logits, 1.0, top_p=0.0)
 
 
 def test_stop_ids_truncate():
   model, params = tiny_model('llama')
-  free = sampling.generate(model, params, PROMPTS, max_new_tokens=8, temperature=0, stop_ids=())
+  free = batched.generate(model, params, PROMPTS, max_new_tokens=8, temperature=0, stop_ids=())
   stop = free['completions'][0][3]
-  out = sampling.generate(model, params, PROMPTS, max_new_tokens=8, temperature=0,
+  out = batched.generate(model, params, PROMPTS, max_new_tokens=8, temperature=0,
                           stop_ids=(stop,))
   for full, cut, length, finished in zip(free['completions'], out['completions'],
                                          out['lengths'].tolist(), out['finished'].tolist()):
@@ -143,7 +144,7 @@ def test_stop_ids_truncate():
 
 def test_logprobs_match_full_forward():
   model, params = tiny_model('gpt2')
-  out = sampling.generate(model, params, PROMPTS, max_new_tokens=6, rng=jax.random.PRNGKey(3),
+  out = batched.generate(model, params, PROMPTS, max_new_tokens=6, rng=jax.random.PRNGKey(3),
                           temperature=1.3, top_k=20, stop_ids=())
   tokens, mask, positions, p = out['tokens'], out['mask'], out['positions'], out['prompt_len']
   logits = model.apply({'params': params}, tokens, positions, mask)   # segment_ids = mask
@@ -157,13 +158,13 @@ def test_logprobs_match_full_forward():
 def test_too_long_prompt_raises():
   model, params = tiny_model('llama', max_len=16)
   with pytest.raises(ValueError, match=r'prompt 1 has 17 tokens, .* model context of 16 tokens'):
-    sampling.generate(model, params, [[1, 2], [1] * 17], max_new_tokens=4, temperature=0)
+    batched.generate(model, params, [[1, 2], [1] * 17], max_new_tokens=4, temperature=0)
 
 
 def test_generation_clamped_with_warning():
   model, params = tiny_model('gpt2', max_len=16)
   with pytest.warns(UserWarning, match='generating at most 4 tokens'):
-    out = sampling.generate(model, params, [[1] * 12, [1, 2]], max_new_tokens=10, temperature=0,
+    out = batched.generate(model, params, [[1] * 12, [1, 2]], max_new_tokens=10, temperature=0,
                             stop_ids=())
   assert out['logprobs'].shape == (2, 4)
   assert [len(c) for c in out['completions']] == [4, 4]
@@ -172,30 +173,30 @@ def test_generation_clamped_with_warning():
 def test_same_rng_same_samples():
   model, params = tiny_model('llama')
   kw = dict(max_new_tokens=8, temperature=1.0, top_p=0.9, stop_ids=())
-  a = sampling.generate(model, params, PROMPTS, rng=jax.random.PRNGKey(7), **kw)
-  b = sampling.generate(model, params, PROMPTS, rng=jax.random.PRNGKey(7), **kw)
-  c = sampling.generate(model, params, PROMPTS, rng=jax.random.PRNGKey(8), **kw)
+  a = batched.generate(model, params, PROMPTS, rng=jax.random.PRNGKey(7), **kw)
+  b = batched.generate(model, params, PROMPTS, rng=jax.random.PRNGKey(7), **kw)
+  c = batched.generate(model, params, PROMPTS, rng=jax.random.PRNGKey(8), **kw)
   assert a['completions'] == b['completions']
   assert a['completions'] != c['completions']
   with pytest.raises(ValueError, match='rng'):
-    sampling.generate(model, params, PROMPTS, max_new_tokens=2, temperature=1.0)
+    batched.generate(model, params, PROMPTS, max_new_tokens=2, temperature=1.0)
 
 
 def test_generate_text_stop_strings():
   import string
-  from lmresearch.tokenizers import CharTokenizer
+  from lmresearch.text.tokenizers import CharTokenizer
   tok = CharTokenizer(string.ascii_letters + '01234')    # 7 specials + 57 chars = the 64 ids
   model, params = tiny_model('llama')
   kw = dict(max_new_tokens=8, temperature=0, stop_ids=())
-  texts = sampling.generate_text(model, params, tok, ['abc', 'Zz0'], **kw)
-  ids = sampling.generate(model, params, [[tok.bos_id] + tok.encode(p) for p in ['abc', 'Zz0']],
+  texts = batched.generate_text(model, params, tok, ['abc', 'Zz0'], **kw)
+  ids = batched.generate(model, params, [[tok.bos_id] + tok.encode(p) for p in ['abc', 'Zz0']],
                           **kw)['completions']
   assert texts == [tok.decode(c, skip_special=True) for c in ids]
   assert len(texts[0]) >= 3
   stop = texts[0][2]
-  cut = sampling.generate_text(model, params, tok, ['abc', 'Zz0'], stop_strings=[stop], **kw)
+  cut = batched.generate_text(model, params, tok, ['abc', 'Zz0'], stop_strings=[stop], **kw)
   assert cut == [t[:t.index(stop)] if stop in t else t for t in texts]
-  assert sampling.cut_at_stop_strings('a. b\nc', ['\n', '.']) == 'a'
+  assert batched.cut_at_stop_strings('a. b\nc', ['\n', '.']) == 'a'
 
 
 # ---- the CLI ------------------------------------------------------------------------------------
@@ -216,7 +217,7 @@ def _tiny_pretrain_config():
 
 @pytest.fixture(scope='module')
 def trained_workdir(tmp_path_factory):
-  from lmresearch import launch
+  from lmresearch.stages import launch
   workdir = str(tmp_path_factory.mktemp('sample_run'))
   launch.run(_tiny_pretrain_config(), workdir)
   return workdir
@@ -254,7 +255,7 @@ def test_stop_table_matches_text_across_token_splits():
   """The compiled automaton stops exactly where the decoded text first holds a stop string,
   whether the string sits inside one token or spans several."""
   from lmresearch.generation import stops
-  from lmresearch.tokenizers import BPETokenizer
+  from lmresearch.text.tokenizers import BPETokenizer
   text = 'Answer: 3 + 4 = 7.\n\nQuestion: how many?\nQ\nQuestion:' * 20
   tok = BPETokenizer.train([text, 'Question: a b c\n\n', 'xyz\n'], vocab_size=300)
   stop_list = ('\n\n', '\nQuestion:', 'many?')
@@ -280,14 +281,14 @@ def test_generation_stops_at_stop_string_on_device():
   the text is what running to the end and cutting would give."""
   import string
   from lmresearch.generation.stops import compile_stops
-  from lmresearch.tokenizers import CharTokenizer
+  from lmresearch.text.tokenizers import CharTokenizer
   tok = CharTokenizer(string.ascii_letters + '01234')
   model, params = tiny_model('llama')
   prompts = [[tok.bos_id] + tok.encode(p) for p in ['abc', 'Zz0', 'b4']]
-  full = sampling.generate(model, params, prompts, max_new_tokens=12, temperature=0, stop_ids=())
-  texts = sampling.decode_completions(tok, full['completions'])
+  full = batched.generate(model, params, prompts, max_new_tokens=12, temperature=0, stop_ids=())
+  texts = batched.decode_completions(tok, full['completions'])
   stop = texts[0][3:5]   # two characters: a stop string over two tokens
-  out = sampling.generate(model, params, prompts, max_new_tokens=12, temperature=0, stop_ids=(),
+  out = batched.generate(model, params, prompts, max_new_tokens=12, temperature=0, stop_ids=(),
                           stop_table=compile_stops(tok, [stop], model.cfg.vocab_size))
   for t, c, fin, by_text in zip(texts, out['completions'], out['finished'], out['stop_string']):
     got = tok.decode(c, skip_special=True)
@@ -308,13 +309,13 @@ def test_shared_prefix_prefilled_once_same_tokens(kw):
   rng = np.random.default_rng(1)
   head = [1] + rng.integers(7, 64, 70).tolist()
   prompts = [head + rng.integers(7, 64, n).tolist() for n in (1, 9, 3, 14)] + [head[:75]]
-  assert sampling.shared_prefix(prompts) == 64
+  assert batched.shared_prefix(prompts) == 64
   for temperature in (0, 1.0):
     args = dict(max_new_tokens=10, temperature=temperature, stop_ids=(), rng=jax.random.PRNGKey(3))
-    plain = sampling.generate(model, params, prompts, **args)
-    shared = sampling.generate(model, params, prompts, share_prefix=True, **args)
+    plain = batched.generate(model, params, prompts, **args)
+    shared = batched.generate(model, params, prompts, share_prefix=True, **args)
     assert shared['completions'] == plain['completions']
     assert shared['prompt_len'] == 64 + 24 and plain['prompt_len'] == 88
   naive = [naive_greedy(model, params, p, 10) for p in prompts]
-  assert sampling.generate(model, params, prompts, max_new_tokens=10, temperature=0, stop_ids=(),
+  assert batched.generate(model, params, prompts, max_new_tokens=10, temperature=0, stop_ids=(),
                            share_prefix=True)['completions'] == naive

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from lmresearch import runs, sampling, tokenizers
+from lmresearch.stages import runs
+from lmresearch.generation import batched
+from lmresearch.text import tokenizers
 from lmresearch.generation.engine import ContextError, Engine, Request, bucket_for
 from lmresearch.generation.textstream import Live, safe_len
 
@@ -54,7 +56,7 @@ def test_engine_matches_the_sampler_and_compiles_once_per_bucket(sft_run):
   tok = sft_run.tok
   ids = [tokenizers.generation_prompt(tok, p) for p in PROMPTS]
   with sft_run.active():
-    ref = sampling.generate(sft_run.model, sft_run.params, ids, max_new_tokens=24, temperature=0,
+    ref = batched.generate(sft_run.model, sft_run.params, ids, max_new_tokens=24, temperature=0,
                             stop_ids=tok.stop_ids, pad_id=tok.pad_id)
   # Fewer slots than requests: some wait for a slot, and each is inserted into the running batch.
   engine = Engine(sft_run, slots=2)
@@ -116,7 +118,7 @@ def test_a_cache_in_row_blocks_gives_the_sampler_s_tokens(sft_run):
   ids = [tokenizers.generation_prompt(tok, p + q) for q in ('', ' Thanks.', ' Please.')
          for p in PROMPTS][:11]
   with sft_run.active():
-    ref = sampling.generate(sft_run.model, sft_run.params, ids, max_new_tokens=24, temperature=0,
+    ref = batched.generate(sft_run.model, sft_run.params, ids, max_new_tokens=24, temperature=0,
                             stop_ids=tok.stop_ids, pad_id=tok.pad_id)
   block = sft_run.batch_rows(1)
   engine = Engine(sft_run, slots=2 * block, block_rows=block)
@@ -141,7 +143,7 @@ def test_row_blocks_of_a_model_with_scanned_layers_give_the_sampler_s_tokens(sft
   params = jax.jit(lambda: nn.unbox(lm.init(jax.random.PRNGKey(1), jnp.zeros((1, 8), jnp.int32))
                                     ['params']))()
   ids = [tokenizers.generation_prompt(tok, p) for p in PROMPTS[:4]]
-  ref = sampling.generate(lm, params, ids, max_new_tokens=12, temperature=0, stop_ids=(),
+  ref = batched.generate(lm, params, ids, max_new_tokens=12, temperature=0, stop_ids=(),
                           pad_id=tok.pad_id)
   engine = Engine(runs.Run(lm, params, tok, True), slots=4, block_rows=2)
   try:
@@ -185,7 +187,7 @@ def server(pipeline_dirs):
   """uvicorn serving the tiny pipeline's runs (base, sft) on a free port, with an API key."""
   import uvicorn
 
-  from lmresearch.serving.app import create_app
+  from lmresearch.web.app import create_app
   app = create_app(str(pipeline_dirs), None, api_key='sekret', slots=4)
   port = _free_port()
   srv = uvicorn.Server(uvicorn.Config(app, host='127.0.0.1', port=port, log_level='warning'))
@@ -319,11 +321,11 @@ def test_the_cli_and_the_server_sample_the_same_tokens(client, pipeline_dirs):
                                   temperature=1.3, top_p=0.9, extra_body={'top_k': 20})
   assert api.choices[0].text == cli[0]
   run = runs.load(str(pipeline_dirs / 'base'), chat=False)
-  ids = [sampling.encode_prompt(run.tok, prompt)] * 3
+  ids = [batched.encode_prompt(run.tok, prompt)] * 3
   with run.active():
-    out = sampling.generate(run.model, run.params, ids, max_new_tokens=24, rng=_jax.random.PRNGKey(seed),
+    out = batched.generate(run.model, run.params, ids, max_new_tokens=24, rng=_jax.random.PRNGKey(seed),
                             stop_ids=run.tok.stop_ids, pad_id=run.tok.pad_id, **settings)
-  rows = sampling.decode_completions(run.tok, out['completions'])
+  rows = batched.decode_completions(run.tok, out['completions'])
   assert [c.text for c in api.choices] == rows and len(set(rows)) > 1
   # The settings matter: without top-k and top-p the same seed draws something else.
   loose = client.completions.create(model='base', prompt=prompt, max_tokens=24, seed=seed,
@@ -418,7 +420,7 @@ def test_a_chunked_body_over_the_limit_is_refused(server):
 def test_runs_reached_through_symlinks_are_served_and_a_loop_is_not_followed(pipeline_dirs, tmp_path):
   """A workdir of symlinks to runs (a pipeline's reused stage is one) lists each run by its link's
   name; a link back to a directory above it is not walked again."""
-  from lmresearch.serving.registry import Registry, discover
+  from lmresearch.web.registry import Registry, discover
   gathered = tmp_path / 'gathered'
   (gathered / 'group').mkdir(parents=True)
   (gathered / 'sft-link').symlink_to(pipeline_dirs / 'sft', target_is_directory=True)
@@ -454,7 +456,7 @@ def test_a_reply_that_ends_on_its_stop_id_reports_it_as_its_last_token(client, s
   msgs = [{'role': 'user', 'content': PROMPTS[2]}]
   ids = tokenizers.generation_prompt(tok, msgs)
   with sft_run.active():
-    free = sampling.generate(sft_run.model, sft_run.params, [ids], max_new_tokens=8,
+    free = batched.generate(sft_run.model, sft_run.params, [ids], max_new_tokens=8,
                              temperature=0, stop_ids=(), pad_id=tok.pad_id)['completions'][0]
   stop = free[3]
   reply = free[:free.index(stop)]
@@ -499,7 +501,7 @@ def test_the_kv_cache_is_sized_by_its_budget_not_by_the_models_context():
 def test_a_request_over_the_served_length_is_a_400_naming_it(pipeline_dirs):
   from fastapi.testclient import TestClient
 
-  from lmresearch.serving.app import create_app
+  from lmresearch.web.app import create_app
   with TestClient(create_app(str(pipeline_dirs), None, slots=2, max_len=48)) as c:
     engine = c.app.state.models.engine('sft')
     assert engine.max_len == 48 and engine.cfg.max_len > 48

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import stage_config
-from lmresearch import launch
+from lmresearch.stages import launch
 from lmresearch.training.metrics import read_metrics
 
 STAGES = ['sft', 'reward', 'dpo', 'ppo', 'grpo']

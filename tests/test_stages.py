@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import load_config, stage_config, tiny
-from lmresearch import launch
+from lmresearch.stages import launch
 from lmresearch.stages import reward as reward_stage
 from lmresearch.training.metrics import read_metrics
 
@@ -17,7 +17,7 @@ def test_sft_trains_only_on_assistant_tokens(pipeline_dirs):
   c.init_from = str(pipeline_dirs / 'base')
   c.data.seq_len = 96
   c.data.synthetic.num_docs = 20
-  from lmresearch.config import inherit_model
+  from lmresearch.training.config import inherit_model
   inherit_model(c)
   stage = SFTStage(c, str(pipeline_dirs / 'sft'))
   batch = stage.train_ds.rows(np.arange(2))

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from lmresearch.errors import ConfigError
-from lmresearch.sweeps import hyper, launchers, plots, results, trials as trials_lib
+from lmresearch.core.errors import ConfigError
+from lmresearch.studies import hyper, launchers, plots, results, trials as trials_lib
 
 # A seconds-sized pretraining experiment: the same shrinking as conftest.tiny, as a config file.
 EXPERIMENT = '''
@@ -211,7 +211,7 @@ def test_slurm_launcher_runs_an_array_job_and_collects_it(tmp_path, slurm):
   assert out.returncode == 0, out.stdout + out.stderr
   assert 'submitted SLURM array job' in out.stdout
   script = open(work / 'slurm' / 'sweep.sbatch').read()
-  assert '#SBATCH --array=0-1' in script and 'lmresearch.sweeps.runner' in script
+  assert '#SBATCH --array=0-1' in script and 'lmresearch.studies.runner' in script
   rows = [json.loads(l) for l in open(work / 'results.jsonl')]
   assert [r['status'] for r in rows] == ['done'] * 2 and all('eval/loss' in r for r in rows)
 
@@ -232,7 +232,7 @@ def test_sigterm_records_a_trial_as_interrupted_not_done(tmp_path):
             'time.sleep(60)\n')
   t = trials_lib.Trial('x', {}, str(tmp_path / 'x'), [sys.executable, '-c', script])
   t.record(status='queued', cwd=str(tmp_path))
-  runner = subprocess.Popen([sys.executable, '-m', 'lmresearch.sweeps.runner', t.workdir],
+  runner = subprocess.Popen([sys.executable, '-m', 'lmresearch.studies.runner', t.workdir],
                             cwd=ROOT, env={**os.environ, 'PYTHONPATH': ROOT})
   log, deadline = tmp_path / 'x' / 'trial.log', time.time() + 30
   while not (log.exists() and 'ready' in log.read_text()) and time.time() < deadline:

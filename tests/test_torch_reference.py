@@ -74,7 +74,7 @@ def _to_torch_state(params, layers: int) -> dict:
 
 def test_torch_reference_computes_our_shakespeare_char_logits_and_loss():
   import flax.linen as nn
-  from lmresearch import tokenizers
+  from lmresearch.text import tokenizers
   from lmresearch.stages.pretrain import PretrainStage
   config = load_config('pretrain', 'preset=shakespeare_char')
   config.data.vocab_size = len(tokenizers.SPECIALS) + 65   # tinyshakespeare's 65 characters

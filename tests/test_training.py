@@ -12,7 +12,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import ROOT, load_config
-from lmresearch import launch
+from lmresearch.stages import launch
 from lmresearch.training.checkpoint import Checkpointer
 from lmresearch.training.metrics import read_metrics
 from lmresearch.training.trainer import NonFiniteLossError
@@ -90,7 +90,7 @@ def test_tfds_source_under_mock_data(tiny_pretrain_config, tmp_path):
 
 def test_gpt2_124m_preset_validates_and_lowers_on_8_devices():
   c = load_config('pretrain', 'preset=gpt2_124m')
-  from lmresearch.config import validate
+  from lmresearch.training.config import validate
   from lmresearch.stages import REGISTRY
   from lmresearch.training.dry_run import dry_run
   validate(c, 8, REGISTRY)
@@ -101,7 +101,7 @@ def test_gpt2_124m_preset_validates_and_lowers_on_8_devices():
 
 
 def test_mesh_devices_is_what_the_mesh_asks_for():
-  from lmresearch.runtime import mesh_devices
+  from lmresearch.core.parallel import mesh_devices
   assert mesh_devices({'data': 1, 'fsdp': 8, 'tensor': 1}, available=2) == 8
   assert mesh_devices({'data': -1, 'fsdp': 1, 'tensor': 2}, available=5) == 4   # the rest: 2 x 2
   assert mesh_devices({'data': -1, 'fsdp': 4, 'tensor': 1}, available=2) == 4   # at least 1 x 4

@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 from _common import load_config  # noqa: E402
-from lmresearch.config import parse_arg  # noqa: E402
+from lmresearch.training.config import parse_arg  # noqa: E402
 
 # (layers, width, heads): 16k to 1.05M non-embedding parameters (16·L·d² for these Llama-style
 # blocks; the default model is the largest: a larger one does not fit the hour on 2 CPU cores)

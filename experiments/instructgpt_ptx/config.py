@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 from _common import load_config  # noqa: E402
-from lmresearch.config import parse_arg  # noqa: E402
+from lmresearch.training.config import parse_arg  # noqa: E402
 
 
 def get_config(arg=None):

@@ -22,8 +22,8 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 from _common import load_config  # noqa: E402
-from lmresearch.config import parse_arg  # noqa: E402
-from lmresearch.evaluation.claims import PIPELINE  # noqa: E402
+from lmresearch.training.config import parse_arg  # noqa: E402
+from lmresearch.evals.claims import PIPELINE  # noqa: E402
 
 SEEDS = (0, 1, 2)
 RANKS = (8, 32, 128)

@@ -7,7 +7,7 @@ self-consistency over paths sampled at T = 0.7 (Wang et al.), on several seeds.
   python experiments/real_base_prompting/run.py --workdir=runs/exp/real_base_prompting --publish
 
 Nothing is trained: run.py imports the GGUF once (`convert --from_gguf`), answers the questions
-(lmresearch.evaluation: the KV-cache sampler, stop strings on the device, the exemplars prefilled
+(lmresearch.evals: the KV-cache sampler, stop strings on the device, the exemplars prefilled
 once per batch), and writes one results.csv row per method and seed; the README re-renders from it
 (`python -m lmresearch.sweep --config=experiments/real_base_prompting/config.py --report_only`).
 """
@@ -16,7 +16,7 @@ import os
 
 import ml_collections
 
-from lmresearch.config import parse_arg
+from lmresearch.training.config import parse_arg
 
 SCRIPT = 'run.py'   # its trials evaluate an imported model: run.py runs them, not lmresearch.sweep
 METHODS = ('direct', 'few_shot', 'cot')   # greedy: one row each (seed 0)

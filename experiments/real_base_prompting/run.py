@@ -21,9 +21,9 @@ import time
 
 import numpy as np
 
-from lmresearch import fileio
-from lmresearch.evaluation import generation, prompting, stats, tasks
-from lmresearch.sweeps import render, results, trials
+from lmresearch.core import fileio
+from lmresearch.evals import generation, prompting, stats, tasks
+from lmresearch.studies import render, results, trials
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 exp = trials.load_experiment(os.path.join(HERE, 'config.py'))

@@ -20,8 +20,8 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 from _common import load_config  # noqa: E402
-from lmresearch.config import parse_arg  # noqa: E402
-from lmresearch.evaluation.best_of_n import kl_bon  # noqa: E402
+from lmresearch.training.config import parse_arg  # noqa: E402
+from lmresearch.evals.best_of_n import kl_bon  # noqa: E402
 
 BON = (1, 2, 4, 8, 16, 32, 64)
 

@@ -20,7 +20,7 @@ import re
 
 from lmresearch.data import world as world_lib
 from lmresearch.data.sources import read_jsonl
-from lmresearch.errors import ConfigError
+from lmresearch.core.errors import ConfigError
 
 ROLES = ('system', 'user', 'assistant')
 _CALC = re.compile(r'<<[^>]*>>')

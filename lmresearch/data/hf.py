@@ -19,7 +19,7 @@ import glob
 import itertools
 import os
 
-from lmresearch.errors import ConfigError
+from lmresearch.core.errors import ConfigError
 
 # load_dataset's packaged builders, by file extension (a local hf_path that is a file or glob)
 BUILDERS = {'.parquet': 'parquet', '.json': 'json', '.jsonl': 'json', '.arrow': 'arrow',

@@ -24,9 +24,10 @@ import sys
 import ml_collections
 import numpy as np
 
-from lmresearch import fileio, tokenizers
+from lmresearch.core import fileio
+from lmresearch.text import tokenizers
 from lmresearch.data import prepared, sources
-from lmresearch.errors import ConfigError
+from lmresearch.core.errors import ConfigError
 
 SPLITS = ('train', 'validation')
 

@@ -17,9 +17,9 @@ import hashlib
 import numpy as np
 from etils import epath
 
-from lmresearch import fileio
+from lmresearch.core import fileio
 from lmresearch.data.packing import bos_window_batch
-from lmresearch.errors import ConfigError
+from lmresearch.core.errors import ConfigError
 
 META = 'meta.json'
 DTYPES = ('uint16', 'int32')

@@ -13,9 +13,9 @@ from typing import Iterator
 
 from etils import epath
 
-from lmresearch import fileio
+from lmresearch.core import fileio
 from lmresearch.data import world
-from lmresearch.errors import ConfigError
+from lmresearch.core.errors import ConfigError
 
 
 def read_jsonl(path: str) -> Iterator[tuple[int, dict]]:

@@ -33,8 +33,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from lmresearch import config as lmc
-from lmresearch import fileio, parallel, tokenizers
+from lmresearch.training import config as lmc
+from lmresearch.core import fileio, parallel
+from lmresearch.text import tokenizers
 from lmresearch.data import packing
 from lmresearch.models.logprobs import chunked_nll_sums, nll_sums
 from lmresearch.models.transformer import count_params, flops_per_token, unembed

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from lmresearch import config as lmc
-from lmresearch.errors import ConfigError
+from lmresearch.training import config as lmc
+from lmresearch.core.errors import ConfigError
 from lmresearch.models import lora as lora_lib
 from lmresearch.models.heads import ScalarHeadModel
 from lmresearch.models.transformer import ModelConfig, Transformer

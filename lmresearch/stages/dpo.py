@@ -23,8 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmresearch import fileio, parallel, sampling, tokenizers
-from lmresearch.data import formats, labeler, packing
+from lmresearch.core import fileio, parallel
+from lmresearch.generation import batched
+from lmresearch.text import tokenizers
+from lmresearch.data import formats, world_labeler, packing
 from lmresearch.stages.base import LMStage
 from lmresearch.models.logprobs import token_logprobs
 
@@ -83,7 +85,7 @@ def gold_pairs(questions: list[dict], replies: list[list[str]], finished: list[l
   """Every pair of one question's replies that the gold labeler ranks apart, better first."""
   out = []
   for q, rs, fs in zip(questions, replies, finished):
-    golds = [labeler.gold(r, q['prompt'], q.get('answer', ''), f) for r, f in zip(rs, fs)]
+    golds = [world_labeler.gold(r, q['prompt'], q.get('answer', ''), f) for r, f in zip(rs, fs)]
     for i, j in itertools.combinations(range(len(rs)), 2):
       if golds[i] != golds[j]:
         w, l = (i, j) if golds[i] > golds[j] else (j, i)
@@ -96,7 +98,7 @@ class DPOStage(LMStage):
 
   @classmethod
   def validate(cls, config) -> None:
-    from lmresearch.errors import ConfigError
+    from lmresearch.core.errors import ConfigError
     if config.dpo.get('pairs', 'rankings') not in ('rankings', 'policy_gold'):
       raise ConfigError(f"config.dpo.pairs={config.dpo.pairs!r}: expected 'rankings' or "
                         "'policy_gold'.")
@@ -141,11 +143,11 @@ class DPOStage(LMStage):
     replies, finished = [[] for _ in questions], [[] for _ in questions]
     for k in range(pc.samples):
       for start in range(0, len(prompts), pc.batch_size):
-        out = sampling.generate(self.ref_model, ref_params, prompts[start:start + pc.batch_size],
+        out = batched.generate(self.ref_model, ref_params, prompts[start:start + pc.batch_size],
                                 max_new_tokens=pc.max_new_tokens, temperature=1.0,
                                 rng=jax.random.fold_in(jax.random.fold_in(rng, k), start),
                                 stop_ids=self.tokenizer.stop_ids, pad_id=self.tokenizer.pad_id)
-        texts = sampling.decode_completions(self.tokenizer, out['completions'])
+        texts = batched.decode_completions(self.tokenizer, out['completions'])
         done = np.asarray(parallel.fetch(out['finished'])).tolist()
         for i, (t, f) in enumerate(zip(texts, done)):
           replies[start + i].append(t)

@@ -11,9 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmresearch import parallel, sampling
+from lmresearch.core import parallel
+from lmresearch.generation import batched
 from lmresearch.data import formats
-from lmresearch.answers import is_correct
+from lmresearch.text.answers import is_correct
 from lmresearch.models.logprobs import token_logprobs
 from lmresearch.stages import rl
 
@@ -45,7 +46,7 @@ class GRPOStage(rl.RLStage):
 
   def _sample_fn(self, params, prompt, prompt_mask, rng, group: int, temperature: float):
     prompt, prompt_mask = jnp.repeat(prompt, group, 0), jnp.repeat(prompt_mask, group, 0)
-    return sampling.generate_arrays(self.model, params, prompt, prompt_mask, rng,
+    return batched.generate_arrays(self.model, params, prompt, prompt_mask, rng,
                                     max_new_tokens=self.config.rl.max_new_tokens,
                                     temperature=temperature, stop_ids=self.tokenizer.stop_ids,
                                     pad_id=self.tokenizer.pad_id)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from lmresearch import config as lmc
-from lmresearch import parallel, tokenizers
+from lmresearch.training import config as lmc
+from lmresearch.core import parallel
+from lmresearch.text import tokenizers
 from lmresearch.models import lora
 from lmresearch.stages.builders import build_model, build_scalar_model
 from lmresearch.training.checkpoint import abstract_with_shardings, restore_params

@@ -13,7 +13,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from lmresearch import parallel, sampling
+from lmresearch.core import parallel
+from lmresearch.generation import batched
 from lmresearch.data import formats, packing, sources
 from lmresearch.models import lora
 from lmresearch.models.logprobs import positions_from_mask, target_logprobs, token_logprobs
@@ -100,7 +101,7 @@ class PPOStage(rl.RLStage):
   # ---- rollout (device) ----------------------------------------------------------------------
   def rollout(self, params, ref_params, rm_params, batch, rng):
     rc, pc = self.config.rl, self.config.ppo
-    out = sampling.generate_arrays(self.model, params['policy'], batch['prompt'],
+    out = batched.generate_arrays(self.model, params['policy'], batch['prompt'],
                                    batch['prompt_mask'], rng, max_new_tokens=rc.max_new_tokens,
                                    temperature=rc.temperature, stop_ids=self.tokenizer.stop_ids,
                                    pad_id=self.tokenizer.pad_id)

@@ -14,9 +14,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmresearch import fileio, sampling, tokenizers
+from lmresearch.core import fileio
+from lmresearch.generation import batched
+from lmresearch.text import tokenizers
 from lmresearch.data import formats
-from lmresearch.errors import ConfigError
+from lmresearch.core.errors import ConfigError
 from lmresearch.models.heads import last_token_index
 from lmresearch.models.logprobs import positions_from_mask
 from lmresearch.stages.base import LMStage, load_parent_params
@@ -103,7 +105,7 @@ def pool_rewards(values, tokens, mask, pool: str, reply=None):
 
 def reward_pool(workdir: str) -> str:
   """How the reward model at `workdir` pools its scalars (runs from before the option: 'last')."""
-  from lmresearch import config as lmc
+  from lmresearch.training import config as lmc
   return lmc.load(workdir).get('reward', {}).get('pool', 'last')
 
 
@@ -177,7 +179,7 @@ class RewardStage(LMStage):
     lm, lm_params = self.ref_model, self.load_lm_params(self.config.init_from)
     prompts = [r['prompt'] for r in self.eval_rankings[:n]]
     ids = [tokenizers.generation_prompt(self.tokenizer, p) for p in prompts]
-    out = sampling.generate(lm, lm_params, ids, max_new_tokens=self.config.reward.norm_max_new_tokens,
+    out = batched.generate(lm, lm_params, ids, max_new_tokens=self.config.reward.norm_max_new_tokens,
                             rng=jax.random.PRNGKey(self.config.seed), temperature=1.0,
                             stop_ids=self.tokenizer.stop_ids, pad_id=self.tokenizer.pad_id)
     r = score(self.rm, params, out['tokens'], out['mask'], out['positions'], self.config.reward.pool,

@@ -14,10 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lmresearch import parallel, tokenizers
-from lmresearch.errors import ConfigError
-from lmresearch.answers import matches, predict
-from lmresearch.data import formats, labeler
+from lmresearch.core import parallel
+from lmresearch.text import tokenizers
+from lmresearch.core.errors import ConfigError
+from lmresearch.text.answers import matches, predict
+from lmresearch.data import formats, world_labeler
 from lmresearch.models import lora
 from lmresearch.stages.base import LMStage
 from lmresearch.training.trainer import TrainState, with_frozen
@@ -188,7 +189,7 @@ class RLStage(LMStage):
     gold, right = [], []
     for ex, t, m, f in zip(self.eval_prompts.examples, tokens, mask, np.asarray(finished)):
       text, target = self.tokenizer.decode(t[m].tolist(), skip_special=True), ex.get('answer', '')
-      gold.append(labeler.gold(text, ex['prompt'], target, bool(f)))
+      gold.append(world_labeler.gold(text, ex['prompt'], target, bool(f)))
       right.append(bool(target) and matches(predict(text, target), target))
     se = lambda x: float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float('nan')
     return {f'eval/{self.name}/gold_quality': float(np.mean(gold)),

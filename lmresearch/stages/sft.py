@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 
-from lmresearch import tokenizers
+from lmresearch.text import tokenizers
 from lmresearch.data import formats, packing
 from lmresearch.stages.base import LMStage
 

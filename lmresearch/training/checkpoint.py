@@ -17,7 +17,7 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
-from lmresearch import fileio
+from lmresearch.core import fileio
 
 ITEMS = ('params', 'train', 'data')
 PART_DAMAGED = '.damaged-part'   # <step>.damaged-part: one process could not read its part

@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from lmresearch import parallel
+from lmresearch.core import parallel
 from lmresearch.models.transformer import count_params
 from lmresearch.training.trainer import Trainer
 

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmresearch import fileio
+from lmresearch.core import fileio
 
 # Dense bf16 peak FLOP/s per chip, from vendor specs, for MFU. CPUs are measured instead.
 PEAK_FLOPS = {

@@ -29,8 +29,8 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from lmresearch import config as lmc
-from lmresearch import parallel
+from lmresearch.training import config as lmc
+from lmresearch.core import parallel
 from lmresearch.models import lora
 from lmresearch.models.transformer import param_counts
 from lmresearch.training import compiles

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import jax
 import numpy as np
 
-from lmresearch.errors import ConfigError
+from lmresearch.core.errors import ConfigError
 from lmresearch.models.hf import gemma2, gemma3, gpt2, keys, layout, llama, mistral, qwen2, qwen3
 
 FAMILIES = {m.MODEL_TYPE: m for m in (gpt2, llama, mistral, qwen2, qwen3, gemma2, gemma3)}

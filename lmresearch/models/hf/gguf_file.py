@@ -27,7 +27,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from lmresearch.errors import ConfigError
+from lmresearch.core.errors import ConfigError
 
 def _need_gguf():
   try:

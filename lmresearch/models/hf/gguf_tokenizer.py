@@ -18,8 +18,8 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from lmresearch import fileio
-from lmresearch.errors import ConfigError
+from lmresearch.core import fileio
+from lmresearch.core.errors import ConfigError
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 

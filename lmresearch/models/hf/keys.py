@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from lmresearch.errors import ConfigError
+from lmresearch.core.errors import ConfigError
 
 # PretrainedConfig's own attributes (transformers 4.x and 5.x) and other keys that describe a
 # checkpoint without changing its function.

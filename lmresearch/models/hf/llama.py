@@ -3,7 +3,7 @@ Llama 3.1's rope_scaling (rope_type 'llama3'); GQA, any head_dim, RMSNorm eps, t
 Mistral and Qwen2 are this family with an option each (mistral.py, qwen2.py)."""
 from __future__ import annotations
 
-from lmresearch.errors import ConfigError
+from lmresearch.core.errors import ConfigError
 from lmresearch.models.hf import keys
 from lmresearch.models.hf.layout import Part, Tensor
 
