@@ -79,9 +79,9 @@ def pipeline_dirs(tmp_path_factory):
   return root
 
 
-def stage_config(stage: str, root):
+def stage_config(stage: str, root, arg=None):
   """A seconds-sized config of a post-training stage on top of the pipeline_dirs runs."""
-  c = tiny(load_config(stage))
+  c = tiny(load_config(stage, arg))
   c.init_from = str(root / ('base' if stage == 'sft' else 'sft'))
   c.data.seq_len = 96
   c.data.synthetic.num_docs = 40
