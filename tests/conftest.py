@@ -1,5 +1,4 @@
 """Shared test setup: 8 simulated CPU devices, a persistent compilation cache, tiny configs."""
-import importlib.util
 import os
 import sys
 
@@ -16,10 +15,9 @@ jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 
 
 def load_config(name: str, arg=None):
-  spec = importlib.util.spec_from_file_location(f'cfg_{name}', os.path.join(ROOT, 'configs', f'{name}.py'))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config(arg)
+  """configs/<name>.py's get_config(arg)."""
+  from lmresearch.training.config import config_file
+  return config_file(name).get_config(arg)
 
 
 def tiny(config):

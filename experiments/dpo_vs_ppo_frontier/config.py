@@ -35,7 +35,10 @@ def get_config(arg=None):
   c.reuse = UPSTREAM
   c.run = UPSTREAM + ',ppo'
   c.stages.ppo.ppo.ptx_coef = 0.0
-  c.stages.ppo.train.steps = 30   # the first version's PPO length (the default pipeline's is 60)
+  # The PPO the committed trials ran (the pipeline's of 2026-11-30), pinned: the pipeline's own
+  # recipe has since moved to 60 steps of 64 rollouts of 96 tokens.
+  c.stages.ppo.train.update(steps=30, batch_size=32)
+  c.stages.ppo.rl.max_new_tokens = 48
   c.eval.update(per_step=30, prompting=False, rm_rankings=0, compare_prompts=2, sample_prompts=90,
                 samples_per_prompt=1)
   return c

@@ -6,8 +6,9 @@ mixing pretraining gradients into PPO reduce it without losing labeler preferenc
   python -m lmresearch.sweep --config=experiments/instructgpt_ptx/config.py \
       --workdir=runs/exp/instructgpt_ptx
 
-Each trial trains PPO(-ptx) from the upstream SFT model against its reward model (the default
-pipeline's 30 steps, KL coefficient 2.0) with one gamma and one seed, then evaluates SFT and the
+Each trial trains PPO(-ptx) from the upstream SFT model against its reward model (30 steps of 32
+rollouts of 48 tokens, KL coefficient 2.0: the pipeline's PPO when the trials ran, pinned in
+get_config) with one gamma and one seed, then evaluates SFT and the
 RLHF model. The seeds vary PPO only (rollouts, minibatch order, pretraining rows), not the SFT
 model or the reward model. `:upstream=DIR` names another pipeline run.
 """
@@ -26,6 +27,13 @@ def get_config(arg=None):
   c.reuse = 'pretrain,sft,reward'
   c.eval.update(models='rlhf', prompting=False, rm_rankings=0, compare_prompts=2, per_step=30,
                 sample_prompts=150, samples_per_prompt=1)   # what the committed trials measured
+  # The PPO the committed trials ran (the pipeline's of 2026-11-30), pinned: the pipeline's own
+  # recipe has since moved to 60 steps of 64 rollouts of 96 tokens, which would silently make
+  # this another experiment than its results.csv.
+  ppo = c.stages.ppo
+  ppo.train.update(steps=30, batch_size=32)
+  ppo.rl.max_new_tokens = 48
+  ppo.ppo.kl_coef = 2.0
   return c
 
 
