@@ -6,6 +6,7 @@ import pytest
 import flax.linen as nn
 
 from lmresearch.models.transformer import ModelConfig, Transformer
+from lmresearch.generation.kvcache import KV_CACHE
 
 STYLES = [dict(style='gpt2'), dict(style='llama', num_kv_heads=2)]
 
@@ -44,14 +45,14 @@ def test_kv_cache_decoding_matches_full_forward(kw):
   model, params = make(**kw)
   tokens = jax.random.randint(jax.random.PRNGKey(2), (2, 12), 0, 64)
   full = model.apply({'params': params}, tokens)
-  cache = model.init(jax.random.PRNGKey(0), jnp.zeros((2, 12), jnp.int32), decode=True)['cache']
-  logits, upd = model.apply({'params': params, 'cache': cache}, tokens[:, :5], decode=True,
+  cache = model.init(jax.random.PRNGKey(0), jnp.zeros((2, 12), jnp.int32), decode=KV_CACHE)['cache']
+  logits, upd = model.apply({'params': params, 'cache': cache}, tokens[:, :5], decode=KV_CACHE,
                             mutable=['cache'])
   steps = [logits]
   for t in range(5, 12):
     pos = jnp.full((2, 1), t)
     logits, upd = model.apply({'params': params, 'cache': upd['cache']}, tokens[:, t:t + 1], pos,
-                              decode=True, mutable=['cache'])
+                              decode=KV_CACHE, mutable=['cache'])
     steps.append(logits)
   np.testing.assert_allclose(jnp.concatenate(steps, 1), full, atol=2e-5, rtol=1e-5)
 

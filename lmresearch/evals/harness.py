@@ -42,6 +42,7 @@ from lmresearch.core.errors import ConfigError
 from lmresearch.generation.stops import compile_stops
 from lmresearch.models.logprobs import positions_from_mask, target_logprobs
 from lmresearch.models.transformer import unembed
+from lmresearch.generation.kvcache import KV_CACHE
 
 try:
   import lm_eval
@@ -100,7 +101,7 @@ def _score_shared(model, params, ctx, ctx_mask, owner, conts, lens):
   whole context again for every choice."""
   (u, lc), (r, lk) = ctx.shape, conts.shape
   kv_ctx = ctx_mask.astype(jnp.bool_)
-  apply = functools.partial(model.apply, decode=True, mutable=['cache'], return_hidden=True)
+  apply = functools.partial(model.apply, decode=KV_CACHE, mutable=['cache'], return_hidden=True)
   # The last continuation token is only a target: lk - 1 slots follow the context.
   hidden, variables = apply(
       {'params': params, 'cache': batched.kv_cache(model, params, u, length=lc + lk - 1)}, ctx,

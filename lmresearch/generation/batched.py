@@ -30,6 +30,7 @@ from lmresearch.generation import sampler
 from lmresearch.generation.stops import MATCHED, compile_stops
 from lmresearch.models.logprobs import positions_from_mask
 from lmresearch.models.transformer import unembed
+from lmresearch.generation.kvcache import KV_CACHE
 
 DEFAULT_STOP_IDS = (tokenizers._Base.eos_id, tokenizers._Base.end_id)
 PROMPT_MULTIPLE = 8   # prompt block lengths are rounded up to this, to limit recompiles
@@ -45,7 +46,7 @@ def _cache_shapes(model, params, rows: int, length: int):
   """The decode cache's shapes for [rows, length], from an abstract init call."""
   def init(params):
     _, variables = model.apply({'params': params}, jnp.zeros((rows, length), jnp.int32),
-                               decode=True, mutable=['cache'])
+                               decode=KV_CACHE, mutable=['cache'])
     return variables['cache']
   return jax.eval_shape(init, params)
 
@@ -91,7 +92,7 @@ def _generate_core(model, params, prompt, prompt_mask, rng, stop_table=None, *,
     # Only the last position's logits are sampled from: the prefill unembeds one row per prompt,
     # not every prompt position ([b, p, vocab]).
     hidden, variables = model.apply({'params': params, 'cache': cache}, tokens, positions,
-                                    kv_mask=kv_mask, decode=True, mutable=['cache'],
+                                    kv_mask=kv_mask, decode=KV_CACHE, mutable=['cache'],
                                     return_hidden=True)
     return variables['cache'], unembed(model.cfg, params, hidden[:, -1:])[:, 0].astype(jnp.float32)
 

@@ -36,6 +36,7 @@ import numpy as np
 from lmresearch.generation import sampler
 from lmresearch.models.transformer import unembed
 from lmresearch.generation.textstream import Live, detokenize, final_text, first_stop, safe_len
+from lmresearch.generation.kvcache import KV_CACHE
 
 TOP_LOGPROBS = 5      # alternatives returned per token (OpenAI's completions allow up to 5)
 MIN_BUCKET = 16
@@ -244,7 +245,7 @@ class Engine:
 
     def init(params):
       _, v = model.apply({'params': params}, jnp.zeros((rows, length or self.max_len), jnp.int32),
-                         decode=True, mutable=['cache'])
+                         decode=KV_CACHE, mutable=['cache'])
       return v['cache']
 
     shapes = jax.eval_shape(init, params)
@@ -287,7 +288,7 @@ class Engine:
     # The prompt's keys and values first go to a cache of the prompt's own length, not the
     # whole context (16 rows of Gemma 3 270M's served context: another 1 GB at each prefill).
     small = self._empty_cache(params, rows, per_row=False, length=tokens.shape[1])
-    hidden, v = self.model.apply({'params': params, 'cache': small}, tokens, decode=True,
+    hidden, v = self.model.apply({'params': params, 'cache': small}, tokens, decode=KV_CACHE,
                                  mutable=['cache'], return_hidden=True)
     last = jnp.take_along_axis(hidden, (lengths - 1)[:, None, None], axis=1)   # [rows, 1, embed]
     logits = self._logits(params, last)[:, 0]
@@ -324,7 +325,7 @@ class Engine:
     cache = jax.tree.map(lambda *xs: tuple(xs), *blocks)   # each leaf: its blocks, in order
     hidden, v = self.model.apply({'params': params, 'cache': cache}, tokens[:, None],
                                  positions[:, None], kv_mask=jnp.ones((rows, length), jnp.bool_),
-                                 decode=True, mutable=['cache'], return_hidden=True)
+                                 decode=KV_CACHE, mutable=['cache'], return_hidden=True)
     logits = self._logits(params, hidden)[:, 0]
     tok = sampler.sample_rows(logits, sampler.step_keys(keys[:rows], steps), temperature, top_k,
                               top_p)
