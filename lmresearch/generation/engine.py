@@ -1,7 +1,7 @@
 """Continuous batching: every request to one model shares a single KV-cache decode batch.
 
 The cache holds `slots` sequences of up to the model's context, each from its own slot 0 with
-its own cache index (`Attention._update_rows`), kept as blocks of BLOCK_ROWS slots, each its own
+its own cache index (`generation/kvcache.py`), kept as blocks of BLOCK_ROWS slots, each its own
 array: a step over 16 or more rows passes the blocks those rows fill and attends to each where it
 lies, since XLA:CPU copies any slice of one big cache before the attention reads it. A thread runs
 the loop:

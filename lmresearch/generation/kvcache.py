@@ -70,7 +70,7 @@ def update(module, k, v, kv_mask, window=0):
   return ck.value, cv.value, mask, True
 
 def _update_rows(k, v, ck, cv, index, kv_mask, window=0):
-  """`_update_cache` with a cache index per row ([rows]): row r's chunk goes to slots i[r],
+  """`update` with a cache index per row ([rows]): row r's chunk goes to slots i[r],
   i[r] + 1, ... (each row holds one sequence from slot 0, so its slot is its position). The
   chunk may come for the first b <= rows rows only, and kv_mask's length L may be shorter than
   the cache: then only those rows' first L slots are attended (the serving engine's buckets:
